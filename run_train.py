@@ -1,0 +1,3 @@
+from gluon_triplet.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,59 @@
+"""Install gluon-triplet.
+
+MXNet comes in several wheels that all install the module ``mxnet``; installing two of
+them breaks both. The CPU wheel is the default; pick another with the environment
+variable ``GLUON_TRIPLET_MXNET``, e.g.::
+
+    GLUON_TRIPLET_MXNET="mxnet-cu112==1.9.1" pip install .
+"""
+
+import os
+import re
+
+from setuptools import find_packages, setup
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+
+def read_version():
+    with open(os.path.join(HERE, "gluon_triplet", "__init__.py")) as f:
+        return re.search(r'^__version__ = "([^"]+)"', f.read(), re.M).group(1)
+
+
+with open(os.path.join(HERE, "README.md"), encoding="utf-8") as f:
+    long_description = f.read()
+
+MXNET = os.environ.get("GLUON_TRIPLET_MXNET", "mxnet==1.9.1")
+
+setup(
+    name="gluon-triplet",
+    version=read_version(),
+    description="Learn embeddings with triplet loss in MXNet Gluon, visualised with mxboard",
+    long_description=long_description,
+    long_description_content_type="text/markdown",
+    license="Apache-2.0",
+    packages=find_packages(exclude=("tests", "bench")),
+    python_requires=">=3.8,<3.12",
+    install_requires=[
+        MXNET,
+        # MXNet 1.9.1 uses numpy aliases removed in numpy 1.24.
+        "numpy>=1.17,<1.24",
+        "mxboard==0.1.0",
+        # mxboard 0.1.0's generated protobuf modules fail to import on protobuf>=3.21.
+        "protobuf>=3.19,<3.21",
+        "tensorboard>=2.9",
+        "mlxtend>=0.19",
+        "tqdm>=4.40",
+        "pillow>=8",
+    ],
+    extras_require={"test": ["pytest>=7", "hypothesis>=6", "ruff>=0.4"]},
+    entry_points={"console_scripts": ["gluon-triplet=gluon_triplet.cli:main"]},
+    classifiers=[
+        "Programming Language :: Python :: 3",
+        "Programming Language :: Python :: 3.8",
+        "Programming Language :: Python :: 3.9",
+        "Programming Language :: Python :: 3.10",
+        "Programming Language :: Python :: 3.11",
+        "Topic :: Scientific/Engineering :: Artificial Intelligence",
+    ],
+)
