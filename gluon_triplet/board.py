@@ -1,0 +1,397 @@
+"""TensorBoard output through mxboard: scalar curves per epoch and the embedding projector.
+
+:class:`BoardCallback` writes, into one run directory (a TensorBoard "run"):
+
+* the epoch records of ``trainer.history`` as scalars ``train/<key>``, ``test/<key>`` and
+  ``time/epoch_seconds``, one step per epoch;
+* projector tensors that share labels and sprite, so the projector can switch between them:
+  ``raw_input`` (the flattened input samples) and ``embedding`` (the learned embedding at the
+  end of training, plus ``embedding_0000NN`` every ``projector_every`` epochs if asked).
+
+mxboard 0.1.0 writes what TensorBoard's projector plugin parses, but :func:`write_projector`
+repairs three things the projector otherwise shows wrongly: ``projector_config.pbtxt`` is only
+ever appended to, so rewriting a tensor lists it twice; the sprite is ``ceil(sqrt(N))`` tiles
+wide but only as tall as needed, while the projector assumes a square atlas when picking
+points; float pixels are truncated, not rounded, to uint8.
+
+TensorBoard reads a run's projector config once, when it first sees the run; tensors written
+later to a run it already knows appear after TensorBoard is restarted.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import numbers
+import os
+import re
+
+import numpy as np
+
+from .callbacks import Callback
+
+__all__ = ["MAX_SPRITE_SIZE", "BoardCallback", "sprite_images", "write_projector"]
+
+logger = logging.getLogger("gluon_triplet")
+
+#: Largest sprite side in pixels; the projector front-end refuses bigger sprites.
+MAX_SPRITE_SIZE = 8192
+
+PROJECTOR_CONFIG = "projector_config.pbtxt"
+
+# The tag becomes a folder name and a quoted string in the pbtxt; a quote or a path separator
+# would corrupt the config, and a corrupt config breaks the projector for every run.
+_TAG_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+
+_FLUSH_SECS = 2
+
+
+def _tiles_per_side(n):
+    """``ceil(sqrt(n))``, exactly, for ``n >= 1``."""
+    return math.isqrt(n - 1) + 1
+
+
+def _to_numpy(x):
+    return x.asnumpy() if hasattr(x, "asnumpy") else np.asarray(x)
+
+
+def sprite_images(x):
+    """Images for the projector's sprite, or None when ``x`` does not look like images.
+
+    Parameters
+    ----------
+    x : array-like
+        ``(N, H, W)``, ``(N, H, W, C)`` or ``(N, C, H, W)`` with ``C`` 1 or 3 images, or
+        ``(N, D)`` flattened square single-channel images (``D = S * S``, e.g. 784). Pixels
+        are expected in [0, 1]; uint8 is scaled by 1/255 and other ranges are min-max
+        rescaled as a whole.
+
+    Returns
+    -------
+    (N, C, H, W) float32 in [0, 1], or None
+        NCHW, as mxboard wants. None for other shapes, non-finite pixels, or when the sprite
+        of ``ceil(sqrt(N))`` tiles per side would exceed :data:`MAX_SPRITE_SIZE` pixels.
+    """
+    x = _to_numpy(x)
+    if x.ndim < 2 or x.shape[0] == 0 or x.dtype.kind not in "buif":
+        return None
+    n = x.shape[0]
+    if x.ndim == 2:
+        side = math.isqrt(x.shape[1])
+        if side < 2 or side * side != x.shape[1]:
+            return None
+        images = x.reshape(n, 1, side, side)
+    elif x.ndim == 3:
+        images = x[:, None]
+    elif x.ndim == 4:
+        # MXNet's own layout wins when both readings fit, e.g. (N, 3, 3, 3)
+        if x.shape[1] in (1, 3):
+            images = x
+        elif x.shape[3] in (1, 3):
+            images = x.transpose(0, 3, 1, 2)
+        else:
+            return None
+    else:
+        return None
+    height, width = images.shape[2:]
+    if height == 0 or width == 0:
+        return None
+    if _tiles_per_side(n) * max(height, width) > MAX_SPRITE_SIZE:
+        return None
+    scale = 1 / 255 if images.dtype == np.uint8 else 1
+    images = images.astype(np.float32) * np.float32(scale)
+    if not np.isfinite(images).all():
+        return None
+    lo, hi = float(images.min()), float(images.max())
+    if lo < 0 or hi > 1:
+        # standardised inputs still make a readable picture once stretched back to [0, 1]
+        images = (images - lo) / (hi - lo)
+    return np.ascontiguousarray(images, dtype=np.float32)
+
+
+def _clean_label(value):
+    # The projector reads one label per line, takes a first line with a tab as a header and
+    # skips blank lines; any of those would shift every label after it.
+    text = re.sub(r"[\t\r\n]+", " ", str(value)).strip()
+    return text if text else "(empty)"
+
+
+def _pad_sprite_square(path, side_w, side_h):
+    from PIL import Image
+
+    with Image.open(path) as im:
+        im.load()
+    if im.size == (side_w, side_h):
+        return
+    canvas = Image.new(im.mode, (side_w, side_h))
+    canvas.paste(im, (0, 0))
+    tmp = path + ".tmp.png"
+    canvas.save(tmp)
+    os.replace(tmp, path)
+
+
+def _dedupe_projector_config(logdir):
+    """Keep one entry per tensor name in the run's pbtxt: the newest, in the first's place."""
+    from google.protobuf import text_format
+    from tensorboard.plugins.projector.projector_config_pb2 import ProjectorConfig
+
+    path = os.path.join(logdir, PROJECTOR_CONFIG)
+    with open(path) as f:
+        text = f.read()
+    config = ProjectorConfig()
+    try:
+        text_format.Parse(text, config)
+    except text_format.ParseError as e:
+        logger.warning("%s does not parse; TensorBoard's projector will fail on it: %s", path, e)
+        return
+    latest, order = {}, []
+    for emb in config.embeddings:
+        if emb.tensor_name not in latest:
+            order.append(emb.tensor_name)
+        latest[emb.tensor_name] = emb
+    if len(order) == len(config.embeddings):
+        return
+    kept = ProjectorConfig()
+    kept.CopyFrom(config)
+    del kept.embeddings[:]
+    for name in order:
+        kept.embeddings.add().CopyFrom(latest[name])
+    tmp = path + ".tmp"
+    with open(tmp, "w") as f:
+        f.write(text_format.MessageToString(kept))
+    os.replace(tmp, path)
+
+
+def write_projector(writer, tag, embedding, labels, images=None, global_step=None):
+    """Write one tensor for TensorBoard's embedding projector.
+
+    Writes ``tensors.tsv``, ``metadata.tsv`` (one label per line) and ``sprite.png`` into
+    ``<logdir>/<folder>`` with ``writer.add_embedding`` and adds the tensor to
+    ``<logdir>/projector_config.pbtxt``, replacing an earlier entry of the same name.
+
+    Parameters
+    ----------
+    writer : mxboard.SummaryWriter
+    tag : str
+        Letters, digits, ``_``, ``.``, ``-``.
+    embedding : (M, D) array-like
+        Finite values; written as float32.
+    labels : sequence of M ints or str, or None
+        Written with ``str``; tabs and newlines become spaces.
+    images : (M, C, H, W) array-like, optional
+        ``C`` 1 or 3, float in [0, 1] or uint8 (see :func:`sprite_images`).
+    global_step : int, optional
+        When given, the folder and tensor name get the suffix ``_<global_step:06d>``.
+
+    Returns
+    -------
+    str
+        The tensor's folder under the writer's logdir, which is also its name in the projector.
+
+    Raises
+    ------
+    ValueError
+        On a bad tag or step, or shapes and values that do not fit together.
+    """
+    if not isinstance(tag, str) or not _TAG_RE.match(tag):
+        raise ValueError(
+            f"write_projector: tag must be letters, digits, '_', '.', '-', got {tag!r}"
+        )
+    if global_step is not None and (
+        isinstance(global_step, bool) or not isinstance(global_step, numbers.Integral)
+    ):
+        raise ValueError(f"write_projector: global_step must be an int, got {global_step!r}")
+    if global_step is not None and global_step < 0:
+        raise ValueError(f"write_projector: global_step must be >= 0, got {global_step}")
+
+    embedding = _to_numpy(embedding)
+    if embedding.ndim != 2 or embedding.shape[0] == 0 or embedding.shape[1] == 0:
+        raise ValueError(
+            f"write_projector: embedding must be (M, D) with M, D >= 1, got shape "
+            f"{embedding.shape}"
+        )
+    if embedding.dtype.kind not in "buif":
+        raise ValueError(f"write_projector: embedding must be numeric, got {embedding.dtype}")
+    embedding = embedding.astype(np.float32)
+    if not np.isfinite(embedding).all():
+        raise ValueError("write_projector: embedding has NaN or inf values")
+    m = embedding.shape[0]
+
+    if labels is not None:
+        labels = _to_numpy(labels) if hasattr(labels, "asnumpy") else labels
+        if np.ndim(labels) != 1:
+            raise ValueError(
+                f"write_projector: labels must be 1-D, got shape {np.shape(labels)}"
+            )
+        labels = [_clean_label(v) for v in labels]
+        if len(labels) != m:
+            raise ValueError(
+                f"write_projector: {len(labels)} labels for an embedding of {m} rows"
+            )
+
+    if images is not None:
+        images = _to_numpy(images)
+        if images.ndim != 4 or images.shape[1] not in (1, 3):
+            raise ValueError(
+                "write_projector: images must be (M, C, H, W) with C 1 or 3, got shape "
+                f"{images.shape}"
+            )
+        if images.shape[0] != m:
+            raise ValueError(
+                f"write_projector: {images.shape[0]} images for an embedding of {m} rows"
+            )
+        height, width = images.shape[2:]
+        per_side = _tiles_per_side(m)
+        if per_side * max(height, width) > MAX_SPRITE_SIZE:
+            raise ValueError(
+                f"write_projector: a sprite of {m} images of {height}x{width} would be "
+                f"{per_side * width}x{per_side * height} px, over the projector's "
+                f"{MAX_SPRITE_SIZE} px limit"
+            )
+        if images.dtype != np.uint8:
+            images = images.astype(np.float32)
+            if not np.isfinite(images).all() or images.min() < 0 or images.max() > 1:
+                raise ValueError("write_projector: float images must be in [0, 1]")
+            # mxboard truncates floats to uint8; rounding keeps a pixel within 0.5/255
+            images = np.rint(images * 255).astype(np.uint8)
+
+    writer.add_embedding(tag, embedding, labels=labels, images=images, global_step=global_step)
+
+    # Same rule as mxboard's folder naming, which is not public API.
+    folder = tag if global_step is None else f"{tag}_{global_step:06d}"
+    logdir = writer.get_logdir()
+    if images is not None:
+        per_side = _tiles_per_side(m)
+        _pad_sprite_square(
+            os.path.join(logdir, folder, "sprite.png"),
+            per_side * images.shape[3],
+            per_side * images.shape[2],
+        )
+    _dedupe_projector_config(logdir)
+    return folder
+
+
+def _is_number(value):
+    return isinstance(value, numbers.Real) and not isinstance(value, bool)
+
+
+class BoardCallback(Callback):
+    """Scalars every epoch and projector tensors of a fixed sample set, for TensorBoard.
+
+    Parameters
+    ----------
+    logdir : str
+        The run directory; event files and projector files go straight into it.
+    projector_x : (M, ...) array
+        Samples shown in the projector, e.g. ``(M, 28, 28)`` images in [0, 1]; also what
+        ``trainer.embed`` gets. Their pixels make the sprite when they look like images
+        (see :func:`sprite_images`).
+    projector_y : (M,) int array
+        Their labels.
+    class_names : sequence of str, optional
+        Name of each label value, written instead of the number.
+    projector_every : int
+        Also write the embedding every this many epochs (``embedding_<epoch:06d>``);
+        0 writes it only once, at the end of training.
+    """
+
+    def __init__(self, logdir, projector_x, projector_y, class_names=None, projector_every=0):
+        x = _to_numpy(projector_x)
+        y = _to_numpy(projector_y)
+        if x.ndim < 2 or x.shape[0] == 0:
+            raise ValueError(
+                f"BoardCallback: projector_x must be (M, ...) with M >= 1, got shape {x.shape}"
+            )
+        if y.ndim != 1 or len(y) != len(x):
+            raise ValueError(
+                f"BoardCallback: projector_y must be ({len(x)},) like projector_x, got shape "
+                f"{y.shape}"
+            )
+        if isinstance(projector_every, bool) or not isinstance(projector_every, numbers.Integral):
+            raise ValueError(
+                f"BoardCallback: projector_every must be an int, got {projector_every!r}"
+            )
+        if projector_every < 0:
+            raise ValueError(f"BoardCallback: projector_every must be >= 0, got {projector_every}")
+        if class_names is not None:
+            class_names = [str(c) for c in class_names]
+            if y.dtype.kind not in "iu":
+                raise ValueError(
+                    f"BoardCallback: with class_names, projector_y must be ints, got {y.dtype}"
+                )
+            bad = (y < 0) | (y >= len(class_names))
+            if bad.any():
+                raise ValueError(
+                    f"BoardCallback: label {y[bad][0]} has no name among "
+                    f"{len(class_names)} class_names"
+                )
+            self.labels = [class_names[int(v)] for v in y]
+        else:
+            self.labels = [str(v.item()) for v in y]
+        self.logdir = logdir
+        self.projector_x = x
+        self.projector_every = int(projector_every)
+        self.sprite = sprite_images(x)
+        if self.sprite is None:
+            logger.info(
+                "projector: no sprite for samples of shape %s (not images, or %d of them "
+                "would exceed the projector's %d px sprite limit)",
+                x.shape,
+                len(x),
+                MAX_SPRITE_SIZE,
+            )
+        self._writer = None
+
+    def _open(self):
+        from mxboard import SummaryWriter
+
+        self._writer = SummaryWriter(logdir=self.logdir, flush_secs=_FLUSH_SECS, verbose=False)
+        # Right after the event file appears: TensorBoard reads a run's projector config
+        # once, when it first sees the run.
+        raw = self.projector_x.reshape(len(self.projector_x), -1)
+        write_projector(self._writer, "raw_input", raw, self.labels, self.sprite)
+
+    def _write_scalars(self, record):
+        step = int(record["epoch"])
+        for split in ("train", "test"):
+            for key, value in (record.get(split) or {}).items():
+                if _is_number(value):
+                    self._writer.add_scalar(f"{split}/{key}", float(value), global_step=step)
+        # epoch 0 is the untrained net: it has test metrics but took no training time
+        if step > 0 and _is_number(record.get("time")):
+            self._writer.add_scalar("time/epoch_seconds", float(record["time"]), global_step=step)
+
+    def _write_embedding(self, trainer, global_step):
+        emb = np.asarray(trainer.embed(self.projector_x), dtype=np.float32)
+        return write_projector(
+            self._writer, "embedding", emb, self.labels, self.sprite, global_step=global_step
+        )
+
+    def on_train_begin(self, trainer):
+        self._open()
+        history = getattr(trainer, "history", None)
+        # The trainer records the untrained net as epoch 0 before this hook: the start of
+        # every test curve.
+        if history and history[-1].get("epoch") == 0:
+            self._write_scalars(history[-1])
+        self._writer.flush()
+
+    def on_epoch_end(self, trainer):
+        if self._writer is None:
+            self._open()
+        record = trainer.history[-1]
+        self._write_scalars(record)
+        epoch = int(record["epoch"])
+        if self.projector_every and epoch % self.projector_every == 0:
+            self._write_embedding(trainer, global_step=epoch)
+        self._writer.flush()
+
+    def on_train_end(self, trainer):
+        if self._writer is None:
+            self._open()
+        try:
+            self._write_embedding(trainer, global_step=None)
+        finally:
+            self._writer.flush()
+            self._writer.close()
+            self._writer = None

@@ -1,0 +1,155 @@
+"""The one configuration object of a run: CLI/JSON -> Config -> constructors."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import tempfile
+from dataclasses import dataclass, fields
+from typing import Optional, Tuple
+
+__all__ = ["Config", "ConfigError", "atomic_write_text"]
+
+
+class ConfigError(ValueError):
+    """A configuration value or file is invalid; the message names the key."""
+
+
+@dataclass
+class Config:
+    """Every setting of a training run. Defaults reproduce the reference recipe."""
+
+    dataset: str = "mnist"
+    data_dir: Optional[str] = None
+    model: str = "mlp"
+    hidden: Tuple[int, ...] = (256,)
+    embedding_size: int = 128
+    output: str = "relu"
+    normalize: bool = False
+    init_scale: float = 0.1
+    margin: float = 1.0
+    optimizer: str = "sgd"
+    lr: float = 0.05
+    momentum: float = 0.0
+    weight_decay: float = 0.0
+    batch_size: int = 1024
+    epochs: int = 10
+    triplets_per_class: Optional[int] = None
+    ctx: str = "auto"
+    kvstore: str = "device"
+    seed: int = 0
+    logdir: str = "logs"
+    run_name: Optional[str] = None
+    projector_samples: int = 1000
+    eval_batch_size: int = 4096
+    log_every: int = 50
+
+    def __post_init__(self):
+        self.validate()
+
+    def validate(self):
+        positive_ints = ("embedding_size", "batch_size", "eval_batch_size", "log_every")
+        for name in positive_ints:
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.epochs < 0:
+            raise ConfigError(f"epochs must be >= 0, got {self.epochs}")
+        if self.projector_samples < 0:
+            raise ConfigError(f"projector_samples must be >= 0, got {self.projector_samples}")
+        if self.triplets_per_class is not None and self.triplets_per_class < 1:
+            raise ConfigError(f"triplets_per_class must be >= 1, got {self.triplets_per_class}")
+        if any(h < 1 for h in self.hidden):
+            raise ConfigError(f"hidden sizes must be >= 1, got {list(self.hidden)}")
+        for name in ("lr", "margin", "init_scale"):
+            if not getattr(self, name) > 0:
+                raise ConfigError(f"{name} must be > 0, got {getattr(self, name)}")
+        for name in ("momentum", "weight_decay"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"{name} must be >= 0, got {getattr(self, name)}")
+        if self.optimizer not in ("sgd", "adam"):
+            raise ConfigError(f"optimizer must be 'sgd' or 'adam', got {self.optimizer!r}")
+        if self.output not in ("relu", "linear"):
+            raise ConfigError(f"output must be 'relu' or 'linear', got {self.output!r}")
+        if self.run_name is not None and (
+            not self.run_name or os.sep in self.run_name or self.run_name in (".", "..")
+        ):
+            raise ConfigError(f"run_name must be a plain folder name, got {self.run_name!r}")
+
+    def to_dict(self):
+        d = dataclasses.asdict(self)
+        d["hidden"] = list(self.hidden)
+        return d
+
+    @classmethod
+    def from_dict(cls, d):
+        """Build a Config from a dict, naming any unknown key or wrongly typed value."""
+        if not isinstance(d, dict):
+            raise ConfigError(f"config must be a JSON object, got {type(d).__name__}")
+        defaults = {f.name: f.default for f in fields(cls)}
+        unknown = sorted(set(d) - set(defaults))
+        if unknown:
+            raise ConfigError(
+                f"unknown config key(s): {', '.join(unknown)}; valid keys: {', '.join(defaults)}"
+            )
+        return cls(**{key: _coerce(key, value, defaults[key]) for key, value in d.items()})
+
+    def save(self, path):
+        atomic_write_text(path, json.dumps(self.to_dict(), indent=2) + "\n")
+
+    @classmethod
+    def load(cls, path):
+        try:
+            with open(path, encoding="utf-8") as f:
+                d = json.load(f)
+        except json.JSONDecodeError as e:
+            raise ConfigError(f"{path}: not valid JSON ({e})") from None
+        return cls.from_dict(d)
+
+
+def _coerce(key, value, default):
+    """Check ``value`` against the type of the key's default."""
+    if key in ("data_dir", "run_name"):
+        if value is None or isinstance(value, str):
+            return value
+        raise ConfigError(f"config key {key!r} must be a string or null, got {value!r}")
+    if key == "triplets_per_class":
+        if value is None or (isinstance(value, int) and not isinstance(value, bool)):
+            return value
+        raise ConfigError(f"config key {key!r} must be an integer or null, got {value!r}")
+    if key == "hidden":
+        if isinstance(value, (list, tuple)) and all(
+            isinstance(v, int) and not isinstance(v, bool) for v in value
+        ):
+            return tuple(value)
+        raise ConfigError(f"config key 'hidden' must be a list of integers, got {value!r}")
+    if isinstance(default, bool):
+        if isinstance(value, bool):
+            return value
+    elif isinstance(default, int):
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+    elif isinstance(default, float):
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+    elif isinstance(default, str):
+        if isinstance(value, str):
+            return value
+    expected = type(default).__name__
+    raise ConfigError(f"config key {key!r} must be of type {expected}, got {value!r}")
+
+
+def atomic_write_text(path, text):
+    """Write a file so that readers see the old or the new content, never a torn one."""
+    directory = os.path.dirname(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=directory)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise

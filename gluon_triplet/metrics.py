@@ -1,0 +1,517 @@
+"""Embedding-quality metrics as pure, vectorised NumPy functions.
+
+Nothing here imports MXNet: every function takes plain arrays (``(N, D)`` embeddings,
+``(N,)`` labels, ``(T,)`` triplet indices) and returns arrays or Python floats, so the
+metrics can be tested without a network and reused on raw features as a baseline.
+
+Distances are *squared* L2 throughout, the quantity ``gluon.loss.TripletLoss`` compares.
+
+Ranking metrics break distance ties pessimistically: at equal distance a wrong-label item
+ranks before a same-label one. A collapsed embedding (every row equal) therefore scores
+0, not chance level, so it cannot pass for a working model.
+"""
+
+from __future__ import annotations
+
+import os
+from concurrent.futures import ThreadPoolExecutor
+from typing import Dict, Iterable, Iterator, Optional, Sequence, Tuple
+
+import numpy as np
+
+__all__ = [
+    "active_triplet_fraction",
+    "evaluate_embeddings",
+    "pairwise_squared_distances",
+    "per_class_precision_at_1",
+    "retrieval_metrics",
+    "strict_triplet_accuracy",
+    "triplet_distances",
+]
+
+# Sort key given to a query's own column: above every real key (see ``_ranked_relevance``).
+_SELF_KEY = np.iinfo(np.uint64).max
+
+# Below this many query rows per thread, thread start-up costs more than it saves.
+_MIN_ROWS_PER_WORKER = 128
+
+
+# --------------------------------------------------------------------------- validation
+
+
+def _to_numpy(x):
+    # Duck-typed so MXNet NDArrays work without this module importing MXNet.
+    if hasattr(x, "asnumpy"):
+        return x.asnumpy()
+    return np.asarray(x)
+
+
+def _as_embedding(emb, name: str = "emb") -> np.ndarray:
+    """``(N, D)`` finite real array as float64 (float32 inputs convert exactly)."""
+    arr = _to_numpy(emb)
+    if arr.ndim != 2:
+        raise ValueError(f"{name} must be 2-D (N, D), got shape {arr.shape}")
+    if arr.dtype.kind not in "biuf":
+        raise ValueError(f"{name} must be a real numeric array, got dtype {arr.dtype}")
+    if arr.shape[0] == 0 or arr.shape[1] == 0:
+        raise ValueError(f"{name} must be non-empty, got shape {arr.shape}")
+    arr = arr.astype(np.float64, copy=False)
+    if not np.isfinite(arr).all():
+        raise ValueError(f"{name} must be finite (no NaN or inf)")
+    return arr
+
+
+def _row_sq_norms(x: np.ndarray, name: str = "emb") -> np.ndarray:
+    sq = np.einsum("ij,ij->i", x, x)
+    if not np.isfinite(sq).all():
+        # Would turn into inf - inf = NaN distances further on.
+        raise ValueError(f"{name} is too large: squared row norms overflow float64")
+    return sq
+
+
+def _encode_labels(labels, n: int) -> Tuple[np.ndarray, np.ndarray]:
+    """``(N,)`` labels of any orderable dtype -> ``(codes (N,) int64, classes (C,))``.
+
+    An ``(N, 1)`` column is accepted too, as many loaders return labels that way.
+    """
+    arr = _to_numpy(labels)
+    if arr.ndim == 2 and arr.shape[1] == 1:
+        arr = arr[:, 0]
+    if arr.shape != (n,):
+        raise ValueError(f"labels must have shape (N,) = ({n},), got {arr.shape}")
+    try:
+        classes, codes = np.unique(arr, return_inverse=True)
+    except TypeError as err:
+        raise ValueError(
+            f"labels must be mutually orderable (e.g. all int or all str): {err}"
+        ) from err
+    return codes.reshape(-1).astype(np.int64, copy=False), classes
+
+
+def _as_index(idx, name: str, n: int) -> np.ndarray:
+    arr = _to_numpy(idx)
+    if arr.ndim != 1:
+        raise ValueError(f"{name} must be 1-D (T,), got shape {arr.shape}")
+    if arr.dtype.kind not in "iu":
+        raise ValueError(f"{name} must be an integer array, got dtype {arr.dtype}")
+    if arr.size:
+        lo, hi = int(arr.min()), int(arr.max())
+        # Negative indices are rejected rather than wrapped: they are a bug upstream.
+        if lo < 0 or hi >= n:
+            raise ValueError(f"{name} out of range [0, {n}): min {lo}, max {hi}")
+    return arr.astype(np.intp, copy=False)
+
+
+def _as_distance_pair(ap_dist, an_dist) -> Tuple[np.ndarray, np.ndarray]:
+    ap = np.asarray(ap_dist, dtype=np.float64)
+    an = np.asarray(an_dist, dtype=np.float64)
+    if ap.ndim != 1:
+        raise ValueError(f"ap_dist must be 1-D (T,), got shape {ap.shape}")
+    if an.shape != ap.shape:
+        raise ValueError(f"an_dist must have shape (T,) = {ap.shape}, got {an.shape}")
+    if ap.size == 0:
+        raise ValueError("ap_dist and an_dist must be non-empty")
+    return ap, an
+
+
+def _as_ks(ks) -> Tuple[int, ...]:
+    try:
+        given = list(ks)
+        values = [int(k) for k in given]
+        bad = [k for k, v in zip(given, values) if v != k or v < 1]
+    except (TypeError, ValueError):
+        raise ValueError(f"ks must be an iterable of positive integers, got {ks!r}") from None
+    if not values or bad:
+        raise ValueError(f"ks must be a non-empty iterable of positive integers, got {ks!r}")
+    return tuple(sorted(set(values)))
+
+
+def _as_chunk_size(chunk_size) -> int:
+    try:
+        value = int(chunk_size)
+        valid = value == chunk_size and value >= 1
+    except (TypeError, ValueError):
+        valid = False
+    if not valid:
+        raise ValueError(f"chunk_size must be a positive integer, got {chunk_size!r}")
+    return value
+
+
+# ---------------------------------------------------------------------------- distances
+
+
+def _minus_two_gram(q: np.ndarray, x: np.ndarray) -> np.ndarray:
+    """``(Q, D), (M, D) -> (Q, M)`` values ``-2 q_i . x_j``."""
+    # Scaling by -2 is exact, so doing it on the small operand saves a pass over (Q, M).
+    return (q * -2.0) @ x.T
+
+
+def _finish_sq_dists(g: np.ndarray, qn: np.ndarray, xn: np.ndarray) -> np.ndarray:
+    """Turn ``-2 q_i . x_j`` into ``|q_i|^2 + |x_j|^2 - 2 q_i . x_j`` in place."""
+    g += xn
+    g += qn[:, None]
+    # Cancellation can leave tiny negatives where the true distance is ~0.
+    np.maximum(g, 0.0, out=g)
+    return g
+
+
+def _sq_dists(q: np.ndarray, qn: np.ndarray, x: np.ndarray, xn: np.ndarray) -> np.ndarray:
+    """``(Q, D), (Q,), (M, D), (M,) -> (Q, M)`` squared L2 via one GEMM."""
+    return _finish_sq_dists(_minus_two_gram(q, x), qn, xn)
+
+
+def pairwise_squared_distances(a, b=None) -> np.ndarray:
+    """All squared Euclidean distances between the rows of ``a`` and ``b``.
+
+    Parameters
+    ----------
+    a : (N, D) array-like, real, finite
+    b : (M, D) array-like, real, finite, optional
+        Defaults to ``a``.
+
+    Returns
+    -------
+    (N, M) float64
+        ``|a_i|^2 + |b_j|^2 - 2 a_i . b_j``, computed in float64 and clipped at 0. When
+        ``b`` is None the diagonal is exactly 0.
+
+    Notes
+    -----
+    This materialises the whole ``(N, M)`` matrix; :func:`retrieval_metrics` works in
+    query chunks instead.
+    """
+    a = _as_embedding(a, "a")
+    an = _row_sq_norms(a, "a")
+    if b is None:
+        d = _sq_dists(a, an, a, an)
+        # The GEMM form leaves rounding noise of order eps * |a_i|^2 on the diagonal.
+        np.fill_diagonal(d, 0.0)
+        return d
+    b = _as_embedding(b, "b")
+    if b.shape[1] != a.shape[1]:
+        raise ValueError(f"b must have shape (M, D) = (M, {a.shape[1]}), got {b.shape}")
+    return _sq_dists(a, an, b, _row_sq_norms(b, "b"))
+
+
+def triplet_distances(emb, anchor_idx, positive_idx, negative_idx):
+    """Squared L2 anchor-positive and anchor-negative distances of index triplets.
+
+    Computed from direct row differences (not the GEMM expansion), so equal rows give
+    exactly 0 -- the same quantity ``gluon.loss.TripletLoss`` compares.
+
+    Parameters
+    ----------
+    emb : (N, D) array-like, real, finite
+    anchor_idx, positive_idx, negative_idx : (T,) int
+        Row indices into ``emb``, each in ``[0, N)``.
+
+    Returns
+    -------
+    ap_dist, an_dist : (T,) float64
+    """
+    emb = _as_embedding(emb)
+    n = emb.shape[0]
+    a = _as_index(anchor_idx, "anchor_idx", n)
+    p = _as_index(positive_idx, "positive_idx", n)
+    g = _as_index(negative_idx, "negative_idx", n)
+    if not len(a) == len(p) == len(g):
+        raise ValueError(
+            "anchor_idx, positive_idx, negative_idx must have equal lengths, "
+            f"got {len(a)}, {len(p)}, {len(g)}"
+        )
+    anchors = emb[a]
+    diff = anchors - emb[p]
+    ap = np.einsum("ij,ij->i", diff, diff)
+    np.subtract(anchors, emb[g], out=diff)
+    an = np.einsum("ij,ij->i", diff, diff)
+    return ap, an
+
+
+def strict_triplet_accuracy(ap_dist, an_dist) -> float:
+    """Fraction of triplets whose positive is strictly closer than the negative.
+
+    Ties count as failures, so a collapsed embedding (all rows equal, every distance 0)
+    scores 0.0 rather than 1.0. NaN distances also count as failures.
+
+    Parameters
+    ----------
+    ap_dist, an_dist : (T,) float, T >= 1
+
+    Returns
+    -------
+    float
+    """
+    ap, an = _as_distance_pair(ap_dist, an_dist)
+    return float(np.count_nonzero(ap < an) / ap.size)
+
+
+def active_triplet_fraction(ap_dist, an_dist, margin: float = 1.0) -> float:
+    """Fraction of triplets that still contribute to ``TripletLoss(margin)``.
+
+    A triplet is active when ``ap_dist - an_dist + margin > 0``, i.e. its hinge loss is
+    non-zero.
+
+    Parameters
+    ----------
+    ap_dist, an_dist : (T,) float, T >= 1
+    margin : float
+
+    Returns
+    -------
+    float
+    """
+    ap, an = _as_distance_pair(ap_dist, an_dist)
+    margin = float(margin)
+    if not np.isfinite(margin):
+        raise ValueError(f"margin must be finite, got {margin}")
+    return float(np.count_nonzero(ap - an + margin > 0) / ap.size)
+
+
+# ---------------------------------------------------------------------------- retrieval
+
+
+def _worker_count(rows: int) -> int:
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:  # macOS, Windows
+        cores = os.cpu_count() or 1
+    return max(1, min(cores, rows // _MIN_ROWS_PER_WORKER))
+
+
+def _block_relevance(
+    g: np.ndarray,
+    qn: np.ndarray,
+    sq: np.ndarray,
+    q: np.ndarray,
+    codes: np.ndarray,
+    depth: int,
+) -> np.ndarray:
+    """Relevance of the ``depth`` nearest other rows of queries ``q``; overwrites ``g``.
+
+    ``g`` is ``_minus_two_gram(x[q], x)``, ``qn`` and ``sq`` the squared norms of ``x[q]``
+    and ``x``.
+    """
+    keys = _finish_sq_dists(g, qn, sq).view(np.uint64)
+    np.left_shift(keys, np.uint64(1), out=keys)
+    np.bitwise_or(keys, codes[q][:, None] == codes[None, :], out=keys)
+    keys[np.arange(len(q)), q] = _SELF_KEY
+    if depth == 1:
+        top = keys.min(axis=1, keepdims=True)
+    else:
+        keys.partition(depth - 1, axis=1)
+        top = np.sort(keys[:, :depth], axis=1)
+    return (top & np.uint64(1)).astype(bool)
+
+
+def _ranked_relevance(
+    x: np.ndarray, codes: np.ndarray, queries: np.ndarray, depth: int, chunk_size: int
+) -> Iterator[Tuple[np.ndarray, np.ndarray]]:
+    """Leave-one-out neighbour relevance, one chunk of queries at a time.
+
+    Yields ``(query_idx (Q,), relevant (Q, depth) bool)`` where ``relevant[i, r]`` says
+    whether the ``r``-th nearest other row of query ``query_idx[i]`` has its label.
+
+    Ranking key. Distances are non-negative float64 (``-0.0`` at worst), whose IEEE bit
+    patterns, read as unsigned integers, sort exactly like the values. Shifting the pattern
+    left by one (which also drops the sign bit of ``-0.0``) frees the lowest bit for the
+    same-label flag, so ``key = bits << 1 | same`` orders by distance first and, at exactly
+    equal distance, puts wrong-label items (``0``) before same-label ones (``1``): the
+    pessimistic tie rule, exact and without rounding the distances. The query's own column
+    gets the largest key and never reaches the first ``depth <= N - 1`` places.
+
+    Only ``(chunk_size, N)`` keys exist at a time; a partial sort (``partition``, linear
+    time) selects the ``depth`` smallest per row and only those are sorted. The relevance
+    is the low bit of each sorted key, so no neighbour indices are gathered.
+
+    Everything after the GEMM (which BLAS already spreads over all cores) runs on row
+    blocks in a few threads, as NumPy's selection, sort and ufunc loops use one core each
+    but release the GIL.
+    """
+    sq = _row_sq_norms(x)
+    workers = _worker_count(min(chunk_size, len(queries)))
+    with ThreadPoolExecutor(workers) as pool:
+        for start in range(0, len(queries), chunk_size):
+            q = queries[start : start + chunk_size]
+            g = _minus_two_gram(x[q], x)
+            edges = np.linspace(0, len(q), min(workers, len(q)) + 1).astype(int)
+            blocks = [slice(lo, hi) for lo, hi in zip(edges[:-1].tolist(), edges[1:].tolist())]
+            parts = pool.map(
+                _block_relevance,
+                [g[b] for b in blocks],
+                [sq[q[b]] for b in blocks],
+                [sq] * len(blocks),
+                [q[b] for b in blocks],
+                [codes] * len(blocks),
+                [depth] * len(blocks),
+            )
+            yield q, np.concatenate(list(parts))
+
+
+def _retrieval_setup(emb, labels, chunk_size):
+    x = _as_embedding(emb)
+    codes, classes = _encode_labels(labels, x.shape[0])
+    chunk_size = _as_chunk_size(chunk_size)
+    counts = np.bincount(codes, minlength=len(classes))
+    num_relevant = counts[codes] - 1
+    queries = np.flatnonzero(num_relevant > 0)
+    if queries.size == 0:
+        raise ValueError(
+            "no query has another item with its label (every class is a singleton); "
+            "retrieval metrics are undefined"
+        )
+    return x, codes, classes, num_relevant, queries, chunk_size
+
+
+def retrieval_metrics(
+    emb, labels, ks: Sequence[int] = (1, 2, 4, 8), chunk_size: int = 1024
+) -> Dict[str, float]:
+    """Leave-one-out retrieval quality of an embedding on one labelled set.
+
+    Every row queries all *other* rows, ranked by squared L2 distance.
+
+    Parameters
+    ----------
+    emb : (N, D) array-like, real, finite
+    labels : (N,) array-like of int or str
+        ``(N, 1)`` is accepted as well.
+    ks : iterable of positive int
+        Cut-offs for ``recall_at_k``. A ``k`` above ``N - 1`` behaves as ``N - 1``.
+    chunk_size : int
+        Queries processed at once; peak memory is about ``9 * chunk_size * N`` bytes.
+
+    Returns
+    -------
+    dict
+        ``precision_at_1`` : float
+            Fraction of queries whose nearest other row has the query's label
+            (equals ``recall_at_1``).
+        ``recall_at_{k}`` : float, for each ``k`` in ``ks``
+            Fraction of queries with at least one same-label row among the ``k`` nearest
+            (the metric-learning convention of Song et al. 2016, not set recall).
+        ``map_at_r`` : float
+            MAP@R of Musgrave et al. 2020: with ``R`` the number of other rows sharing the
+            query's label, ``AP@R = (1/R) * sum_{i<=R} P@i * rel(i)``, averaged over queries.
+        ``num_queries`` : int
+            Queries that were scored.
+
+    Notes
+    -----
+    Queries whose label has no other member (singleton classes) are excluded: they cannot
+    retrieve anything relevant. Their rows still take part as candidates for other
+    queries. If no query remains, ``ValueError`` is raised.
+
+    Ties are broken pessimistically: at exactly equal distance, wrong-label rows rank
+    before same-label ones, so a collapsed embedding scores 0 rather than chance. The
+    ranking is exact on the float64 distances (see ``_ranked_relevance``).
+
+    The full ``(N, N)`` distance matrix is never built: queries are processed in chunks of
+    ``chunk_size`` against all ``N`` rows, and only the ``max(max(ks), max R)`` nearest per
+    query are sorted.
+    """
+    ks = _as_ks(ks)
+    x, codes, _, num_relevant, queries, chunk_size = _retrieval_setup(emb, labels, chunk_size)
+    n = x.shape[0]
+    # k = 1 is always counted: precision_at_1 is reported whatever ks holds.
+    counted = tuple(sorted(set(ks) | {1}))
+    depth = min(max(counted[-1], int(num_relevant.max())), n - 1)
+    cuts = np.minimum(counted, depth)
+    hits = np.zeros(len(counted), dtype=np.int64)
+    ap_sum = 0.0
+    for q, rel in _ranked_relevance(x, codes, queries, depth, chunk_size):
+        first_hit = np.where(rel.any(axis=1), rel.argmax(axis=1), depth)
+        hits += (first_hit[:, None] < cuts[None, :]).sum(axis=0)
+        r = num_relevant[q]
+        # AP@R only visits the relevant ranks i <= R; there P@i = (how many relevant so far)
+        # / i, and the running count is the hit's position within its row of nonzero().
+        rows, cols = np.nonzero(rel & (np.arange(depth)[None, :] < r[:, None]))
+        row_start = np.searchsorted(rows, rows)
+        precision = (np.arange(1, len(rows) + 1) - row_start) / (cols + 1.0)
+        ap = np.bincount(rows, weights=precision, minlength=len(q)) / r
+        ap_sum += float(ap.sum())
+    num_queries = int(queries.size)
+    recall = {k: float(h / num_queries) for k, h in zip(counted, hits.tolist())}
+    result: Dict[str, float] = {"precision_at_1": recall[1]}
+    for k in ks:
+        result[f"recall_at_{k}"] = recall[k]
+    result["map_at_r"] = ap_sum / num_queries
+    result["num_queries"] = num_queries
+    return result
+
+
+def per_class_precision_at_1(emb, labels, chunk_size: int = 1024) -> Dict[object, float]:
+    """Precision@1 of :func:`retrieval_metrics`, split by the query's class.
+
+    Parameters
+    ----------
+    emb : (N, D) array-like, real, finite
+    labels : (N,) array-like of int or str
+    chunk_size : int
+
+    Returns
+    -------
+    dict
+        ``{label: P@1 over that class's queries}`` with labels as plain Python values, in
+        sorted label order. Singleton classes have no scorable query and are omitted.
+    """
+    x, codes, classes, _, queries, chunk_size = _retrieval_setup(emb, labels, chunk_size)
+    hits = np.zeros(len(classes), dtype=np.int64)
+    for q, rel in _ranked_relevance(x, codes, queries, 1, chunk_size):
+        hits += np.bincount(codes[q], weights=rel[:, 0], minlength=len(classes)).astype(np.int64)
+    totals = np.bincount(codes[queries], minlength=len(classes))
+    return {_plain(classes[c]): float(hits[c] / totals[c]) for c in np.flatnonzero(totals).tolist()}
+
+
+def _plain(value):
+    # Numpy scalars as dict keys break json.dumps; their Python equivalents do not.
+    return value.item() if isinstance(value, np.generic) else value
+
+
+# ----------------------------------------------------------------------------- summary
+
+
+def evaluate_embeddings(
+    emb,
+    labels,
+    triplets: Optional[Tuple[Iterable[int], Iterable[int], Iterable[int]]] = None,
+    margin: float = 1.0,
+    ks: Sequence[int] = (1, 2, 4, 8),
+    chunk_size: int = 1024,
+) -> Dict[str, float]:
+    """All per-epoch metrics of an embedding in one JSON-serialisable dict.
+
+    Parameters
+    ----------
+    emb : (N, D) array-like, real, finite
+    labels : (N,) array-like of int or str
+    triplets : (anchor_idx, positive_idx, negative_idx), each (T,) int, optional
+        Fixed evaluation triplets, e.g. from ``triplets.create_pairs``.
+    margin : float
+        The ``TripletLoss`` margin, for ``active_fraction``.
+    ks : iterable of positive int
+        Passed to :func:`retrieval_metrics`.
+    chunk_size : int
+        Passed to :func:`retrieval_metrics`.
+
+    Returns
+    -------
+    dict of str -> float (``num_queries`` is int)
+        Everything from :func:`retrieval_metrics`, plus ``embedding_norm`` (mean L2 norm of
+        the rows) and, when ``triplets`` is given, ``triplet_accuracy`` (strict, see
+        :func:`strict_triplet_accuracy`), ``active_fraction`` (see
+        :func:`active_triplet_fraction`), ``mean_ap_dist`` and ``mean_an_dist``.
+    """
+    x = _as_embedding(emb)
+    result = retrieval_metrics(x, labels, ks=ks, chunk_size=chunk_size)
+    result["embedding_norm"] = float(np.sqrt(_row_sq_norms(x)).mean())
+    if triplets is not None:
+        if len(triplets) != 3:
+            raise ValueError(
+                "triplets must be (anchor_idx, positive_idx, negative_idx), "
+                f"got {len(triplets)} arrays"
+            )
+        ap, an = triplet_distances(x, *triplets)
+        result["triplet_accuracy"] = strict_triplet_accuracy(ap, an)
+        result["active_fraction"] = active_triplet_fraction(ap, an, margin)
+        result["mean_ap_dist"] = float(ap.mean())
+        result["mean_an_dist"] = float(an.mean())
+    return result

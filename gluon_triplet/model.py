@@ -1,0 +1,111 @@
+"""Embedding networks and batched inference."""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+from mxnet import gluon, init, nd
+
+__all__ = ["EmbeddingMLP", "MODELS", "build_model", "embed"]
+
+
+class EmbeddingMLP(gluon.HybridBlock):
+    """Multi-layer perceptron that maps flattened samples to embeddings.
+
+    The default is the reference net: Dense 256 ReLU -> Dense 128 ReLU.
+
+    Parameters
+    ----------
+    hidden : sequence of int
+        Widths of the hidden ReLU layers.
+    embedding_size : int
+        Width of the output layer.
+    output : {"relu", "linear"}
+        Activation of the output layer.
+    normalize : bool
+        L2-normalise each embedding (rows on the unit sphere).
+
+    Inputs: ``(B, ...)`` float32, flattened by the first Dense. Outputs: ``(B, embedding_size)``.
+    """
+
+    def __init__(
+        self,
+        hidden: Sequence[int] = (256,),
+        embedding_size: int = 128,
+        output: str = "relu",
+        normalize: bool = False,
+        **kwargs,
+    ):
+        super().__init__(**kwargs)
+        if output not in ("relu", "linear"):
+            raise ValueError(f"output must be 'relu' or 'linear', got {output!r}")
+        self.normalize = normalize
+        with self.name_scope():
+            self.body = gluon.nn.HybridSequential()
+            for width in hidden:
+                self.body.add(gluon.nn.Dense(int(width), activation="relu"))
+            self.body.add(
+                gluon.nn.Dense(int(embedding_size), activation="relu" if output == "relu" else None)
+            )
+
+    def hybrid_forward(self, F, x):
+        emb = self.body(x)
+        if self.normalize:
+            # eps keeps an all-zero ReLU output finite instead of NaN.
+            emb = F.L2Normalization(emb, mode="instance", eps=1e-10)
+        return emb
+
+
+MODELS = {"mlp": EmbeddingMLP}
+
+
+def build_model(name="mlp", init_scale=0.1, ctx=None, **kwargs):
+    """Create and initialise a registered embedding net.
+
+    Parameters
+    ----------
+    name : str
+        A key of :data:`MODELS`.
+    init_scale : float
+        Weights drawn from ``Uniform(init_scale)`` (the reference net uses 0.1).
+    ctx : mx.Context or list of mx.Context, optional
+        Where to allocate the parameters (default: CPU).
+    **kwargs
+        Passed to the model's constructor.
+    """
+    if name not in MODELS:
+        raise ValueError(f"unknown model {name!r}; choose one of: {', '.join(sorted(MODELS))}")
+    net = MODELS[name](**kwargs)
+    net.initialize(init.Uniform(init_scale), ctx=ctx)
+    return net
+
+
+def embed(net, x, batch_size=4096, ctx=None):
+    """Embed samples in batches.
+
+    Parameters
+    ----------
+    net : gluon.Block
+    x : (N, ...) numpy array or NDArray
+    batch_size : int
+    ctx : mx.Context, optional
+        Where to run (default: the context of the net's first parameter).
+
+    Returns
+    -------
+    (N, D) float32 numpy array
+    """
+    if ctx is None:
+        ctx = next(iter(net.collect_params().values())).list_ctx()[0]
+    n = len(x)
+    if n == 0:
+        raise ValueError("embed: x is empty")
+    out = []
+    for start in range(0, n, batch_size):
+        batch = x[start : start + batch_size]
+        if not isinstance(batch, nd.NDArray):
+            batch = nd.array(np.asarray(batch, dtype=np.float32), ctx=ctx)
+        out.append(net(batch.as_in_context(ctx)))
+    # One sync at the end rather than one per batch.
+    return nd.concat(*out, dim=0).asnumpy()

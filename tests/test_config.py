@@ -1,0 +1,46 @@
+import json
+
+import pytest
+
+from gluon_triplet.config import Config, ConfigError
+
+
+def test_defaults_are_the_reference_recipe():
+    c = Config()
+    assert (c.optimizer, c.lr, c.batch_size, c.margin, c.epochs) == ("sgd", 0.05, 1024, 1.0, 10)
+    assert c.hidden == (256,) and c.embedding_size == 128 and c.dataset == "mnist"
+
+
+def test_json_round_trip(tmp_path):
+    c = Config(epochs=3, hidden=(64, 32), run_name="r1")
+    c.save(tmp_path / "config.json")
+    assert Config.load(tmp_path / "config.json") == c
+    assert json.loads((tmp_path / "config.json").read_text())["hidden"] == [64, 32]
+
+
+@pytest.mark.parametrize(
+    "values, message",
+    [
+        ({"epoch": 3}, "unknown config key\\(s\\): epoch"),
+        ({"epochs": "3"}, "'epochs' must be of type int"),
+        ({"lr": True}, "'lr' must be of type float"),
+        ({"hidden": [1.5]}, "'hidden' must be a list of integers"),
+        ({"lr": 0}, "lr must be > 0"),
+        ({"batch_size": 0}, "batch_size must be >= 1"),
+        ({"optimizer": "rmsprop"}, "optimizer must be"),
+        ({"run_name": "../x"}, "run_name must be a plain folder name"),
+    ],
+)
+def test_bad_values_name_the_key(values, message):
+    with pytest.raises(ConfigError, match=message):
+        Config.from_dict(values)
+
+
+def test_bad_json_file(tmp_path):
+    p = tmp_path / "c.json"
+    p.write_text("{not json")
+    with pytest.raises(ConfigError, match="not valid JSON"):
+        Config.load(p)
+    p.write_text("[1, 2]")
+    with pytest.raises(ConfigError, match="JSON object"):
+        Config.load(p)

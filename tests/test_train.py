@@ -1,0 +1,95 @@
+import mxnet as mx
+import numpy as np
+import pytest
+
+from gluon_triplet.config import Config
+from gluon_triplet.data import load_dataset
+from gluon_triplet.model import build_model
+from gluon_triplet.train import TripletTrainer, resolve_contexts, set_seed
+from gluon_triplet.triplets import TripletDataset, create_pairs
+
+
+@pytest.mark.parametrize(
+    "spec, gpus, expected",
+    [
+        ("auto", 0, [mx.cpu()]),
+        ("auto", 2, [mx.gpu(0), mx.gpu(1)]),
+        ("gpu", 2, [mx.gpu(0), mx.gpu(1)]),
+        ("gpu:1", 2, [mx.gpu(1)]),
+        ("cpu", 2, [mx.cpu(0)]),
+        ("cpu:0,1", 0, [mx.cpu(0), mx.cpu(1)]),
+    ],
+)
+def test_resolve_contexts(spec, gpus, expected):
+    assert resolve_contexts(spec, num_gpus=gpus) == expected
+
+
+@pytest.mark.parametrize(
+    "spec, gpus, message",
+    [
+        ("gpu", 0, "no GPU visible"),
+        ("gpu:3", 2, "GPU 3 does not exist"),
+        ("tpu", 0, "bad --ctx"),
+        ("cpu:a", 0, "must be integers"),
+        ("cpu:0,0", 0, "distinct"),
+    ],
+)
+def test_resolve_contexts_errors(spec, gpus, message):
+    with pytest.raises(ValueError, match=message):
+        resolve_contexts(spec, num_gpus=gpus)
+
+
+@pytest.fixture(scope="module")
+def mnist5k():
+    return load_dataset("mnist-5k")
+
+
+def make_trainer(data, contexts, **overrides):
+    config = Config(**{"epochs": 3, "batch_size": 128, "seed": 0, **overrides})
+    set_seed(config.seed)
+    train_set = TripletDataset(data.x_train, data.y_train, seed=config.seed)
+    net = build_model("mlp", ctx=contexts)
+    return TripletTrainer(
+        net,
+        train_set,
+        config,
+        contexts,
+        test_x=data.x_test,
+        test_y=data.y_test,
+        test_triplets=create_pairs(data.y_test, seed=0),
+    )
+
+
+def test_training_on_mnist5k_beats_the_untrained_net(mnist5k):
+    trainer = make_trainer(mnist5k, [mx.cpu()])
+    history = trainer.fit()
+    assert [r["epoch"] for r in history] == [0, 1, 2, 3]
+    before, after = history[0]["test"], history[-1]["test"]
+    assert after["precision_at_1"] > before["precision_at_1"] + 0.01
+    assert after["triplet_accuracy"] > before["triplet_accuracy"] + 0.01
+    # The mean loss over the epoch goes down and is averaged over every trained triplet.
+    losses = [r["train"]["loss"] for r in history[1:]]
+    assert losses[-1] < losses[0]
+    assert history[1]["train"]["triplets"] == 3990  # every triplet, none dropped
+    assert trainer.num_batches == -(-3990 // 128)
+    assert 0 < history[1]["train"]["active_fraction"] <= 1
+
+
+def test_two_cpu_contexts_match_one(mnist5k):
+    """split_and_load + kvstore 'device' over two contexts is the same SGD as one context."""
+    params = []
+    for contexts in ([mx.cpu(0)], [mx.cpu(0), mx.cpu(1)]):
+        trainer = make_trainer(mnist5k, contexts, epochs=1, batch_size=256)
+        trainer.fit()
+        params.append(
+            {k: v.data(contexts[-1]).asnumpy() for k, v in trainer.net.collect_params().items()}
+        )
+    for (k1, one), two in zip(params[0].items(), params[1].values()):
+        # Summation order differs between one and two replicas: float32 rounding only.
+        np.testing.assert_allclose(one, two, rtol=1e-4, atol=1e-6, err_msg=k1)
+
+
+def test_non_finite_loss_stops_with_epoch_and_batch(mnist5k):
+    trainer = make_trainer(mnist5k, [mx.cpu()], lr=1e30, output="linear", log_every=1)
+    with pytest.raises(FloatingPointError, match="epoch 1, batch"):
+        trainer.fit()
