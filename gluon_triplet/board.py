@@ -133,6 +133,9 @@ def _pad_sprite_square(path, side_w, side_h):
 def _dedupe_projector_config(logdir):
     """Keep one entry per tensor name in the run's pbtxt: the newest, in the first's place."""
     from google.protobuf import text_format
+
+    # Only this proto of TensorBoard's: tensorboard.compat.proto (events, summaries) defines
+    # the same message names as mxboard's protos and cannot be imported beside mxboard.
     from tensorboard.plugins.projector.projector_config_pb2 import ProjectorConfig
 
     path = os.path.join(logdir, PROJECTOR_CONFIG)
@@ -207,8 +210,7 @@ def write_projector(writer, tag, embedding, labels, images=None, global_step=Non
     embedding = _to_numpy(embedding)
     if embedding.ndim != 2 or embedding.shape[0] == 0 or embedding.shape[1] == 0:
         raise ValueError(
-            f"write_projector: embedding must be (M, D) with M, D >= 1, got shape "
-            f"{embedding.shape}"
+            f"write_projector: embedding must be (M, D) with M, D >= 1, got shape {embedding.shape}"
         )
     if embedding.dtype.kind not in "buif":
         raise ValueError(f"write_projector: embedding must be numeric, got {embedding.dtype}")
@@ -218,16 +220,13 @@ def write_projector(writer, tag, embedding, labels, images=None, global_step=Non
     m = embedding.shape[0]
 
     if labels is not None:
-        labels = _to_numpy(labels) if hasattr(labels, "asnumpy") else labels
+        if hasattr(labels, "asnumpy"):
+            labels = labels.asnumpy()
         if np.ndim(labels) != 1:
-            raise ValueError(
-                f"write_projector: labels must be 1-D, got shape {np.shape(labels)}"
-            )
+            raise ValueError(f"write_projector: labels must be 1-D, got shape {np.shape(labels)}")
         labels = [_clean_label(v) for v in labels]
         if len(labels) != m:
-            raise ValueError(
-                f"write_projector: {len(labels)} labels for an embedding of {m} rows"
-            )
+            raise ValueError(f"write_projector: {len(labels)} labels for an embedding of {m} rows")
 
     if images is not None:
         images = _to_numpy(images)

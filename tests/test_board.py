@@ -24,7 +24,9 @@ CLASS_NAMES = ("zero", "one", "two")
 
 
 def _records():
-    out = [{"epoch": 0, "time": 0.0, "train": {}, "test": {"precision_at_1": 0.1, "map_at_r": 0.05}}]
+    out = [
+        {"epoch": 0, "time": 0.0, "train": {}, "test": {"precision_at_1": 0.1, "map_at_r": 0.05}}
+    ]
     for k in range(1, EPOCHS + 1):
         out.append(
             {
