@@ -1,3 +1,75 @@
-"""gluon-triplet: learn embeddings with triplet loss in MXNet Gluon."""
+"""gluon-triplet: learn embeddings with triplet loss in MXNet Gluon.
+
+Importing the package sets ``OMP_NUM_THREADS`` to the number of usable CPUs when it is
+unset and MXNet is not imported yet: MXNet otherwise runs OpenMP on half the logical CPUs
+(it assumes hyper-threading), which halves training speed on small VMs. Set the variable
+yourself to choose.
+"""
+
+import os as _os
+import sys as _sys
+
+if "mxnet" not in _sys.modules and "OMP_NUM_THREADS" not in _os.environ:
+    _cpus = len(_os.sched_getaffinity(0)) if hasattr(_os, "sched_getaffinity") else _os.cpu_count()
+    _os.environ["OMP_NUM_THREADS"] = str(_cpus or 1)
 
 __version__ = "0.1.0"
+
+from .board import BoardCallback
+from .board import write_projector
+from .callbacks import Callback
+from .callbacks import CheckpointCallback
+from .callbacks import MetricsCallback
+from .callbacks import ProgressCallback
+from .config import Config
+from .data import DataBundle
+from .data import DataError
+from .data import load_dataset
+from .data import read_idx
+from .data import write_idx
+from .metrics import evaluate_embeddings
+from .metrics import per_class_precision_at_1
+from .metrics import retrieval_metrics
+from .metrics import strict_triplet_accuracy
+from .metrics import triplet_distances
+from .model import MODELS
+from .model import EmbeddingMLP
+from .model import build_model
+from .model import embed
+from .train import TripletTrainer
+from .train import resolve_contexts
+from .train import set_seed
+from .triplets import TripletDataset
+from .triplets import create_pairs
+from .triplets import encode_labels
+
+__all__ = [
+    "BoardCallback",
+    "Callback",
+    "CheckpointCallback",
+    "Config",
+    "DataBundle",
+    "DataError",
+    "EmbeddingMLP",
+    "MODELS",
+    "MetricsCallback",
+    "ProgressCallback",
+    "TripletDataset",
+    "TripletTrainer",
+    "__version__",
+    "build_model",
+    "create_pairs",
+    "embed",
+    "encode_labels",
+    "evaluate_embeddings",
+    "load_dataset",
+    "per_class_precision_at_1",
+    "read_idx",
+    "resolve_contexts",
+    "retrieval_metrics",
+    "set_seed",
+    "strict_triplet_accuracy",
+    "triplet_distances",
+    "write_idx",
+    "write_projector",
+]

@@ -211,12 +211,9 @@ def run(config, quiet=False):
     try:
         logger.info("run directory: %s", run_dir)
         logger.info(
-            "%s: %d train / %d test samples, %d classes, %d triplets per epoch",
-            data.name,
-            len(data.y_train),
-            len(data.y_test),
-            len(train_set.classes),
+            "triplets per epoch: %d (class-balanced over %d classes)",
             len(train_set),
+            len(train_set.classes),
         )
         raw = evaluate_embeddings(
             data.x_test.reshape(len(data.x_test), -1),
