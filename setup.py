@@ -46,7 +46,7 @@ setup(
         "tqdm>=4.40",
         "pillow>=8",
     ],
-    extras_require={"test": ["pytest>=7", "hypothesis>=6", "ruff>=0.4"]},
+    extras_require={"test": ["pytest>=7", "hypothesis>=6", "ruff==0.17.6"]},
     entry_points={"console_scripts": ["gluon-triplet=gluon_triplet.cli:main"]},
     classifiers=[
         "Programming Language :: Python :: 3",
