@@ -26,6 +26,7 @@ __all__ = [
     "per_class_precision_at_1",
     "retrieval_metrics",
     "strict_triplet_accuracy",
+    "triplet_difficulty",
     "triplet_distances",
 ]
 
@@ -267,6 +268,32 @@ def active_triplet_fraction(ap_dist, an_dist, margin: float = 1.0) -> float:
     return float(np.count_nonzero(ap - an + margin > 0) / ap.size)
 
 
+def triplet_difficulty(ap_dist, an_dist, margin: float = 1.0) -> Dict[str, float]:
+    """Split triplets into easy, semi-hard and hard, as FaceNet does.
+
+    ``hard``: ``an_dist <= ap_dist`` (wrong or tied); ``semi_hard``:
+    ``ap_dist < an_dist < ap_dist + margin`` (right, but still inside the margin);
+    ``easy``: ``an_dist >= ap_dist + margin`` (no loss). The three fractions sum to 1.
+
+    Parameters
+    ----------
+    ap_dist, an_dist : (T,) float, T >= 1
+    margin : float
+
+    Returns
+    -------
+    dict with ``easy_fraction``, ``semi_hard_fraction``, ``hard_fraction``
+    """
+    ap, an = _as_distance_pair(ap_dist, an_dist)
+    hard = np.count_nonzero(~(ap < an))  # NaN counts as hard, like a tie
+    easy = np.count_nonzero(an >= ap + float(margin))
+    return {
+        "easy_fraction": easy / ap.size,
+        "semi_hard_fraction": (ap.size - hard - easy) / ap.size,
+        "hard_fraction": hard / ap.size,
+    }
+
+
 # ---------------------------------------------------------------------------- retrieval
 
 
@@ -498,7 +525,8 @@ def evaluate_embeddings(
         Everything from :func:`retrieval_metrics`, plus ``embedding_norm`` (mean L2 norm of
         the rows) and, when ``triplets`` is given, ``triplet_accuracy`` (strict, see
         :func:`strict_triplet_accuracy`), ``active_fraction`` (see
-        :func:`active_triplet_fraction`), ``mean_ap_dist`` and ``mean_an_dist``.
+        :func:`active_triplet_fraction`), ``mean_ap_dist``, ``mean_an_dist`` and the
+        fractions of :func:`triplet_difficulty`.
     """
     x = _as_embedding(emb)
     result = retrieval_metrics(x, labels, ks=ks, chunk_size=chunk_size)
@@ -514,4 +542,5 @@ def evaluate_embeddings(
         result["active_fraction"] = active_triplet_fraction(ap, an, margin)
         result["mean_ap_dist"] = float(ap.mean())
         result["mean_an_dist"] = float(an.mean())
+        result.update(triplet_difficulty(ap, an, margin))
     return result

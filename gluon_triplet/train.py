@@ -11,7 +11,7 @@ import numpy as np
 from mxnet import autograd, gluon, nd
 
 from .callbacks import CallbackList
-from .metrics import evaluate_embeddings
+from .metrics import evaluate_embeddings, per_class_precision_at_1
 from .model import embed
 
 __all__ = ["TripletTrainer", "resolve_contexts", "set_seed"]
@@ -166,6 +166,11 @@ class TripletTrainer:
             self.callbacks.on_epoch_end(self)
             if self.stop_training:
                 break
+        if self.test_x is not None:
+            # Once, at the end: a per-class report costs another retrieval pass.
+            self.history[-1]["test"]["per_class_precision_at_1"] = per_class_precision_at_1(
+                self.embed(self.test_x), self.test_y
+            )
         self.callbacks.on_train_end(self)
         return self.history
 

@@ -226,6 +226,9 @@ def test_evaluate_embeddings_is_json_ready():
         "active_fraction",
         "mean_ap_dist",
         "mean_an_dist",
+        "easy_fraction",
+        "semi_hard_fraction",
+        "hard_fraction",
     }
     assert type(got["num_queries"]) is int
     assert all(type(v) is float for k, v in got.items() if k != "num_queries")
@@ -386,3 +389,12 @@ IDX = np.array([0, 1, 2])
 def test_bad_input_raises_a_specific_value_error(call, message):
     with pytest.raises(ValueError, match=message):
         call()
+
+
+def test_triplet_difficulty_by_hand():
+    from gluon_triplet.metrics import triplet_difficulty
+
+    ap = np.array([1.0, 1.0, 1.0, 1.0, 2.0])
+    an = np.array([0.5, 1.0, 1.5, 2.0, 4.0])  # hard, hard (tie), semi-hard, easy (= ap + m), easy
+    got = triplet_difficulty(ap, an, margin=1.0)
+    assert got == {"easy_fraction": 0.4, "semi_hard_fraction": 0.2, "hard_fraction": 0.4}
