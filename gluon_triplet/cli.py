@@ -88,6 +88,32 @@ def build_parser():
     )
     g.add_argument("--kvstore", help=f"kvstore for several contexts (default: {D.kvstore})")
     g.add_argument("--seed", type=int, help=f"default: {D.seed}")
+    g = p.add_argument_group("triplet mining")
+    g.add_argument(
+        "--miner",
+        choices=("offline", "batch-hard", "semi-hard", "batch-all"),
+        help="offline: balanced random triplets per epoch (reference recipe); the others mine "
+        f"online in P x K batches (default: {D.miner})",
+    )
+    g.add_argument(
+        "-P", "--pk-classes", type=int, help=f"classes per P x K batch (default: {D.pk_classes})"
+    )
+    g.add_argument(
+        "-K",
+        "--pk-samples",
+        type=int,
+        help=f"samples per class in a batch (default: {D.pk_samples})",
+    )
+    g.add_argument(
+        "--distance",
+        choices=("squared", "euclidean", "cosine"),
+        help=f"distance online miners rank by (default: {D.distance})",
+    )
+    g.add_argument(
+        "--lr-schedule",
+        choices=("constant", "cosine"),
+        help=f"learning-rate schedule over all steps (default: {D.lr_schedule})",
+    )
     g = p.add_argument_group("output")
     g.add_argument("--logdir", help=f"where run directories go (default: {D.logdir})")
     g.add_argument(

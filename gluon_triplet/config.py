@@ -36,6 +36,11 @@ class Config:
     batch_size: int = 1024
     epochs: int = 10
     triplets_per_class: Optional[int] = None
+    miner: str = "offline"
+    pk_classes: int = 10
+    pk_samples: int = 8
+    distance: str = "squared"
+    lr_schedule: str = "constant"
     ctx: str = "auto"
     kvstore: str = "device"
     seed: int = 0
@@ -49,7 +54,13 @@ class Config:
         self.validate()
 
     def validate(self):
-        positive_ints = ("embedding_size", "batch_size", "eval_batch_size", "log_every")
+        positive_ints = (
+            "embedding_size",
+            "batch_size",
+            "eval_batch_size",
+            "log_every",
+            "pk_classes",
+        )
         for name in positive_ints:
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
@@ -67,6 +78,22 @@ class Config:
         for name in ("momentum", "weight_decay"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"{name} must be >= 0, got {getattr(self, name)}")
+        if self.pk_samples < 2:
+            raise ConfigError(
+                f"pk_samples must be >= 2 (anchors need a positive), got {self.pk_samples}"
+            )
+        choices = {
+            "miner": ("offline", "batch-hard", "semi-hard", "batch-all"),
+            "distance": ("squared", "euclidean", "cosine"),
+            "lr_schedule": ("constant", "cosine"),
+        }
+        for name, valid in choices.items():
+            if getattr(self, name) not in valid:
+                raise ConfigError(
+                    f"{name} must be one of {', '.join(valid)}; got {getattr(self, name)!r}"
+                )
+        if self.miner == "offline" and self.distance != "squared":
+            raise ConfigError("distance applies to online miners; offline triplets use squared L2")
         if self.optimizer not in ("sgd", "adam"):
             raise ConfigError(f"optimizer must be 'sgd' or 'adam', got {self.optimizer!r}")
         if self.output not in ("relu", "linear"):

@@ -7,7 +7,7 @@ from typing import Sequence
 import numpy as np
 from mxnet import gluon, init, nd
 
-__all__ = ["EmbeddingMLP", "MODELS", "build_model", "embed"]
+__all__ = ["EmbeddingCNN", "EmbeddingMLP", "MODELS", "build_model", "embed"]
 
 
 class EmbeddingMLP(gluon.HybridBlock):
@@ -57,7 +57,85 @@ class EmbeddingMLP(gluon.HybridBlock):
         return emb
 
 
-MODELS = {"mlp": EmbeddingMLP}
+class EmbeddingCNN(gluon.HybridBlock):
+    """Small convolutional net that maps images to embeddings.
+
+    Each entry of ``channels`` is a 5x5 convolution with stride 2 and padding 2 followed
+    by ReLU (each halves the height and width, rounding up), then the feature map is
+    flattened, goes through the optional ``hidden`` ReLU Dense layers and a
+    Dense(embedding_size). The default is the reference convnet: conv 32 -> conv 64 ->
+    Dense 128 (28x28 input: 14x14x32, 7x7x64, 3136 features).
+
+    Parameters
+    ----------
+    embedding_size : int
+        Width of the output layer.
+    channels : sequence of int
+        Output channels of the strided convolutions (at least one).
+    output : {"relu", "linear"}
+        Activation of the output layer.
+    normalize : bool
+        L2-normalise each embedding (rows on the unit sphere).
+    hidden : sequence of int
+        Widths of ReLU Dense layers between the flattened features and the output;
+        none by default.
+
+    Inputs: ``(B, H, W)`` or ``(B, C, H, W)`` float32. A 3-D NDArray gets its channel
+    axis (``C = 1``) in :meth:`forward`, before the (possibly hybridized) graph, which
+    always sees ``(B, C, H, W)``: a cached graph has no shapes to branch on. Symbolic
+    input (export, or use inside another hybridized block) must be 4-D.
+    Outputs: ``(B, embedding_size)``.
+    """
+
+    def __init__(
+        self,
+        embedding_size: int = 128,
+        channels: Sequence[int] = (32, 64),
+        output: str = "relu",
+        normalize: bool = False,
+        hidden: Sequence[int] = (),
+        **kwargs,
+    ):
+        super().__init__(**kwargs)
+        if output not in ("relu", "linear"):
+            raise ValueError(f"output must be 'relu' or 'linear', got {output!r}")
+        if not len(channels):
+            raise ValueError("channels must list at least one convolution width")
+        self.normalize = normalize
+        with self.name_scope():
+            self.body = gluon.nn.HybridSequential()
+            for width in channels:
+                self.body.add(
+                    gluon.nn.Conv2D(
+                        int(width), kernel_size=5, strides=2, padding=2, activation="relu"
+                    )
+                )
+            self.body.add(gluon.nn.Flatten())
+            for width in hidden:
+                self.body.add(gluon.nn.Dense(int(width), activation="relu"))
+            self.body.add(
+                gluon.nn.Dense(int(embedding_size), activation="relu" if output == "relu" else None)
+            )
+
+    def forward(self, x, *args):
+        if isinstance(x, nd.NDArray):
+            if x.ndim == 3:
+                x = x.expand_dims(axis=1)
+            elif x.ndim != 4:
+                raise ValueError(
+                    f"EmbeddingCNN expects (B, H, W) or (B, C, H, W) input, got {x.shape}"
+                )
+        return super().forward(x, *args)
+
+    def hybrid_forward(self, F, x):
+        emb = self.body(x)
+        if self.normalize:
+            # eps keeps an all-zero ReLU output finite instead of NaN.
+            emb = F.L2Normalization(emb, mode="instance", eps=1e-10)
+        return emb
+
+
+MODELS = {"mlp": EmbeddingMLP, "cnn": EmbeddingCNN}
 
 
 def build_model(name="mlp", init_scale=0.1, ctx=None, **kwargs):

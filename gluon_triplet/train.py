@@ -12,9 +12,11 @@ from mxnet import autograd, gluon, nd
 
 from .callbacks import CallbackList
 from .metrics import evaluate_embeddings, per_class_precision_at_1
+from .mining import get_miner
 from .model import embed
+from .triplets import PKBatchSampler
 
-__all__ = ["TripletTrainer", "resolve_contexts", "set_seed"]
+__all__ = ["EmbedStep", "TripletStep", "TripletTrainer", "resolve_contexts", "set_seed"]
 
 logger = logging.getLogger("gluon_triplet")
 
@@ -66,13 +68,57 @@ def resolve_contexts(spec="auto", num_gpus=None):
     return [mx.gpu(i) for i in devices]
 
 
-class TripletTrainer:
-    """Trains an embedding net with ``gluon.loss.TripletLoss`` on offline triplets.
+class TripletStep(gluon.HybridBlock):
+    """Gather + embed + ``TripletLoss`` as one graph.
 
-    The training data sits on every context as one NDArray; each batch of triplets is
-    gathered there with a single ``take`` and goes through the net as one
-    ``(3B, ...)`` batch (anchors, then positives, then negatives). The loss is read back
-    only every ``config.log_every`` batches, so the host does not wait on every step.
+    Inside one hybridized, ``static_alloc`` graph, the gathered ``(3B, ...)`` batch lives
+    in memory allocated once; an imperative ``nd.take`` would allocate (and page-fault) a
+    fresh output every batch, which costs more than the gather itself.
+
+    Inputs: ``data`` ``(N, ...)`` float32 (all training samples, on this context) and
+    ``idx`` ``(B, 3)`` int32 rows ``anchor, positive, negative``. Output: ``(B,)`` loss.
+    """
+
+    def __init__(self, net, loss_fn, **kwargs):
+        super().__init__(**kwargs)
+        self.net = net
+        self.loss_fn = loss_fn
+
+    def hybrid_forward(self, F, data, idx):
+        flat = F.reshape(F.transpose(idx), shape=(-1,))  # anchors, positives, negatives
+        emb = self.net(F.take(data, flat))
+        a, p, n = F.split(emb, num_outputs=3, axis=0)
+        return self.loss_fn(a, p, n)
+
+
+class EmbedStep(gluon.HybridBlock):
+    """Gather + embed as one graph, for online mining: ``(N, ...), (B,) -> (B, D)``."""
+
+    def __init__(self, net, **kwargs):
+        super().__init__(**kwargs)
+        self.net = net
+
+    def hybrid_forward(self, F, data, idx):
+        return self.net(F.take(data, idx))
+
+
+class TripletTrainer:
+    """Trains an embedding net with ``gluon.loss.TripletLoss``.
+
+    Two ways to get triplets, by ``config.miner``:
+
+    ``offline`` (the reference recipe)
+        The class-balanced triples of ``train_set`` (redrawn every epoch) in shuffled
+        batches of ``config.batch_size``; anchors, positives and negatives are gathered with
+        one ``take`` and go through the net as one ``(3B, ...)`` batch.
+    ``batch-hard`` / ``semi-hard`` / ``batch-all``
+        P x K batches (``config.pk_classes`` classes x ``config.pk_samples`` samples, see
+        :class:`~gluon_triplet.triplets.PKBatchSampler`) go through the net once; the miner
+        picks triplets from that batch's distance matrix and their embeddings are fed to
+        ``TripletLoss``. With several contexts each one mines within its own slice.
+
+    The training data sits on every context as one NDArray, and the loss is read back only
+    every ``config.log_every`` batches, so the host does not wait on every step.
 
     Parameters
     ----------
@@ -113,24 +159,42 @@ class TripletTrainer:
         self.history = []
         self.epoch = 0
         self.batch = 0
-        self.num_batches = 0
         self.running_loss = float("nan")
         self.stop_training = False
         self._rng = np.random.default_rng(config.seed + 1)
 
         self.loss_fn = gluon.loss.TripletLoss(margin=config.margin)
+        self.miner = get_miner(config.miner, margin=config.margin, metric=config.distance)
+        x = train_set.x.astype(np.float32, copy=False)
+        self._data = [nd.array(x, ctx=c, dtype=np.float32) for c in self.contexts]
+        if self.miner is None:
+            self.sampler = None
+            self._step = TripletStep(net, self.loss_fn)
+            self.num_batches = -(-len(train_set) // min(config.batch_size, len(train_set)))
+        else:
+            self.sampler = PKBatchSampler(
+                train_set.labels, config.pk_classes, config.pk_samples, seed=config.seed
+            )
+            self._labels = [
+                nd.array(train_set.labels, ctx=c, dtype=np.float32) for c in self.contexts
+            ]
+            self._step = EmbedStep(net)
+            self.num_batches = len(self.sampler)
+        self._step.hybridize(static_alloc=True, static_shape=True)
+
         optimizer_params = {"learning_rate": config.lr, "wd": config.weight_decay}
         if config.optimizer == "sgd":
             optimizer_params["momentum"] = config.momentum
+        if config.lr_schedule == "cosine" and config.epochs > 0:
+            optimizer_params["lr_scheduler"] = mx.lr_scheduler.CosineScheduler(
+                max_update=max(1, config.epochs * self.num_batches), base_lr=config.lr
+            )
         self.trainer = gluon.Trainer(
             net.collect_params(),
             config.optimizer,
             optimizer_params,
             kvstore=config.kvstore if len(self.contexts) > 1 else None,
         )
-        x = train_set.x.astype(np.float32, copy=False)
-        self._data = [nd.array(x, ctx=c, dtype=np.float32) for c in self.contexts]
-        net.hybridize(static_alloc=True, static_shape=True)
 
     def embed(self, x):
         """Embeddings of ``x`` by the current net: ``(N, ...) -> (N, D) float32`` numpy."""
@@ -151,7 +215,7 @@ class TripletTrainer:
         self.callbacks.on_train_begin(self)
         for epoch in range(1, self.config.epochs + 1):
             self.epoch = epoch
-            if epoch > 1:
+            if epoch > 1 and self.miner is None:
                 self.train_set.resample()
             start = time.perf_counter()
             self.callbacks.on_epoch_begin(self)
@@ -175,55 +239,74 @@ class TripletTrainer:
         return self.history
 
     def _batches(self):
-        """This epoch's triplets, shuffled, as an ``(num_batches, B, 3)`` int32 NDArray.
+        """This epoch's batches as an int32 NDArray: ``(num_batches, B, 3)`` triplets
+        (offline) or ``(num_batches, P*K)`` sample indices (online).
 
-        The last batch is topped up with triplets from the start of the shuffled order: a
-        fixed batch shape lets the hybridized graph keep its memory (``static_shape``) and
-        no triplet is skipped.
+        Offline, the last batch is topped up with triplets from the start of the shuffled
+        order: a fixed batch shape lets the hybridized graph keep its memory
+        (``static_shape``) and no triplet is skipped.
         """
-        triplets = self.train_set.triplets
-        size = min(self.config.batch_size, len(triplets))
-        order = self._rng.permutation(len(triplets))
-        short = -len(order) % size
-        if short:
-            order = np.concatenate([order, order[:short]])
-        batches = triplets[order].astype(np.int32).reshape(-1, size, 3)
+        if self.sampler is not None:
+            batches = np.asarray(list(self.sampler), dtype=np.int32)
+        else:
+            triplets = self.train_set.triplets
+            size = min(self.config.batch_size, len(triplets))
+            order = self._rng.permutation(len(triplets))
+            short = -len(order) % size
+            if short:
+                order = np.concatenate([order, order[:short]])
+            batches = triplets[order].astype(np.int32).reshape(-1, size, 3)
         home = self.contexts[0] if len(self.contexts) == 1 else mx.cpu()
-        return nd.array(batches, ctx=home, dtype=np.int32), size
+        return nd.array(batches, ctx=home, dtype=np.int32)
+
+    def _losses(self, i, idx):
+        """Per-triplet loss ``(M,)`` and weight ``(M,)`` (None: all count) on context i."""
+        if self.miner is None:
+            return self._step(self._data[i], idx), None
+        emb = self._step(self._data[i], idx)
+        with autograd.pause():
+            labels = nd.take(self._labels[i], idx)
+            a, p, n, weight = self.miner.mine(emb.detach(), labels)
+        loss = self.loss_fn(nd.take(emb, a), nd.take(emb, p), nd.take(emb, n))
+        return loss * weight, weight
 
     def _train_epoch(self):
-        batches, size = self._batches()
+        batches = self._batches()
         self.num_batches = len(batches)
-        loss_sum = [nd.zeros((1,), ctx=c) for c in self.contexts]
-        active = [nd.zeros((1,), ctx=c) for c in self.contexts]
+        zeros = [nd.zeros((1,), ctx=c) for c in self.contexts]
+        loss_sum, active, count = list(zeros), list(zeros), list(zeros)
         for b in range(self.num_batches):
             self.batch = b
             parts = gluon.utils.split_and_load(batches[b], self.contexts, even_split=False)
             with autograd.record():
-                losses = [self._forward(data, idx) for data, idx in zip(self._data, parts)]
-            for i, loss in enumerate(losses):
-                loss.backward()
-                loss_sum[i] += loss.sum()
-                active[i] += (loss > 0).sum()
-            self.trainer.step(size)
+                outputs = [self._losses(i, idx) for i, idx in enumerate(parts)]
+                if self.miner is not None:
+                    # Mean over the mined triplets of each slice; a slice with none gives 0.
+                    objectives = [loss.sum() / nd.maximum(w.sum(), 1.0) for loss, w in outputs]
+            for i, (loss, weight) in enumerate(outputs):
+                (loss if self.miner is None else objectives[i]).backward()
+                loss_sum[i] = loss_sum[i] + loss.sum()
+                n_active = (loss > 0).sum()
+                active[i] = active[i] + n_active
+                count[i] = count[i] + (loss.shape[0] if weight is None else weight.sum())
+            # Offline: gradients summed over the batch's triplets, divided by B here.
+            # Online: each slice's loss is already a mean, so average over the slices.
+            self.trainer.step(batches.shape[1] if self.miner is None else len(parts))
             if (b + 1) % self.config.log_every == 0 or b + 1 == self.num_batches:
-                self.running_loss = sum(float(s.asscalar()) for s in loss_sum) / ((b + 1) * size)
+                self.running_loss = _ratio(loss_sum, count)
                 if not np.isfinite(self.running_loss):
                     raise FloatingPointError(
                         f"non-finite training loss at epoch {self.epoch}, batch {b + 1}; "
                         "try a lower --lr"
                     )
             self.callbacks.on_batch_end(self)
-        seen = self.num_batches * size
         return {
-            "loss": sum(float(s.asscalar()) for s in loss_sum) / seen,
-            "active_fraction": sum(float(a.asscalar()) for a in active) / seen,
-            "triplets": len(self.train_set.triplets),
+            "loss": _ratio(loss_sum, count),
+            "active_fraction": _ratio(active, count),
+            "triplets": int(sum(float(c.asscalar()) for c in count)),
         }
 
-    def _forward(self, data, idx):
-        """Per-sample TripletLoss of one slice of triplets on one context."""
-        flat = idx.T.reshape((-1,))  # anchors, then positives, then negatives
-        emb = self.net(nd.take(data, flat))
-        a, p, n = nd.split(emb, num_outputs=3, axis=0)
-        return self.loss_fn(a, p, n)
+
+def _ratio(numerators, denominators):
+    den = sum(float(d.asscalar()) for d in denominators)
+    return sum(float(n.asscalar()) for n in numerators) / den if den else 0.0

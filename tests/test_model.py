@@ -33,7 +33,7 @@ def test_normalize_all_zero_output_is_finite():
 
 
 def test_unknown_model_lists_valid_names():
-    with pytest.raises(ValueError, match="choose one of: mlp"):
+    with pytest.raises(ValueError, match="choose one of: cnn, mlp"):
         build_model("resnet")
 
 

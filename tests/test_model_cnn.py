@@ -1,0 +1,92 @@
+import mxnet as mx
+import numpy as np
+import pytest
+from mxnet import autograd, gluon
+
+from gluon_triplet.model import MODELS, EmbeddingCNN, build_model, embed
+
+
+def images(n, *shape, seed=0):
+    return np.random.default_rng(seed).random((n, *shape)).astype(np.float32)
+
+
+def test_registered_and_built_like_the_reference_convnet():
+    assert MODELS["cnn"] is EmbeddingCNN
+    net = build_model("cnn")
+    out = net(mx.nd.array(images(2, 28, 28)))
+    assert out.shape == (2, 128)
+    conv1, conv2, _, dense = net.body
+    assert conv1.weight.shape == (32, 1, 5, 5) and conv2.weight.shape == (64, 32, 5, 5)
+    assert conv1._kwargs["stride"] == (2, 2) and conv1._kwargs["pad"] == (2, 2)
+    assert dense.weight.shape == (128, 7 * 7 * 64)
+    assert dense.act is not None and dense.act._act_type == "relu"
+    w = dense.weight.data().asnumpy()
+    assert np.abs(w).max() <= 0.1  # build_model's Uniform(init_scale)
+
+
+def test_three_and_four_dimensional_inputs():
+    net = build_model("cnn", embedding_size=8, channels=(4, 8))
+    x = images(5, 28, 28)
+    flat = net(mx.nd.array(x)).asnumpy()
+    with_channel = net(mx.nd.array(x[:, None])).asnumpy()
+    assert flat.shape == (5, 8)
+    np.testing.assert_array_equal(flat, with_channel)
+    # Several input channels and odd sizes: (B, C, H, W) with C = 3, 15x15 -> 8x8 -> 4x4.
+    rgb = build_model("cnn", embedding_size=6, channels=(4, 8))
+    assert rgb(mx.nd.array(images(3, 3, 15, 15))).shape == (3, 6)
+    with pytest.raises(ValueError, match=r"\(B, H, W\) or \(B, C, H, W\).*\(3, 784\)"):
+        net(mx.nd.zeros((3, 784)))
+
+
+def test_options_linear_normalized_hidden():
+    net = build_model(
+        "cnn", embedding_size=8, channels=(4,), output="linear", normalize=True, hidden=(16,)
+    )
+    out = net(mx.nd.array(images(6, 12, 12) - 0.5)).asnumpy()
+    assert out.shape == (6, 8)
+    np.testing.assert_allclose(np.linalg.norm(out, axis=1), 1.0, rtol=1e-5)
+    assert (out < 0).any()
+    assert net.body[-1].act is None and net.body[-2].weight.shape[0] == 16
+    with pytest.raises(ValueError, match="output must be"):
+        EmbeddingCNN(output="tanh")
+    with pytest.raises(ValueError, match="at least one"):
+        EmbeddingCNN(channels=())
+
+
+def test_normalize_all_zero_output_is_finite():
+    net = EmbeddingCNN(embedding_size=4, channels=(2,), normalize=True)
+    net.initialize(mx.init.Zero())
+    out = net(mx.nd.ones((2, 8, 8))).asnumpy()
+    assert np.isfinite(out).all()
+
+
+def test_hybridized_static_matches_imperative_and_embed():
+    net = build_model("cnn", embedding_size=8, channels=(4, 8))
+    x = images(10, 28, 28, seed=1)
+    imperative = net(mx.nd.array(x)).asnumpy()
+    net.hybridize(static_alloc=True, static_shape=True)
+    hybrid = net(mx.nd.array(x)).asnumpy()
+    np.testing.assert_allclose(hybrid, imperative, rtol=1e-5, atol=1e-6)
+    # Same shape again (the static graph is reused), then 4-D input of the same shape.
+    np.testing.assert_allclose(net(mx.nd.array(x)).asnumpy(), imperative, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(
+        net(mx.nd.array(x[:, None])).asnumpy(), imperative, rtol=1e-5, atol=1e-6
+    )
+    # embed() on (N, 28, 28) numpy, in batches (the last one smaller).
+    np.testing.assert_allclose(embed(net, x, batch_size=4), imperative, rtol=1e-5, atol=1e-6)
+
+
+def test_trains_through_the_hybridized_graph():
+    net = build_model("cnn", embedding_size=4, channels=(4,), output="linear")
+    net.hybridize(static_alloc=True, static_shape=True)
+    trainer = gluon.Trainer(net.collect_params(), "sgd", {"learning_rate": 0.1})
+    x = mx.nd.array(images(6, 8, 8))
+    net(x)  # deferred initialisation happens on the first pass
+    before = net.body[0].weight.data().asnumpy().copy()
+    with autograd.record():
+        loss = (net(x) ** 2).sum()
+    loss.backward()
+    trainer.step(6)
+    grad = net.body[0].weight.grad().asnumpy()
+    assert np.isfinite(grad).all() and np.abs(grad).sum() > 0
+    assert not np.allclose(net.body[0].weight.data().asnumpy(), before)
