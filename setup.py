@@ -45,6 +45,10 @@ setup(
         "mlxtend>=0.19",
         "tqdm>=4.40",
         "pillow>=8",
+        # the PNG pictures of a run (plots.py); imported lazily
+        "matplotlib>=3.5",
+        "scikit-learn>=1.0",
+        "threadpoolctl>=2",
     ],
     extras_require={"test": ["pytest>=7", "hypothesis>=6", "ruff==0.17.6"]},
     entry_points={"console_scripts": ["gluon-triplet=gluon_triplet.cli:main"]},

@@ -523,7 +523,8 @@ def _package_path(x, y, batch_size) -> Dict[str, object]:
     gt.set_seed(0)
     net = gt.build_model(ctx=mx.cpu())
     dataset = gt.TripletDataset(x, y, seed=0)
-    trainer = gt.TripletTrainer(net, dataset, gt.Config(batch_size=batch_size), [mx.cpu()])
+    config = gt.Config(**{**gt.PRESETS["reference"], "batch_size": batch_size})
+    trainer = gt.TripletTrainer(net, dataset, config, [mx.cpu()])
     trainer.epoch = 1
     trainer._train_epoch()  # warm-up: graph build, static memory
     mx.nd.waitall()
@@ -601,7 +602,7 @@ def bench_train(args, prof) -> Dict[str, object]:
 
 
 def _mlp_dims() -> List[int]:
-    cfg = gt.Config()
+    cfg = gt.Config(**gt.PRESETS["reference"])
     return [28 * 28, *cfg.hidden, cfg.embedding_size]
 
 

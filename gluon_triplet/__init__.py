@@ -15,12 +15,19 @@ if "mxnet" not in _sys.modules and "OMP_NUM_THREADS" not in _os.environ:
 
 __version__ = "0.1.0"
 
+from .api import evaluate
+from .api import load_run
 from .board import BoardCallback
 from .board import write_projector
 from .callbacks import Callback
 from .callbacks import CheckpointCallback
+from .callbacks import CollapseCallback
 from .callbacks import MetricsCallback
 from .callbacks import ProgressCallback
+from .checkpoint import CheckpointError
+from .checkpoint import load_checkpoint
+from .checkpoint import save_checkpoint
+from .config import PRESETS
 from .config import Config
 from .data import DataBundle
 from .data import DataError
@@ -33,40 +40,73 @@ from .metrics import retrieval_metrics
 from .metrics import strict_triplet_accuracy
 from .metrics import triplet_distances
 from .model import MODELS
+from .mining import MINERS
+from .mining import BatchAllMiner
+from .mining import BatchHardMiner
+from .mining import Miner
+from .mining import SemiHardMiner
+from .mining import get_miner
+from .mining import mined_loss
+from .mining import pairwise_distances
+from .model import EmbeddingCNN
 from .model import EmbeddingMLP
 from .model import build_model
 from .model import embed
+from .model import model_from_config
+from .plots import PlotCallback
 from .train import TripletTrainer
+from .train import create_kvstore
 from .train import resolve_contexts
 from .train import set_seed
+from .triplets import PKBatchSampler
 from .triplets import TripletDataset
 from .triplets import create_pairs
 from .triplets import encode_labels
 
 __all__ = [
+    "PKBatchSampler",
+    "model_from_config",
+    "EmbeddingCNN",
+    "pairwise_distances",
+    "mined_loss",
+    "get_miner",
+    "SemiHardMiner",
+    "Miner",
+    "BatchHardMiner",
+    "BatchAllMiner",
+    "MINERS",
+    "PRESETS",
     "BoardCallback",
     "Callback",
     "CheckpointCallback",
+    "CheckpointError",
+    "CollapseCallback",
     "Config",
     "DataBundle",
     "DataError",
     "EmbeddingMLP",
     "MODELS",
     "MetricsCallback",
+    "PlotCallback",
     "ProgressCallback",
     "TripletDataset",
     "TripletTrainer",
     "__version__",
     "build_model",
+    "create_kvstore",
     "create_pairs",
     "embed",
     "encode_labels",
+    "evaluate",
     "evaluate_embeddings",
     "load_dataset",
+    "load_checkpoint",
+    "load_run",
     "per_class_precision_at_1",
     "read_idx",
     "resolve_contexts",
     "retrieval_metrics",
+    "save_checkpoint",
     "set_seed",
     "strict_triplet_accuracy",
     "triplet_distances",

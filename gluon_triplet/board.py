@@ -344,9 +344,20 @@ class BoardCallback(Callback):
     def _open(self):
         from mxboard import SummaryWriter
 
-        self._writer = SummaryWriter(logdir=self.logdir, flush_secs=_FLUSH_SECS, verbose=False)
+        # mxboard names event files by the second and truncates an existing one: a run
+        # resumed within the same second would lose its first part's events.
+        present = os.listdir(self.logdir) if os.path.isdir(self.logdir) else []
+        earlier = [f for f in present if ".tfevents." in f]
+        self._writer = SummaryWriter(
+            logdir=self.logdir,
+            flush_secs=_FLUSH_SECS,
+            filename_suffix=f".part{len(earlier) + 1}" if earlier else None,
+            verbose=False,
+        )
         # Right after the event file appears: TensorBoard reads a run's projector config
         # once, when it first sees the run.
+        if os.path.isdir(os.path.join(self.logdir, "raw_input")):
+            return  # a resumed run: written by its first part, and the same samples
         raw = self.projector_x.reshape(len(self.projector_x), -1)
         write_projector(self._writer, "raw_input", raw, self.labels, self.sprite)
 
@@ -384,6 +395,13 @@ class BoardCallback(Callback):
         if self.projector_every and epoch % self.projector_every == 0:
             self._write_embedding(trainer, global_step=epoch)
         self._writer.flush()
+
+    def close(self):
+        """Flush and close the event file, e.g. after an interrupted or failed run."""
+        if self._writer is not None:
+            self._writer.flush()
+            self._writer.close()
+            self._writer = None
 
     def on_train_end(self, trainer):
         if self._writer is None:

@@ -23,7 +23,15 @@ import sys
 
 from .config import atomic_write_text
 
-__all__ = ["Callback", "CallbackList", "CheckpointCallback", "MetricsCallback", "ProgressCallback"]
+__all__ = [
+    "Callback",
+    "CallbackList",
+    "CheckpointCallback",
+    "CollapseCallback",
+    "MetricsCallback",
+    "ProgressCallback",
+    "collapse_reason",
+]
 
 logger = logging.getLogger("gluon_triplet")
 
@@ -85,6 +93,9 @@ def format_metrics(record):
             f"test triplet-acc {test['triplet_accuracy']:.4f} P@1 {test['precision_at_1']:.4f} "
             f"MAP@R {test['map_at_r']:.4f} |emb| {test['embedding_norm']:.3f}"
         )
+        if "raw_embedding_norm" in test:
+            # Normalised nets: every |emb| is 1; the norm before normalisation shows collapse.
+            parts[-1] += f" (before L2 norm {test['raw_embedding_norm']:.3f})"
     if record.get("time"):
         parts.append(f"{record['time']:.1f}s")
     return " | ".join(parts)
@@ -98,7 +109,9 @@ class ProgressCallback(Callback):
         self._bar = None
 
     def on_train_begin(self, trainer):
-        logger.info("%s", format_metrics(trainer.history[-1]) + " (before training)")
+        record = trainer.history[-1]
+        note = " (before training)" if record["epoch"] == 0 else " (resumed from here)"
+        logger.info("%s", format_metrics(record) + note)
 
     def on_epoch_begin(self, trainer):
         if self.bar_enabled:
@@ -120,28 +133,48 @@ class ProgressCallback(Callback):
             if (trainer.batch + 1) % trainer.config.log_every == 0:
                 self._bar.set_postfix(loss=f"{trainer.running_loss:.4f}")
 
-    def on_epoch_end(self, trainer):
+    def close(self):
+        """Close the progress bar of an epoch that did not end."""
         if self._bar is not None:
             self._bar.close()
             self._bar = None
+
+    def on_epoch_end(self, trainer):
+        self.close()
         logger.info("%s", format_metrics(trainer.history[-1]))
 
 
 class CheckpointCallback(Callback):
-    """Saves ``model-last.params`` every epoch and ``model-best.params`` on a new best.
+    """Saves ``model-last.params`` every epoch and ``model-best.params`` on a new best, and
+    (``resumable``) a checkpoint to resume from in ``<run_dir>/checkpoint``
+    (see :mod:`gluon_triplet.checkpoint`).
 
     Parameters
     ----------
     run_dir : str
     monitor : str
         ``"<split>/<metric>"`` of the epoch records; higher is better.
+    resumable : bool
+        Also save the optimizer and trainer state every epoch (skipped with a ``dist_*``
+        kvstore, whose optimizer state lives on the servers).
     """
 
-    def __init__(self, run_dir, monitor="test/precision_at_1"):
+    def __init__(self, run_dir, monitor="test/precision_at_1", resumable=True):
         self.run_dir = run_dir
         self.split, self.metric = monitor.split("/")
         self.best = -float("inf")
         self.best_epoch = None
+        self.resumable = resumable
+        self.checkpoint_epoch = None
+
+    def on_train_begin(self, trainer):
+        # A resumed run starts with its history: the best so far is in it.
+        for record in trainer.history:
+            value = record.get(self.split, {}).get(self.metric)
+            if record["epoch"] > 0 and value is not None and value > self.best:
+                self.best, self.best_epoch = value, record["epoch"]
+            if record["epoch"] > 0:
+                self.checkpoint_epoch = record["epoch"]
 
     def _save(self, net, name):
         path = os.path.join(self.run_dir, name)
@@ -151,11 +184,93 @@ class CheckpointCallback(Callback):
 
     def on_epoch_end(self, trainer):
         record = trainer.history[-1]
+        if self.resumable:
+            from .checkpoint import CHECKPOINT_DIR, save_checkpoint, supports_resume
+
+            if supports_resume(trainer):
+                # First: it refuses non-finite parameters before anything is written.
+                save_checkpoint(trainer, os.path.join(self.run_dir, CHECKPOINT_DIR))
+                self.checkpoint_epoch = record["epoch"]
         self._save(trainer.net, "model-last.params")
         value = record.get(self.split, {}).get(self.metric)
         if value is not None and value > self.best:
             self.best, self.best_epoch = value, record["epoch"]
             self._save(trainer.net, "model-best.params")
+
+
+def collapse_reason(test, margin):
+    """Why an epoch's test metrics look like a collapsed embedding, or None.
+
+    Two signs, read from ``metrics.evaluate_embeddings`` output (squared L2 distances on
+    the fixed test triplets):
+
+    - every embedding (nearly) the same point: the mean anchor-negative distance is below
+      1e-4 of the squared mean embedding norm (all-zero embeddings included);
+    - collapse to the margin: at least 99% of the test triplets are active (loss > 0) while
+      the mean anchor-negative distance is below 5% of the margin, so the loss sits near
+      ``margin`` and the net no longer separates anything.
+
+    Parameters
+    ----------
+    test : dict
+        Test metrics with ``mean_an_dist``, ``embedding_norm`` and ``active_fraction``.
+    margin : float
+
+    Returns
+    -------
+    str or None
+    """
+    an = test.get("mean_an_dist")
+    if an is None:
+        return None
+    norm = float(test.get("embedding_norm", 0.0))
+    if an <= 1e-4 * norm**2:
+        return (
+            f"every test embedding is nearly the same point (mean anchor-negative distance "
+            f"{an:.3g}, mean |emb| {norm:.3g})"
+        )
+    active = test.get("active_fraction")
+    if active is not None and active >= 0.99 and an < 0.05 * margin:
+        return (
+            f"{active:.0%} of the test triplets violate the margin while their distances are "
+            f"near zero (mean anchor-negative distance {an:.3g}, margin {margin:g})"
+        )
+    return None
+
+
+class CollapseCallback(Callback):
+    """Logs a WARNING, with what to try, when a trained epoch's embedding has collapsed
+    (see :func:`collapse_reason`): at the first such epoch, and again if the last one is."""
+
+    hint = (
+        "try a lower --lr, --output linear (a ReLU output can die to all zeros), --normalize, "
+        "a smaller --margin, or --miner semi-hard instead of batch-hard"
+    )
+
+    def __init__(self):
+        self.first = None
+
+    def _check(self, trainer, final=False):
+        record = trainer.history[-1] if trainer.history else {}
+        if record.get("epoch", 0) < 1:
+            return
+        reason = collapse_reason(record.get("test") or {}, trainer.config.margin)
+        if reason is None or (self.first is not None and not final):
+            return
+        if final and self.first == record["epoch"]:
+            return
+        if self.first is None:
+            self.first = record["epoch"]
+        when = "still collapsed at the end" if final else "collapsed"
+        logger.warning(
+            "epoch %d: the embedding %s: %s; %s", record["epoch"], when, reason, self.hint
+        )
+
+    def on_epoch_end(self, trainer):
+        self._check(trainer)
+
+    def on_train_end(self, trainer):
+        self._check(trainer, final=True)
 
 
 class MetricsCallback(Callback):

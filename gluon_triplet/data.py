@@ -185,6 +185,10 @@ def _parse_idx(f, path: str, size: Optional[int], limit: int = 0) -> np.ndarray:
     dims = struct.unpack(f">{ndim}I", raw_dims)
     dtype = _IDX_DTYPES[code]
     expected = math.prod(dims) * dtype.itemsize  # a Python int: no overflow, no allocation
+    if expected == 0 and math.prod(d for d in dims if d) * dtype.itemsize > np.iinfo(np.intp).max:
+        # An empty array, but NumPy refuses the shape (found by fuzzing). Any non-empty
+        # shape this large is reported below as a truncated file.
+        raise DataError(f"{path}: IDX dimensions {list(dims)} are too large for an array")
 
     if size is not None:
         found = size - 4 - 4 * ndim

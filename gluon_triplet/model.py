@@ -7,7 +7,15 @@ from typing import Sequence
 import numpy as np
 from mxnet import gluon, init, nd
 
-__all__ = ["EmbeddingCNN", "EmbeddingMLP", "MODELS", "build_model", "embed"]
+__all__ = [
+    "MODELS",
+    "EmbeddingCNN",
+    "EmbeddingMLP",
+    "build_model",
+    "embed",
+    "model_from_config",
+    "resolve_model_name",
+]
 
 
 class EmbeddingMLP(gluon.HybridBlock):
@@ -117,6 +125,15 @@ class EmbeddingCNN(gluon.HybridBlock):
                 gluon.nn.Dense(int(embedding_size), activation="relu" if output == "relu" else None)
             )
 
+    @staticmethod
+    def prepare_input(x):
+        """``(N, H, W)`` numpy images as ``(N, 1, H, W)``, the layout the graph expects.
+
+        For callers that gather rows inside a larger hybridized graph (the trainer),
+        where :meth:`forward` cannot add the channel axis per batch.
+        """
+        return x[:, None] if getattr(x, "ndim", 0) == 3 else x
+
     def forward(self, x, *args):
         if isinstance(x, nd.NDArray):
             if x.ndim == 3:
@@ -157,6 +174,59 @@ def build_model(name="mlp", init_scale=0.1, ctx=None, **kwargs):
     net = MODELS[name](**kwargs)
     net.initialize(init.Uniform(init_scale), ctx=ctx)
     return net
+
+
+def resolve_model_name(name, sample_shape):
+    """The registered model ``name`` stands for, given the shape of one sample.
+
+    ``"auto"`` is ``"cnn"`` for images (``(H, W)`` or ``(C, H, W)`` samples with
+    ``H, W >= 8``) and ``"mlp"`` for anything else; other names pass through.
+
+    Raises
+    ------
+    ValueError
+        ``"cnn"`` asked for samples that are not images.
+    """
+    shape = tuple(int(s) for s in sample_shape)
+    image = len(shape) in (2, 3) and min(shape[-2:]) >= 8
+    if name == "auto":
+        return "cnn" if image else "mlp"
+    if name == "cnn" and not image:
+        raise ValueError(
+            f"model 'cnn' needs image samples shaped (H, W) or (C, H, W) with H, W >= 8; "
+            f"the data's samples are shaped {shape}; use --model mlp"
+        )
+    return name
+
+
+def model_from_config(config, sample_shape, ctx=None):
+    """Build and initialise the net a :class:`~gluon_triplet.config.Config` describes.
+
+    Parameters
+    ----------
+    config : Config
+        Uses ``model`` (``"auto"`` resolved by :func:`resolve_model_name`), ``hidden``
+        (``None``: the model's default), ``embedding_size``, ``output``, ``normalize``
+        and ``init_scale``.
+    sample_shape : tuple of int
+        Shape of one input sample, e.g. ``(28, 28)``.
+    ctx : mx.Context or list of mx.Context, optional
+
+    Returns
+    -------
+    net : gluon.HybridBlock
+    name : str
+        The resolved model name.
+    """
+    name = resolve_model_name(config.model, sample_shape)
+    kwargs = {
+        "embedding_size": config.embedding_size,
+        "output": config.output,
+        "normalize": config.normalize,
+    }
+    if config.hidden is not None:
+        kwargs["hidden"] = tuple(config.hidden)
+    return build_model(name, init_scale=config.init_scale, ctx=ctx, **kwargs), name
 
 
 def embed(net, x, batch_size=4096, ctx=None):

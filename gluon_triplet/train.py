@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import atexit
 import logging
+import os
 import random
 import time
 
@@ -16,9 +18,19 @@ from .mining import get_miner
 from .model import embed
 from .triplets import PKBatchSampler
 
-__all__ = ["EmbedStep", "TripletStep", "TripletTrainer", "resolve_contexts", "set_seed"]
+__all__ = [
+    "DIST_KVSTORES",
+    "EmbedStep",
+    "TripletStep",
+    "TripletTrainer",
+    "create_kvstore",
+    "resolve_contexts",
+    "set_seed",
+]
 
 logger = logging.getLogger("gluon_triplet")
+
+_NORM_SAMPLES = 2000
 
 
 def set_seed(seed):
@@ -26,6 +38,71 @@ def set_seed(seed):
     random.seed(seed)
     np.random.seed(seed % 2**32)  # noqa: NPY002 - seeds third-party code using the global RNG
     mx.random.seed(seed)
+
+
+#: kvstore types that train over ps-lite: several worker processes, possibly on several hosts.
+DIST_KVSTORES = ("dist_sync", "dist_device_sync", "dist_async")
+
+# What a ps-lite process reads to find the job; gluon-triplet launch sets them all.
+_DMLC_VARIABLES = (
+    "DMLC_ROLE",
+    "DMLC_PS_ROOT_URI",
+    "DMLC_PS_ROOT_PORT",
+    "DMLC_NUM_WORKER",
+    "DMLC_NUM_SERVER",
+)
+
+
+def create_kvstore(kind):
+    """The ps-lite kvstore of a distributed run, or None when training on one machine.
+
+    ``dist_*`` kinds join the job the ``DMLC_*`` environment variables describe and block
+    until every worker and server has joined. Other kinds (``device``, ``local``) give
+    None: ``gluon.Trainer`` creates those itself, and only when there are several contexts.
+
+    Parameters
+    ----------
+    kind : str
+        ``config.kvstore``.
+
+    Returns
+    -------
+    mx.kvstore.KVStore or None
+
+    Raises
+    ------
+    ValueError
+        A ``dist_*`` kind outside a ps-lite job, or a ps-lite worker with a local kind
+        (it would train alone while the job waits for it forever).
+    """
+    role = os.environ.get("DMLC_ROLE")
+    if kind not in DIST_KVSTORES:
+        if role == "worker":
+            raise ValueError(
+                f"this process is a ps-lite worker (DMLC_ROLE=worker) but --kvstore is "
+                f"{kind!r}; use one of {', '.join(DIST_KVSTORES)}"
+            )
+        return None
+    missing = [name for name in _DMLC_VARIABLES if not os.environ.get(name)]
+    if missing:
+        raise ValueError(
+            f"--kvstore {kind} needs a ps-lite job, but these are not set: {', '.join(missing)}; "
+            f"start one with: gluon-triplet launch -n WORKERS -s SERVERS -- --kvstore {kind} ..."
+        )
+    if role != "worker":
+        raise ValueError(f"--kvstore {kind}: DMLC_ROLE is {role!r}; training runs as 'worker'")
+    kvstore = mx.kv.create(kind)
+    # Freeing a dist kvstore runs ps-lite's leaving handshake: rank 0 stops the servers, then
+    # every worker waits for all the others. Freed on an error path, it would stop the
+    # servers under the other workers or wait for them forever; held until the interpreter
+    # exits, the handshake runs only when a process exits normally (a failed worker of
+    # gluon-triplet launch leaves with os._exit instead).
+    atexit.register(_release, kvstore)
+    return kvstore
+
+
+def _release(kvstore):
+    """Called at interpreter exit; atexit drops its reference to ``kvstore`` afterwards."""
 
 
 def resolve_contexts(spec="auto", num_gpus=None):
@@ -120,6 +197,13 @@ class TripletTrainer:
     The training data sits on every context as one NDArray, and the loss is read back only
     every ``config.log_every`` batches, so the host does not wait on every step.
 
+    With a ``dist_*`` kvstore every worker draws the same epoch (same seeds), cuts it into
+    global batches of ``num_workers`` per-worker batches and trains on its own share, all
+    workers the same number of batches; ``dist_sync`` thus takes the steps one process
+    would take on global batches of ``num_workers * batch_size`` triplets (offline) or on
+    ``num_workers`` P x K batches split over ``num_workers`` contexts (online). Only rank 0
+    evaluates.
+
     Parameters
     ----------
     net : gluon.HybridBlock
@@ -135,6 +219,9 @@ class TripletTrainer:
     test_triplets : tuple of three (T,) int arrays, optional
         Fixed test triples for the strict triplet accuracy.
     callbacks : iterable of Callback
+    kvstore : mx.kvstore.KVStore, optional
+        The job's ``dist_*`` kvstore when the caller already made one (see
+        :func:`create_kvstore`); by default it is created from ``config.kvstore``.
     """
 
     def __init__(
@@ -147,6 +234,7 @@ class TripletTrainer:
         test_y=None,
         test_triplets=None,
         callbacks=(),
+        kvstore=None,
     ):
         self.net = net
         self.train_set = train_set
@@ -162,24 +250,46 @@ class TripletTrainer:
         self.running_loss = float("nan")
         self.stop_training = False
         self._rng = np.random.default_rng(config.seed + 1)
+        self.kvstore = kvstore if kvstore is not None else create_kvstore(config.kvstore)
+        self.rank = self.kvstore.rank if self.kvstore is not None else 0
+        self.num_workers = self.kvstore.num_workers if self.kvstore is not None else 1
+        if self.rank != 0:
+            # Evaluation runs once, on rank 0.
+            self.test_x = self.test_y = self.test_triplets = None
+        # A dist_sync server sums the workers' gradients and updates once, so dividing by
+        # the global batch makes n workers step like one process on their union; dist_async
+        # applies every worker's push as an update of its own.
+        asynchronous = self.kvstore is not None and "async" in self.kvstore.type
+        self._grad_workers = 1 if asynchronous else self.num_workers
 
         self.loss_fn = gluon.loss.TripletLoss(margin=config.margin)
-        self.miner = get_miner(config.miner, margin=config.margin, metric=config.distance)
+        # Default P: every class in each batch, up to 10.
+        self.pk_classes = config.pk_classes or min(10, len(train_set.classes))
+        self.miner = get_miner(
+            config.miner,
+            margin=config.margin,
+            metric=config.distance,
+            **_miner_options(config.miner, self.pk_classes, config.pk_samples),
+        )
         x = train_set.x.astype(np.float32, copy=False)
+        # The gather runs inside the step's graph, so the data must already have the
+        # layout the net wants (e.g. a channel axis for a CNN).
+        x = getattr(net, "prepare_input", lambda a: a)(x)
         self._data = [nd.array(x, ctx=c, dtype=np.float32) for c in self.contexts]
         if self.miner is None:
             self.sampler = None
             self._step = TripletStep(net, self.loss_fn)
-            self.num_batches = -(-len(train_set) // min(config.batch_size, len(train_set)))
+            size = min(config.batch_size, len(train_set))
+            self.num_batches = -(-len(train_set) // (size * self.num_workers))
         else:
             self.sampler = PKBatchSampler(
-                train_set.labels, config.pk_classes, config.pk_samples, seed=config.seed
+                train_set.labels, self.pk_classes, config.pk_samples, seed=config.seed
             )
             self._labels = [
                 nd.array(train_set.labels, ctx=c, dtype=np.float32) for c in self.contexts
             ]
             self._step = EmbedStep(net)
-            self.num_batches = len(self.sampler)
+            self.num_batches = -(-len(self.sampler) // self.num_workers)
         self._step.hybridize(static_alloc=True, static_shape=True)
 
         optimizer_params = {"learning_rate": config.lr, "wd": config.weight_decay}
@@ -187,13 +297,17 @@ class TripletTrainer:
             optimizer_params["momentum"] = config.momentum
         if config.lr_schedule == "cosine" and config.epochs > 0:
             optimizer_params["lr_scheduler"] = mx.lr_scheduler.CosineScheduler(
-                max_update=max(1, config.epochs * self.num_batches), base_lr=config.lr
+                # Counted where the optimizer runs: async servers update once per push.
+                max_update=max(
+                    1, config.epochs * self.num_batches * (self.num_workers if asynchronous else 1)
+                ),
+                base_lr=config.lr,
             )
+        kvstore = self.kvstore
+        if kvstore is None and len(self.contexts) > 1:
+            kvstore = config.kvstore  # gluon.Trainer creates it
         self.trainer = gluon.Trainer(
-            net.collect_params(),
-            config.optimizer,
-            optimizer_params,
-            kvstore=config.kvstore if len(self.contexts) > 1 else None,
+            net.collect_params(), config.optimizer, optimizer_params, kvstore=kvstore
         )
 
     def embed(self, x):
@@ -205,16 +319,32 @@ class TripletTrainer:
         if self.test_x is None:
             return {}
         emb = self.embed(self.test_x)
-        return evaluate_embeddings(
+        result = evaluate_embeddings(
             emb, self.test_y, triplets=self.test_triplets, margin=self.config.margin
         )
+        body = getattr(self.net, "body", None)
+        if getattr(self.net, "normalize", False) and body is not None:
+            # Collapse shows in the norm *before* normalisation (after it, every norm is
+            # 1); a sample of the test set is enough for a mean.
+            x = getattr(self.net, "prepare_input", lambda a: a)(self.test_x[:_NORM_SAMPLES])
+            raw = embed(body, x, batch_size=self.config.eval_batch_size, ctx=self.contexts[0])
+            result["raw_embedding_norm"] = float(np.linalg.norm(raw, axis=1).mean())
+        return result
 
     def fit(self):
-        """Train for ``config.epochs`` epochs; returns :attr:`history`."""
-        self.history.append({"epoch": 0, "time": 0.0, "train": {}, "test": self.evaluate()})
+        """Train up to epoch ``config.epochs``; returns :attr:`history`.
+
+        After :meth:`load_state_dict`, training continues with the epoch after the
+        restored one, and its history is kept.
+        """
+        if not self.history:
+            self.history.append({"epoch": 0, "time": 0.0, "train": {}, "test": self.evaluate()})
         self.callbacks.on_train_begin(self)
-        for epoch in range(1, self.config.epochs + 1):
+        for epoch in range(self.epoch + 1, self.config.epochs + 1):
             self.epoch = epoch
+            # MXNet's RNG (the miners' sampling) cannot be saved, so each epoch reseeds it:
+            # an epoch's randomness then depends only on state a checkpoint holds.
+            mx.random.seed(_epoch_seed(self.config.seed, epoch))
             if epoch > 1 and self.miner is None:
                 self.train_set.resample()
             start = time.perf_counter()
@@ -238,6 +368,52 @@ class TripletTrainer:
         self.callbacks.on_train_end(self)
         return self.history
 
+    def state_dict(self):
+        """What the next epoch depends on besides the parameters and the optimizer state.
+
+        Returns
+        -------
+        dict
+            JSON-serialisable: ``epoch`` (the last finished epoch), ``history`` and
+            ``rng``, the states of the NumPy generators that draw the triplets, the batch
+            order and the P x K batches.
+        """
+        return {
+            "epoch": self.epoch,
+            "history": self.history,
+            "rng": {name: gen.bit_generator.state for name, gen in self._generators().items()},
+        }
+
+    def load_state_dict(self, state):
+        """Restore :meth:`state_dict`'s output; :meth:`fit` then continues after its epoch.
+
+        Raises
+        ------
+        ValueError
+            The state does not fit this trainer (other generators, or an epoch beyond
+            ``config.epochs``).
+        """
+        generators = self._generators()
+        rng = state.get("rng", {})
+        if set(rng) != set(generators):
+            raise ValueError(
+                f"trainer state has random generators {sorted(rng)}, this trainer "
+                f"{sorted(generators)} (a different --miner?)"
+            )
+        epoch = int(state["epoch"])
+        if not 0 <= epoch <= self.config.epochs:
+            raise ValueError(f"trainer state is at epoch {epoch}, beyond {self.config.epochs}")
+        for name, gen in generators.items():
+            gen.bit_generator.state = rng[name]
+        self.epoch = epoch
+        self.history = list(state["history"])
+
+    def _generators(self):
+        gens = {"batch_order": self._rng, "triplets": self.train_set._rng}
+        if self.sampler is not None:
+            gens["pk_sampler"] = self.sampler._rng
+        return gens
+
     def _batches(self):
         """This epoch's batches as an int32 NDArray: ``(num_batches, B, 3)`` triplets
         (offline) or ``(num_batches, P*K)`` sample indices (online).
@@ -245,17 +421,24 @@ class TripletTrainer:
         Offline, the last batch is topped up with triplets from the start of the shuffled
         order: a fixed batch shape lets the hybridized graph keep its memory
         (``static_shape``) and no triplet is skipped.
+
+        With ``num_workers > 1`` every worker draws the same epoch and keeps batch
+        ``rank`` of each group of ``num_workers``, the last group topped up the same way:
+        every worker gets as many batches as the others (dist_sync waits for all of them).
         """
+        workers = self.num_workers
         if self.sampler is not None:
             batches = np.asarray(list(self.sampler), dtype=np.int32)
+            groups = -(-len(batches) // workers)
+            # np.resize repeats whole rows from the start: the group tops up cyclically.
+            batches = np.resize(batches, (groups * workers, batches.shape[1]))
         else:
             triplets = self.train_set.triplets
             size = min(self.config.batch_size, len(triplets))
             order = self._rng.permutation(len(triplets))
-            short = -len(order) % size
-            if short:
-                order = np.concatenate([order, order[:short]])
+            order = np.resize(order, len(order) + (-len(order) % (size * workers)))
             batches = triplets[order].astype(np.int32).reshape(-1, size, 3)
+        batches = batches.reshape(-1, workers, *batches.shape[1:])[:, self.rank]
         home = self.contexts[0] if len(self.contexts) == 1 else mx.cpu()
         return nd.array(batches, ctx=home, dtype=np.int32)
 
@@ -291,7 +474,9 @@ class TripletTrainer:
                 count[i] = count[i] + (loss.shape[0] if weight is None else weight.sum())
             # Offline: gradients summed over the batch's triplets, divided by B here.
             # Online: each slice's loss is already a mean, so average over the slices.
-            self.trainer.step(batches.shape[1] if self.miner is None else len(parts))
+            # With dist_sync, over the batches of all workers (see __init__).
+            per_worker = batches.shape[1] if self.miner is None else len(parts)
+            self.trainer.step(per_worker * self._grad_workers)
             if (b + 1) % self.config.log_every == 0 or b + 1 == self.num_batches:
                 self.running_loss = _ratio(loss_sum, count)
                 if not np.isfinite(self.running_loss):
@@ -305,6 +490,22 @@ class TripletTrainer:
             "active_fraction": _ratio(active, count),
             "triplets": int(sum(float(c.asscalar()) for c in count)),
         }
+
+
+def _epoch_seed(seed, epoch):
+    """A seed for MXNet's RNG in one epoch of a run (MXNet takes a C int)."""
+    return int(np.random.SeedSequence([seed % 2**63, epoch]).generate_state(1)[0] % 2**31)
+
+
+def _miner_options(miner, p, k):
+    """Fixed mined-batch sizes: a P x K batch has P*K*(K-1) positive pairs."""
+    pairs = p * k * (k - 1)
+    if miner == "semi-hard":
+        # Room for every pair: the default (B^2 rows, mostly padding) costs ~K times more.
+        return {"max_pairs": pairs}
+    if miner == "batch-all":
+        return {"max_triplets": pairs}
+    return {}
 
 
 def _ratio(numerators, denominators):

@@ -171,13 +171,36 @@ def test_help_states_defaults(capsys):
     with pytest.raises(SystemExit) as e:
         main(["--help"])
     assert e.value.code == 0
-    out = capsys.readouterr().out
+    out = " ".join(capsys.readouterr().out.split())  # argparse wraps lines
     for text in (
         "default: mnist",
         "default: 1024",
-        "default: 0.05",
+        "default: 0.001",
         "default: 10",
         "default: auto",
+        "default: semi-hard",
         "default: 1000",
     ):
         assert text in out
+
+
+def test_preset_json_and_flags_layer_in_that_order(tmp_path):
+    from gluon_triplet.cli import build_parser, config_from_args
+
+    def config(*argv):
+        return config_from_args(build_parser().parse_args(list(argv)))
+
+    ref = config("--preset", "reference")
+    assert (ref.miner, ref.optimizer, ref.lr, ref.margin, ref.normalize) == (
+        "offline",
+        "sgd",
+        0.05,
+        1.0,
+        False,
+    )
+    assert ref.model == "mlp" and ref.hidden == (256,)
+    # A JSON file sets only its own keys on top of the preset; flags win over both.
+    (tmp_path / "c.json").write_text(json.dumps({"lr": 0.1, "epochs": 2}))
+    c = config("--preset", "reference", "--config", str(tmp_path / "c.json"), "--epochs", "4")
+    assert (c.miner, c.lr, c.epochs) == ("offline", 0.1, 4)
+    assert config("--no-normalize").normalize is False and config().normalize is True

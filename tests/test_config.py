@@ -2,13 +2,35 @@ import json
 
 import pytest
 
-from gluon_triplet.config import Config, ConfigError
+from gluon_triplet.config import PRESETS, Config, ConfigError
 
 
-def test_defaults_are_the_reference_recipe():
-    c = Config()
+def test_reference_preset_is_the_reference_recipe():
+    c = Config(**PRESETS["reference"])
     assert (c.optimizer, c.lr, c.batch_size, c.margin, c.epochs) == ("sgd", 0.05, 1024, 1.0, 10)
-    assert c.hidden == (256,) and c.embedding_size == 128 and c.dataset == "mnist"
+    assert (c.model, c.hidden, c.output, c.normalize) == ("mlp", (256,), "relu", False)
+    assert (c.miner, c.lr_schedule, c.embedding_size) == ("offline", "constant", 128)
+
+
+def test_defaults_are_the_measured_recipe():
+    c = Config()
+    assert (c.miner, c.optimizer, c.lr, c.margin, c.lr_schedule) == (
+        "semi-hard",
+        "adam",
+        0.001,
+        0.2,
+        "cosine",
+    )
+    assert (c.model, c.hidden, c.normalize, c.output) == ("auto", None, True, "linear")
+    assert c.dataset == "mnist" and c.pk_classes is None and c.pk_samples == 16
+
+
+def test_null_hidden_and_pk_classes_round_trip(tmp_path):
+    c = Config(hidden=None, pk_classes=None)
+    c.save(tmp_path / "config.json")
+    assert Config.load(tmp_path / "config.json") == c
+    with pytest.raises(ConfigError, match="pk_classes must be >= 2"):
+        Config(pk_classes=1)
 
 
 def test_json_round_trip(tmp_path):

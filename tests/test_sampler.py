@@ -1,5 +1,4 @@
 import itertools
-import time
 
 import mxnet as mx
 import numpy as np
@@ -150,12 +149,10 @@ def test_errors_name_the_numbers():
         PKBatchSampler(np.zeros((3, 2)), p=2, k=2)
 
 
-def test_a_million_samples_is_quick():
+def test_a_million_samples_cover_every_sample():
+    # Speed is measured by bench/speed.py, not here: only the coverage rule at scale.
     labels = np.random.default_rng(0).integers(0, 10, 1_000_000)
     sampler = PKBatchSampler(labels, p=8, k=4, seed=0)
-    start = time.perf_counter()
     batches = sampler.epoch_batches()
-    elapsed = time.perf_counter() - start
     assert batches.shape == (len(sampler), 32)
     assert np.bincount(batches.ravel(), minlength=len(labels)).min() >= 1
-    assert elapsed < 3.0  # about 0.3 s on 2 shared cores; guards against a quadratic slip

@@ -1,12 +1,14 @@
 import mxnet as mx
 import numpy as np
 import pytest
+from mxnet import autograd, gluon, nd
 
-from gluon_triplet.config import Config
+from gluon_triplet.config import PRESETS, Config
 from gluon_triplet.data import load_dataset
+from gluon_triplet.mining import get_miner, mined_loss
 from gluon_triplet.model import build_model
 from gluon_triplet.train import TripletTrainer, resolve_contexts, set_seed
-from gluon_triplet.triplets import TripletDataset, create_pairs
+from gluon_triplet.triplets import PKBatchSampler, TripletDataset, create_pairs
 
 
 @pytest.mark.parametrize(
@@ -45,7 +47,10 @@ def mnist5k():
 
 
 def make_trainer(data, contexts, **overrides):
-    config = Config(**{"epochs": 3, "batch_size": 128, "seed": 0, **overrides})
+    # The reference recipe (offline triplets, SGD): these tests pin down its semantics.
+    config = Config(
+        **{**PRESETS["reference"], "epochs": 3, "batch_size": 128, "seed": 0, **overrides}
+    )
     set_seed(config.seed)
     train_set = TripletDataset(data.x_train, data.y_train, seed=config.seed)
     net = build_model("mlp", ctx=contexts)
@@ -88,6 +93,41 @@ def test_two_cpu_contexts_match_one(mnist5k):
     for (k1, one), two in zip(params[0].items(), params[1].values()):
         # Summation order differs between one and two replicas: float32 rounding only.
         np.testing.assert_allclose(one, two, rtol=1e-4, atol=1e-6, err_msg=k1)
+
+
+def test_two_cpu_contexts_online_mine_within_their_own_slice(mnist5k):
+    """Online, split_and_load gives each context half of a P x K batch and each mines its
+    half: the same SGD as one context stepping on the mean of the two halves' mined losses."""
+    trainer = make_trainer(mnist5k, [mx.cpu(0), mx.cpu(1)], miner="batch-hard", epochs=1)
+    trainer.fit()
+    config, train_set = trainer.config, trainer.train_set
+
+    # Brute force on one context from public pieces, the halves mined one by one.
+    set_seed(config.seed)
+    net = build_model("mlp", ctx=[mx.cpu(0)])
+    sgd = gluon.Trainer(net.collect_params(), "sgd", {"learning_rate": config.lr})
+    miner = get_miner("batch-hard", margin=config.margin, metric=config.distance)
+    loss_fn = gluon.loss.TripletLoss(margin=config.margin)
+    sampler = PKBatchSampler(
+        train_set.labels, trainer.pk_classes, config.pk_samples, seed=config.seed
+    )
+    for batch in sampler.epoch_batches():
+        half = len(batch) // 2  # split_and_load's cut for two contexts
+        with autograd.record():
+            means = []
+            for idx in (batch[:half], batch[half:]):
+                emb = net(nd.array(train_set.x[idx]))
+                mined = miner.mine(emb, nd.array(train_set.labels[idx]))
+                means.append(mined_loss(loss_fn, emb, *mined))
+            objective = (means[0] + means[1]) / 2
+        objective.backward()
+        sgd.step(1)
+    pairs = zip(trainer.net.collect_params().values(), net.collect_params().values())
+    for two, one in pairs:
+        # Summation order differs between one and two replicas: float32 rounding only.
+        np.testing.assert_allclose(
+            two.data(mx.cpu(1)).asnumpy(), one.data().asnumpy(), rtol=1e-4, atol=1e-6
+        )
 
 
 def test_non_finite_loss_stops_with_epoch_and_batch(mnist5k):

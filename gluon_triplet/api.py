@@ -1,0 +1,157 @@
+"""Using a trained run from Python: rebuild its model, embed samples, evaluate embeddings.
+
+A run directory holds everything needed: ``config.json`` (the resolved
+:class:`~gluon_triplet.config.Config`) and ``model-best.params`` / ``model-last.params``.
+::
+
+    net, config = load_run("logs/my-run")
+    emb = embed(net, x)                      # (N, D) float32
+    scores = evaluate(emb, y, margin=config.margin, seed=config.seed)
+"""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+
+from .config import Config, ConfigError
+from .metrics import evaluate_embeddings, per_class_precision_at_1
+from .model import build_model, embed
+from .triplets import create_pairs
+
+__all__ = ["PARAMS_FILES", "embed", "evaluate", "load_run", "params_path"]
+
+#: The parameter files a run writes, by the name :func:`load_run` takes.
+PARAMS_FILES = {"best": "model-best.params", "last": "model-last.params"}
+
+
+def _model_name(config, params_file):
+    """The registered model a run trained. ``"auto"`` in ``config.json`` was resolved from
+    the data's shape, which the run dir does not keep; the parameters tell: only the CNN
+    has 4-D (convolution) weights."""
+    if config.model != "auto":
+        return config.model
+    from mxnet import nd
+
+    arrays = nd.load(params_file)
+    values = arrays.values() if isinstance(arrays, dict) else arrays
+    return "cnn" if any(a.ndim == 4 for a in values) else "mlp"
+
+
+def _rebuild_net(config, params_file, ctx):
+    kwargs = {
+        "embedding_size": config.embedding_size,
+        "output": config.output,
+        "normalize": config.normalize,
+    }
+    # None: the model's own default widths
+    if config.hidden is not None:
+        kwargs["hidden"] = tuple(config.hidden)
+    name = _model_name(config, params_file)
+    return build_model(name, init_scale=config.init_scale, ctx=ctx, **kwargs)
+
+
+def params_path(run_dir, params="best"):
+    """Path of a run's parameter file, checked to exist.
+
+    Parameters
+    ----------
+    run_dir : str
+    params : {"best", "last"} or str
+        ``best`` (highest test P@1), ``last`` (end of training), or a file name inside
+        ``run_dir`` or a path.
+    """
+    name = PARAMS_FILES.get(params, params)
+    path = name if os.path.isabs(name) else os.path.join(run_dir, name)
+    if not os.path.isfile(path):
+        have = sorted(f for f in os.listdir(run_dir) if f.endswith(".params"))
+        raise FileNotFoundError(
+            f"{run_dir}: no parameter file {name!r} (have: {', '.join(have) or 'none'})"
+        )
+    return path
+
+
+def load_run(run_dir, params="best", ctx=None):
+    """Rebuild a trained run's embedding net from its directory.
+
+    Parameters
+    ----------
+    run_dir : str
+        A run directory written by training (``config.json`` plus ``*.params``).
+    params : {"best", "last"} or str
+        Which parameters; see :func:`params_path`.
+    ctx : mx.Context, optional
+        Where to load the net (default: the CPU).
+
+    Returns
+    -------
+    net : gluon.HybridBlock
+        Hybridized, ready for :func:`embed`: ``(N, ...) -> (N, config.embedding_size)``.
+    config : Config
+        The run's resolved configuration.
+
+    Raises
+    ------
+    FileNotFoundError
+        ``run_dir`` is missing, is not a run directory, or lacks the parameter file.
+    ConfigError
+        ``config.json`` is invalid.
+    """
+    import mxnet as mx
+
+    if not os.path.isdir(run_dir):
+        raise FileNotFoundError(f"run directory {run_dir!r} does not exist")
+    config_path = os.path.join(run_dir, "config.json")
+    if not os.path.isfile(config_path):
+        raise FileNotFoundError(f"{run_dir!r} is not a run directory: it has no config.json")
+    try:
+        config = Config.load(config_path)
+    except ConfigError as e:
+        raise ConfigError(f"{config_path}: {e}") from None
+    path = params_path(run_dir, params)
+    ctx = ctx or mx.cpu()
+    try:
+        net = _rebuild_net(config, path, ctx)
+        net.load_parameters(path, ctx=ctx)
+    except (AssertionError, mx.base.MXNetError) as e:
+        # Gluon reports a mismatch with an assert; name the file instead of a traceback.
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise ValueError(f"cannot load {path} into the model of {config_path}: {first}") from None
+    net.hybridize()
+    return net, config
+
+
+def evaluate(emb, labels, margin=1.0, seed=0, triplets="balanced", per_class=False):
+    """The metrics training reports, for any embedding and labels.
+
+    Parameters
+    ----------
+    emb : (N, D) array
+    labels : (N,) labels
+    margin : float
+        The ``TripletLoss`` margin, for ``active_fraction`` (a run's ``config.margin``).
+    seed : int
+        Seed of the balanced test triples (a run's ``config.seed`` reproduces its numbers).
+    triplets : "balanced", None or (anchor_idx, positive_idx, negative_idx)
+        ``"balanced"``: the class-balanced triples of
+        :func:`~gluon_triplet.triplets.create_pairs`, as training evaluates; None: retrieval
+        metrics only.
+    per_class : bool
+        Add ``per_class_precision_at_1`` (label -> P@1).
+
+    Returns
+    -------
+    dict
+        As :func:`~gluon_triplet.metrics.evaluate_embeddings`: ``precision_at_1``,
+        ``recall_at_k``, ``map_at_r``, ``embedding_norm``, ``triplet_accuracy``, ...
+    """
+    y = labels.asnumpy() if hasattr(labels, "asnumpy") else np.asarray(labels)
+    if isinstance(triplets, str):
+        if triplets != "balanced":
+            raise ValueError(f"triplets must be 'balanced', None or index arrays, got {triplets!r}")
+        triplets = create_pairs(y, seed=seed, warn=False)
+    result = evaluate_embeddings(emb, y, triplets=triplets, margin=margin)
+    if per_class:
+        result["per_class_precision_at_1"] = per_class_precision_at_1(emb, y)
+    return result

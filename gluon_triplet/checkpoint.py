@@ -1,0 +1,323 @@
+"""Resumable checkpoints: everything the next epoch of a run depends on, in one directory.
+
+A checkpoint is taken at an epoch boundary and holds
+
+- ``model-e<epoch>.params``: the net's parameters (``save_parameters``);
+- ``optimizer-e<epoch>.params``: the optimizer state arrays (momentum, Adam's moments),
+  saved with ``mx.nd.save``: an MXNet params file, never a pickle, unlike
+  ``gluon.Trainer.save_states`` (which pickles the optimizer and would run code on load);
+- ``checkpoint.json``, the manifest, written last: the epoch, the trainer's
+  :meth:`~gluon_triplet.train.TripletTrainer.state_dict` (history and the states of the
+  NumPy generators), the optimizer's update counters and the layout of its state, and the
+  SHA-256 of both binary files.
+
+Every file is written to a temporary name and renamed, and the manifest is renamed into
+place only after the files it names are complete, so a crash or a signal at any moment
+leaves the previous checkpoint readable. Loading checks the hashes and every shape and
+reports a mismatch as one :class:`CheckpointError` line.
+"""
+
+from __future__ import annotations
+
+import glob
+import hashlib
+import json
+import os
+
+import mxnet as mx
+import numpy as np
+
+from .config import atomic_write_text
+
+__all__ = [
+    "CHECKPOINT_DIR",
+    "MANIFEST",
+    "CheckpointError",
+    "load_checkpoint",
+    "read_manifest",
+    "save_checkpoint",
+    "supports_resume",
+]
+
+#: Name of the checkpoint directory inside a run directory.
+CHECKPOINT_DIR = "checkpoint"
+#: The manifest's file name inside the checkpoint directory.
+MANIFEST = "checkpoint.json"
+_FORMAT = 1
+
+
+class CheckpointError(ValueError):
+    """A checkpoint is missing, corrupt, or does not fit the model or trainer at hand."""
+
+
+def supports_resume(trainer):
+    """Whether :func:`save_checkpoint` can save this trainer's optimizer state.
+
+    With a ``dist_*`` kvstore the optimizer runs on the parameter servers, whose state a
+    worker cannot read.
+    """
+    return getattr(trainer, "kvstore", None) is None
+
+
+def _sha256(path):
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _atomic(path, save):
+    """Call ``save(tmp)`` and rename ``tmp`` to ``path``; no partial ``path`` ever."""
+    directory, base = os.path.split(path)
+    tmp = os.path.join(directory, f".tmp-{base}")
+    try:
+        save(tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def _updaters(gluon_trainer):
+    """The Python updaters holding the optimizer state: the kvstore's when it updates
+    (``update_on_kvstore``, e.g. kvstore ``device`` over several contexts), else one per
+    context."""
+    # gluon.Trainer creates its kvstore at the first step; its own load_states does this.
+    if not gluon_trainer._kv_initialized:
+        gluon_trainer._init_kvstore()
+    if gluon_trainer._params_to_init:
+        gluon_trainer._init_params()
+    if gluon_trainer._update_on_kvstore:
+        updater = getattr(gluon_trainer._kvstore, "_updater", None)
+        if updater is None:
+            raise CheckpointError("the optimizer state lives on the parameter servers")
+        return [updater]
+    return list(gluon_trainer._updaters)
+
+
+def _flatten(state, prefix, arrays):
+    """A JSON layout of one optimizer state; its NDArrays go into ``arrays``."""
+    if state is None:
+        return None
+    if isinstance(state, mx.nd.NDArray):
+        key = f"{prefix}/{len(arrays)}"
+        arrays[key] = state.as_in_context(mx.cpu())
+        return {"array": key}
+    if isinstance(state, (tuple, list)):
+        return {type(state).__name__: [_flatten(s, prefix, arrays) for s in state]}
+    raise CheckpointError(f"cannot save optimizer state of type {type(state).__name__}")
+
+
+def _unflatten(layout, arrays, shape, where):
+    if layout is None:
+        return None
+    if "array" in layout:
+        if layout["array"] not in arrays:
+            raise CheckpointError(f"{where}: optimizer array {layout['array']!r} is missing")
+        a = arrays[layout["array"]]
+        if shape is not None and tuple(a.shape) != tuple(shape):
+            raise CheckpointError(
+                f"{where}: optimizer state of shape {tuple(a.shape)} for a parameter of "
+                f"shape {tuple(shape)}"
+            )
+        return a.copy()
+    kind = "tuple" if "tuple" in layout else "list"
+    items = [_unflatten(s, arrays, shape, where) for s in layout[kind]]
+    return tuple(items) if kind == "tuple" else items
+
+
+def _optimizer_state(gluon_trainer):
+    updater = _updaters(gluon_trainer)[0]  # every replica's updater holds the same state
+    arrays = {}
+    states = [
+        [key, _flatten(s, f"s{i}", arrays)] for i, (key, s) in enumerate(updater.states.items())
+    ]
+    opt = updater.optimizer
+    meta = {
+        "optimizer": type(opt).__name__,
+        "num_update": int(opt.num_update),
+        "index_update_counts": [
+            [device, [[k, int(v)] for k, v in counts.items()]]
+            for device, counts in opt._all_index_update_counts.items()
+        ],
+        "states": states,
+    }
+    return arrays, meta
+
+
+def _load_optimizer_state(gluon_trainer, arrays, meta, where):
+    updaters = _updaters(gluon_trainer)
+    opt = updaters[0].optimizer
+    if meta["optimizer"] != type(opt).__name__:
+        raise CheckpointError(
+            f"{where}: saved by optimizer {meta['optimizer']}, but the config uses "
+            f"{type(opt).__name__}"
+        )
+    params = gluon_trainer._params
+    for updater in updaters:
+        states = {}
+        for key, layout in meta["states"]:
+            shape = params[key].shape if isinstance(key, int) and key < len(params) else None
+            states[key] = _unflatten(layout, arrays, shape, where)
+        updater.states = states
+        # Moved to each weight's context at the next update, as Updater.set_states does.
+        updater.states_synced = dict.fromkeys(states, False)
+    counts = {device: dict(pairs) for device, pairs in meta["index_update_counts"]}
+    template = next(iter(counts.values()), {})
+    for ctx in gluon_trainer._contexts:
+        # Every replica counts the same updates: a context the run did not have starts
+        # from another's counts (Adam's bias correction reads them).
+        counts.setdefault(ctx.device_id, dict(template))
+    opt._all_index_update_counts = counts
+    opt._index_update_count = counts[gluon_trainer._contexts[0].device_id]
+    opt.num_update = int(meta["num_update"])
+
+
+def save_checkpoint(trainer, directory):
+    """Save a checkpoint of ``trainer`` at the end of its current epoch.
+
+    Parameters
+    ----------
+    trainer : TripletTrainer
+    directory : str
+        Created if needed. Files of older checkpoints in it are removed once the new
+        manifest is in place.
+
+    Returns
+    -------
+    str
+        The manifest's path.
+
+    Raises
+    ------
+    FloatingPointError
+        A parameter is NaN or infinite; nothing is written.
+    """
+    epoch = int(trainer.epoch)
+    bad = _non_finite(trainer.net)
+    if bad:
+        # The last good checkpoint must stay the last one.
+        raise FloatingPointError(
+            f"parameter {bad} became NaN or infinite in epoch {epoch}; try a lower --lr"
+        )
+    os.makedirs(directory, exist_ok=True)
+    params_name = f"model-e{epoch:04d}.params"
+    optimizer_name = f"optimizer-e{epoch:04d}.params"
+    arrays, optimizer_meta = _optimizer_state(trainer.trainer)
+    params_path = os.path.join(directory, params_name)
+    optimizer_path = os.path.join(directory, optimizer_name)
+    _atomic(params_path, trainer.net.save_parameters)
+    _atomic(optimizer_path, lambda tmp: mx.nd.save(tmp, arrays))
+    manifest = {
+        "format": _FORMAT,
+        "epoch": epoch,
+        "params": params_name,
+        "optimizer": optimizer_name,
+        "sha256": {params_name: _sha256(params_path), optimizer_name: _sha256(optimizer_path)},
+        "optimizer_state": optimizer_meta,
+        "trainer": trainer.state_dict(),
+    }
+    path = os.path.join(directory, MANIFEST)
+    atomic_write_text(path, json.dumps(manifest, indent=1) + "\n")
+    keep = {params_name, optimizer_name, MANIFEST}
+    for old in glob.glob(os.path.join(directory, "*-e[0-9]*.params")):
+        if os.path.basename(old) not in keep:
+            os.unlink(old)
+    return path
+
+
+def read_manifest(directory):
+    """The manifest of the checkpoint in ``directory``, checked against its files.
+
+    Returns
+    -------
+    dict or None
+        None when there is no checkpoint (no manifest) in ``directory``.
+
+    Raises
+    ------
+    CheckpointError
+        Unreadable manifest, a missing file, or a file whose hash does not match.
+    """
+    path = os.path.join(directory, MANIFEST)
+    if not os.path.isfile(path):
+        return None
+    try:
+        with open(path, encoding="utf-8") as f:
+            manifest = json.load(f)
+    except (OSError, ValueError) as e:
+        raise CheckpointError(f"{path}: unreadable checkpoint manifest ({e})") from None
+    needed = ("format", "epoch", "params", "optimizer", "sha256", "optimizer_state", "trainer")
+    missing = [k for k in needed if not isinstance(manifest, dict) or k not in manifest]
+    if missing:
+        raise CheckpointError(f"{path}: not a checkpoint manifest (no {', '.join(missing)})")
+    if manifest["format"] != _FORMAT:
+        raise CheckpointError(f"{path}: checkpoint format {manifest['format']!r} is unknown")
+    for key in ("params", "optimizer"):
+        name = manifest[key]
+        if not isinstance(name, str) or os.path.basename(name) != name:
+            raise CheckpointError(f"{path}: bad file name {name!r}")
+        file = os.path.join(directory, name)
+        if not os.path.isfile(file):
+            raise CheckpointError(f"{path}: names {name}, which is missing")
+        if _sha256(file) != manifest["sha256"].get(name):
+            raise CheckpointError(f"{file}: does not match the checksum in {MANIFEST}")
+    return manifest
+
+
+def load_checkpoint(trainer, directory, manifest=None):
+    """Restore parameters, optimizer state and trainer state from a checkpoint.
+
+    Parameters
+    ----------
+    trainer : TripletTrainer
+        Built from the same config as the run that saved the checkpoint.
+    directory : str
+    manifest : dict, optional
+        :func:`read_manifest`'s result, if already read.
+
+    Returns
+    -------
+    int
+        The epoch the checkpoint ends; :meth:`TripletTrainer.fit` continues after it.
+
+    Raises
+    ------
+    CheckpointError
+        No checkpoint, a corrupt one, or one whose parameters or state do not fit.
+    """
+    manifest = manifest or read_manifest(directory)
+    if manifest is None:
+        raise CheckpointError(f"no checkpoint in {directory} (no {MANIFEST})")
+    params_file = os.path.join(directory, manifest["params"])
+    contexts = trainer.contexts
+    try:
+        trainer.net.load_parameters(params_file, ctx=contexts)
+    except (AssertionError, mx.base.MXNetError, ValueError, KeyError) as e:
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+        raise CheckpointError(
+            f"{params_file} does not fit the model the config describes "
+            f"({trainer.config.model}, embedding size {trainer.config.embedding_size}): {first}"
+        ) from None
+    where = os.path.join(directory, manifest["optimizer"])
+    try:
+        arrays = mx.nd.load(where)
+    except mx.base.MXNetError as e:
+        raise CheckpointError(f"{where}: unreadable ({str(e).strip().splitlines()[0]})") from None
+    if not isinstance(arrays, dict):
+        arrays = {}
+    _load_optimizer_state(trainer.trainer, arrays, manifest["optimizer_state"], where)
+    trainer.load_state_dict(manifest["trainer"])
+    bad = _non_finite(trainer.net)
+    if bad:
+        raise CheckpointError(f"{params_file}: parameter {bad} holds NaN or infinite values")
+    return int(manifest["epoch"])
+
+
+def _non_finite(net):
+    """The name of the first parameter with a NaN or infinite value, else None."""
+    for name, param in net.collect_params().items():
+        if not np.isfinite(param.data().asnumpy()).all():
+            return name
+    return None

@@ -1,0 +1,246 @@
+"""Resumable checkpoints: a restored trainer continues exactly as the original would have;
+writes are atomic; corrupt or foreign checkpoints are refused with one clear line."""
+
+import json
+import os
+
+import mxnet as mx
+import numpy as np
+import pytest
+
+from gluon_triplet import checkpoint
+from gluon_triplet.callbacks import Callback
+from gluon_triplet.checkpoint import (
+    CheckpointError,
+    load_checkpoint,
+    read_manifest,
+    save_checkpoint,
+)
+from gluon_triplet.config import Config, atomic_write_text
+from gluon_triplet.model import build_model
+from gluon_triplet.train import TripletTrainer, set_seed
+from gluon_triplet.triplets import TripletDataset, create_pairs
+
+
+def tiny_data(seed=0, n_per_class=12, classes=4, dim=10):
+    rng = np.random.default_rng(seed)
+    y = np.repeat(np.arange(classes), n_per_class)
+    centers = rng.normal(size=(classes, dim)).astype(np.float32)
+    x = centers[y] + 0.5 * rng.normal(size=(len(y), dim)).astype(np.float32)
+    return x, y
+
+
+def make_trainer(contexts=None, callbacks=(), **overrides):
+    contexts = contexts or [mx.cpu()]
+    settings = {
+        "model": "mlp",
+        "hidden": (16,),
+        "embedding_size": 8,
+        "epochs": 3,
+        "batch_size": 8,
+        "miner": "offline",
+        "optimizer": "adam",
+        "lr": 0.01,
+        "lr_schedule": "cosine",
+        "seed": 3,
+    }
+    settings.update(overrides)
+    if settings["miner"] != "offline":
+        settings.setdefault("pk_classes", 2)
+        settings.setdefault("pk_samples", 4)
+    config = Config(**settings)
+    x, y = tiny_data()
+    set_seed(config.seed)
+    net = build_model("mlp", ctx=list(contexts), hidden=(16,), embedding_size=8, output="linear")
+    train_set = TripletDataset(x, y, seed=config.seed)
+    return TripletTrainer(
+        net,
+        train_set,
+        config,
+        list(contexts),
+        test_x=x,
+        test_y=y,
+        test_triplets=create_pairs(y, seed=0, warn=False),
+        callbacks=callbacks,
+    )
+
+
+def params_of(trainer):
+    return {
+        name: p.data(trainer.contexts[0]).asnumpy()
+        for name, p in zip(
+            # structural names: the prefixes differ between two nets built in one process
+            trainer.net._collect_params_with_prefix().keys(),
+            trainer.net._collect_params_with_prefix().values(),
+        )
+    }
+
+
+class SaveAfter(Callback):
+    """Checkpoints like CheckpointCallback, into ``directory``, after every epoch."""
+
+    def __init__(self, directory):
+        self.directory = directory
+
+    def on_epoch_end(self, trainer):
+        save_checkpoint(trainer, self.directory)
+
+
+def history_without_times(history):
+    return [{k: v for k, v in r.items() if k != "time"} for r in history]
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        {"optimizer": "adam"},  # state: a (mean, var) tuple per parameter
+        {"optimizer": "sgd", "momentum": 0.9, "lr_schedule": "constant"},  # one NDArray
+        {"optimizer": "sgd", "momentum": 0.0},  # no state at all
+        {"miner": "batch-all"},  # P x K sampler, and MXNet's RNG in the miner
+        # The kvstore's updater; each context mines its half: 2 classes x 4 samples.
+        {"miner": "semi-hard", "pk_classes": 4, "contexts": (mx.cpu(0), mx.cpu(1))},
+    ],
+    ids=["adam", "sgd-momentum", "sgd", "batch-all", "two-contexts"],
+)
+def test_resumed_trainer_equals_uninterrupted(tmp_path, overrides):
+    """Train 3 epochs straight; separately, train 1, checkpoint, build a fresh trainer,
+    restore, train the other 2: same parameters and the same history, exactly."""
+    overrides = dict(overrides)
+    contexts = overrides.pop("contexts", None)
+    straight = make_trainer(contexts, **overrides)
+    straight.fit()
+
+    first = make_trainer(contexts, callbacks=[SaveAfter(str(tmp_path))], epochs=3, **overrides)
+    first.stop_training = True  # stops after epoch 1, like an interrupt would
+    first.fit()
+    manifest = read_manifest(str(tmp_path))
+    assert manifest["epoch"] == 1
+
+    resumed = make_trainer(contexts, **overrides)
+    assert load_checkpoint(resumed, str(tmp_path)) == 1
+    np.testing.assert_array_equal(
+        np.concatenate([v.ravel() for v in params_of(resumed).values()]),
+        np.concatenate([v.ravel() for v in params_of(first).values()]),
+    )
+    resumed.fit()
+    assert all(r["train"]["active_fraction"] > 0 for r in resumed.history[1:])  # it learns
+    assert resumed.epoch == 3 and [r["epoch"] for r in resumed.history] == [0, 1, 2, 3]
+    for (name, want), got in zip(params_of(straight).items(), params_of(resumed).values()):
+        np.testing.assert_array_equal(got, want, err_msg=name)
+    got, want = history_without_times(resumed.history), history_without_times(straight.history)
+    assert json.dumps(got, sort_keys=True) == json.dumps(want, sort_keys=True)
+
+
+def test_checkpoint_files_and_old_ones_removed(tmp_path):
+    trainer = make_trainer(callbacks=[SaveAfter(str(tmp_path))], epochs=2)
+    trainer.fit()
+    assert sorted(os.listdir(tmp_path)) == [
+        "checkpoint.json",
+        "model-e0002.params",
+        "optimizer-e0002.params",
+    ]
+    manifest = read_manifest(str(tmp_path))
+    assert manifest["epoch"] == 2 and manifest["trainer"]["epoch"] == 2
+    assert [r["epoch"] for r in manifest["trainer"]["history"]] == [0, 1, 2]
+    # Never a pickle: both binary files are MXNet NDArray files nd.load reads.
+    for name in ("model-e0002.params", "optimizer-e0002.params"):
+        assert not (tmp_path / name).read_bytes().startswith(b"\x80")
+        assert mx.nd.load(str(tmp_path / name))
+
+
+def test_crash_while_writing_keeps_previous_checkpoint(tmp_path, monkeypatch):
+    """A failure half-way through writing epoch 2 leaves epoch 1's checkpoint whole."""
+    trainer = make_trainer(epochs=2)
+    trainer.fit()
+    trainer.epoch = 1
+    save_checkpoint(trainer, str(tmp_path))
+    before = {f: (tmp_path / f).read_bytes() for f in os.listdir(tmp_path)}
+
+    real_save = mx.nd.save
+
+    def torn_save(path, arrays):
+        real_save(path, arrays)
+        with open(path, "r+b") as f:
+            f.truncate(os.path.getsize(path) // 2)
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(checkpoint.mx.nd, "save", torn_save)
+    trainer.epoch = 2
+    with pytest.raises(OSError, match="No space left"):
+        save_checkpoint(trainer, str(tmp_path))
+    # The new parameter file may be complete, but nothing names it: epoch 1 still rules.
+    assert read_manifest(str(tmp_path))["epoch"] == 1
+    for name, content in before.items():
+        assert (tmp_path / name).read_bytes() == content
+    assert not [f for f in os.listdir(tmp_path) if f.startswith(".tmp-")]
+    resumed = make_trainer(epochs=2)
+    assert load_checkpoint(resumed, str(tmp_path)) == 1
+
+
+def test_atomic_write_text_crash_keeps_old_file(tmp_path, monkeypatch):
+    """metrics.json and config.json go through atomic_write_text: a crash at the rename
+    (after the new content was written to the temporary file) leaves the old file."""
+    path = tmp_path / "metrics.json"
+    atomic_write_text(str(path), '{"epoch": 1}\n')
+
+    def crash(src, dst):
+        raise OSError(5, "Input/output error")
+
+    monkeypatch.setattr(os, "replace", crash)
+    with pytest.raises(OSError):
+        atomic_write_text(str(path), '{"epoch": 2, "much": "' + "x" * 10000 + '"}\n')
+    assert json.loads(path.read_text()) == {"epoch": 1}
+    assert os.listdir(tmp_path) == ["metrics.json"]
+    assert oct(path.stat().st_mode & 0o777) == oct(0o644)
+
+
+@pytest.mark.parametrize(
+    "damage, message",
+    [
+        (lambda d: (d / "model-e0001.params").write_bytes(b"\x12" * 10), "checksum"),
+        (lambda d: (d / "optimizer-e0001.params").unlink(), "which is missing"),
+        (lambda d: (d / "checkpoint.json").write_text('{"epoch": 1'), "unreadable checkpoint"),
+        (lambda d: (d / "checkpoint.json").write_text("[]"), "not a checkpoint manifest"),
+    ],
+    ids=["truncated-params", "missing-optimizer", "torn-manifest", "foreign-json"],
+)
+def test_damaged_checkpoint_is_refused(tmp_path, damage, message):
+    trainer = make_trainer(epochs=1)
+    trainer.fit()
+    save_checkpoint(trainer, str(tmp_path))
+    damage(tmp_path)
+    with pytest.raises(CheckpointError, match=message) as err:
+        load_checkpoint(make_trainer(epochs=1), str(tmp_path))
+    assert "\n" not in str(err.value)
+
+
+def test_checkpoint_of_another_architecture_is_refused(tmp_path):
+    trainer = make_trainer(epochs=1)
+    trainer.fit()
+    save_checkpoint(trainer, str(tmp_path))
+    other = make_trainer(epochs=1)
+    other.net = build_model("mlp", hidden=(32,), embedding_size=8, output="linear")
+    with pytest.raises(CheckpointError, match="does not fit the model .*shape incompatible"):
+        load_checkpoint(other, str(tmp_path))
+
+
+def test_optimizer_mismatch_is_refused(tmp_path):
+    trainer = make_trainer(epochs=1, optimizer="adam")
+    trainer.fit()
+    save_checkpoint(trainer, str(tmp_path))
+    with pytest.raises(CheckpointError, match="saved by optimizer Adam, but the config uses SGD"):
+        load_checkpoint(make_trainer(epochs=1, optimizer="sgd"), str(tmp_path))
+
+
+def test_non_finite_parameters_are_never_checkpointed(tmp_path):
+    trainer = make_trainer(epochs=1)
+    trainer.fit()
+    save_checkpoint(trainer, str(tmp_path))
+    before = sorted(os.listdir(tmp_path))
+    first = next(iter(trainer.net.collect_params().values()))
+    first.set_data(first.data() * np.nan)
+    trainer.epoch = 2
+    with pytest.raises(FloatingPointError, match="became NaN or infinite in epoch 2"):
+        save_checkpoint(trainer, str(tmp_path))
+    assert sorted(os.listdir(tmp_path)) == before
+    assert read_manifest(str(tmp_path))["epoch"] == 1
