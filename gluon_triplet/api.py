@@ -11,13 +11,14 @@ A run directory holds everything needed: ``config.json`` (the resolved
 
 from __future__ import annotations
 
+import dataclasses
 import os
 
 import numpy as np
 
 from .config import Config, ConfigError
 from .metrics import evaluate_embeddings, per_class_precision_at_1
-from .model import build_model, embed
+from .model import embed, model_from_config
 from .triplets import create_pairs
 
 __all__ = ["PARAMS_FILES", "embed", "evaluate", "load_run", "params_path"]
@@ -40,16 +41,9 @@ def _model_name(config, params_file):
 
 
 def _rebuild_net(config, params_file, ctx):
-    kwargs = {
-        "embedding_size": config.embedding_size,
-        "output": config.output,
-        "normalize": config.normalize,
-    }
-    # None: the model's own default widths
-    if config.hidden is not None:
-        kwargs["hidden"] = tuple(config.hidden)
     name = _model_name(config, params_file)
-    return build_model(name, init_scale=config.init_scale, ctx=ctx, **kwargs)
+    net, _ = model_from_config(dataclasses.replace(config, model=name), None, ctx=ctx)
+    return net
 
 
 def params_path(run_dir, params="best"):

@@ -29,6 +29,7 @@ import re
 import numpy as np
 
 from .callbacks import Callback
+from .config import atomic_save, atomic_write_text
 
 __all__ = ["MAX_SPRITE_SIZE", "BoardCallback", "sprite_images", "write_projector"]
 
@@ -125,9 +126,7 @@ def _pad_sprite_square(path, side_w, side_h):
         return
     canvas = Image.new(im.mode, (side_w, side_h))
     canvas.paste(im, (0, 0))
-    tmp = path + ".tmp.png"
-    canvas.save(tmp)
-    os.replace(tmp, path)
+    atomic_save(path, lambda tmp: canvas.save(tmp, format="PNG"))
 
 
 def _dedupe_projector_config(logdir):
@@ -159,10 +158,7 @@ def _dedupe_projector_config(logdir):
     del kept.embeddings[:]
     for name in order:
         kept.embeddings.add().CopyFrom(latest[name])
-    tmp = path + ".tmp"
-    with open(tmp, "w") as f:
-        f.write(text_format.MessageToString(kept))
-    os.replace(tmp, path)
+    atomic_write_text(path, text_format.MessageToString(kept))
 
 
 def write_projector(writer, tag, embedding, labels, images=None, global_step=None):

@@ -21,7 +21,7 @@ import logging
 import os
 import sys
 
-from .config import atomic_write_text
+from .config import atomic_save, atomic_write_text
 
 __all__ = [
     "Callback",
@@ -177,10 +177,7 @@ class CheckpointCallback(Callback):
                 self.checkpoint_epoch = record["epoch"]
 
     def _save(self, net, name):
-        path = os.path.join(self.run_dir, name)
-        tmp = os.path.join(self.run_dir, f".tmp-{name}")
-        net.save_parameters(tmp)
-        os.replace(tmp, path)
+        atomic_save(os.path.join(self.run_dir, name), net.save_parameters)
 
     def on_epoch_end(self, trainer):
         record = trainer.history[-1]

@@ -27,7 +27,7 @@ import os
 import mxnet as mx
 import numpy as np
 
-from .config import atomic_write_text
+from .config import atomic_save, atomic_write_text
 
 __all__ = [
     "CHECKPOINT_DIR",
@@ -65,18 +65,6 @@ def _sha256(path):
         for chunk in iter(lambda: f.read(1 << 20), b""):
             h.update(chunk)
     return h.hexdigest()
-
-
-def _atomic(path, save):
-    """Call ``save(tmp)`` and rename ``tmp`` to ``path``; no partial ``path`` ever."""
-    directory, base = os.path.split(path)
-    tmp = os.path.join(directory, f".tmp-{base}")
-    try:
-        save(tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
 
 
 def _updaters(gluon_trainer):
@@ -207,8 +195,8 @@ def save_checkpoint(trainer, directory):
     arrays, optimizer_meta = _optimizer_state(trainer.trainer)
     params_path = os.path.join(directory, params_name)
     optimizer_path = os.path.join(directory, optimizer_name)
-    _atomic(params_path, trainer.net.save_parameters)
-    _atomic(optimizer_path, lambda tmp: mx.nd.save(tmp, arrays))
+    atomic_save(params_path, trainer.net.save_parameters)
+    atomic_save(optimizer_path, lambda tmp: mx.nd.save(tmp, arrays))
     manifest = {
         "format": _FORMAT,
         "epoch": epoch,

@@ -9,7 +9,7 @@ import tempfile
 from dataclasses import dataclass, fields
 from typing import Optional, Tuple
 
-__all__ = ["PRESETS", "Config", "ConfigError", "atomic_write_text"]
+__all__ = ["PRESETS", "Config", "ConfigError", "atomic_save", "atomic_write_text"]
 
 # Named bundles of settings, applied under a JSON config and explicit flags.
 PRESETS = {
@@ -213,6 +213,24 @@ def _coerce(key, value, default):
             return value
     expected = type(default).__name__
     raise ConfigError(f"config key {key!r} must be of type {expected}, got {value!r}")
+
+
+def atomic_save(path, save):
+    """Call ``save(tmp)`` on a temporary name beside ``path``, then rename it to ``path``.
+
+    Readers (and a later ``--resume``) see the old file or the new one, never a torn one;
+    on an error the temporary file is removed and ``path`` is left as it was. The
+    temporary name ends like ``path`` (``.tmp-<name>``), so savers that append a missing
+    suffix (``np.save``) write exactly that name.
+    """
+    directory, base = os.path.split(os.path.abspath(path))
+    tmp = os.path.join(directory, f".tmp-{base}")
+    try:
+        save(tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
 
 
 def atomic_write_text(path, text):

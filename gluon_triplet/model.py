@@ -187,6 +187,10 @@ def resolve_model_name(name, sample_shape):
     ValueError
         ``"cnn"`` asked for samples that are not images.
     """
+    if sample_shape is None:  # the caller knows the model (e.g. from saved parameters)
+        if name == "auto":
+            raise ValueError("model 'auto' needs the shape of a sample to choose a net")
+        return name
     shape = tuple(int(s) for s in sample_shape)
     image = len(shape) in (2, 3) and min(shape[-2:]) >= 8
     if name == "auto":
@@ -208,8 +212,9 @@ def model_from_config(config, sample_shape, ctx=None):
         Uses ``model`` (``"auto"`` resolved by :func:`resolve_model_name`), ``hidden``
         (``None``: the model's default), ``embedding_size``, ``output``, ``normalize``
         and ``init_scale``.
-    sample_shape : tuple of int
-        Shape of one input sample, e.g. ``(28, 28)``.
+    sample_shape : tuple of int or None
+        Shape of one input sample, e.g. ``(28, 28)``; ``None`` when ``config.model`` is
+        not ``"auto"``.
     ctx : mx.Context or list of mx.Context, optional
 
     Returns

@@ -26,6 +26,7 @@ import os
 import numpy as np
 
 from .callbacks import Callback
+from .config import atomic_save
 
 __all__ = [
     "PLOT_FILES",
@@ -158,14 +159,8 @@ def _figure(width, height):
 
 
 def _save(fig, path):
-    # Written beside the target, then renamed: a reader never sees half a PNG.
-    tmp = os.path.join(os.path.dirname(os.path.abspath(path)), f".tmp-{os.path.basename(path)}")
-    try:
-        fig.savefig(tmp, format="png", dpi=_DPI)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    # A reader never sees half a PNG.
+    atomic_save(path, lambda tmp: fig.savefig(tmp, format="png", dpi=_DPI))
     return path
 
 
