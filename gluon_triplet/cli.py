@@ -129,7 +129,7 @@ def build_parser():
     g = p.add_argument_group("triplet mining")
     g.add_argument(
         "--miner",
-        choices=("offline", "batch-hard", "semi-hard", "batch-all"),
+        choices=("offline", "batch-hard", "semi-hard", "batch-all", "distance-weighted"),
         help="offline: balanced random triplets per epoch (reference recipe); the others mine "
         f"online in P x K batches (default: {D.miner})",
     )

@@ -120,7 +120,7 @@ class Config:
                 f"pk_samples must be >= 2 (anchors need a positive), got {self.pk_samples}"
             )
         choices = {
-            "miner": ("offline", "batch-hard", "semi-hard", "batch-all"),
+            "miner": ("offline", "batch-hard", "semi-hard", "batch-all", "distance-weighted"),
             "distance": ("squared", "euclidean", "cosine"),
             "lr_schedule": ("constant", "cosine"),
             # MXNet's kvstore types; dist_* run under a ps-lite job (gluon-triplet launch).
@@ -133,6 +133,8 @@ class Config:
                 )
         if self.miner == "offline" and self.distance != "squared":
             raise ConfigError("distance applies to online miners; offline triplets use squared L2")
+        if self.miner == "distance-weighted" and self.distance == "cosine":
+            raise ConfigError("miner distance-weighted samples by Euclidean distance; not cosine")
         if self.optimizer not in ("sgd", "adam"):
             raise ConfigError(f"optimizer must be 'sgd' or 'adam', got {self.optimizer!r}")
         if self.output not in ("relu", "linear"):

@@ -34,8 +34,10 @@ __all__ = [
     "MINERS",
     "BatchAllMiner",
     "BatchHardMiner",
+    "DistanceWeightedMiner",
     "Miner",
     "SemiHardMiner",
+    "distance_weights",
     "get_miner",
     "mined_loss",
     "pairwise_distances",
@@ -443,7 +445,153 @@ class BatchAllMiner(Miner):
         )
 
 
-MINERS = {"batch-hard": BatchHardMiner, "semi-hard": SemiHardMiner, "batch-all": BatchAllMiner}
+def distance_weights(dist, dim, cutoff=0.5):
+    """Log of the distance-weighted sampling weight ``1 / q(d)`` of Wu et al. (2017).
+
+    Between points drawn uniformly on the unit sphere in ``dim`` dimensions, the distance
+    ``d`` has density ``q(d) ∝ d^(dim-2) (1 - d^2/4)^((dim-3)/2)``; sampling negatives
+    with probability ``∝ 1 / q(d)`` spreads them over all distances instead of piling
+    up near ``sqrt(2)``. ``d`` is clipped below at ``cutoff`` (the weights of near
+    negatives would otherwise explode, and their gradients are noisy) and ``1 - d^2/4`` at
+    ``1e-6`` (distances of un-normalised embeddings can exceed 2).
+
+    Parameters
+    ----------
+    dist : (...) NDArray float32
+        Euclidean (not squared) distances.
+    dim : int
+        Embedding dimension ``n`` (>= 2).
+    cutoff : float
+        Lower clip of ``d``, > 0.
+
+    Returns
+    -------
+    (...) NDArray float32
+        ``-(dim-2) log d - ((dim-3)/2) log(1 - d^2/4)`` of the clipped ``d``; an
+        additive constant is free (only ratios matter).
+
+    Raises
+    ------
+    ValueError
+        ``dim < 2`` or ``cutoff <= 0``.
+    """
+    if int(dim) < 2:
+        raise ValueError(f"dim must be >= 2, got {dim}")
+    if not cutoff > 0:
+        raise ValueError(f"cutoff must be > 0, got {cutoff}")
+    d = nd.maximum(dist, float(cutoff))
+    inside = nd.maximum(1.0 - 0.25 * d * d, 1e-6)
+    return -(dim - 2.0) * nd.log(d) - ((dim - 3.0) / 2.0) * nd.log(inside)
+
+
+class DistanceWeightedMiner(Miner):
+    """Distance-weighted sampling (Wu et al., "Sampling Matters", 2017), one triplet per pair.
+
+    For each positive pair ``(a, p)`` (``p != a``, same label) a negative ``n`` is drawn
+    from ``a``'s negatives with probability proportional to ``1 / q(d(a, n))`` (see
+    :func:`distance_weights`, ``d`` the Euclidean distance, ``n`` the embedding dimension),
+    restricted to the negatives that give the pair a nonzero ``TripletLoss``:
+    ``d(a, n)^2 < d(a, p)^2 + margin`` (the loss's squared distance). A pair with no such
+    negative gets weight 0: its loss would be 0 whichever negative it got. The weights
+    assume L2-normalised embeddings (distances in ``[0, 2]``); others are clipped.
+
+    The draws use MXNet's RNG (``mx.random.seed``; the trainer reseeds it every epoch),
+    all pairs at once by inverse-CDF sampling over an ``(M, B)`` weight matrix: no
+    per-anchor loop, no copy to the host.
+
+    Rows returned, as in :class:`SemiHardMiner`: ``max_pairs=None`` gives ``M = B * B``
+    (row ``a * B + p``; padding ``(a, a, a)``, weight 0); ``max_pairs=m`` gives ``M = m``
+    (every valid pair when there are at most ``m``, else ``m`` of them by systematic
+    sampling; padding ``(0, 0, 0)``).
+
+    Parameters
+    ----------
+    margin : float
+        The ``TripletLoss`` margin, for the nonzero-loss mask.
+    metric : {"squared", "euclidean"}
+        Accepted for the common interface; the weights always use the Euclidean
+        distance and the mask the squared one. ``"cosine"`` is refused.
+    cutoff : float
+        Lower clip of the distance in the weights (0.5 as in the paper).
+    max_pairs : int, optional
+        ``M`` in compact mode.
+    """
+
+    def __init__(self, margin=1.0, metric="squared", cutoff=0.5, max_pairs=None):
+        super().__init__(margin=margin, metric=metric)
+        if metric == "cosine":
+            raise ValueError(
+                "distance-weighted sampling is defined on Euclidean distances; "
+                "use metric 'squared' or 'euclidean'"
+            )
+        if not cutoff > 0:
+            raise ValueError(f"cutoff must be > 0, got {cutoff}")
+        self.cutoff = float(cutoff)
+        self.max_pairs = _check_size("max_pairs", max_pairs)
+
+    def __repr__(self):
+        return f"{super().__repr__()[:-1]}, cutoff={self.cutoff}, max_pairs={self.max_pairs})"
+
+    def num_triplets(self, batch_size):
+        """``M`` for a batch of ``batch_size`` rows."""
+        return self.max_pairs if self.max_pairs is not None else int(batch_size) ** 2
+
+    def mine(self, emb, labels):
+        """As :meth:`Miner.mine`; the weights need the embedding dimension."""
+        _check_embeddings(emb)
+        self._dim = max(2, emb.shape[1])
+        return super().mine(emb, labels)
+
+    def _select(self, dist, pos, neg):
+        b = dist.shape[0]
+        if b > _MAX_BATCH:
+            raise ValueError(f"{type(self).__name__}: batch size {b} > {_MAX_BATCH}")
+        ctx = dist.context
+        sq = dist if self.metric == "squared" else dist * dist
+        log_w = distance_weights(nd.sqrt(sq), getattr(self, "_dim", 2), self.cutoff)
+        valid = nd.broadcast_mul(pos, nd.sum(neg, axis=1, keepdims=True) > 0).reshape((-1,))
+        if self.max_pairs is None:
+            pair = nd.arange(b * b, ctx=ctx)
+            keep = valid
+        else:
+            pair, _, keep = _sample_ranks(valid.astype("float64"), self.max_pairs)
+            pair = nd.where(keep, pair, nd.zeros_like(pair)).astype("float32")
+            keep = keep.astype("float32")
+        anchor = nd.floor(pair / b)
+        positive = pair - anchor * b
+        # (M, B): each row is one pair's candidate negatives.
+        d_ap = nd.take(sq.reshape((-1,)), pair).reshape((-1, 1))
+        cand = nd.take(neg, anchor) * nd.broadcast_lesser(nd.take(sq, anchor), d_ap + self.margin)
+        row_log_w = nd.take(log_w, anchor)
+        # Subtract each row's max over its candidates: exp stays in range for any dim.
+        floor = nd.full(row_log_w.shape, -np.inf, ctx=ctx)
+        top = nd.max(nd.where(cand, row_log_w, floor), axis=1, keepdims=True)
+        top = nd.where(top > -np.inf, top, nd.zeros_like(top))
+        w = nd.exp(nd.broadcast_sub(row_log_w, top)) * cand
+        cum = nd.cumsum(w, axis=1)
+        total = cum[:, b - 1 : b]
+        # Inverse CDF: the sampled column is the number of cumulative weights <= u * total.
+        u = nd.random.uniform(shape=(pair.shape[0], 1), ctx=ctx, dtype="float32")
+        column = nd.sum(nd.broadcast_lesser_equal(cum, u * total), axis=1)
+        # u * total can round up to total: never step past the last candidate.
+        last = nd.sum(nd.broadcast_lesser(cum, total), axis=1)
+        negative = nd.minimum(column, nd.minimum(last, b - 1))
+        weight = keep * (total.reshape((-1,)) > 0)
+        fill = anchor if self.max_pairs is None else nd.zeros_like(anchor)
+        return (
+            nd.where(weight, anchor, fill),
+            nd.where(weight, positive, fill),
+            nd.where(weight, negative, fill),
+            weight,
+        )
+
+
+MINERS = {
+    "batch-hard": BatchHardMiner,
+    "semi-hard": SemiHardMiner,
+    "batch-all": BatchAllMiner,
+    "distance-weighted": DistanceWeightedMiner,
+}
 
 # The trainer's name for "no online mining": offline triplets from TripletDataset.
 OFFLINE = "offline"

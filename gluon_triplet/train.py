@@ -500,7 +500,7 @@ def _epoch_seed(seed, epoch):
 def _miner_options(miner, p, k):
     """Fixed mined-batch sizes: a P x K batch has P*K*(K-1) positive pairs."""
     pairs = p * k * (k - 1)
-    if miner == "semi-hard":
+    if miner in ("semi-hard", "distance-weighted"):
         # Room for every pair: the default (B^2 rows, mostly padding) costs ~K times more.
         return {"max_pairs": pairs}
     if miner == "batch-all":

@@ -326,7 +326,7 @@ def test_mining_is_not_recorded():
 
 
 def test_get_miner_registry():
-    assert set(MINERS) == {"batch-hard", "semi-hard", "batch-all"}
+    assert set(MINERS) == {"batch-hard", "semi-hard", "batch-all", "distance-weighted"}
     miner = get_miner("batch-all", margin=0.5, metric="cosine", max_triplets=7)
     assert isinstance(miner, BatchAllMiner)
     assert (miner.margin, miner.metric, miner.num_triplets(100)) == (0.5, "cosine", 7)
@@ -335,4 +335,6 @@ def test_get_miner_registry():
     with pytest.raises(ValueError) as err:
         get_miner("hardest")
     assert "'hardest'" in str(err.value)
-    assert "choose one of: batch-all, batch-hard, offline, semi-hard" in str(err.value)
+    assert "choose one of: batch-all, batch-hard, distance-weighted, offline, semi-hard" in str(
+        err.value
+    )
