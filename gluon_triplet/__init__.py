@@ -39,12 +39,15 @@ from .metrics import per_class_precision_at_1
 from .metrics import retrieval_metrics
 from .metrics import strict_triplet_accuracy
 from .metrics import triplet_distances
+from .losses import SoftMarginTripletLoss
 from .model import MODELS
 from .mining import MINERS
 from .mining import BatchAllMiner
 from .mining import BatchHardMiner
+from .mining import DistanceWeightedMiner
 from .mining import Miner
 from .mining import SemiHardMiner
+from .mining import distance_weights
 from .mining import get_miner
 from .mining import mined_loss
 from .mining import pairwise_distances
@@ -54,6 +57,7 @@ from .model import build_model
 from .model import embed
 from .model import model_from_config
 from .plots import PlotCallback
+from .schedule import make_lr_scheduler
 from .train import TripletTrainer
 from .train import create_kvstore
 from .train import resolve_contexts
@@ -64,6 +68,10 @@ from .triplets import create_pairs
 from .triplets import encode_labels
 
 __all__ = [
+    "DistanceWeightedMiner",
+    "SoftMarginTripletLoss",
+    "distance_weights",
+    "make_lr_scheduler",
     "PKBatchSampler",
     "model_from_config",
     "EmbeddingCNN",

@@ -90,6 +90,18 @@ def build_parser():
         metavar="N",
         help="hidden layer widths (default: the model's: 256 for the mlp, none for the cnn)",
     )
+    g.add_argument(
+        "--channels",
+        type=int,
+        nargs="+",
+        metavar="N",
+        help="cnn: output channels of its 5x5 stride-2 convolutions (default: 32 64)",
+    )
+    g.add_argument(
+        "--batch-norm",
+        action="store_true",
+        help="cnn: BatchNorm between each convolution and its ReLU (default: off)",
+    )
     g.add_argument("--embedding-size", type=int, help=f"default: {D.embedding_size}")
     g.add_argument(
         "--output",
@@ -151,6 +163,19 @@ def build_parser():
         "--lr-schedule",
         choices=("constant", "cosine"),
         help=f"learning-rate schedule over all steps (default: {D.lr_schedule})",
+    )
+    g.add_argument(
+        "--warmup-epochs",
+        type=float,
+        help="ramp the learning rate linearly from 0 over this many epochs "
+        f"(default: {D.warmup_epochs:g})",
+    )
+    g.add_argument(
+        "--soft-margin",
+        action="store_true",
+        help="soft-margin triplet loss softplus(d(a,p) - d(a,n)) on Euclidean distances "
+        "(Hermans et al. 2017) instead of TripletLoss's hinge; the margin then only steers "
+        "miners (default: off)",
     )
     g = p.add_argument_group("output")
     g.add_argument("--logdir", help=f"where run directories go (default: {D.logdir})")

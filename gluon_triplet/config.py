@@ -71,6 +71,10 @@ class Config:
     pk_samples: int = 16
     distance: str = "squared"
     lr_schedule: str = "cosine"
+    warmup_epochs: float = 0.0
+    soft_margin: bool = False
+    channels: Optional[Tuple[int, ...]] = None
+    batch_norm: bool = False
     ctx: str = "auto"
     kvstore: str = "device"
     seed: int = 0
@@ -109,12 +113,22 @@ class Config:
             )
         if self.hidden is not None and any(h < 1 for h in self.hidden):
             raise ConfigError(f"hidden sizes must be >= 1, got {list(self.hidden)}")
+        if self.channels is not None and (not self.channels or any(c < 1 for c in self.channels)):
+            raise ConfigError(f"channels must be one or more widths >= 1, got {self.channels}")
+        if (self.channels is not None or self.batch_norm) and self.model == "mlp":
+            raise ConfigError("channels and batch_norm apply to the cnn; model is 'mlp'")
         for name in ("lr", "margin", "init_scale"):
             if not getattr(self, name) > 0:
                 raise ConfigError(f"{name} must be > 0, got {getattr(self, name)}")
         for name in ("momentum", "weight_decay"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"{name} must be >= 0, got {getattr(self, name)}")
+        if self.warmup_epochs < 0:
+            raise ConfigError(f"warmup_epochs must be >= 0, got {self.warmup_epochs}")
+        if self.epochs > 0 and self.warmup_epochs >= self.epochs:
+            raise ConfigError(
+                f"warmup_epochs ({self.warmup_epochs:g}) must be < epochs ({self.epochs})"
+            )
         if self.pk_samples < 2:
             raise ConfigError(
                 f"pk_samples must be >= 2 (anchors need a positive), got {self.pk_samples}"
@@ -147,6 +161,7 @@ class Config:
     def to_dict(self):
         d = dataclasses.asdict(self)
         d["hidden"] = None if self.hidden is None else list(self.hidden)
+        d["channels"] = None if self.channels is None else list(self.channels)
         return d
 
     @classmethod
@@ -193,14 +208,14 @@ def _coerce(key, value, default):
         if value is None or (isinstance(value, int) and not isinstance(value, bool)):
             return value
         raise ConfigError(f"config key {key!r} must be an integer or null, got {value!r}")
-    if key == "hidden":
+    if key in ("hidden", "channels"):
         if value is None:
             return None
         if isinstance(value, (list, tuple)) and all(
             isinstance(v, int) and not isinstance(v, bool) for v in value
         ):
             return tuple(value)
-        raise ConfigError(f"config key 'hidden' must be a list of integers or null, got {value!r}")
+        raise ConfigError(f"config key {key!r} must be a list of integers or null, got {value!r}")
     if isinstance(default, bool):
         if isinstance(value, bool):
             return value

@@ -87,6 +87,9 @@ class EmbeddingCNN(gluon.HybridBlock):
     hidden : sequence of int
         Widths of ReLU Dense layers between the flattened features and the output;
         none by default.
+    batch_norm : bool
+        Put ``BatchNorm`` between each convolution (then without bias) and its ReLU.
+        Batch statistics while training, running averages when embedding.
 
     Inputs: ``(B, H, W)`` or ``(B, C, H, W)`` float32. A 3-D NDArray gets its channel
     axis (``C = 1``) in :meth:`forward`, before the (possibly hybridized) graph, which
@@ -102,6 +105,7 @@ class EmbeddingCNN(gluon.HybridBlock):
         output: str = "relu",
         normalize: bool = False,
         hidden: Sequence[int] = (),
+        batch_norm: bool = False,
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -113,11 +117,21 @@ class EmbeddingCNN(gluon.HybridBlock):
         with self.name_scope():
             self.body = gluon.nn.HybridSequential()
             for width in channels:
-                self.body.add(
-                    gluon.nn.Conv2D(
-                        int(width), kernel_size=5, strides=2, padding=2, activation="relu"
+                if batch_norm:
+                    # BatchNorm's shift makes the convolution's bias redundant.
+                    self.body.add(
+                        gluon.nn.Conv2D(
+                            int(width), kernel_size=5, strides=2, padding=2, use_bias=False
+                        ),
+                        gluon.nn.BatchNorm(),
+                        gluon.nn.Activation("relu"),
                     )
-                )
+                else:
+                    self.body.add(
+                        gluon.nn.Conv2D(
+                            int(width), kernel_size=5, strides=2, padding=2, activation="relu"
+                        )
+                    )
             self.body.add(gluon.nn.Flatten())
             for width in hidden:
                 self.body.add(gluon.nn.Dense(int(width), activation="relu"))
@@ -231,6 +245,18 @@ def model_from_config(config, sample_shape, ctx=None):
     }
     if config.hidden is not None:
         kwargs["hidden"] = tuple(config.hidden)
+    # Only the CNN has these; a default value leaves the constructor call as it was.
+    cnn_only = {}
+    if getattr(config, "channels", None) is not None:
+        cnn_only["channels"] = tuple(config.channels)
+    if getattr(config, "batch_norm", False):
+        cnn_only["batch_norm"] = True
+    if cnn_only and name != "cnn":
+        raise ValueError(
+            f"{' and '.join(sorted(cnn_only))} apply to the cnn; model {config.model!r} "
+            f"is {name!r} for these samples"
+        )
+    kwargs.update(cnn_only)
     return build_model(name, init_scale=config.init_scale, ctx=ctx, **kwargs), name
 
 

@@ -13,9 +13,11 @@ import numpy as np
 from mxnet import autograd, gluon, nd
 
 from .callbacks import CallbackList
+from .losses import triplet_loss_from_config
 from .metrics import evaluate_embeddings, per_class_precision_at_1
 from .mining import get_miner
 from .model import embed
+from .schedule import make_lr_scheduler
 from .triplets import PKBatchSampler
 
 __all__ = [
@@ -262,7 +264,7 @@ class TripletTrainer:
         asynchronous = self.kvstore is not None and "async" in self.kvstore.type
         self._grad_workers = 1 if asynchronous else self.num_workers
 
-        self.loss_fn = gluon.loss.TripletLoss(margin=config.margin)
+        self.loss_fn = triplet_loss_from_config(config)
         # Default P: every class in each batch, up to 10.
         self.pk_classes = config.pk_classes or min(10, len(train_set.classes))
         self.miner = get_miner(
@@ -295,14 +297,12 @@ class TripletTrainer:
         optimizer_params = {"learning_rate": config.lr, "wd": config.weight_decay}
         if config.optimizer == "sgd":
             optimizer_params["momentum"] = config.momentum
-        if config.lr_schedule == "cosine" and config.epochs > 0:
-            optimizer_params["lr_scheduler"] = mx.lr_scheduler.CosineScheduler(
-                # Counted where the optimizer runs: async servers update once per push.
-                max_update=max(
-                    1, config.epochs * self.num_batches * (self.num_workers if asynchronous else 1)
-                ),
-                base_lr=config.lr,
-            )
+        # Counted where the optimizer runs: async servers update once per push.
+        scheduler = make_lr_scheduler(
+            config, self.num_batches * (self.num_workers if asynchronous else 1)
+        )
+        if scheduler is not None:
+            optimizer_params["lr_scheduler"] = scheduler
         kvstore = self.kvstore
         if kvstore is None and len(self.contexts) > 1:
             kvstore = config.kvstore  # gluon.Trainer creates it

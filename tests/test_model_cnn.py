@@ -90,3 +90,39 @@ def test_trains_through_the_hybridized_graph():
     grad = net.body[0].weight.grad().asnumpy()
     assert np.isfinite(grad).all() and np.abs(grad).sum() > 0
     assert not np.allclose(net.body[0].weight.data().asnumpy(), before)
+
+
+def test_batch_norm_option_normalises_with_batch_statistics_when_training():
+    from gluon_triplet.config import Config, ConfigError
+    from gluon_triplet.model import model_from_config
+
+    net, name = model_from_config(Config(batch_norm=True, channels=(4, 8)), (28, 28))
+    assert name == "cnn"
+    net(mx.nd.array(images(2, 28, 28)))  # deferred initialisation
+    conv1, bn1, act1, conv2, bn2, act2, _, dense = net.body
+    assert conv1.weight.shape == (4, 1, 5, 5) and conv2.weight.shape == (8, 4, 5, 5)
+    assert conv1.bias is None  # BatchNorm's beta is the shift
+    assert isinstance(bn1, gluon.nn.BatchNorm) and isinstance(act2, gluon.nn.Activation)
+    # gamma/beta keep BatchNorm's own init (ones/zeros), not the net's Uniform.
+    assert (bn1.gamma.data().asnumpy() == 1).all() and (bn1.beta.data().asnumpy() == 0).all()
+
+    net.hybridize(static_alloc=True, static_shape=True)
+    x = mx.nd.array(images(16, 28, 28) * 5 + 3)  # far from zero mean, unit variance
+    probe = gluon.nn.HybridSequential()
+    probe.add(conv1, bn1)
+    with autograd.record():  # training mode: batch statistics
+        z = probe(x.expand_dims(1)).asnumpy()
+    per_channel = z.transpose(1, 0, 2, 3).reshape(4, -1)
+    np.testing.assert_allclose(per_channel.mean(axis=1), 0, atol=1e-3)
+    np.testing.assert_allclose(per_channel.std(axis=1), 1, atol=1e-2)
+    # Embedding (inference) uses the running statistics: deterministic per sample.
+    one = embed(net, images(3, 28, 28), batch_size=1)
+    three = embed(net, images(3, 28, 28), batch_size=3)
+    np.testing.assert_allclose(one, three, rtol=1e-5, atol=1e-6)
+
+    with pytest.raises(ConfigError, match="apply to the cnn"):
+        Config(model="mlp", batch_norm=True)
+    with pytest.raises(ValueError, match="batch_norm apply to the cnn.*'mlp'"):
+        model_from_config(Config(batch_norm=True), (784,))
+    with pytest.raises(ConfigError, match="channels must be one or more"):
+        Config(channels=(8, 0))
