@@ -34,6 +34,9 @@ from .data import DataError
 from .data import load_dataset
 from .data import read_idx
 from .data import write_idx
+from .images import ImageOptions
+from .images import pack_folder
+from .images import scan_folder
 from .metrics import evaluate_embeddings
 from .metrics import per_class_precision_at_1
 from .metrics import retrieval_metrics
@@ -119,5 +122,8 @@ __all__ = [
     "strict_triplet_accuracy",
     "triplet_distances",
     "write_idx",
+    "ImageOptions",
+    "pack_folder",
+    "scan_folder",
     "write_projector",
 ]

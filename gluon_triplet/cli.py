@@ -64,7 +64,8 @@ def build_parser():
     g = p.add_argument_group("data")
     g.add_argument(
         "--dataset",
-        help=f"mnist, fashion-mnist, mnist-5k, idx:DIR or npz:FILE "
+        help=f"mnist, fashion-mnist, mnist-5k, idx:DIR, npz:FILE, folder:DIR (class folders of "
+        "images), rec:PREFIX (RecordIO from gluon-triplet pack) "
         f"(default: {D.dataset}; offline it falls back to the bundled mnist-5k)",
     )
     g.add_argument(

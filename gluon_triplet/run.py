@@ -217,6 +217,17 @@ def _check_resumable(run_dir, config):
     return manifest
 
 
+def _record_image_shape(config, data):
+    """Pictures decoded to a size and channel count chosen from the data: record them, so
+    ``embed`` and ``evaluate`` decode other pictures the same way."""
+    if not data.name.startswith(("folder:", "rec:", "image:")):
+        return config
+    shape = data.x_train.shape[1:]
+    channels = 1 if len(shape) == 2 else int(shape[0])
+    size = f"{shape[-2]}x{shape[-1]}"
+    return dataclasses.replace(config, image_size=size, image_channels=channels)
+
+
 def _check_batch_fits(config, train_set):
     """A batch must fit in the data: offline, ``batch_size`` triplets; online, ``P`` classes."""
     if config.miner == "offline":
@@ -261,6 +272,7 @@ def _run(config, quiet, resume, progress):
     )
     from .checkpoint import CHECKPOINT_DIR, load_checkpoint
     from .data import load_dataset
+    from .images import ImageOptions
     from .metrics import evaluate_embeddings
     from .model import model_from_config
     from .train import TripletTrainer, create_kvstore, resolve_contexts, set_seed
@@ -275,7 +287,10 @@ def _run(config, quiet, resume, progress):
 
     # Everything that can fail on bad input happens before the run directory exists.
     manifest = _check_resumable(resume, config) if resume else _check_output_dir(config)
-    data = load_dataset(config.dataset, config.data_dir, logger=logger)
+    data = load_dataset(
+        config.dataset, config.data_dir, logger=logger, images=ImageOptions.from_config(config)
+    )
+    config = _record_image_shape(config, data)
     try:
         split = "training"
         train_set = TripletDataset(

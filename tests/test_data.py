@@ -199,7 +199,8 @@ def test_idx_dir_mixed_gz_and_4d_images(tmp_path):
     with gzip.open(os.path.join(d, "x.gz")) as src:
         (tmp_path / "set" / "t10k-labels-idx1-ubyte").write_bytes(src.read())
     b = load_dataset(f"idx:{d}")
-    assert b.x_train.shape == (30, 4, 4, 3) and b.y_test.shape == (10,)
+    # channels-last IDX samples are converted once to MXNet's (N, C, H, W)
+    assert b.x_train.shape == (30, 3, 4, 4) and b.y_test.shape == (10,)
 
 
 def test_idx_dir_non_uint8_images_cast_unchanged(tmp_path):
