@@ -25,6 +25,16 @@ with open(os.path.join(HERE, "README.md"), encoding="utf-8") as f:
 
 MXNET = os.environ.get("GLUON_TRIPLET_MXNET", "mxnet==1.9.1")
 
+# Using a trained model: nearest-neighbour search (faiss) and an export served without
+# MXNet (onnx, onnxruntime). Imported lazily; these versions resolve together with
+# numpy<1.24 and protobuf<3.21 (checked with pip on Python 3.11).
+SERVE = [
+    "faiss-cpu==1.8.0.post1",
+    "onnx==1.17.0",
+    'onnxruntime==1.26.0; python_version >= "3.10"',
+    'onnxruntime; python_version < "3.10"',
+]
+
 setup(
     name="gluon-triplet",
     version=read_version(),
@@ -50,7 +60,10 @@ setup(
         "scikit-learn>=1.0",
         "threadpoolctl>=2",
     ],
-    extras_require={"test": ["pytest>=7", "hypothesis>=6", "ruff==0.17.6"]},
+    extras_require={
+        "serve": SERVE,
+        "test": ["pytest>=7", "hypothesis>=6", "ruff==0.17.6", *SERVE],
+    },
     entry_points={"console_scripts": ["gluon-triplet=gluon_triplet.cli:main"]},
     classifiers=[
         "Programming Language :: Python :: 3",

@@ -37,7 +37,15 @@ from .data import write_idx
 from .images import ImageOptions
 from .images import pack_folder
 from .images import scan_folder
+from .export import ExportError
+from .export import export_model
+from .index import Index
+from .index import IndexFileError
+from .metrics import ami
+from .metrics import clustering_metrics
 from .metrics import evaluate_embeddings
+from .metrics import gallery_retrieval_metrics
+from .metrics import nmi
 from .metrics import per_class_precision_at_1
 from .metrics import retrieval_metrics
 from .metrics import strict_triplet_accuracy
@@ -95,6 +103,9 @@ __all__ = [
     "Config",
     "DataBundle",
     "DataError",
+    "ExportError",
+    "Index",
+    "IndexFileError",
     "EmbeddingMLP",
     "MODELS",
     "MetricsCallback",
@@ -103,6 +114,11 @@ __all__ = [
     "TripletDataset",
     "TripletTrainer",
     "__version__",
+    "ami",
+    "clustering_metrics",
+    "export_model",
+    "gallery_retrieval_metrics",
+    "nmi",
     "build_model",
     "create_kvstore",
     "create_pairs",

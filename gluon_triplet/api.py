@@ -17,7 +17,7 @@ import os
 import numpy as np
 
 from .config import Config, ConfigError
-from .metrics import evaluate_embeddings, per_class_precision_at_1
+from .metrics import clustering_metrics, evaluate_embeddings, per_class_precision_at_1
 from .model import embed, model_from_config
 from .triplets import create_pairs
 
@@ -116,7 +116,9 @@ def load_run(run_dir, params="best", ctx=None):
     return net, config
 
 
-def evaluate(emb, labels, margin=1.0, seed=0, triplets="balanced", per_class=False):
+def evaluate(
+    emb, labels, margin=1.0, seed=0, triplets="balanced", per_class=False, clustering=False
+):
     """The metrics training reports, for any embedding and labels.
 
     Parameters
@@ -133,6 +135,9 @@ def evaluate(emb, labels, margin=1.0, seed=0, triplets="balanced", per_class=Fal
         metrics only.
     per_class : bool
         Add ``per_class_precision_at_1`` (label -> P@1).
+    clustering : bool
+        Add ``nmi`` and ``ami`` of k-means clusters (k = number of classes, seeded with
+        ``seed``), as training reports at its end.
 
     Returns
     -------
@@ -148,4 +153,6 @@ def evaluate(emb, labels, margin=1.0, seed=0, triplets="balanced", per_class=Fal
     result = evaluate_embeddings(emb, y, triplets=triplets, margin=margin)
     if per_class:
         result["per_class_precision_at_1"] = per_class_precision_at_1(emb, y)
+    if clustering:
+        result.update(clustering_metrics(emb, y, seed=seed))
     return result

@@ -21,7 +21,12 @@ import numpy as np
 
 __all__ = [
     "active_triplet_fraction",
+    "ami",
+    "clustering_metrics",
     "evaluate_embeddings",
+    "gallery_retrieval_metrics",
+    "kmeans_clusters",
+    "nmi",
     "pairwise_squared_distances",
     "per_class_precision_at_1",
     "retrieval_metrics",
@@ -309,19 +314,22 @@ def _block_relevance(
     g: np.ndarray,
     qn: np.ndarray,
     sq: np.ndarray,
-    q: np.ndarray,
+    qcodes: np.ndarray,
     codes: np.ndarray,
     depth: int,
+    self_cols: Optional[np.ndarray] = None,
 ) -> np.ndarray:
-    """Relevance of the ``depth`` nearest other rows of queries ``q``; overwrites ``g``.
+    """Relevance of the ``depth`` nearest candidates of a block of queries; overwrites ``g``.
 
-    ``g`` is ``_minus_two_gram(x[q], x)``, ``qn`` and ``sq`` the squared norms of ``x[q]``
-    and ``x``.
+    ``g`` is ``_minus_two_gram(queries, candidates)``, ``qn`` and ``sq`` the squared norms of
+    the queries and candidates, ``qcodes`` and ``codes`` their label codes. ``self_cols``
+    (leave-one-out) is each query's own column, which is never ranked.
     """
     keys = _finish_sq_dists(g, qn, sq).view(np.uint64)
     np.left_shift(keys, np.uint64(1), out=keys)
-    np.bitwise_or(keys, codes[q][:, None] == codes[None, :], out=keys)
-    keys[np.arange(len(q)), q] = _SELF_KEY
+    np.bitwise_or(keys, qcodes[:, None] == codes[None, :], out=keys)
+    if self_cols is not None:
+        keys[np.arange(len(self_cols)), self_cols] = _SELF_KEY
     if depth == 1:
         top = keys.min(axis=1, keepdims=True)
     else:
@@ -331,12 +339,19 @@ def _block_relevance(
 
 
 def _ranked_relevance(
-    x: np.ndarray, codes: np.ndarray, queries: np.ndarray, depth: int, chunk_size: int
+    x: np.ndarray,
+    codes: np.ndarray,
+    queries: np.ndarray,
+    depth: int,
+    chunk_size: int,
+    gallery: Optional[Tuple[np.ndarray, np.ndarray]] = None,
 ) -> Iterator[Tuple[np.ndarray, np.ndarray]]:
-    """Leave-one-out neighbour relevance, one chunk of queries at a time.
+    """Neighbour relevance, one chunk of queries at a time.
 
     Yields ``(query_idx (Q,), relevant (Q, depth) bool)`` where ``relevant[i, r]`` says
-    whether the ``r``-th nearest other row of query ``query_idx[i]`` has its label.
+    whether the ``r``-th nearest candidate of query ``query_idx[i]`` (a row of ``x``) has its
+    label. Candidates are the *other* rows of ``x`` (leave-one-out), or the rows of
+    ``gallery = (gallery_x, gallery_codes)`` when given (no row is excluded).
 
     Ranking key. Distances are non-negative float64 (``-0.0`` at worst), whose IEEE bit
     patterns, read as unsigned integers, sort exactly like the values. Shifting the pattern
@@ -354,24 +369,60 @@ def _ranked_relevance(
     blocks in a few threads, as NumPy's selection, sort and ufunc loops use one core each
     but release the GIL.
     """
-    sq = _row_sq_norms(x)
+    gx, gcodes = (x, codes) if gallery is None else gallery
+    sq = _row_sq_norms(gx, "gallery" if gallery is not None else "emb")
+    qsq = sq if gallery is None else _row_sq_norms(x, "queries")
     workers = _worker_count(min(chunk_size, len(queries)))
     with ThreadPoolExecutor(workers) as pool:
         for start in range(0, len(queries), chunk_size):
             q = queries[start : start + chunk_size]
-            g = _minus_two_gram(x[q], x)
+            g = _minus_two_gram(x[q], gx)
             edges = np.linspace(0, len(q), min(workers, len(q)) + 1).astype(int)
             blocks = [slice(lo, hi) for lo, hi in zip(edges[:-1].tolist(), edges[1:].tolist())]
             parts = pool.map(
                 _block_relevance,
                 [g[b] for b in blocks],
-                [sq[q[b]] for b in blocks],
+                [qsq[q[b]] for b in blocks],
                 [sq] * len(blocks),
-                [q[b] for b in blocks],
-                [codes] * len(blocks),
+                [codes[q[b]] for b in blocks],
+                [gcodes] * len(blocks),
                 [depth] * len(blocks),
+                [q[b] if gallery is None else None for b in blocks],
             )
             yield q, np.concatenate(list(parts))
+
+
+def _score_rankings(
+    stream: Iterable[Tuple[np.ndarray, np.ndarray]],
+    num_relevant: np.ndarray,
+    num_queries: int,
+    depth: int,
+    ks: Tuple[int, ...],
+) -> Dict[str, float]:
+    """P@1, R@k and MAP@R from the relevance rows of :func:`_ranked_relevance`."""
+    # k = 1 is always counted: precision_at_1 is reported whatever ks holds.
+    counted = tuple(sorted(set(ks) | {1}))
+    cuts = np.minimum(counted, depth)
+    hits = np.zeros(len(counted), dtype=np.int64)
+    ap_sum = 0.0
+    for q, rel in stream:
+        first_hit = np.where(rel.any(axis=1), rel.argmax(axis=1), depth)
+        hits += (first_hit[:, None] < cuts[None, :]).sum(axis=0)
+        r = num_relevant[q]
+        # AP@R only visits the relevant ranks i <= R; there P@i = (how many relevant so far)
+        # / i, and the running count is the hit's position within its row of nonzero().
+        rows, cols = np.nonzero(rel & (np.arange(depth)[None, :] < r[:, None]))
+        row_start = np.searchsorted(rows, rows)
+        precision = (np.arange(1, len(rows) + 1) - row_start) / (cols + 1.0)
+        ap = np.bincount(rows, weights=precision, minlength=len(q)) / r
+        ap_sum += float(ap.sum())
+    recall = {k: float(h / num_queries) for k, h in zip(counted, hits.tolist())}
+    result: Dict[str, float] = {"precision_at_1": recall[1]}
+    for k in ks:
+        result[f"recall_at_{k}"] = recall[k]
+    result["map_at_r"] = ap_sum / num_queries
+    result["num_queries"] = num_queries
+    return result
 
 
 def _retrieval_setup(emb, labels, chunk_size):
@@ -437,32 +488,243 @@ def retrieval_metrics(
     """
     ks = _as_ks(ks)
     x, codes, _, num_relevant, queries, chunk_size = _retrieval_setup(emb, labels, chunk_size)
-    n = x.shape[0]
-    # k = 1 is always counted: precision_at_1 is reported whatever ks holds.
-    counted = tuple(sorted(set(ks) | {1}))
-    depth = min(max(counted[-1], int(num_relevant.max())), n - 1)
-    cuts = np.minimum(counted, depth)
-    hits = np.zeros(len(counted), dtype=np.int64)
-    ap_sum = 0.0
-    for q, rel in _ranked_relevance(x, codes, queries, depth, chunk_size):
-        first_hit = np.where(rel.any(axis=1), rel.argmax(axis=1), depth)
-        hits += (first_hit[:, None] < cuts[None, :]).sum(axis=0)
-        r = num_relevant[q]
-        # AP@R only visits the relevant ranks i <= R; there P@i = (how many relevant so far)
-        # / i, and the running count is the hit's position within its row of nonzero().
-        rows, cols = np.nonzero(rel & (np.arange(depth)[None, :] < r[:, None]))
-        row_start = np.searchsorted(rows, rows)
-        precision = (np.arange(1, len(rows) + 1) - row_start) / (cols + 1.0)
-        ap = np.bincount(rows, weights=precision, minlength=len(q)) / r
-        ap_sum += float(ap.sum())
-    num_queries = int(queries.size)
-    recall = {k: float(h / num_queries) for k, h in zip(counted, hits.tolist())}
-    result: Dict[str, float] = {"precision_at_1": recall[1]}
-    for k in ks:
-        result[f"recall_at_{k}"] = recall[k]
-    result["map_at_r"] = ap_sum / num_queries
-    result["num_queries"] = num_queries
-    return result
+    depth = min(max(max(ks), 1, int(num_relevant.max())), x.shape[0] - 1)
+    stream = _ranked_relevance(x, codes, queries, depth, chunk_size)
+    return _score_rankings(stream, num_relevant, int(queries.size), depth, ks)
+
+
+def gallery_retrieval_metrics(
+    query_emb,
+    query_labels,
+    gallery_emb,
+    gallery_labels,
+    ks: Sequence[int] = (1, 2, 4, 8),
+    chunk_size: int = 1024,
+) -> Dict[str, float]:
+    """Retrieval quality of queries searched against a separate gallery.
+
+    The usual way retrieval is reported (e.g. test queries against the training set):
+    every query ranks *all* gallery rows by squared L2 distance; nothing is excluded, so a
+    query that also appears in the gallery finds itself.
+
+    Parameters
+    ----------
+    query_emb : (Q, D) array-like, real, finite
+    query_labels : (Q,) int or str
+    gallery_emb : (M, D) array-like, real, finite
+    gallery_labels : (M,) int or str, comparable with ``query_labels``
+    ks : iterable of positive int
+        Cut-offs for ``recall_at_k``; a ``k`` above ``M`` behaves as ``M``.
+    chunk_size : int
+        Queries processed at once; peak memory is about ``9 * chunk_size * M`` bytes.
+
+    Returns
+    -------
+    dict
+        ``precision_at_1``, ``recall_at_{k}`` and ``map_at_r`` as in
+        :func:`retrieval_metrics`, with ``R`` the number of gallery rows sharing the
+        query's label, and ``num_queries``: the queries scored. Queries whose label is not
+        in the gallery are excluded (nothing relevant to retrieve); if none remains,
+        ``ValueError``. Ties are broken pessimistically, as in :func:`retrieval_metrics`.
+    """
+    ks = _as_ks(ks)
+    chunk_size = _as_chunk_size(chunk_size)
+    q = _as_embedding(query_emb, "query_emb")
+    g = _as_embedding(gallery_emb, "gallery_emb")
+    if g.shape[1] != q.shape[1]:
+        raise ValueError(
+            f"gallery_emb must have shape (M, D) = (M, {q.shape[1]}) like query_emb, got {g.shape}"
+        )
+    qy = _to_numpy(query_labels)
+    gy = _to_numpy(gallery_labels)
+    qy = qy[:, 0] if qy.ndim == 2 and qy.shape[1] == 1 else qy
+    gy = gy[:, 0] if gy.ndim == 2 and gy.shape[1] == 1 else gy
+    if qy.shape != (q.shape[0],):
+        raise ValueError(f"query_labels must have shape (Q,) = ({q.shape[0]},), got {qy.shape}")
+    if gy.shape != (g.shape[0],):
+        raise ValueError(f"gallery_labels must have shape (M,) = ({g.shape[0]},), got {gy.shape}")
+    # One code space for both sides, so equal labels get equal codes.
+    codes, _ = _encode_labels(np.concatenate([qy, gy]), len(qy) + len(gy))
+    qcodes, gcodes = codes[: len(qy)], codes[len(qy) :]
+    counts = np.bincount(gcodes, minlength=int(codes.max()) + 1)
+    num_relevant = counts[qcodes]
+    queries = np.flatnonzero(num_relevant > 0)
+    if queries.size == 0:
+        raise ValueError("no query's label occurs in the gallery; retrieval metrics are undefined")
+    depth = min(max(max(ks), int(num_relevant.max())), g.shape[0])
+    stream = _ranked_relevance(q, qcodes, queries, depth, chunk_size, gallery=(g, gcodes))
+    return _score_rankings(stream, num_relevant, int(queries.size), depth, ks)
+
+
+# --------------------------------------------------------------------------- clustering
+
+
+def _contingency(labels_true, labels_pred) -> np.ndarray:
+    """``(N,), (N,) -> (C, K)`` int64 counts of each (class, cluster) pair."""
+    a = _to_numpy(labels_true)
+    b = _to_numpy(labels_pred)
+    if a.ndim != 1 or b.shape != a.shape:
+        raise ValueError(
+            f"labels_true and labels_pred must be 1-D of equal length, got {a.shape}, {b.shape}"
+        )
+    if a.size == 0:
+        raise ValueError("labels_true and labels_pred must be non-empty")
+    _, ai = np.unique(a, return_inverse=True)
+    _, bi = np.unique(b, return_inverse=True)
+    ai, bi = ai.reshape(-1), bi.reshape(-1)
+    k = int(bi.max()) + 1
+    flat = np.bincount(ai * k + bi, minlength=(int(ai.max()) + 1) * k)
+    return flat.reshape(-1, k).astype(np.int64)
+
+
+def _entropy(counts: np.ndarray) -> float:
+    p = counts[counts > 0] / counts.sum()
+    return float(-(p * np.log(p)).sum())
+
+
+def _mutual_information(table: np.ndarray) -> float:
+    n = table.sum()
+    a, b = table.sum(axis=1), table.sum(axis=0)
+    i, j = np.nonzero(table)
+    nij = table[i, j].astype(np.float64)
+    return float(max(0.0, (nij / n * (np.log(nij * n) - np.log(a[i] * 1.0 * b[j]))).sum()))
+
+
+def _expected_mutual_information(table: np.ndarray) -> float:
+    """E[MI] of two labellings with these class and cluster sizes under random permutation.
+
+    The hypergeometric model of Vinh, Epps & Bailey (2010): for class size ``a``, cluster
+    size ``b`` and overlap ``n_ij`` in ``[max(1, a + b - N), min(a, b)]``,
+    ``E = sum n_ij/N log(N n_ij / (a b)) P(n_ij)``. All overlaps of all pairs are laid out
+    in one flat array and summed at once.
+    """
+    from scipy.special import gammaln
+
+    n = int(table.sum())
+    a = table.sum(axis=1).astype(np.int64)
+    b = table.sum(axis=0).astype(np.int64)
+    ai, bj = np.meshgrid(a, b, indexing="ij")
+    ai, bj = ai.ravel(), bj.ravel()
+    start = np.maximum(1, ai + bj - n)
+    stop = np.minimum(ai, bj)
+    length = np.maximum(0, stop - start + 1)
+    pair = np.repeat(np.arange(len(ai)), length)
+    offset = np.arange(length.sum()) - np.repeat(np.cumsum(length) - length, length)
+    nij = (start[pair] + offset).astype(np.float64)
+    a_, b_ = ai[pair].astype(np.float64), bj[pair].astype(np.float64)
+    log_p = (
+        gammaln(a_ + 1)
+        + gammaln(b_ + 1)
+        + gammaln(n - a_ + 1)
+        + gammaln(n - b_ + 1)
+        - gammaln(n + 1)
+        - gammaln(nij + 1)
+        - gammaln(a_ - nij + 1)
+        - gammaln(b_ - nij + 1)
+        - gammaln(n - a_ - b_ + nij + 1)
+    )
+    term = nij / n * (np.log(n * nij) - np.log(a_ * b_))
+    return float((term * np.exp(log_p)).sum())
+
+
+def nmi(labels_true, labels_pred) -> float:
+    """Normalised mutual information of two labellings (arithmetic-mean normalisation).
+
+    ``MI(U, V) / ((H(U) + H(V)) / 2)``, natural logs; scikit-learn's
+    ``normalized_mutual_info_score`` default. Two labellings that each put everything in
+    one group score 1.0.
+
+    Parameters
+    ----------
+    labels_true, labels_pred : (N,) int or str
+
+    Returns
+    -------
+    float in [0, 1]
+    """
+    table = _contingency(labels_true, labels_pred)
+    if table.shape[0] == table.shape[1] == 1:
+        return 1.0
+    mi = _mutual_information(table)
+    if mi == 0.0:
+        return 0.0
+    h = (_entropy(table.sum(axis=1)) + _entropy(table.sum(axis=0))) / 2
+    return float(min(1.0, mi / h))
+
+
+def ami(labels_true, labels_pred) -> float:
+    """Adjusted mutual information (arithmetic-mean normalisation), as scikit-learn's
+    ``adjusted_mutual_info_score``: ``(MI - E[MI]) / (mean(H(U), H(V)) - E[MI])``.
+
+    0 for a labelling no better than chance, 1 for identical partitions; can be negative.
+
+    Parameters
+    ----------
+    labels_true, labels_pred : (N,) int or str
+
+    Returns
+    -------
+    float
+    """
+    table = _contingency(labels_true, labels_pred)
+    if table.shape[0] == table.shape[1] == 1:
+        return 1.0
+    if 1 in table.shape:  # one side does not split the data: no information
+        return 0.0
+    mi = _mutual_information(table)
+    emi = _expected_mutual_information(table)
+    h = (_entropy(table.sum(axis=1)) + _entropy(table.sum(axis=0))) / 2
+    # As scikit-learn: keep the signs but never divide 0 by 0 (E[MI] can equal the maximum,
+    # e.g. for all-singleton partitions, which are then a perfect match: 1).
+    eps = np.finfo(np.float64).eps
+    denominator, numerator = h - emi, mi - emi
+    denominator = min(denominator, -eps) if denominator < 0 else max(denominator, eps)
+    numerator = min(numerator, -eps) if numerator < 0 else max(numerator, eps)
+    return float(numerator / denominator)
+
+
+def kmeans_clusters(emb, k: int, seed: int = 0) -> np.ndarray:
+    """k-means cluster of each row (scikit-learn's ``KMeans``, k-means++ init, fixed seed).
+
+    Parameters
+    ----------
+    emb : (N, D) array-like, real, finite
+    k : int, 1 <= k <= N
+    seed : int
+
+    Returns
+    -------
+    (N,) int64 cluster ids in ``[0, k)``
+    """
+    from sklearn.cluster import KMeans
+
+    x = _as_embedding(emb)
+    if not isinstance(k, (int, np.integer)) or isinstance(k, bool) or not 1 <= k <= len(x):
+        raise ValueError(f"k must be an integer in [1, N={len(x)}], got {k!r}")
+    model = KMeans(n_clusters=int(k), n_init=1, random_state=int(seed))
+    return model.fit_predict(x).astype(np.int64)
+
+
+def clustering_metrics(emb, labels, seed: int = 0) -> Dict[str, float]:
+    """NMI and AMI of k-means clusters against the labels, k = number of classes.
+
+    As pytorch-metric-learning's AccuracyCalculator reports them.
+
+    Parameters
+    ----------
+    emb : (N, D) array-like, real, finite
+    labels : (N,) int or str
+    seed : int
+        Seed of the k-means initialisation.
+
+    Returns
+    -------
+    dict with ``nmi`` and ``ami``
+    """
+    x = _as_embedding(emb)
+    codes, classes = _encode_labels(labels, x.shape[0])
+    clusters = kmeans_clusters(x, len(classes), seed=seed)
+    return {"nmi": nmi(codes, clusters), "ami": ami(codes, clusters)}
 
 
 def per_class_precision_at_1(emb, labels, chunk_size: int = 1024) -> Dict[object, float]:

@@ -100,7 +100,12 @@ def test_load_run_reproduces_the_final_metrics(trained):
     got = evaluate(embed(net, trained["x"]), trained["y"], margin=config.margin, seed=config.seed)
     final = dict(trained["history"][-1]["test"])
     final.pop("per_class_precision_at_1")
+    end_only = {k: final.pop(k) for k in ("nmi", "ami")}
     assert got == pytest.approx(final, rel=1e-9)
+    both = evaluate(
+        embed(net, trained["x"]), trained["y"], seed=config.seed, triplets=None, clustering=True
+    )
+    assert {k: both[k] for k in end_only} == pytest.approx(end_only, rel=1e-9)
 
 
 def test_load_run_errors(trained, tmp_path):

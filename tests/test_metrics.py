@@ -9,7 +9,12 @@ from hypothesis import strategies as st
 from gluon_triplet import metrics
 from gluon_triplet.metrics import (
     active_triplet_fraction,
+    ami,
+    clustering_metrics,
     evaluate_embeddings,
+    gallery_retrieval_metrics,
+    kmeans_clusters,
+    nmi,
     pairwise_squared_distances,
     per_class_precision_at_1,
     retrieval_metrics,
@@ -398,3 +403,153 @@ def test_triplet_difficulty_by_hand():
     an = np.array([0.5, 1.0, 1.5, 2.0, 4.0])  # hard, hard (tie), semi-hard, easy (= ap + m), easy
     got = triplet_difficulty(ap, an, margin=1.0)
     assert got == {"easy_fraction": 0.4, "semi_hard_fraction": 0.2, "hard_fraction": 0.4}
+
+
+# ------------------------------------------------------------------- query vs gallery
+
+
+def brute_force_gallery(q_points, q_labels, g_points, g_labels, ks):
+    """Plain-loop query-vs-gallery retrieval, pessimistic ties, nothing excluded."""
+    hits_at = {k: 0 for k in ks}
+    p1 = ap_sum = 0.0
+    queries = 0
+    for qp, ql in zip(q_points, q_labels):
+        r = sum(1 for gl in g_labels if gl == ql)
+        if r == 0:
+            continue
+        queries += 1
+        order = sorted(
+            range(len(g_labels)),
+            key=lambda j: (sum((a - b) ** 2 for a, b in zip(qp, g_points[j])), g_labels[j] == ql),
+        )
+        rel = [g_labels[j] == ql for j in order]
+        p1 += rel[0]
+        for k in ks:
+            hits_at[k] += any(rel[:k])
+        ap_sum += sum(sum(rel[: m + 1]) / (m + 1) for m in range(r) if rel[m]) / r
+    result = {"precision_at_1": p1 / queries}
+    result.update({f"recall_at_{k}": hits_at[k] / queries for k in ks})
+    result["map_at_r"] = ap_sum / queries
+    result["num_queries"] = queries
+    return result
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    st.integers(1, 12).flatmap(
+        lambda q: st.integers(1, 15).flatmap(
+            lambda m: st.tuples(
+                st.lists(st.tuples(st.integers(-3, 3), st.integers(-3, 3)), min_size=q, max_size=q),
+                st.lists(st.integers(0, 3), min_size=q, max_size=q),
+                st.lists(st.tuples(st.integers(-3, 3), st.integers(-3, 3)), min_size=m, max_size=m),
+                st.lists(st.integers(0, 3), min_size=m, max_size=m),
+                st.integers(1, 4),
+            )
+        )
+    )
+)
+def test_gallery_retrieval_matches_brute_force(case):
+    qp, ql, gp, gl, chunk = case
+    ks = (1, 2, 4, 20)
+    if not set(ql) & set(gl):
+        with pytest.raises(ValueError, match="no query's label occurs in the gallery"):
+            gallery_retrieval_metrics(np.array(qp), ql, np.array(gp), gl, ks=ks)
+        return
+    expected = brute_force_gallery(qp, ql, gp, gl, ks)
+    got = gallery_retrieval_metrics(np.array(qp), ql, np.array(gp), gl, ks=ks, chunk_size=chunk)
+    assert got.keys() == expected.keys()
+    for key, value in expected.items():
+        assert got[key] == pytest.approx(value, abs=1e-12), key
+
+
+def test_gallery_retrieval_by_hand_without_self_exclusion():
+    # Gallery on a line: 0(a) 1(b) 3(a) 10(b). Query 0 (a) finds itself first (distance 0,
+    # nothing excluded), then 1(b) at 1, then 3(a) at 9: ranks a b a b, R = 2, and AP@R
+    # only looks at ranks <= R: (1/1) / 2. Query 10 (b): 10(b), 3(a), 1(b): also (1/1) / 2.
+    # Query 5 (c) has no relevant item: excluded. R@2 = 1 for both.
+    gallery = np.array([[0.0], [1.0], [3.0], [10.0]])
+    got = gallery_retrieval_metrics(
+        np.array([[0.0], [10.0], [5.0]]), ["a", "b", "c"], gallery, ["a", "b", "a", "b"], ks=(1, 2)
+    )
+    assert got["num_queries"] == 2
+    assert got["precision_at_1"] == got["recall_at_2"] == 1.0
+    assert got["map_at_r"] == pytest.approx(0.5)
+    # Query 2 (a): 1(b) and 3(a) both at distance 1 -> the tie puts b first.
+    tie = gallery_retrieval_metrics(np.array([[2.0]]), ["a"], gallery, ["a", "b", "a", "b"])
+    assert tie["precision_at_1"] == 0.0 and tie["recall_at_2"] == 1.0
+
+
+def test_gallery_equal_to_queries_differs_from_leave_one_out():
+    rng = np.random.default_rng(3)
+    x = rng.normal(size=(40, 3))
+    y = rng.integers(0, 4, 40)
+    # Against itself as gallery every query finds itself: P@1 is 1, unlike leave-one-out.
+    assert gallery_retrieval_metrics(x, y, x, y)["precision_at_1"] == 1.0
+    assert retrieval_metrics(x, y)["precision_at_1"] < 1.0
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        ((np.zeros((2, 3)), [0, 1], np.zeros((2, 4)), [0, 1]), r"gallery_emb must have shape"),
+        ((np.zeros((2, 3)), [0], np.zeros((2, 3)), [0, 1]), r"query_labels must have shape"),
+        ((np.zeros((2, 3)), [0, 1], np.zeros((2, 3)), [0]), r"gallery_labels must have shape"),
+        ((np.zeros(3), [0], np.zeros((2, 3)), [0, 1]), r"query_emb must be 2-D"),
+    ],
+)
+def test_gallery_bad_input(args, message):
+    with pytest.raises(ValueError, match=message):
+        gallery_retrieval_metrics(*args)
+
+
+# ---------------------------------------------------------------------------- clustering
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    st.integers(1, 40).flatmap(
+        lambda n: st.tuples(
+            st.lists(st.integers(0, 4), min_size=n, max_size=n),
+            st.lists(st.integers(0, 5), min_size=n, max_size=n),
+        )
+    )
+)
+def test_nmi_and_ami_match_scikit_learn(case):
+    from sklearn.metrics import adjusted_mutual_info_score, normalized_mutual_info_score
+
+    a, b = case
+    assert nmi(a, b) == pytest.approx(normalized_mutual_info_score(a, b), abs=1e-10)
+    assert ami(a, b) == pytest.approx(adjusted_mutual_info_score(a, b), abs=1e-9)
+
+
+def test_nmi_by_hand():
+    # Two classes of 2 split perfectly -> 1; a clustering that ignores the classes
+    # (one cluster per class member pair, crossed) -> MI 0 -> 0.
+    assert nmi([0, 0, 1, 1], ["x", "x", "y", "y"]) == pytest.approx(1.0)
+    assert nmi([0, 0, 1, 1], [0, 1, 0, 1]) == 0.0
+    # Classes {0,0,1,1}, clusters {0,0,0,1}: H(U) = ln 2, H(V) = -(3/4 ln 3/4 + 1/4 ln 1/4),
+    # MI = H(U) - H(U|V) with H(U|V) = 3/4 * H(2/3, 1/3).
+    hu = np.log(2)
+    hv = -(0.75 * np.log(0.75) + 0.25 * np.log(0.25))
+    mi = hu - 0.75 * -(2 / 3 * np.log(2 / 3) + 1 / 3 * np.log(1 / 3))
+    assert nmi([0, 0, 1, 1], [0, 0, 0, 1]) == pytest.approx(mi / ((hu + hv) / 2))
+
+
+def test_clustering_metrics_on_separated_and_collapsed_embeddings():
+    rng = np.random.default_rng(0)
+    y = np.repeat(np.arange(4), 25)
+    centres = rng.normal(size=(4, 8)) * 20
+    separated = centres[y] + rng.normal(size=(100, 8)) * 0.1
+    got = clustering_metrics(separated, y, seed=0)
+    assert got == {"nmi": pytest.approx(1.0), "ami": pytest.approx(1.0)}
+    noise = clustering_metrics(rng.normal(size=(100, 8)), y, seed=0)
+    assert noise["ami"] < 0.2 and noise["nmi"] < 0.3
+    # Deterministic under a fixed seed.
+    assert clustering_metrics(separated[::-1], y[::-1], seed=1) == clustering_metrics(
+        separated[::-1], y[::-1], seed=1
+    )
+
+
+def test_kmeans_clusters_bad_k():
+    with pytest.raises(ValueError, match=r"k must be an integer in \[1, N=3\]"):
+        kmeans_clusters(np.zeros((3, 2)), 4)

@@ -1,0 +1,318 @@
+"""Export a trained embedding net to serve it elsewhere: ONNX (no MXNet needed) or MXNet's
+symbol + params, each verified on the spot.
+
+::
+
+    export_model(net, (1, 28, 28), "served", format="onnx")   # served/model.onnx
+    export_model(net, (1, 28, 28), "served", format="mxnet")  # served/model-symbol.json ...
+
+``format="onnx"`` converts the hybridized graph with ``mxnet.onnx.export_model`` with a
+dynamic batch dimension; ``format="mxnet"`` is ``HybridBlock.export``, reloadable with
+``gluon.SymbolBlock.imports``. Either way the written model is loaded back (onnxruntime,
+or a SymbolBlock) and embeds a batch, which must match the net to max |diff| <= 1e-4;
+otherwise :class:`ExportError` and nothing is left in the output directory.
+
+The directory also gets ``export.json``: the input name, shape (``null`` batch) and dtype,
+the output name and embedding size, the measured max |diff|, and the provenance passed in.
+
+MXNet's ONNX converter cannot translate ``L2Normalization`` in ``instance`` mode (the
+normalisation of :class:`~gluon_triplet.model.EmbeddingMLP` and
+:class:`~gluon_triplet.model.EmbeddingCNN`). Before converting, each such node is rewritten
+into the same arithmetic with operators it can translate,
+``x / sqrt(sum(x^2 over all but the batch axis) + eps)``, which is what MXNet computes.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from typing import Any, Dict, Optional, Sequence
+
+import numpy as np
+
+from .optional import require
+
+__all__ = ["EXPORT_FORMATS", "ExportError", "export_model", "load_onnx_session"]
+
+#: Formats :func:`export_model` writes.
+EXPORT_FORMATS = ("onnx", "mxnet")
+#: Largest accepted max |exported - net| on the verification batch.
+TOLERANCE = 1e-4
+_PREFIX = "model"
+
+
+class ExportError(ValueError):
+    """The net cannot be exported in the asked format, or the export does not reproduce it."""
+
+
+def _first_line(e: BaseException) -> str:
+    text = str(e).strip()
+    return text.splitlines()[0] if text else type(e).__name__
+
+
+def _node_output_name(node: Dict[str, Any], index: int, outputs: Sequence[str]) -> str:
+    if node["op"] == "null":
+        return node["name"]
+    for name in (f"{node['name']}_output", f"{node['name']}_output{index}"):
+        if name in outputs:
+            return name
+    return node["name"]
+
+
+def _rewrite_instance_l2norm(sym, input_shape):
+    """Replace ``L2Normalization(mode="instance")`` by ops the ONNX converter translates.
+
+    Returns the rewritten symbol and the number of nodes rewritten. MXNet computes
+    ``x / sqrt(sum(x^2) + eps)`` per sample; so do the replacement nodes
+    (``square -> sum(axis=1..ndim-1, keepdims) -> _plus_scalar(eps) -> sqrt ->
+    broadcast_div``), the last of which keeps the original node's name so the graph's
+    output names do not change.
+    """
+    import mxnet as mx
+
+    graph = json.loads(sym.tojson())
+    nodes = graph["nodes"]
+    targets = [
+        i
+        for i, n in enumerate(nodes)
+        if n["op"] == "L2Normalization" and n.get("attrs", {}).get("mode", "instance") == "instance"
+    ]
+    if not targets:
+        return sym, 0
+    internals = sym.get_internals()
+    outputs = internals.list_outputs()
+    _, shapes, _ = internals.infer_shape(data=input_shape)
+    shape_of = dict(zip(outputs, shapes))
+    new_nodes, remap = [], {}
+
+    def add(node):
+        new_nodes.append(node)
+        return len(new_nodes) - 1
+
+    for i, node in enumerate(nodes):
+        inputs = [[remap[src], idx, ver] for src, idx, ver in node["inputs"]]
+        if i not in targets:
+            remap[i] = add(dict(node, inputs=inputs))
+            continue
+        src, idx, _ = node["inputs"][0]
+        ndim = len(shape_of[_node_output_name(nodes[src], idx, outputs)])
+        eps = node.get("attrs", {}).get("eps", "1e-10")
+        name = node["name"]
+        x = inputs[0]
+        sq = add({"op": "square", "name": f"{name}_square", "inputs": [x]})
+        axes = "(" + ", ".join(str(a) for a in range(1, ndim)) + ("," if ndim == 2 else "") + ")"
+        total = add(
+            {
+                "op": "sum",
+                "name": f"{name}_sum",
+                "attrs": {"axis": axes, "keepdims": "True"},
+                "inputs": [[sq, 0, 0]],
+            }
+        )
+        shifted = add(
+            {
+                "op": "_plus_scalar",
+                "name": f"{name}_plus_eps",
+                "attrs": {"scalar": str(eps)},
+                "inputs": [[total, 0, 0]],
+            }
+        )
+        norm = add({"op": "sqrt", "name": f"{name}_norm", "inputs": [[shifted, 0, 0]]})
+        remap[i] = add({"op": "broadcast_div", "name": name, "inputs": [x, [norm, 0, 0]]})
+    graph["nodes"] = new_nodes
+    graph["arg_nodes"] = [i for i, n in enumerate(new_nodes) if n["op"] == "null"]
+    graph["heads"] = [[remap[src], idx, ver] for src, idx, ver in graph["heads"]]
+    graph.pop("node_row_ptr", None)
+    return mx.sym.load_json(json.dumps(graph)), len(targets)
+
+
+def _unconvertible_ops(sym):
+    """Operators of ``sym`` that MXNet's ONNX converter has no translation for."""
+    from mxnet.onnx.mx2onnx._export_onnx import MXNetGraph
+
+    known = set()
+    for table in MXNetGraph.registry_.values():
+        known.update(table)
+    ops = {n["op"] for n in json.loads(sym.tojson())["nodes"] if n["op"] != "null"}
+    return sorted(ops - known)
+
+
+def load_onnx_session(path: str):
+    """An onnxruntime CPU ``InferenceSession`` of an ONNX file."""
+    ort = require("onnxruntime", "running an ONNX export")
+    options = ort.SessionOptions()
+    options.log_severity_level = 3  # no warnings about unused initialisers on stderr
+    return ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
+
+
+def _export_onnx(sym, params, input_shape, path):
+    require("onnx", "ONNX export")
+    import mxnet as mx
+
+    mx_onnx = mx.onnx
+    sym, _ = _rewrite_instance_l2norm(sym, input_shape)
+    missing = _unconvertible_ops(sym)
+    if missing:
+        raise ExportError(
+            f"cannot export to ONNX: MXNet has no ONNX conversion for operator "
+            f"{', '.join(missing)}; use --format mxnet"
+        )
+    try:
+        mx_onnx.export_model(
+            sym,
+            params,
+            in_shapes=[input_shape],
+            in_types=[np.float32],
+            onnx_file_path=path,
+            dynamic=True,
+            dynamic_input_shapes=[(None,) + tuple(input_shape[1:])],
+        )
+    except (AttributeError, NotImplementedError, ValueError, TypeError, KeyError) as e:
+        # The converters raise these for attributes they cannot translate; their messages
+        # start with the operator's name.
+        raise ExportError(f"cannot export to ONNX: {_first_line(e)}; use --format mxnet") from None
+
+
+def _verify_onnx(path, batch):
+    session = load_onnx_session(path)
+    name = session.get_inputs()[0].name
+    out = session.run(None, {name: batch})[0]
+    return out, {
+        "input": {"name": name, "shape": [None] + list(batch.shape[1:]), "dtype": "float32"},
+        "output": {"name": session.get_outputs()[0].name},
+    }
+
+
+def _verify_mxnet(directory, batch):
+    import warnings
+
+    import mxnet as mx
+    from mxnet import gluon
+
+    with warnings.catch_warnings():
+        # "Cannot decide type for ... data": the input's dtype is only known at the call.
+        warnings.simplefilter("ignore", UserWarning)
+        block = gluon.SymbolBlock.imports(
+            os.path.join(directory, f"{_PREFIX}-symbol.json"),
+            ["data"],
+            os.path.join(directory, f"{_PREFIX}-0000.params"),
+            ctx=mx.cpu(),
+        )
+    out = block(mx.nd.array(batch)).asnumpy()
+    return out, {
+        "input": {"name": "data", "shape": [None] + list(batch.shape[1:]), "dtype": "float32"},
+        "output": {"name": "output0"},
+    }
+
+
+def export_model(
+    net,
+    sample_shape: Sequence[int],
+    out_dir: str,
+    format: str = "onnx",
+    batch: Optional[np.ndarray] = None,
+    info: Optional[Dict[str, Any]] = None,
+) -> Dict[str, Any]:
+    """Export ``net`` and check that the export computes the same embeddings.
+
+    Parameters
+    ----------
+    net : gluon.HybridBlock
+        On the CPU, initialised. It is hybridized if it is not yet.
+    sample_shape : tuple of int
+        Shape of one sample as the graph sees it, e.g. ``(1, 28, 28)`` for
+        :class:`~gluon_triplet.model.EmbeddingCNN` (which adds the channel axis to
+        ``(B, H, W)`` input outside the graph) or ``(28, 28)`` for the MLP. The exported
+        model takes ``(B, *sample_shape)`` float32 for any ``B``.
+    out_dir : str
+        A new (or empty) directory.
+    format : {"onnx", "mxnet"}
+    batch : (B, *sample_shape) float32, optional
+        Verification samples (default: 8 uniform random ones in [0, 1)).
+    info : dict, optional
+        Provenance to record in ``export.json`` (e.g. the run directory).
+
+    Returns
+    -------
+    dict
+        The content of ``export.json``: ``format``, ``files``, ``input``, ``output``,
+        ``embedding_size``, ``max_abs_diff`` and ``info``.
+
+    Raises
+    ------
+    ExportError
+        An operator cannot be converted (named), or the export's output differs from the
+        net's by more than 1e-4.
+    FileExistsError
+        ``out_dir`` exists and is not empty.
+    """
+    import mxnet as mx
+
+    if format not in EXPORT_FORMATS:
+        raise ValueError(f"unknown export format {format!r}; choose one of: onnx, mxnet")
+    if os.path.exists(out_dir) and not (os.path.isdir(out_dir) and not os.listdir(out_dir)):
+        raise FileExistsError(f"{out_dir} already exists; choose a new directory")
+    parent = os.path.dirname(os.path.abspath(out_dir))
+    if not os.path.isdir(parent):
+        raise FileNotFoundError(f"directory {parent!r} does not exist")
+    sample_shape = tuple(int(s) for s in sample_shape)
+    if not sample_shape or min(sample_shape) < 1:
+        raise ValueError(f"sample_shape must be positive sizes, got {sample_shape}")
+    if batch is None:
+        batch = np.random.default_rng(0).random((8,) + sample_shape, dtype=np.float32)
+    batch = np.ascontiguousarray(batch, dtype=np.float32)
+    if batch.shape[1:] != sample_shape:
+        raise ValueError(f"batch must be (B, *{sample_shape}), got {batch.shape}")
+    if format == "onnx":
+        require("onnx", "ONNX export")
+        require("onnxruntime", "checking an ONNX export")
+
+    net.hybridize()
+    expected = net(mx.nd.array(batch, ctx=mx.cpu())).asnumpy()
+    tmp = tempfile.mkdtemp(prefix=".tmp-export-", dir=parent)
+    try:
+        # HybridBlock.export writes the graph traced by the last forward (just above).
+        net.export(os.path.join(tmp, _PREFIX), epoch=0)
+        if format == "onnx":
+            sym = mx.sym.load(os.path.join(tmp, f"{_PREFIX}-symbol.json"))
+            params = mx.nd.load(os.path.join(tmp, f"{_PREFIX}-0000.params"))
+            params = {k.split(":", 1)[-1]: v for k, v in params.items()}
+            _export_onnx(sym, params, (1,) + sample_shape, os.path.join(tmp, "model.onnx"))
+            for name in os.listdir(tmp):
+                if name != "model.onnx":
+                    os.unlink(os.path.join(tmp, name))
+            got, io = _verify_onnx(os.path.join(tmp, "model.onnx"), batch)
+        else:
+            got, io = _verify_mxnet(tmp, batch)
+        if got.shape != expected.shape:
+            raise ExportError(
+                f"the {format} export outputs {got.shape} for a batch the net maps to "
+                f"{expected.shape}"
+            )
+        diff = float(np.abs(got - expected).max())
+        if not diff <= TOLERANCE:
+            raise ExportError(
+                f"the {format} export does not reproduce the net: max |diff| {diff:.3g} > "
+                f"{TOLERANCE:g} on {len(batch)} samples"
+            )
+        doc = {
+            "format": format,
+            "files": sorted(os.listdir(tmp)),
+            **io,
+            "embedding_size": int(expected.shape[1]),
+            "max_abs_diff": diff,
+            "verified_on": len(batch),
+            "info": dict(info or {}),
+        }
+        with open(os.path.join(tmp, "export.json"), "w", encoding="utf-8") as f:
+            json.dump(doc, f, indent=2)
+        os.chmod(tmp, 0o755)
+        if os.path.isdir(out_dir):
+            os.rmdir(out_dir)
+        os.rename(tmp, out_dir)
+        return doc
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise

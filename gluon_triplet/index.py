@@ -1,0 +1,672 @@
+"""A nearest-neighbour index over embeddings, backed by faiss, saved as one directory.
+
+::
+
+    index = Index.build(net, x_train, y_train, class_names=names)   # embeds with the net
+    distances, ids = index.search(x_query, k=10)                     # (Q, k), (Q, k)
+    index.save("fashion-index")
+    index = Index.load("fashion-index", net=net)
+
+Kinds (``kind=``):
+
+- ``"flat"``: ``faiss.IndexFlatL2``, exact; the default.
+- ``"hnsw"``: ``faiss.IndexHNSWFlat``, a graph; approximate, fast queries, slow to build.
+  Parameters ``m`` (links per node, 32), ``ef_construction`` (200), ``ef_search`` (128).
+- ``"ivf"``: ``faiss.IndexIVFFlat``, k-means cells; approximate, fast to build.
+  Parameters ``nlist`` (cells; default ``sqrt(N)``, at most ``N / 39`` so that k-means has
+  enough points per cell) and ``nprobe`` (cells visited per query; default ``nlist / 64``,
+  at least 1).
+
+Metrics (``metric=``) follow the run's distance: ``"squared_l2"`` for ``squared`` and
+``euclidean`` runs (the same ranking; distances reported are squared L2, the quantity
+``gluon.loss.TripletLoss`` and :mod:`gluon_triplet.metrics` use); ``"cosine"`` for ``cosine``
+runs: vectors are L2-normalised when added and queried, and distances reported are
+``1 - cos``.
+
+The directory holds ``index.faiss`` (the faiss index), ``ids.npy`` (the id of each row),
+``labels.npy`` (when known), ``class_names.json`` and ``paths.json`` (when known) and
+``manifest.json``: the run directory and the SHA-256 of its parameter file, the dataset,
+metric, embedding size, index kind and parameters, and the SHA-256 of every file above.
+:meth:`Index.load` checks all of it; a missing, corrupt or inconsistent file is one
+:class:`IndexFileError`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import shutil
+import tempfile
+import time
+from typing import Any, Dict, Optional, Sequence, Tuple
+
+import numpy as np
+
+from .optional import require
+
+__all__ = [
+    "DEFAULT_PARAMS",
+    "INDEX_KINDS",
+    "METRICS",
+    "Index",
+    "IndexFileError",
+    "metric_for_distance",
+    "read_manifest",
+    "sha256_file",
+]
+
+#: Index kinds :meth:`Index.build` accepts.
+INDEX_KINDS = ("flat", "hnsw", "ivf")
+#: Metrics an index can rank by.
+METRICS = ("squared_l2", "cosine")
+#: Parameters of each kind and their defaults (``None``: chosen from the number of rows).
+DEFAULT_PARAMS: Dict[str, Dict[str, Any]] = {
+    "flat": {},
+    "hnsw": {"m": 32, "ef_construction": 200, "ef_search": 128},
+    "ivf": {"nlist": None, "nprobe": None},
+}
+
+MANIFEST = "manifest.json"
+_FORMAT = 1
+_INDEX_FILE = "index.faiss"
+# faiss's k-means wants this many training points per cell; fewer gives a poor quantizer.
+_POINTS_PER_CELL = 39
+
+
+class IndexFileError(ValueError):
+    """An index directory is missing, incomplete, corrupt or inconsistent."""
+
+
+def metric_for_distance(distance: str) -> str:
+    """The index metric of a run's ``Config.distance``.
+
+    ``squared`` and ``euclidean`` rank alike and map to ``"squared_l2"``; ``cosine`` to
+    ``"cosine"``.
+    """
+    if distance in ("squared", "euclidean"):
+        return "squared_l2"
+    if distance == "cosine":
+        return "cosine"
+    raise ValueError(f"unknown distance {distance!r}; choose one of: squared, euclidean, cosine")
+
+
+def sha256_file(path: str) -> str:
+    """Hex SHA-256 of a file's bytes."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _faiss():
+    return require("faiss", "the nearest-neighbour index")
+
+
+def _resolve_params(kind: str, n: int, params: Dict[str, Any]) -> Dict[str, int]:
+    if kind not in INDEX_KINDS:
+        raise ValueError(f"unknown index kind {kind!r}; choose one of: {', '.join(INDEX_KINDS)}")
+    defaults = DEFAULT_PARAMS[kind]
+    unknown = sorted(set(params) - set(defaults))
+    if unknown:
+        valid = ", ".join(defaults) or "none"
+        raise ValueError(
+            f"unknown parameter(s) {', '.join(unknown)} for a {kind} index; valid: {valid}"
+        )
+    out = dict(defaults)
+    out.update({k: v for k, v in params.items() if v is not None})
+    if kind == "ivf":
+        if out["nlist"] is None:
+            # ~sqrt(N) cells, but enough training points per cell for k-means.
+            out["nlist"] = max(1, min(int(round(math.sqrt(n))), n // _POINTS_PER_CELL))
+        if out["nprobe"] is None:
+            out["nprobe"] = max(1, out["nlist"] // 64)
+        out["nprobe"] = min(out["nprobe"], out["nlist"])
+        if out["nlist"] > n:
+            raise ValueError(f"nlist={out['nlist']} is larger than the {n} vectors to index")
+    for key, value in out.items():
+        if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < 1:
+            raise ValueError(f"{kind} parameter {key} must be a positive integer, got {value!r}")
+        out[key] = int(value)
+    return out
+
+
+def _as_vectors(emb, dim: Optional[int], what: str) -> np.ndarray:
+    arr = emb.asnumpy() if hasattr(emb, "asnumpy") else np.asarray(emb)
+    if arr.ndim != 2:
+        raise ValueError(f"{what} must be 2-D (N, D) embeddings, got shape {arr.shape}")
+    if arr.shape[0] == 0 or arr.shape[1] == 0:
+        raise ValueError(f"{what} must be non-empty, got shape {arr.shape}")
+    if arr.dtype.kind not in "biuf":
+        raise ValueError(f"{what} must be numeric, got dtype {arr.dtype}")
+    if dim is not None and arr.shape[1] != dim:
+        raise ValueError(
+            f"{what} have embedding size {arr.shape[1]}, but the index holds size-{dim} "
+            "embeddings (another model?)"
+        )
+    arr = np.ascontiguousarray(arr, dtype=np.float32)
+    if not np.isfinite(arr).all():
+        raise ValueError(f"{what} must be finite (no NaN or inf)")
+    return arr
+
+
+def _normalized(x: np.ndarray) -> np.ndarray:
+    norms = np.linalg.norm(x, axis=1, keepdims=True)
+    # A zero vector stays zero rather than becoming NaN.
+    return x / np.maximum(norms, np.float32(1e-12))
+
+
+def _labels_array(labels, n: int, what: str = "labels") -> Optional[np.ndarray]:
+    if labels is None:
+        return None
+    arr = labels.asnumpy() if hasattr(labels, "asnumpy") else np.asarray(labels)
+    if arr.ndim == 2 and arr.shape[1] == 1:
+        arr = arr[:, 0]
+    if arr.shape != (n,):
+        raise ValueError(f"{what} must have shape (N,) = ({n},), got {arr.shape}")
+    if arr.dtype.kind not in "biuU":
+        raise ValueError(f"{what} must be integers or strings, got dtype {arr.dtype}")
+    return arr
+
+
+def _paths_list(paths, n: int) -> Optional[list]:
+    if paths is None:
+        return None
+    out = [None if p is None else str(p) for p in paths]
+    if len(out) != n:
+        raise ValueError(f"paths must list one path per row ({n}), got {len(out)}")
+    return out
+
+
+class Index:
+    """Embeddings of labelled items, searchable by nearest neighbours.
+
+    Build one with :meth:`build` (from a net and samples) or :meth:`from_embeddings`, or
+    read one with :meth:`load`. When the index has a ``net``, :meth:`search` and
+    :meth:`add` take *samples* and embed them with it; without one they take ``(N, D)``
+    embeddings. :meth:`search_embeddings` and :meth:`add_embeddings` always take
+    embeddings.
+
+    Attributes
+    ----------
+    net : gluon.Block or None
+        The embedding net, if known.
+    metric : str
+        ``"squared_l2"`` or ``"cosine"``.
+    kind : str
+        ``"flat"``, ``"hnsw"`` or ``"ivf"``.
+    params : dict
+        The index's parameters (see :data:`DEFAULT_PARAMS`).
+    ids : (N,) int64
+        The id of each row (by default its position in the data it was built from).
+    labels : (N,) int or str, or None
+    class_names : list of str, or None
+        Name of each integer label value.
+    paths : list of (str or None), or None
+        Source file of each row, when known.
+    info : dict
+        Provenance written into the manifest (``run_dir``, ``params_file``,
+        ``params_sha256``, ``dataset``, ``split``, ...).
+    """
+
+    def __init__(
+        self,
+        faiss_index,
+        *,
+        metric: str,
+        kind: str,
+        params: Dict[str, int],
+        ids: np.ndarray,
+        labels: Optional[np.ndarray] = None,
+        class_names: Optional[Sequence[str]] = None,
+        paths: Optional[Sequence[Optional[str]]] = None,
+        info: Optional[Dict[str, Any]] = None,
+        net=None,
+        batch_size: int = 4096,
+    ):
+        if metric not in METRICS:
+            raise ValueError(f"unknown metric {metric!r}; choose one of: {', '.join(METRICS)}")
+        self._index = faiss_index
+        self.metric = metric
+        self.kind = kind
+        self.params = dict(params)
+        self.ids = np.asarray(ids, dtype=np.int64)
+        self.labels = labels
+        self.class_names = None if class_names is None else [str(c) for c in class_names]
+        self.paths = None if paths is None else list(paths)
+        self.info = dict(info or {})
+        self.net = net
+        self.batch_size = int(batch_size)
+
+    # ------------------------------------------------------------------------ building
+
+    @classmethod
+    def from_embeddings(
+        cls,
+        emb,
+        labels=None,
+        class_names: Optional[Sequence[str]] = None,
+        paths: Optional[Sequence[Optional[str]]] = None,
+        kind: str = "flat",
+        metric: str = "squared_l2",
+        ids=None,
+        info: Optional[Dict[str, Any]] = None,
+        net=None,
+        **params,
+    ) -> Index:
+        """An index over given embeddings.
+
+        Parameters
+        ----------
+        emb : (N, D) float array
+        labels : (N,) int or str, optional
+        class_names : sequence of str, optional
+            Names of the integer label values (``class_names[label]``).
+        paths : sequence of N str or None, optional
+            Source file of each row.
+        kind : {"flat", "hnsw", "ivf"}
+        metric : {"squared_l2", "cosine"}
+        ids : (N,) int, optional
+            Id of each row (default ``0 .. N-1``).
+        info : dict, optional
+            Provenance for the manifest (see :attr:`info`).
+        net : gluon.Block, optional
+            Kept for :meth:`search` and :meth:`add` on samples.
+        **params
+            Parameters of the kind; see :data:`DEFAULT_PARAMS`.
+        """
+        if metric not in METRICS:
+            raise ValueError(f"unknown metric {metric!r}; choose one of: {', '.join(METRICS)}")
+        x = _as_vectors(emb, None, "embeddings")
+        n, d = x.shape
+        params = _resolve_params(kind, n, params)
+        labels = _labels_array(labels, n)
+        paths = _paths_list(paths, n)
+        if ids is None:
+            ids = np.arange(n, dtype=np.int64)
+        else:
+            ids = np.asarray(ids)
+            if ids.shape != (n,) or ids.dtype.kind not in "iu":
+                raise ValueError(f"ids must be (N,) = ({n},) integers, got {ids.shape} {ids.dtype}")
+        if metric == "cosine":
+            x = _normalized(x)
+        faiss = _faiss()
+        start = time.perf_counter()
+        if kind == "flat":
+            index = faiss.IndexFlatL2(d)
+        elif kind == "hnsw":
+            index = faiss.IndexHNSWFlat(d, params["m"])
+            index.hnsw.efConstruction = params["ef_construction"]
+        else:
+            quantizer = faiss.IndexFlatL2(d)
+            index = faiss.IndexIVFFlat(quantizer, d, params["nlist"])
+            index.train(x)
+        index.add(x)
+        info = dict(info or {})
+        info["build_seconds"] = round(time.perf_counter() - start, 3)
+        out = cls(
+            index,
+            metric=metric,
+            kind=kind,
+            params=params,
+            ids=ids,
+            labels=labels,
+            class_names=class_names,
+            paths=paths,
+            info=info,
+            net=net,
+        )
+        out._apply_search_params()
+        return out
+
+    @classmethod
+    def build(
+        cls,
+        net,
+        x,
+        labels=None,
+        class_names: Optional[Sequence[str]] = None,
+        paths: Optional[Sequence[Optional[str]]] = None,
+        kind: str = "flat",
+        batch_size: int = 4096,
+        metric: str = "squared_l2",
+        info: Optional[Dict[str, Any]] = None,
+        **params,
+    ) -> Index:
+        """Embed samples with ``net`` (in batches) and index the embeddings.
+
+        Parameters
+        ----------
+        net : gluon.Block
+            ``(B, ...) -> (B, D)``.
+        x : (N, ...) float32 samples
+        labels, class_names, paths, kind, metric, info, **params
+            As for :meth:`from_embeddings`.
+        batch_size : int
+            Samples embedded at once.
+        """
+        from .model import embed
+
+        if len(x) == 0:
+            raise ValueError("no samples to index")
+        emb = embed(net, x, batch_size=batch_size)
+        out = cls.from_embeddings(
+            emb,
+            labels=labels,
+            class_names=class_names,
+            paths=paths,
+            kind=kind,
+            metric=metric,
+            info=info,
+            net=net,
+            **params,
+        )
+        out.batch_size = int(batch_size)
+        return out
+
+    def _apply_search_params(self):
+        if self.kind == "hnsw":
+            self._index.hnsw.efSearch = self.params["ef_search"]
+        elif self.kind == "ivf":
+            self._index.nprobe = self.params["nprobe"]
+
+    # ------------------------------------------------------------------------- queries
+
+    def __len__(self) -> int:
+        return int(self._index.ntotal)
+
+    @property
+    def dim(self) -> int:
+        """Embedding size ``D``."""
+        return int(self._index.d)
+
+    def _embed(self, x):
+        if self.net is None:
+            return x
+        from .model import embed
+
+        return embed(self.net, x, batch_size=self.batch_size)
+
+    def search(self, x, k: int = 10) -> Tuple[np.ndarray, np.ndarray]:
+        """The ``k`` nearest indexed items of each query.
+
+        Parameters
+        ----------
+        x : (Q, ...) samples if the index has a ``net``, else (Q, D) embeddings
+        k : int, 1 <= k <= len(self)
+
+        Returns
+        -------
+        distances : (Q, k) float32
+            Ascending; squared L2, or ``1 - cos`` for the cosine metric.
+        ids : (Q, k) int64
+            :attr:`ids` of the neighbours. An approximate index that finds fewer than ``k``
+            items fills the rest with id ``-1`` and distance ``inf``.
+        """
+        return self.search_embeddings(self._embed(x), k)
+
+    def search_embeddings(self, emb, k: int = 10) -> Tuple[np.ndarray, np.ndarray]:
+        """:meth:`search` for ``(Q, D)`` embeddings."""
+        q = _as_vectors(emb, self.dim, "queries")
+        if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
+            raise ValueError(f"k must be a positive integer, got {k!r}")
+        if k > len(self):
+            raise ValueError(f"k={k} is larger than the index ({len(self)} items)")
+        if self.metric == "cosine":
+            q = _normalized(q)
+        dist, rows = self._index.search(q, int(k))
+        missing = rows < 0
+        ids = self.ids[np.where(missing, 0, rows)]
+        ids[missing] = -1
+        dist = np.maximum(dist, 0.0)  # rounding can leave -1e-7 for identical vectors
+        if self.metric == "cosine":
+            dist = dist / 2  # |a - b|^2 = 2 - 2 cos for unit vectors
+        dist[missing] = np.inf
+        return dist.astype(np.float32, copy=False), ids
+
+    def labels_of(self, ids) -> Optional[np.ndarray]:
+        """Labels of the rows with these :attr:`ids` (``-1`` ids: ``None`` entries)."""
+        if self.labels is None:
+            return None
+        return self.labels[self._rows_of(ids)]
+
+    def _rows_of(self, ids) -> np.ndarray:
+        ids = np.asarray(ids)
+        if np.array_equal(self.ids, np.arange(len(self.ids))):
+            return np.where(ids < 0, 0, ids)
+        order = np.argsort(self.ids, kind="stable")
+        pos = np.searchsorted(self.ids, np.where(ids < 0, 0, ids), sorter=order)
+        return order[np.minimum(pos, len(order) - 1)]
+
+    # -------------------------------------------------------------------------- adding
+
+    def add(self, x, labels=None, paths=None) -> np.ndarray:
+        """Add items; samples if the index has a ``net``, else ``(N, D)`` embeddings.
+
+        Labels (and paths) must be given exactly when the index has them.
+
+        Returns
+        -------
+        (N,) int64
+            The ids given to the new rows (continuing after the largest id).
+        """
+        return self.add_embeddings(self._embed(x), labels=labels, paths=paths)
+
+    def add_embeddings(self, emb, labels=None, paths=None) -> np.ndarray:
+        """:meth:`add` for ``(N, D)`` embeddings."""
+        x = _as_vectors(emb, self.dim, "embeddings")
+        n = len(x)
+        if (labels is None) != (self.labels is None):
+            has = "has" if self.labels is not None else "has no"
+            raise ValueError(f"the index {has} labels: pass labels exactly when it has them")
+        if (paths is None) != (self.paths is None) and self.paths is not None:
+            raise ValueError("the index has source paths: pass paths for the new rows")
+        labels = _labels_array(labels, n)
+        paths = _paths_list(paths, n)
+        if labels is not None and labels.dtype.kind != self.labels.dtype.kind:
+            if not (labels.dtype.kind in "biu" and self.labels.dtype.kind in "biu"):
+                raise ValueError(
+                    f"labels are {labels.dtype} but the index's are {self.labels.dtype}"
+                )
+        if self.metric == "cosine":
+            x = _normalized(x)
+        self._index.add(x)
+        start = int(self.ids.max()) + 1 if len(self.ids) else 0
+        new_ids = np.arange(start, start + n, dtype=np.int64)
+        self.ids = np.concatenate([self.ids, new_ids])
+        if labels is not None:
+            self.labels = np.concatenate([self.labels, labels])
+        if self.paths is not None:
+            self.paths = self.paths + (paths or [None] * n)
+        return new_ids
+
+    # ---------------------------------------------------------------------- save, load
+
+    def manifest(self) -> Dict[str, Any]:
+        """What :meth:`save` writes to ``manifest.json`` (without the file checksums)."""
+        doc = {
+            "format": _FORMAT,
+            "metric": self.metric,
+            "embedding_size": self.dim,
+            "count": len(self),
+            "index": {"kind": self.kind, "params": self.params},
+            "labels": self.labels is not None,
+            "class_names": self.class_names is not None,
+            "paths": self.paths is not None,
+        }
+        for key, value in self.info.items():
+            doc.setdefault(key, value)
+        return doc
+
+    def save(self, directory: str) -> None:
+        """Write the index to a new directory.
+
+        The directory must not exist (or be empty). Everything is written into a
+        temporary directory beside it and renamed into place at the end, so a failure
+        leaves nothing behind and nothing is overwritten.
+        """
+        if os.path.exists(directory) and not (
+            os.path.isdir(directory) and not os.listdir(directory)
+        ):
+            raise FileExistsError(f"{directory} already exists; choose a new directory")
+        parent = os.path.dirname(os.path.abspath(directory))
+        if not os.path.isdir(parent):
+            raise FileNotFoundError(f"directory {parent!r} does not exist")
+        faiss = _faiss()
+        tmp = tempfile.mkdtemp(prefix=".tmp-index-", dir=parent)
+        try:
+            files = {}
+            faiss.serialize_index(self._index).tofile(os.path.join(tmp, _INDEX_FILE))
+            files[_INDEX_FILE] = None
+            np.save(os.path.join(tmp, "ids.npy"), self.ids, allow_pickle=False)
+            files["ids.npy"] = None
+            if self.labels is not None:
+                np.save(os.path.join(tmp, "labels.npy"), self.labels, allow_pickle=False)
+                files["labels.npy"] = None
+            for name, value in (("class_names.json", self.class_names), ("paths.json", self.paths)):
+                if value is not None:
+                    with open(os.path.join(tmp, name), "w", encoding="utf-8") as f:
+                        json.dump(value, f)
+                    files[name] = None
+            doc = self.manifest()
+            doc["files"] = {name: sha256_file(os.path.join(tmp, name)) for name in files}
+            with open(os.path.join(tmp, MANIFEST), "w", encoding="utf-8") as f:
+                json.dump(doc, f, indent=2, sort_keys=True)
+            os.chmod(tmp, 0o755)
+            if os.path.isdir(directory):
+                os.rmdir(directory)  # empty, checked above
+            os.rename(tmp, directory)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+
+    @classmethod
+    def load(cls, directory: str, net=None, batch_size: int = 4096) -> Index:
+        """Read an index directory written by :meth:`save`.
+
+        Parameters
+        ----------
+        directory : str
+        net : gluon.Block, optional
+            Embeds samples for :meth:`search` and :meth:`add`; it must output the index's
+            embedding size (checked on the first search).
+
+        Raises
+        ------
+        IndexFileError
+            The directory or a file is missing, a checksum does not match (corrupt or
+            edited file), or the files disagree with each other.
+        """
+        doc = read_manifest(directory)
+        for name, digest in doc["files"].items():
+            path = os.path.join(directory, name)
+            if not os.path.isfile(path):
+                raise IndexFileError(f"{directory}: {name} is missing")
+            if sha256_file(path) != digest:
+                raise IndexFileError(f"{directory}: {name} is corrupt (its SHA-256 differs)")
+        faiss = _faiss()
+        try:
+            index = faiss.deserialize_index(
+                np.fromfile(os.path.join(directory, _INDEX_FILE), np.uint8)
+            )
+        except RuntimeError as e:
+            first = str(e).strip().splitlines()[0][:200]
+            raise IndexFileError(
+                f"{directory}: {_INDEX_FILE} is not a faiss index: {first}"
+            ) from None
+
+        def array(name):
+            if name not in doc["files"]:
+                return None
+            try:
+                return np.load(os.path.join(directory, name), allow_pickle=False)
+            except ValueError as e:
+                raise IndexFileError(f"{directory}: {name} is unreadable: {e}") from None
+
+        def listing(name):
+            if name not in doc["files"]:
+                return None
+            with open(os.path.join(directory, name), encoding="utf-8") as f:
+                try:
+                    return json.load(f)
+                except json.JSONDecodeError as e:
+                    raise IndexFileError(f"{directory}: {name} is not JSON: {e}") from None
+
+        ids, labels = array("ids.npy"), array("labels.npy")
+        class_names, paths = listing("class_names.json"), listing("paths.json")
+        n = int(index.ntotal)
+        problems = []
+        if ids is None or ids.shape != (n,):
+            problems.append(f"ids.npy has {None if ids is None else ids.shape}, want ({n},)")
+        if labels is not None and labels.shape != (n,):
+            problems.append(f"labels.npy has shape {labels.shape}, want ({n},)")
+        if paths is not None and len(paths) != n:
+            problems.append(f"paths.json lists {len(paths)} paths, want {n}")
+        if int(index.d) != doc["embedding_size"] or n != doc["count"]:
+            problems.append(
+                f"the faiss index holds {n} x {index.d}, the manifest says "
+                f"{doc['count']} x {doc['embedding_size']}"
+            )
+        if problems:
+            raise IndexFileError(f"{directory}: inconsistent index: {'; '.join(problems)}")
+        info = {
+            k: v
+            for k, v in doc.items()
+            if k not in ("format", "metric", "embedding_size", "count", "index", "files")
+            and k not in ("labels", "class_names", "paths")
+        }
+        out = cls(
+            index,
+            metric=doc["metric"],
+            kind=doc["index"]["kind"],
+            params=doc["index"]["params"],
+            ids=ids,
+            labels=labels,
+            class_names=class_names,
+            paths=paths,
+            info=info,
+            net=net,
+            batch_size=batch_size,
+        )
+        out._apply_search_params()
+        return out
+
+
+def read_manifest(directory: str) -> Dict[str, Any]:
+    """The checked ``manifest.json`` of an index directory.
+
+    Raises
+    ------
+    IndexFileError
+        The directory or the manifest is missing, or the manifest is not one this
+        version wrote.
+    """
+    if not os.path.isdir(directory):
+        raise IndexFileError(f"index directory {directory!r} does not exist")
+    path = os.path.join(directory, MANIFEST)
+    if not os.path.isfile(path):
+        raise IndexFileError(f"{directory!r} is not an index directory: it has no {MANIFEST}")
+    try:
+        with open(path, encoding="utf-8") as f:
+            doc = json.load(f)
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise IndexFileError(f"{path} is corrupt: {e}") from None
+    need = {"format": int, "metric": str, "embedding_size": int, "count": int, "index": dict}
+    need["files"] = dict
+    bad = [k for k, t in need.items() if not isinstance(doc, dict) or not isinstance(doc.get(k), t)]
+    if bad:
+        raise IndexFileError(f"{path} is corrupt: missing or malformed {', '.join(bad)}")
+    if doc["format"] != _FORMAT:
+        raise IndexFileError(
+            f"{path}: index format {doc['format']} is not supported (want {_FORMAT})"
+        )
+    if doc["metric"] not in METRICS:
+        raise IndexFileError(f"{path}: unknown metric {doc['metric']!r}")
+    kind = doc["index"].get("kind")
+    if kind not in INDEX_KINDS or not isinstance(doc["index"].get("params"), dict):
+        raise IndexFileError(f"{path}: unknown index kind {kind!r}")
+    if _INDEX_FILE not in doc["files"] or "ids.npy" not in doc["files"]:
+        raise IndexFileError(f"{path} is corrupt: it lists no {_INDEX_FILE} or ids.npy")
+    return doc

@@ -1,0 +1,50 @@
+"""Optional dependencies, imported only by the features that need them.
+
+faiss (search), onnx and onnxruntime (export) are large; ``pip install gluon-triplet[serve]``
+installs them. Importing one that is missing raises one :class:`ImportError` line that names
+the pip package, instead of a bare ``No module named ...``.
+"""
+
+from __future__ import annotations
+
+import importlib
+from types import ModuleType
+
+__all__ = ["PIP_NAMES", "require"]
+
+#: The pip package that provides each optional module.
+PIP_NAMES = {
+    "faiss": "faiss-cpu",
+    "onnx": "onnx",
+    "onnxruntime": "onnxruntime",
+}
+
+
+def require(module: str, feature: str) -> ModuleType:
+    """Import an optional module, or explain which package to install.
+
+    Parameters
+    ----------
+    module : str
+        A key of :data:`PIP_NAMES`, e.g. ``"faiss"``.
+    feature : str
+        What needs it, for the message, e.g. ``"the nearest-neighbour index"``.
+
+    Raises
+    ------
+    ImportError
+        ``"<feature> needs the <pip> package: pip install <pip> (or gluon-triplet[serve])"``.
+    """
+    try:
+        return importlib.import_module(module)
+    except ImportError as e:
+        # Only a missing optional package is explained; a broken install surfaces as is.
+        missing = getattr(e, "name", None) or ""
+        top = module.split(".")[0]
+        if missing != module and missing.split(".")[0] not in (top, PIP_NAMES[module]):
+            raise
+        pip = PIP_NAMES[module]
+        raise ImportError(
+            f"{feature} needs the {pip} package: pip install {pip} "
+            "(or pip install 'gluon-triplet[serve]')"
+        ) from None
