@@ -51,7 +51,9 @@ from .metrics import retrieval_metrics
 from .metrics import strict_triplet_accuracy
 from .metrics import triplet_distances
 from .losses import SoftMarginTripletLoss
+from .model import BACKBONES
 from .model import MODELS
+from .model import BackboneEmbedding
 from .mining import MINERS
 from .mining import BatchAllMiner
 from .mining import BatchHardMiner
@@ -108,6 +110,8 @@ __all__ = [
     "IndexFileError",
     "EmbeddingMLP",
     "MODELS",
+    "BACKBONES",
+    "BackboneEmbedding",
     "MetricsCallback",
     "PlotCallback",
     "ProgressCallback",

@@ -42,7 +42,9 @@ def _model_name(config, params_file):
 
 def _rebuild_net(config, params_file, ctx):
     name = _model_name(config, params_file)
-    net, _ = model_from_config(dataclasses.replace(config, model=name), None, ctx=ctx)
+    # The run's own parameters replace any starting weights: never download or read them.
+    rebuilt = dataclasses.replace(config, model=name, pretrained=False, pretrained_params=None)
+    net, _ = model_from_config(rebuilt, None, ctx=ctx)
     return net
 
 

@@ -59,6 +59,10 @@ class Config:
     strict: bool = False
     workers: Optional[int] = None
     model: str = "auto"
+    # Shape of one input sample, recorded by a run so the net can be rebuilt without data.
+    input_shape: Optional[Tuple[int, ...]] = None
+    pretrained: bool = False
+    pretrained_params: Optional[str] = None
     hidden: Optional[Tuple[int, ...]] = None
     embedding_size: int = 128
     output: str = "linear"
@@ -77,6 +81,8 @@ class Config:
     pk_samples: int = 16
     distance: str = "squared"
     lr_schedule: str = "cosine"
+    # Training-time augmentation on the data path: none, digits or photos (augment.py).
+    augment: str = "none"
     warmup_epochs: float = 0.0
     soft_margin: bool = False
     channels: Optional[Tuple[int, ...]] = None
@@ -117,6 +123,8 @@ class Config:
             raise ConfigError(
                 f"pk_classes must be >= 2 (anchors need a negative), got {self.pk_classes}"
             )
+        if self.input_shape is not None and any(d < 1 for d in self.input_shape):
+            raise ConfigError(f"input_shape sizes must be >= 1, got {list(self.input_shape)}")
         if self.hidden is not None and any(h < 1 for h in self.hidden):
             raise ConfigError(f"hidden sizes must be >= 1, got {list(self.hidden)}")
         if self.channels is not None and (not self.channels or any(c < 1 for c in self.channels)):
@@ -143,6 +151,7 @@ class Config:
             "miner": ("offline", "batch-hard", "semi-hard", "batch-all", "distance-weighted"),
             "distance": ("squared", "euclidean", "cosine"),
             "lr_schedule": ("constant", "cosine"),
+            "augment": ("none", "digits", "photos"),
             # MXNet's kvstore types; dist_* run under a ps-lite job (gluon-triplet launch).
             "kvstore": ("device", "local", "nccl", "dist_sync", "dist_device_sync", "dist_async"),
         }
@@ -179,6 +188,7 @@ class Config:
         d = dataclasses.asdict(self)
         d["hidden"] = None if self.hidden is None else list(self.hidden)
         d["channels"] = None if self.channels is None else list(self.channels)
+        d["input_shape"] = None if self.input_shape is None else list(self.input_shape)
         return d
 
     @classmethod
@@ -217,7 +227,7 @@ class Config:
 
 def _coerce(key, value, default):
     """Check ``value`` against the type of the key's default."""
-    if key in ("data_dir", "run_name", "image_size"):
+    if key in ("data_dir", "run_name", "image_size", "pretrained_params"):
         if value is None or isinstance(value, str):
             return value
         raise ConfigError(f"config key {key!r} must be a string or null, got {value!r}")
@@ -225,7 +235,7 @@ def _coerce(key, value, default):
         if value is None or (isinstance(value, int) and not isinstance(value, bool)):
             return value
         raise ConfigError(f"config key {key!r} must be an integer or null, got {value!r}")
-    if key in ("hidden", "channels"):
+    if key in ("hidden", "channels", "input_shape"):
         if value is None:
             return None
         if isinstance(value, (list, tuple)) and all(

@@ -8,11 +8,15 @@ import numpy as np
 from mxnet import gluon, init, nd
 
 __all__ = [
+    "BACKBONES",
     "MODELS",
+    "BackboneEmbedding",
     "EmbeddingCNN",
     "EmbeddingMLP",
     "build_model",
+    "cnn_architecture",
     "embed",
+    "load_backbone_params",
     "model_from_config",
     "resolve_model_name",
 ]
@@ -90,6 +94,11 @@ class EmbeddingCNN(gluon.HybridBlock):
     batch_norm : bool
         Put ``BatchNorm`` between each convolution (then without bias) and its ReLU.
         Batch statistics while training, running averages when embedding.
+    pool : {"flatten", "avg"}
+        ``flatten`` (the reference) feeds every position of the last feature map to the
+        Dense layer; ``avg`` global-average-pools it first, so the net takes any image
+        size and the Dense layer does not grow with it (:func:`cnn_architecture` picks it
+        for images larger than 32 pixels).
 
     Inputs: ``(B, H, W)`` or ``(B, C, H, W)`` float32. A 3-D NDArray gets its channel
     axis (``C = 1``) in :meth:`forward`, before the (possibly hybridized) graph, which
@@ -106,6 +115,7 @@ class EmbeddingCNN(gluon.HybridBlock):
         normalize: bool = False,
         hidden: Sequence[int] = (),
         batch_norm: bool = False,
+        pool: str = "flatten",
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -113,6 +123,8 @@ class EmbeddingCNN(gluon.HybridBlock):
             raise ValueError(f"output must be 'relu' or 'linear', got {output!r}")
         if not len(channels):
             raise ValueError("channels must list at least one convolution width")
+        if pool not in ("flatten", "avg"):
+            raise ValueError(f"pool must be 'flatten' or 'avg', got {pool!r}")
         self.normalize = normalize
         with self.name_scope():
             self.body = gluon.nn.HybridSequential()
@@ -132,6 +144,9 @@ class EmbeddingCNN(gluon.HybridBlock):
                             int(width), kernel_size=5, strides=2, padding=2, activation="relu"
                         )
                     )
+            if pool == "avg":
+                # Any input size gives the same feature width: one value per channel.
+                self.body.add(gluon.nn.GlobalAvgPool2D())
             self.body.add(gluon.nn.Flatten())
             for width in hidden:
                 self.body.add(gluon.nn.Dense(int(width), activation="relu"))
@@ -166,55 +181,274 @@ class EmbeddingCNN(gluon.HybridBlock):
         return emb
 
 
-MODELS = {"mlp": EmbeddingMLP, "cnn": EmbeddingCNN}
+#: Gluon model-zoo nets usable as backbones: their ``features`` end in global pooling, so
+#: any input of at least 32 x 32 pixels gives one feature vector.
+BACKBONES = (
+    "resnet18_v1",
+    "resnet34_v1",
+    "resnet50_v1",
+    "resnet101_v1",
+    "resnet152_v1",
+    "resnet18_v2",
+    "resnet34_v2",
+    "resnet50_v2",
+    "resnet101_v2",
+    "resnet152_v2",
+    "mobilenet1.0",
+    "mobilenet0.75",
+    "mobilenet0.5",
+    "mobilenet0.25",
+    "mobilenetv2_1.0",
+    "mobilenetv2_0.75",
+    "mobilenetv2_0.5",
+    "mobilenetv2_0.25",
+)
+# ImageNet statistics the zoo's pretrained weights expect, applied to [0, 1] pixels.
+_IMAGENET_MEAN = (0.485, 0.456, 0.406)
+_IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
-def build_model(name="mlp", init_scale=0.1, ctx=None, **kwargs):
-    """Create and initialise a registered embedding net.
+class BackboneEmbedding(gluon.HybridBlock):
+    """A Gluon model-zoo net's ``features`` with a new Dense embedding head.
+
+    As MXNet's ``example/gluon/embedding_learning`` does with ResNet-50: the classifier
+    (``output``) is dropped and ``Dense(embedding_size)`` maps the pooled features to the
+    embedding. Inputs are standardised with the ImageNet mean and deviation first, as the
+    pretrained weights expect.
 
     Parameters
     ----------
     name : str
-        A key of :data:`MODELS`.
+        One of :data:`BACKBONES`.
+    embedding_size : int
+    output : {"relu", "linear"}
+    normalize : bool
+        L2-normalise each embedding.
+    pretrained : bool
+        Start from Gluon's ImageNet weights (downloaded by Gluon into
+        ``$MXNET_HOME/models`` on first use).
+
+    Inputs: ``(B, 3, H, W)`` float32 in [0, 1]; ``(B, H, W)`` and ``(B, 1, H, W)`` grey
+    NDArrays are repeated to three channels in :meth:`forward` (and by
+    :meth:`prepare_input` for numpy arrays). Outputs: ``(B, embedding_size)``.
+    """
+
+    def __init__(
+        self,
+        name: str = "resnet18_v1",
+        embedding_size: int = 128,
+        output: str = "linear",
+        normalize: bool = True,
+        pretrained: bool = False,
+        **kwargs,
+    ):
+        super().__init__(**kwargs)
+        if name not in BACKBONES:
+            raise ValueError(f"unknown backbone {name!r}; choose one of: {', '.join(BACKBONES)}")
+        if output not in ("relu", "linear"):
+            raise ValueError(f"output must be 'relu' or 'linear', got {output!r}")
+        self.backbone = name
+        self.normalize = normalize
+        zoo = _zoo_net(name, pretrained)
+        with self.name_scope():
+            self.mean = self.params.get_constant(
+                "mean", nd.array(_IMAGENET_MEAN).reshape(1, 3, 1, 1)
+            )
+            self.std = self.params.get_constant("std", nd.array(_IMAGENET_STD).reshape(1, 3, 1, 1))
+            self.features = zoo.features
+            self.head = gluon.nn.Dense(
+                int(embedding_size), activation="relu" if output == "relu" else None, flatten=True
+            )
+
+    @staticmethod
+    def prepare_input(x):
+        """Numpy ``(N, H, W)`` / ``(N, 1, H, W)`` grey images as ``(N, 3, H, W)``."""
+        if getattr(x, "ndim", 0) == 3:
+            x = x[:, None]
+        if getattr(x, "ndim", 0) == 4 and x.shape[1] == 1:
+            x = np.repeat(x, 3, axis=1)
+        return x
+
+    def forward(self, x, *args):
+        if isinstance(x, nd.NDArray):
+            if x.ndim == 3:
+                x = x.expand_dims(axis=1)
+            if x.ndim != 4:
+                raise ValueError(f"{self.backbone} expects (B, C, H, W) images, got {x.shape}")
+            if x.shape[1] == 1:
+                x = x.repeat(3, axis=1)
+        return super().forward(x, *args)
+
+    def hybrid_forward(self, F, x, mean, std):
+        x = F.broadcast_div(F.broadcast_sub(x, mean), std)
+        emb = self.head(self.features(x))
+        if self.normalize:
+            emb = F.L2Normalization(emb, mode="instance", eps=1e-10)
+        return emb
+
+
+def _zoo_net(name, pretrained):
+    from mxnet.gluon.model_zoo import vision
+
+    if not pretrained:
+        return vision.get_model(name)
+    try:
+        return vision.get_model(name, pretrained=True)
+    except Exception as e:  # offline: requests' ConnectionError; a bad file: a hash error
+        from .data import _short_reason
+
+        raise ValueError(
+            f"--pretrained: Gluon could not fetch the ImageNet weights of {name} "
+            f"({_short_reason(e)}); run once with network access (they are cached in "
+            "$MXNET_HOME/models) or pass --pretrained-params FILE"
+        ) from None
+
+
+def load_backbone_params(net, path, ctx=None):
+    """Load local weights into a :class:`BackboneEmbedding`'s ``features``.
+
+    ``path`` may hold a whole model-zoo net (``get_model(name).save_parameters``), a
+    gluon-triplet run's parameters of the same backbone, or the features alone; the
+    embedding head keeps its initialisation.
+
+    Raises
+    ------
+    ValueError
+        The file is unreadable or lacks (or mis-shapes) a parameter of the features.
+    """
+    import mxnet as mx
+
+    try:
+        arrays = nd.load(path)
+    except (mx.base.MXNetError, OSError) as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise ValueError(
+            f"--pretrained-params {path}: not an MXNet parameter file ({first})"
+        ) from None
+    if not isinstance(arrays, dict):
+        raise ValueError(f"--pretrained-params {path}: holds unnamed arrays, not parameters")
+    params = net.features._collect_params_with_prefix()
+    for prefix in ("features.", ""):
+        found = {k[len(prefix) :]: v for k, v in arrays.items() if k.startswith(prefix)}
+        missing = sorted(set(params) - set(found))
+        if not missing:
+            break
+    else:
+        raise ValueError(
+            f"--pretrained-params {path}: not the weights of {net.backbone} ({len(missing)} of "
+            f"its {len(params)} feature parameters missing, e.g. {missing[0]!r})"
+        )
+    ctx = ctx or [mx.cpu()]
+    ctx = ctx if isinstance(ctx, (list, tuple)) else [ctx]
+    for key, param in params.items():
+        if tuple(param.shape) != tuple(found[key].shape) and 0 not in param.shape:
+            raise ValueError(
+                f"--pretrained-params {path}: {key} has shape {found[key].shape}, "
+                f"{net.backbone} needs {param.shape}"
+            )
+        param._load_init(found[key], ctx)
+
+
+MODELS = {"mlp": EmbeddingMLP, "cnn": EmbeddingCNN}
+
+
+def build_model(name="mlp", init_scale=0.1, ctx=None, pretrained_params=None, **kwargs):
+    """Create and initialise a registered embedding net or a model-zoo backbone.
+
+    Parameters
+    ----------
+    name : str
+        A key of :data:`MODELS` or a name in :data:`BACKBONES`.
     init_scale : float
         Weights drawn from ``Uniform(init_scale)`` (the reference net uses 0.1).
     ctx : mx.Context or list of mx.Context, optional
         Where to allocate the parameters (default: CPU).
+    pretrained_params : str, optional
+        Backbones only: local weights for the features (see :func:`load_backbone_params`).
     **kwargs
-        Passed to the model's constructor.
+        Passed to the model's constructor (backbones also take ``pretrained``).
     """
+    if name in BACKBONES:
+        net = BackboneEmbedding(name, **kwargs)
+        if pretrained_params:
+            load_backbone_params(net, pretrained_params, ctx)
+        # He init (fan-in) keeps activations from vanishing through deep and depthwise
+        # convolutions; pretrained or loaded weights are kept.
+        for param in net.collect_params().values():
+            if param._data is None and param._deferred_init == ():
+                param.initialize(default_init=init.MSRAPrelu("in", 0.0), ctx=ctx)
+        return net
     if name not in MODELS:
-        raise ValueError(f"unknown model {name!r}; choose one of: {', '.join(sorted(MODELS))}")
+        raise ValueError(
+            f"unknown model {name!r}; choose one of: {', '.join(sorted(MODELS))}, auto, or a "
+            f"Gluon model-zoo backbone: {', '.join(BACKBONES)}"
+        )
+    if pretrained_params:
+        raise ValueError(f"--pretrained-params applies to model-zoo backbones, not {name!r}")
     net = MODELS[name](**kwargs)
     net.initialize(init.Uniform(init_scale), ctx=ctx)
     return net
+
+
+def _is_image(shape):
+    """``(H, W)`` or ``(C, H, W)`` with ``H, W >= 8``."""
+    return len(shape) in (2, 3) and min(shape[-2:]) >= 8
 
 
 def resolve_model_name(name, sample_shape):
     """The registered model ``name`` stands for, given the shape of one sample.
 
     ``"auto"`` is ``"cnn"`` for images (``(H, W)`` or ``(C, H, W)`` samples with
-    ``H, W >= 8``) and ``"mlp"`` for anything else; other names pass through.
+    ``H, W >= 8``, any ``C``) and ``"mlp"`` for anything else; other names pass through.
 
     Raises
     ------
     ValueError
-        ``"cnn"`` asked for samples that are not images.
+        ``"cnn"`` or a backbone asked for samples that are not images, or a backbone for
+        images with other than 1 or 3 channels.
     """
     if sample_shape is None:  # the caller knows the model (e.g. from saved parameters)
         if name == "auto":
             raise ValueError("model 'auto' needs the shape of a sample to choose a net")
         return name
     shape = tuple(int(s) for s in sample_shape)
-    image = len(shape) in (2, 3) and min(shape[-2:]) >= 8
+    image = _is_image(shape)
     if name == "auto":
         return "cnn" if image else "mlp"
-    if name == "cnn" and not image:
+    if (name == "cnn" or name in BACKBONES) and not image:
         raise ValueError(
-            f"model 'cnn' needs image samples shaped (H, W) or (C, H, W) with H, W >= 8; "
+            f"model {name!r} needs image samples shaped (H, W) or (C, H, W) with H, W >= 8; "
             f"the data's samples are shaped {shape}; use --model mlp"
         )
+    if name in BACKBONES and len(shape) == 3 and shape[0] not in (1, 3):
+        raise ValueError(f"model {name!r} takes grey or RGB images, not {shape[0]} channels")
     return name
+
+
+def cnn_architecture(sample_shape):
+    """Constructor arguments of :class:`EmbeddingCNN` for images of ``sample_shape``.
+
+    Up to 32 pixels a side: the reference convnet (conv 32 -> conv 64, flattened), so
+    MNIST-sized runs keep their measured architecture. Larger images get more strided
+    convolutions (128, then 256 channels) until the map is at most 8 pixels a side, and
+    global average pooling before the embedding layer.
+
+    Returns
+    -------
+    dict
+        ``{}`` (the defaults) or ``{"channels": (...), "pool": "avg"}``.
+    """
+    if sample_shape is None or not _is_image(tuple(sample_shape)):
+        return {}
+    side = min(int(s) for s in tuple(sample_shape)[-2:])
+    if side <= 32:
+        return {}
+    channels = [32, 64]
+    side = -(-side // 4)
+    while side > 8 and len(channels) < 6:
+        channels.append(min(128 * 2 ** (len(channels) - 2), 256))
+        side = -(-side // 2)
+    return {"channels": tuple(channels), "pool": "avg"}
 
 
 def model_from_config(config, sample_shape, ctx=None):
@@ -223,12 +457,13 @@ def model_from_config(config, sample_shape, ctx=None):
     Parameters
     ----------
     config : Config
-        Uses ``model`` (``"auto"`` resolved by :func:`resolve_model_name`), ``hidden``
-        (``None``: the model's default), ``embedding_size``, ``output``, ``normalize``
-        and ``init_scale``.
+        Uses ``model`` (``"auto"`` resolved by :func:`resolve_model_name`; a name in
+        :data:`BACKBONES` builds :class:`BackboneEmbedding`), ``hidden`` (``None``: the
+        model's default), ``embedding_size``, ``output``, ``normalize``, ``init_scale``,
+        ``input_shape`` (when ``sample_shape`` is None), ``pretrained`` and
+        ``pretrained_params``.
     sample_shape : tuple of int or None
-        Shape of one input sample, e.g. ``(28, 28)``; ``None`` when ``config.model`` is
-        not ``"auto"``.
+        Shape of one input sample, e.g. ``(28, 28)``; ``None``: ``config.input_shape``.
     ctx : mx.Context or list of mx.Context, optional
 
     Returns
@@ -237,12 +472,28 @@ def model_from_config(config, sample_shape, ctx=None):
     name : str
         The resolved model name.
     """
+    if sample_shape is None and getattr(config, "input_shape", None) is not None:
+        sample_shape = tuple(config.input_shape)
     name = resolve_model_name(config.model, sample_shape)
     kwargs = {
         "embedding_size": config.embedding_size,
         "output": config.output,
         "normalize": config.normalize,
     }
+    pretrained = getattr(config, "pretrained", False)
+    params_file = getattr(config, "pretrained_params", None)
+    if name in BACKBONES:
+        if pretrained and params_file:
+            raise ValueError("--pretrained and --pretrained-params exclude each other")
+        kwargs["pretrained"] = pretrained
+        net = build_model(name, ctx=ctx, pretrained_params=params_file, **kwargs)
+        return net, name
+    if pretrained or params_file:
+        flag = "--pretrained" if pretrained else "--pretrained-params"
+        raise ValueError(
+            f"{flag} applies to Gluon model-zoo backbones ({', '.join(BACKBONES[:3])}, ...), "
+            f"not to model {name!r}"
+        )
     if config.hidden is not None:
         kwargs["hidden"] = tuple(config.hidden)
     # Only the CNN has these; a default value leaves the constructor call as it was.
@@ -256,6 +507,9 @@ def model_from_config(config, sample_shape, ctx=None):
             f"{' and '.join(sorted(cnn_only))} apply to the cnn; model {config.model!r} "
             f"is {name!r} for these samples"
         )
+    if name == "cnn":
+        # The size decides the pooling; explicit --channels replace the automatic widths.
+        kwargs.update(cnn_architecture(sample_shape))
     kwargs.update(cnn_only)
     return build_model(name, init_scale=config.init_scale, ctx=ctx, **kwargs), name
 

@@ -307,7 +307,9 @@ def _run(config, quiet, resume, progress):
     if model_name != config.model:
         logger.info("model: %s (auto: %s data)", model_name, _shape_text(data.x_train.shape[1:]))
     # The run dir records what ran: "auto" resolved, so the config rebuilds this net.
-    config = dataclasses.replace(config, model=model_name)
+    config = dataclasses.replace(
+        config, model=model_name, input_shape=tuple(int(d) for d in data.x_train.shape[1:])
+    )
     _check_batch_fits(config, train_set)
     kvstore = create_kvstore(config.kvstore)  # None unless distributed; waits for the job
     if kvstore is not None:

@@ -1,0 +1,87 @@
+import mxnet as mx
+import numpy as np
+import pytest
+
+from gluon_triplet.augment import Augmenter, make_augmenter
+
+
+@pytest.fixture(scope="module")
+def digits():
+    from gluon_triplet.data import _mnist_5k_arrays
+
+    x, y = _mnist_5k_arrays()
+    return np.asarray(x[:32]), np.asarray(y[:32])
+
+
+def colour(x):
+    return np.ascontiguousarray(
+        np.repeat(x[:, None], 3, axis=1) * np.array([1.0, 0.6, 0.2], np.float32)[:, None, None]
+    )
+
+
+@pytest.mark.parametrize("kind", ["digits", "photos"])
+@pytest.mark.parametrize("rgb", [False, True])
+def test_shape_range_and_seeded(digits, kind, rgb):
+    x = colour(digits[0]) if rgb else digits[0]
+    aug = make_augmenter(kind, x.shape[1:])
+    aug.hybridize()
+    mx.random.seed(3)
+    a = aug(mx.nd.array(x)).asnumpy()
+    mx.random.seed(3)
+    b = aug(mx.nd.array(x)).asnumpy()
+    c = aug(mx.nd.array(x)).asnumpy()
+    assert a.shape == x.shape
+    np.testing.assert_array_equal(a, b)  # same seed, same batch
+    assert not np.array_equal(a, c)  # a new draw differs
+    assert a.min() >= 0 and a.max() <= 1 + 1e-6
+    assert np.abs(a - x).mean() > 0.01  # it changed the pictures
+
+
+def corr(a, b):
+    """Correlation of two pictures at 4x4-block resolution (blind to small shifts)."""
+
+    def blocks(p):
+        h, w = p.shape[0] // 4 * 4, p.shape[1] // 4 * 4
+        return p[:h, :w].reshape(h // 4, 4, w // 4, 4).mean(axis=(1, 3)).ravel()
+
+    return np.corrcoef(blocks(a), blocks(b))[0, 1]
+
+
+def test_digits_never_flip(digits):
+    # On digits unlike their mirror image, augmented copies resemble the digit more than its
+    # mirror (measured: all but ~3%, which rotation and shift blur; a flip would make it
+    # about half, as photos do below).
+    from gluon_triplet.data import _mnist_5k_arrays
+
+    x = np.stack([d for d in _mnist_5k_arrays()[0][:400] if corr(d, d[:, ::-1]) < 0.5])
+    assert len(x) >= 16
+    aug = make_augmenter("digits", x.shape[1:])
+    mx.random.seed(0)
+    closer_to_mirror = []
+    for _ in range(10):
+        out = aug(mx.nd.array(x)).asnumpy()
+        closer_to_mirror += [corr(o, d) <= corr(o, d[:, ::-1]) for o, d in zip(out, x)]
+    assert np.mean(closer_to_mirror) < 0.1
+
+
+def test_photos_flip_some(digits):
+    # Up to the crop, about half the photos are mirrored: correlation with the mirror wins.
+    x = colour(digits[0])
+    aug = make_augmenter("photos", x.shape[1:])
+    mx.random.seed(1)
+    out = aug(mx.nd.array(x)).asnumpy().mean(axis=1)
+    grey = x.mean(axis=1)
+    same = [corr(o, g) for o, g in zip(out, grey)]
+    mirror = [corr(o, g[:, ::-1]) for o, g in zip(out, grey)]
+    mirrored = np.mean(np.array(mirror) > np.array(same))
+    assert 0.15 < mirrored < 0.85
+
+
+def test_refuses_non_images():
+    assert make_augmenter("none", (784,)) is None
+    with pytest.raises(ValueError, match="needs image samples"):
+        make_augmenter("digits", (784,))
+    with pytest.raises(ValueError, match="augment must be one of none, digits, photos"):
+        make_augmenter("flip", (28, 28))
+    with pytest.raises(ValueError, match="augment must be one of"):
+        Augmenter("none", (28, 28))
