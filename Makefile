@@ -1,4 +1,4 @@
-# Two entry points (see README): `make run` and `make test`. Both create .venv on first use.
+# Entry points (see README): `make run`, `make view` and `make test`. Each creates .venv on first use.
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 MXNET ?= mxnet==1.9.1
 ARGS ?=
 
-.PHONY: install run test lint format bench clean
+.PHONY: install run view test lint format bench clean
 
 $(VENV)/.installed: setup.py
 	$(PYTHON) -m venv $(VENV)
@@ -19,9 +19,14 @@ install: $(VENV)/.installed
 run: install
 	$(BIN)/python run_train.py $(ARGS)
 
+# TensorBoard on the runs in logs/ (or one of them: make view ARGS=logs/<run>)
+view: install
+	$(BIN)/gluon-triplet view $(ARGS)
+
 test: install
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/mypy gluon_triplet
 	$(BIN)/python -m pytest -q
 
 lint: install

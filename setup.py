@@ -62,7 +62,7 @@ setup(
     ],
     extras_require={
         "serve": SERVE,
-        "test": ["pytest>=7", "hypothesis>=6", "ruff==0.17.6", *SERVE],
+        "test": ["pytest>=7", "hypothesis>=6", "ruff==0.17.6", "mypy==1.14.1", *SERVE],
     },
     entry_points={"console_scripts": ["gluon-triplet=gluon_triplet.cli:main"]},
     classifiers=[

@@ -17,6 +17,10 @@ __version__ = "0.1.0"
 
 from .api import evaluate
 from .api import load_run
+from .batching import BatchStrategy
+from .batching import OfflineTriplets
+from .batching import OnlineMining
+from .batching import make_strategy
 from .board import BoardCallback
 from .board import write_projector
 from .callbacks import Callback
@@ -30,6 +34,8 @@ from .checkpoint import save_checkpoint
 from .config import PRESETS
 from .config import Config
 from .data import DataBundle
+from .distances import Distance
+from .distances import get_distance
 from .data import DataError
 from .data import load_dataset
 from .data import read_idx
@@ -43,6 +49,8 @@ from .index import Index
 from .index import IndexFileError
 from .metrics import ami
 from .metrics import clustering_metrics
+from .losses import DistanceTripletLoss
+from .losses import triplet_loss
 from .metrics import evaluate_embeddings
 from .metrics import gallery_retrieval_metrics
 from .metrics import nmi
@@ -71,11 +79,13 @@ from .model import embed
 from .model import model_from_config
 from .plots import PlotCallback
 from .schedule import make_lr_scheduler
+from .rundir import RunDir
+from .rundir import RunDirInUse
+from .samplers import PKBatchSampler
 from .train import TripletTrainer
 from .train import create_kvstore
 from .train import resolve_contexts
 from .train import set_seed
-from .triplets import PKBatchSampler
 from .triplets import TripletDataset
 from .triplets import create_pairs
 from .triplets import encode_labels
@@ -85,7 +95,17 @@ __all__ = [
     "SoftMarginTripletLoss",
     "distance_weights",
     "make_lr_scheduler",
+    "BatchStrategy",
+    "Distance",
+    "DistanceTripletLoss",
+    "OfflineTriplets",
+    "OnlineMining",
     "PKBatchSampler",
+    "RunDir",
+    "RunDirInUse",
+    "get_distance",
+    "make_strategy",
+    "triplet_loss",
     "model_from_config",
     "EmbeddingCNN",
     "pairwise_distances",

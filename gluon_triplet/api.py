@@ -12,44 +12,38 @@ A run directory holds everything needed: ``config.json`` (the resolved
 from __future__ import annotations
 
 import dataclasses
-import os
+from typing import Any, Dict, Optional, Tuple
 
+import mxnet as mx
 import numpy as np
+from mxnet import gluon
 
-from .config import Config, ConfigError
+from .config import Config
 from .metrics import clustering_metrics, evaluate_embeddings, per_class_precision_at_1
 from .model import embed, model_from_config
+from .rundir import RunDir
 from .triplets import create_pairs
 
 __all__ = ["PARAMS_FILES", "embed", "evaluate", "load_run", "params_path"]
 
 #: The parameter files a run writes, by the name :func:`load_run` takes.
-PARAMS_FILES = {"best": "model-best.params", "last": "model-last.params"}
+PARAMS_FILES = RunDir.PARAMS
 
 
-def _model_name(config, params_file):
-    """The registered model a run trained. ``"auto"`` in ``config.json`` was resolved from
-    the data's shape, which the run dir does not keep; the parameters tell: only the CNN
-    has 4-D (convolution) weights."""
+def _model_name(config: Config, params_file: str) -> str:
+    """The registered model a run trained. Training records the resolved name, but a
+    config.json saved from Python (``Config().save(...)``) keeps the default ``"auto"``,
+    which was resolved from the data's shape; the parameters tell: only the CNN has 4-D
+    (convolution) weights."""
     if config.model != "auto":
         return config.model
-    from mxnet import nd
-
-    arrays = nd.load(params_file)
+    arrays = mx.nd.load(params_file)
     values = arrays.values() if isinstance(arrays, dict) else arrays
     return "cnn" if any(a.ndim == 4 for a in values) else "mlp"
 
 
-def _rebuild_net(config, params_file, ctx):
-    name = _model_name(config, params_file)
-    # The run's own parameters replace any starting weights: never download or read them.
-    rebuilt = dataclasses.replace(config, model=name, pretrained=False, pretrained_params=None)
-    net, _ = model_from_config(rebuilt, None, ctx=ctx)
-    return net
-
-
-def params_path(run_dir, params="best"):
-    """Path of a run's parameter file, checked to exist.
+def params_path(run_dir: str, params: str = "best") -> str:
+    """Path of a run's parameter file, checked to exist; see :meth:`RunDir.params_path`.
 
     Parameters
     ----------
@@ -58,17 +52,12 @@ def params_path(run_dir, params="best"):
         ``best`` (highest test P@1), ``last`` (end of training), or a file name inside
         ``run_dir`` or a path.
     """
-    name = PARAMS_FILES.get(params, params)
-    path = name if os.path.isabs(name) else os.path.join(run_dir, name)
-    if not os.path.isfile(path):
-        have = sorted(f for f in os.listdir(run_dir) if f.endswith(".params"))
-        raise FileNotFoundError(
-            f"{run_dir}: no parameter file {name!r} (have: {', '.join(have) or 'none'})"
-        )
-    return path
+    return RunDir(run_dir).params_path(params)
 
 
-def load_run(run_dir, params="best", ctx=None):
+def load_run(
+    run_dir: str, params: str = "best", ctx: Optional[mx.Context] = None
+) -> Tuple[gluon.HybridBlock, Config]:
     """Rebuild a trained run's embedding net from its directory.
 
     Parameters
@@ -94,33 +83,36 @@ def load_run(run_dir, params="best", ctx=None):
     ConfigError
         ``config.json`` is invalid.
     """
-    import mxnet as mx
-
-    if not os.path.isdir(run_dir):
-        raise FileNotFoundError(f"run directory {run_dir!r} does not exist")
-    config_path = os.path.join(run_dir, "config.json")
-    if not os.path.isfile(config_path):
-        raise FileNotFoundError(f"{run_dir!r} is not a run directory: it has no config.json")
-    try:
-        config = Config.load(config_path)
-    except ConfigError as e:
-        raise ConfigError(f"{config_path}: {e}") from None
-    path = params_path(run_dir, params)
+    run = RunDir.open(run_dir)
+    config = run.load_config()  # a ConfigError names the file
+    path = run.params_path(params)
     ctx = ctx or mx.cpu()
     try:
-        net = _rebuild_net(config, path, ctx)
+        # The run's own parameters replace any starting weights: never download or read them.
+        rebuilt = dataclasses.replace(
+            config, model=_model_name(config, path), pretrained=False, pretrained_params=None
+        )
+        net, _ = model_from_config(rebuilt, None, ctx=ctx)
         net.load_parameters(path, ctx=ctx)
     except (AssertionError, mx.base.MXNetError) as e:
         # Gluon reports a mismatch with an assert; name the file instead of a traceback.
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise ValueError(f"cannot load {path} into the model of {config_path}: {first}") from None
+        raise ValueError(
+            f"cannot load {path} into the model of {run.config_path}: {first}"
+        ) from None
     net.hybridize()
     return net, config
 
 
 def evaluate(
-    emb, labels, margin=1.0, seed=0, triplets="balanced", per_class=False, clustering=False
-):
+    emb: Any,
+    labels: Any,
+    margin: float = 1.0,
+    seed: int = 0,
+    triplets: Any = "balanced",
+    per_class: bool = False,
+    clustering: bool = False,
+) -> Dict[str, Any]:
     """The metrics training reports, for any embedding and labels.
 
     Parameters
@@ -152,7 +144,7 @@ def evaluate(
         if triplets != "balanced":
             raise ValueError(f"triplets must be 'balanced', None or index arrays, got {triplets!r}")
         triplets = create_pairs(y, seed=seed, warn=False)
-    result = evaluate_embeddings(emb, y, triplets=triplets, margin=margin)
+    result: Dict[str, Any] = dict(evaluate_embeddings(emb, y, triplets=triplets, margin=margin))
     if per_class:
         result["per_class_precision_at_1"] = per_class_precision_at_1(emb, y)
     if clustering:

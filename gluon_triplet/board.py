@@ -29,7 +29,7 @@ import re
 import numpy as np
 
 from .callbacks import Callback
-from .config import atomic_save, atomic_write_text
+from .io import atomic_save, atomic_write_text
 
 __all__ = ["MAX_SPRITE_SIZE", "BoardCallback", "sprite_images", "write_projector"]
 

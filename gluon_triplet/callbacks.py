@@ -21,7 +21,8 @@ import logging
 import os
 import sys
 
-from .config import atomic_save, atomic_write_text
+from .io import atomic_save, atomic_write_text
+from .rundir import RunDir
 
 __all__ = [
     "Callback",
@@ -182,17 +183,17 @@ class CheckpointCallback(Callback):
     def on_epoch_end(self, trainer):
         record = trainer.history[-1]
         if self.resumable:
-            from .checkpoint import CHECKPOINT_DIR, save_checkpoint, supports_resume
+            from .checkpoint import save_checkpoint, supports_resume
 
             if supports_resume(trainer):
                 # First: it refuses non-finite parameters before anything is written.
-                save_checkpoint(trainer, os.path.join(self.run_dir, CHECKPOINT_DIR))
+                save_checkpoint(trainer, RunDir(self.run_dir).checkpoint_dir)
                 self.checkpoint_epoch = record["epoch"]
-        self._save(trainer.net, "model-last.params")
+        self._save(trainer.net, RunDir.LAST_PARAMS)
         value = record.get(self.split, {}).get(self.metric)
         if value is not None and value > self.best:
             self.best, self.best_epoch = value, record["epoch"]
-            self._save(trainer.net, "model-best.params")
+            self._save(trainer.net, RunDir.BEST_PARAMS)
 
 
 def collapse_reason(test, margin):

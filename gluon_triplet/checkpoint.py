@@ -27,7 +27,8 @@ import os
 import mxnet as mx
 import numpy as np
 
-from .config import atomic_save, atomic_write_text
+from .io import atomic_save, atomic_write_text
+from .rundir import RunDir
 
 __all__ = [
     "CHECKPOINT_DIR",
@@ -40,7 +41,7 @@ __all__ = [
 ]
 
 #: Name of the checkpoint directory inside a run directory.
-CHECKPOINT_DIR = "checkpoint"
+CHECKPOINT_DIR = RunDir.CHECKPOINT
 #: The manifest's file name inside the checkpoint directory.
 MANIFEST = "checkpoint.json"
 _FORMAT = 1

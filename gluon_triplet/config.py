@@ -5,11 +5,12 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import tempfile
 from dataclasses import dataclass, fields
-from typing import Optional, Tuple
+from typing import Any, Dict, Optional, Tuple, Union
 
-__all__ = ["PRESETS", "Config", "ConfigError", "atomic_save", "atomic_write_text"]
+from .io import atomic_write_text
+
+__all__ = ["KVSTORES", "PRESETS", "Config", "ConfigError", "option"]
 
 # Named bundles of settings, applied under a JSON config and explicit flags.
 PRESETS = {
@@ -39,6 +40,40 @@ class ConfigError(ValueError):
     """A configuration value or file is invalid; the message names the key."""
 
 
+def option(
+    default: Any,
+    help: str,
+    group: str,
+    *,
+    choices: Optional[Tuple[str, ...]] = None,
+    flag: Optional[Tuple[str, ...]] = None,
+    metavar: Optional[str] = None,
+    shown_default: Optional[str] = None,
+) -> Any:
+    """A :class:`Config` field with what its command-line option needs.
+
+    The train parser (:mod:`gluon_triplet.cli.train`) is generated from these: the option
+    is ``--<name with dashes>`` (plus the extra spellings in ``flag``, e.g. ``-P``), its
+    help is ``help`` followed by ``(default: ...)``, the field's default unless
+    ``shown_default`` says what that default means. ``choices`` are also what
+    :meth:`Config.validate` accepts. ``group`` is the help section.
+    """
+    metadata: Dict[str, Any] = {"help": help, "group": group}
+    for key, value in (
+        ("choices", choices),
+        ("flag", flag),
+        ("metavar", metavar),
+        ("shown_default", shown_default),
+    ):
+        if value is not None:
+            metadata[key] = value
+    return dataclasses.field(default=default, metadata=metadata)
+
+
+#: MXNet's kvstore types; dist_* run under a ps-lite job (gluon-triplet launch).
+KVSTORES = ("device", "local", "nccl", "dist_sync", "dist_device_sync", "dist_async")
+
+
 @dataclass
 class Config:
     """Every setting of a training run.
@@ -48,60 +83,195 @@ class Config:
     batches, L2-normalised linear embeddings with margin 0.2, Adam with a cosine schedule,
     and a small CNN for image data (the MLP otherwise). ``PRESETS["reference"]`` holds the
     reference recipe (offline random triplets, the Dense 256 -> 128 ReLU MLP, SGD).
+
+    Each field's metadata (see :func:`option`) is also its command-line option.
     """
 
-    dataset: str = "mnist"
-    data_dir: Optional[str] = None
+    dataset: str = option(
+        "mnist",
+        "mnist, fashion-mnist, mnist-5k, idx:DIR, npz:FILE, folder:DIR (class folders of "
+        "images), rec:PREFIX (RecordIO from gluon-triplet pack)",
+        "data",
+        shown_default="mnist; offline it falls back to the bundled mnist-5k",
+    )
+    data_dir: Optional[str] = option(
+        None,
+        "directory with the dataset's IDX files",
+        "data",
+        shown_default="MXNet's dataset cache, Debian's for fashion-mnist, else download",
+    )
     # Pictures (folder:, rec:, image:): None = chosen from the data, recorded resolved.
-    image_size: Optional[str] = None
-    image_channels: Optional[int] = None
-    upscale: bool = True
-    strict: bool = False
-    workers: Optional[int] = None
-    model: str = "auto"
+    image_size: Optional[str] = option(
+        None,
+        "pictures (folder:, rec:, image:): resize and centre-crop to H or HxW pixels",
+        "data",
+        metavar="H[xW]",
+        shown_default="chosen from the data, recorded in config.json",
+    )
+    image_channels: Optional[int] = option(
+        None,
+        "pictures: 1 (grey) or 3 (colour)",
+        "data",
+        shown_default="1 when every sampled picture is grey, else 3",
+    )
+    upscale: bool = option(
+        True, "pictures: enlarge those smaller than the image size (--no-upscale: refuse)", "data"
+    )
+    strict: bool = option(
+        False, "pictures: a corrupt one is an error instead of skipped with a warning", "data"
+    )
+    workers: Optional[int] = option(
+        None,
+        "pictures: worker processes that decode them (0: in this process)",
+        "data",
+        shown_default="the usable CPUs",
+    )
+    model: str = option(
+        "auto",
+        "embedding net: mlp, cnn, a model-zoo backbone (e.g. resnet18_v1), or auto = cnn for "
+        "image data (H x W samples), else mlp",
+        "model",
+    )
     # Shape of one input sample, recorded by a run so the net can be rebuilt without data.
-    input_shape: Optional[Tuple[int, ...]] = None
-    pretrained: bool = False
-    pretrained_params: Optional[str] = None
-    hidden: Optional[Tuple[int, ...]] = None
-    embedding_size: int = 128
-    output: str = "linear"
-    normalize: bool = True
-    init_scale: float = 0.1
-    margin: float = 0.2
-    optimizer: str = "adam"
-    lr: float = 0.001
-    momentum: float = 0.0
-    weight_decay: float = 0.0
-    batch_size: int = 1024
-    epochs: int = 10
-    triplets_per_class: Optional[int] = None
-    miner: str = "semi-hard"
-    pk_classes: Optional[int] = None
-    pk_samples: int = 16
-    distance: str = "squared"
-    lr_schedule: str = "cosine"
-    # Training-time augmentation on the data path: none, digits or photos (augment.py).
-    augment: str = "none"
-    warmup_epochs: float = 0.0
-    soft_margin: bool = False
-    channels: Optional[Tuple[int, ...]] = None
-    batch_norm: bool = False
-    ctx: str = "auto"
-    kvstore: str = "device"
-    seed: int = 0
-    logdir: str = "logs"
-    run_name: Optional[str] = None
-    projector_samples: int = 1000
-    projector_every: int = 0
-    plots: bool = True
-    eval_batch_size: int = 4096
-    log_every: int = 50
+    input_shape: Optional[Tuple[int, ...]] = option(
+        None,
+        "shape of one input sample; a run records it so its net can be rebuilt without data",
+        "model",
+        metavar="N",
+        shown_default="the data's",
+    )
+    pretrained: bool = option(
+        False, "model-zoo backbones: start from MXNet's ImageNet weights (a download)", "model"
+    )
+    pretrained_params: Optional[str] = option(
+        None,
+        "model-zoo backbones: start the features from this local .params file",
+        "model",
+        metavar="FILE.params",
+        shown_default="none",
+    )
+    hidden: Optional[Tuple[int, ...]] = option(
+        None,
+        "hidden layer widths",
+        "model",
+        metavar="N",
+        shown_default="the model's: 256 for the mlp, none for the cnn",
+    )
+    embedding_size: int = option(128, "dimensions of the embedding", "model")
+    output: str = option(
+        "linear", "activation of the embedding layer", "model", choices=("relu", "linear")
+    )
+    normalize: bool = option(True, "L2-normalise embeddings (--no-normalize: raw)", "model")
+    init_scale: float = option(0.1, "Uniform init scale", "model")
+    margin: float = option(0.2, "triplet loss margin", "training")
+    optimizer: str = option("adam", "optimizer", "training", choices=("sgd", "adam"))
+    lr: float = option(0.001, "learning rate", "training")
+    momentum: float = option(0.0, "SGD momentum", "training")
+    weight_decay: float = option(0.0, "weight decay (L2 penalty)", "training")
+    batch_size: int = option(1024, "triplets per batch with --miner offline", "training")
+    epochs: int = option(10, "passes over the training data", "training")
+    triplets_per_class: Optional[int] = option(
+        None,
+        "cap on triplets each class anchors per epoch",
+        "data",
+        shown_default="smallest class size - 1",
+    )
+    miner: str = option(
+        "semi-hard",
+        "offline: balanced random triplets per epoch (reference recipe); the others mine "
+        "online in P x K batches",
+        "triplet mining",
+        choices=("offline", "batch-hard", "semi-hard", "batch-all", "distance-weighted"),
+    )
+    pk_classes: Optional[int] = option(
+        None,
+        "classes per P x K batch",
+        "triplet mining",
+        flag=("-P",),
+        shown_default="min(10, number of classes)",
+    )
+    pk_samples: int = option(16, "samples per class in a batch", "triplet mining", flag=("-K",))
+    distance: str = option(
+        "squared",
+        "distance the online miners rank by and the loss compares: squared (squared L2, "
+        "gluon.loss.TripletLoss), euclidean (L2) or cosine (1 - cosine similarity)",
+        "triplet mining",
+        choices=("squared", "euclidean", "cosine"),
+    )
+    lr_schedule: str = option(
+        "cosine",
+        "learning-rate schedule over all steps",
+        "training",
+        choices=("constant", "cosine"),
+    )
+    # Training-time augmentation on the data path (augment.py).
+    augment: str = option(
+        "none",
+        "training-time augmentation: none, digits or photos",
+        "training",
+        choices=("none", "digits", "photos"),
+    )
+    warmup_epochs: float = option(
+        0.0, "ramp the learning rate linearly from 0 over this many epochs", "training"
+    )
+    soft_margin: bool = option(
+        False,
+        "soft-margin triplet loss softplus(d(a,p) - d(a,n)) on Euclidean distances "
+        "(Hermans et al. 2017) instead of the hinge; the margin then only steers miners",
+        "training",
+    )
+    channels: Optional[Tuple[int, ...]] = option(
+        None,
+        "cnn: output channels of its 5x5 stride-2 convolutions",
+        "model",
+        metavar="N",
+        shown_default="32 64",
+    )
+    batch_norm: bool = option(
+        False, "cnn: BatchNorm between each convolution and its ReLU", "model"
+    )
+    ctx: str = option(
+        "auto",
+        "auto, cpu, gpu, gpu:0,1 or cpu:0,1",
+        "training",
+        shown_default="auto = every GPU if MXNet sees one, else the CPU",
+    )
+    kvstore: str = option(
+        "device",
+        "MXNet kvstore: device or local (several contexts), dist_sync or dist_async "
+        "(several workers, under gluon-triplet launch)",
+        "training",
+    )
+    seed: int = option(0, "seed of every random choice of the run", "training")
+    logdir: str = option("logs", "where run directories go", "output")
+    run_name: Optional[str] = option(
+        None,
+        "run directory name; an existing one is refused",
+        "output",
+        shown_default="<timestamp>-<dataset>",
+    )
+    projector_samples: int = option(1000, "test samples in the projector", "output")
+    projector_every: int = option(
+        0,
+        "also write the projector embedding every N epochs, one tensor per epoch "
+        "(embedding_<epoch>)",
+        "output",
+        metavar="N",
+        shown_default="0 = only the final one",
+    )
+    plots: bool = option(
+        True,
+        "write the PNG pictures (curves, PCA, t-SNE) into the run dir; --no-plots: do not",
+        "output",
+    )
+    eval_batch_size: int = option(4096, "samples per batch when embedding for evaluation", "output")
+    log_every: int = option(50, "batches between loss read-backs", "output")
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         self.validate()
 
-    def validate(self):
+    def validate(self) -> None:
+        """Raise :class:`ConfigError` naming the first invalid value."""
         positive_ints = (
             "embedding_size",
             "batch_size",
@@ -147,21 +317,20 @@ class Config:
             raise ConfigError(
                 f"pk_samples must be >= 2 (anchors need a positive), got {self.pk_samples}"
             )
-        choices = {
-            "miner": ("offline", "batch-hard", "semi-hard", "batch-all", "distance-weighted"),
-            "distance": ("squared", "euclidean", "cosine"),
-            "lr_schedule": ("constant", "cosine"),
-            "augment": ("none", "digits", "photos"),
-            # MXNet's kvstore types; dist_* run under a ps-lite job (gluon-triplet launch).
-            "kvstore": ("device", "local", "nccl", "dist_sync", "dist_device_sync", "dist_async"),
-        }
+        choices = {f.name: f.metadata["choices"] for f in fields(self) if "choices" in f.metadata}
+        choices["kvstore"] = KVSTORES
         for name, valid in choices.items():
+            if name in ("optimizer", "output"):
+                continue  # their messages predate the generic one, keep them
             if getattr(self, name) not in valid:
                 raise ConfigError(
                     f"{name} must be one of {', '.join(valid)}; got {getattr(self, name)!r}"
                 )
         if self.miner == "offline" and self.distance != "squared":
             raise ConfigError("distance applies to online miners; offline triplets use squared L2")
+        if self.soft_margin and self.distance == "cosine":
+            # The miner and the loss share one distance; the soft margin's is Euclidean.
+            raise ConfigError("soft_margin compares Euclidean distances; not distance cosine")
         if self.miner == "distance-weighted" and self.distance == "cosine":
             raise ConfigError("miner distance-weighted samples by Euclidean distance; not cosine")
         if self.optimizer not in ("sgd", "adam"):
@@ -184,7 +353,7 @@ class Config:
         ):
             raise ConfigError(f"run_name must be a plain folder name, got {self.run_name!r}")
 
-    def to_dict(self):
+    def to_dict(self) -> Dict[str, Any]:
         d = dataclasses.asdict(self)
         d["hidden"] = None if self.hidden is None else list(self.hidden)
         d["channels"] = None if self.channels is None else list(self.channels)
@@ -192,7 +361,7 @@ class Config:
         return d
 
     @classmethod
-    def from_dict(cls, d):
+    def from_dict(cls, d: Any) -> Config:
         """Build a Config from a dict, naming any unknown key or wrongly typed value."""
         if not isinstance(d, dict):
             raise ConfigError(f"config must be a JSON object, got {type(d).__name__}")
@@ -204,11 +373,11 @@ class Config:
             )
         return cls(**{key: _coerce(key, value, defaults[key]) for key, value in d.items()})
 
-    def save(self, path):
-        atomic_write_text(path, json.dumps(self.to_dict(), indent=2) + "\n")
+    def save(self, path: Union[str, os.PathLike[str]]) -> None:
+        atomic_write_text(os.fspath(path), json.dumps(self.to_dict(), indent=2) + "\n")
 
     @classmethod
-    def load(cls, path):
+    def load(cls, path: Union[str, os.PathLike[str]]) -> Config:
         """Read a JSON config file; every problem is a ConfigError naming the file."""
         try:
             with open(path, encoding="utf-8") as f:
@@ -225,7 +394,7 @@ class Config:
             raise ConfigError(f"{path}: {e}") from None
 
 
-def _coerce(key, value, default):
+def _coerce(key: str, value: Any, default: Any) -> Any:
     """Check ``value`` against the type of the key's default."""
     if key in ("data_dir", "run_name", "image_size", "pretrained_params"):
         if value is None or isinstance(value, str):
@@ -257,40 +426,3 @@ def _coerce(key, value, default):
             return value
     expected = type(default).__name__
     raise ConfigError(f"config key {key!r} must be of type {expected}, got {value!r}")
-
-
-def atomic_save(path, save):
-    """Call ``save(tmp)`` on a temporary name beside ``path``, then rename it to ``path``.
-
-    Readers (and a later ``--resume``) see the old file or the new one, never a torn one;
-    on an error the temporary file is removed and ``path`` is left as it was. The
-    temporary name ends like ``path`` (``.tmp-<name>``), so savers that append a missing
-    suffix (``np.save``) write exactly that name.
-    """
-    directory, base = os.path.split(os.path.abspath(path))
-    tmp = os.path.join(directory, f".tmp-{base}")
-    try:
-        save(tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-
-
-def atomic_write_text(path, text):
-    """Write a file so that readers see the old or the new content, never a torn one."""
-    directory = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=directory)
-    try:
-        # mkstemp makes the file private (0600); the run's files are as readable as the
-        # parameter files beside them.
-        os.chmod(tmp, 0o644)
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise

@@ -26,7 +26,6 @@ from typing import Dict, List, Optional, Sequence, Tuple
 import numpy as np
 
 __all__ = [
-    "DATASETS",
     "DEBIAN_FASHION_MNIST_DIR",
     "DataBundle",
     "DataError",
@@ -35,7 +34,6 @@ __all__ = [
     "write_idx",
 ]
 
-DATASETS = ("mnist", "fashion-mnist", "mnist-5k", "idx:", "npz:", "folder:", "rec:", "image:")
 DEBIAN_FASHION_MNIST_DIR = "/usr/share/datasets/fashion-mnist"
 
 IDX_FILES = (
@@ -80,7 +78,7 @@ _CHOICES = (
     "image:PATH[,PATH...]"
 )
 
-_IDX_DTYPES = {
+_IDX_DTYPES: Dict[int, np.dtype] = {
     0x08: np.dtype(">u1"),
     0x09: np.dtype(">i1"),
     0x0B: np.dtype(">i2"),
@@ -325,8 +323,8 @@ def load_dataset(
         from . import images as _images  # lazily: Pillow and MXNet only for pictures
 
         options = images or _images.ImageOptions()
-        loader = {"folder": _load_folder, "rec": _load_rec, "image": _load_image_files}[kind]
-        bundle = loader(path, spec, options, logger)
+        decode = {"folder": _load_folder, "rec": _load_rec, "image": _load_image_files}[kind]
+        bundle = decode(path, spec, options, logger)
     else:
         raise DataError(f"unknown dataset {spec!r}; choose one of: {_CHOICES}")
     logger.info(
@@ -524,9 +522,9 @@ def _load_npz(path: str, name: str) -> DataBundle:
         del arrays
         train, test = _stratified_split(y)
         return _bundle(name, path, (x[train], y[train]), (x[test], y[test]), None)
-    train = _samples(arrays["x_train"], arrays["y_train"], path, "train")
-    test = _samples(arrays["x_test"], arrays["y_test"], path, "test")
-    return _bundle(name, path, train, test, None)
+    train_xy = _samples(arrays["x_train"], arrays["y_train"], path, "train")
+    test_xy = _samples(arrays["x_test"], arrays["y_test"], path, "test")
+    return _bundle(name, path, train_xy, test_xy, None)
 
 
 # --------------------------------------------------------------------------- pictures

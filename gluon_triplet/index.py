@@ -465,7 +465,11 @@ class Index:
             raise ValueError("the index has source paths: pass paths for the new rows")
         labels = _labels_array(labels, n)
         paths = _paths_list(paths, n)
-        if labels is not None and labels.dtype.kind != self.labels.dtype.kind:
+        if (
+            labels is not None
+            and self.labels is not None
+            and labels.dtype.kind != self.labels.dtype.kind
+        ):
             if not (labels.dtype.kind in "biu" and self.labels.dtype.kind in "biu"):
                 raise ValueError(
                     f"labels are {labels.dtype} but the index's are {self.labels.dtype}"
@@ -517,7 +521,7 @@ class Index:
         faiss = _faiss()
         tmp = tempfile.mkdtemp(prefix=".tmp-index-", dir=parent)
         try:
-            files = {}
+            files: dict = {}
             faiss.serialize_index(self._index).tofile(os.path.join(tmp, _INDEX_FILE))
             files[_INDEX_FILE] = None
             np.save(os.path.join(tmp, "ids.npy"), self.ids, allow_pickle=False)

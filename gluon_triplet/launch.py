@@ -24,6 +24,8 @@ import threading
 import time
 import traceback
 
+from .signals import interrupts
+
 __all__ = ["DIST_KVSTORES", "build_parser", "launch", "main", "run_worker"]
 
 # Kept in step with train.DIST_KVSTORES; not imported from there, which imports MXNet: under
@@ -98,15 +100,13 @@ def main(argv=None):
         return _error(f"--timeout must be > 0 seconds, got {args.timeout:g}", 2)
     command = [sys.executable, "-m", "gluon_triplet.launch", "--worker", "--", *train_args]
     # SIGTERM (e.g. from a batch system) must also stop the job, not orphan it.
-    in_main_thread = threading.current_thread() is threading.main_thread()
-    previous = signal.signal(signal.SIGTERM, _raise_interrupt) if in_main_thread else None
     try:
-        return launch(command, args.num_workers, args.num_servers, timeout=args.timeout)
-    except KeyboardInterrupt:
-        return _error("interrupted; stopped every process of the job", 130)
-    finally:
-        if in_main_thread:
-            signal.signal(signal.SIGTERM, previous)
+        with interrupts():
+            return launch(command, args.num_workers, args.num_servers, timeout=args.timeout)
+    except KeyboardInterrupt as e:
+        signum = getattr(e, "signum", signal.SIGINT)
+        name = signal.Signals(signum).name
+        return _error(f"interrupted by {name}; stopped every process of the job", 128 + signum)
 
 
 def launch(worker_command, num_workers, num_servers=1, timeout=None, stdout=None, stderr=None):
@@ -303,10 +303,6 @@ def _flag_value(args, flag):
 def _error(message, code):
     print(f"error: {message}", file=sys.stderr)
     return code
-
-
-def _raise_interrupt(signum, frame):
-    raise KeyboardInterrupt
 
 
 if __name__ == "__main__":

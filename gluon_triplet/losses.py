@@ -1,10 +1,26 @@
-"""Triplet losses beyond ``gluon.loss.TripletLoss``: the soft-margin triplet loss."""
+"""Triplet losses: the hinge under a chosen distance, and the soft-margin triplet loss.
+
+``max(d(a, p) - d(a, n) + margin, 0)``: for the squared Euclidean distance this is MXNet's
+own ``gluon.loss.TripletLoss``; for the other distances of :mod:`gluon_triplet.distances`,
+:class:`DistanceTripletLoss`, a small HybridBlock computing the same formula with that
+distance, so that training penalises the distance the miner ranks by.
+:class:`SoftMarginTripletLoss` smooths the hinge (Hermans et al. 2017).
+"""
 
 from __future__ import annotations
 
+from typing import Any, Union
+
 from mxnet import gluon
 
-__all__ = ["SoftMarginTripletLoss", "triplet_loss_from_config"]
+from .distances import Distance, get_distance
+
+__all__ = [
+    "DistanceTripletLoss",
+    "SoftMarginTripletLoss",
+    "triplet_loss",
+    "triplet_loss_from_config",
+]
 
 # Added under the square root: its slope at 0 is infinite, and the padding triplets
 # (a, a, a) that miners return sit exactly there.
@@ -52,12 +68,48 @@ class SoftMarginTripletLoss(gluon.loss.Loss):
         return loss if self._weight is None else loss * self._weight
 
 
-def triplet_loss_from_config(config) -> gluon.loss.Loss:
+class DistanceTripletLoss(gluon.loss.Loss):
+    """``max(d(a, p) - d(a, n) + margin, 0)`` per triplet, for any :class:`Distance`.
+
+    Inputs: ``anchor``, ``positive``, ``negative``, each ``(N, D)`` float32. Output: ``(N,)``.
+
+    Parameters
+    ----------
+    distance : str or Distance
+    margin : float
+    """
+
+    def __init__(
+        self, distance: Union[str, Distance], margin: float = 1.0, weight: Any = None, **kwargs
+    ) -> None:
+        super().__init__(weight, 0, **kwargs)
+        self.distance = get_distance(distance)
+        self._margin = float(margin)
+
+    def hybrid_forward(self, F, anchor, positive, negative):
+        gap = self.distance.paired(F, anchor, positive) - self.distance.paired(F, anchor, negative)
+        return F.relu(gap + self._margin)
+
+
+def triplet_loss(distance: Union[str, Distance], margin: float) -> gluon.loss.Loss:
+    """The triplet loss under ``distance``: ``gluon.loss.TripletLoss`` for ``squared``,
+    else :class:`DistanceTripletLoss`."""
+    distance = get_distance(distance)
+    if distance.name == "squared":
+        return gluon.loss.TripletLoss(margin=margin)
+    return DistanceTripletLoss(distance, margin=margin)
+
+
+def triplet_loss_from_config(
+    config: Any, distance: Union[str, Distance, None] = None
+) -> gluon.loss.Loss:
     """The loss a :class:`~gluon_triplet.config.Config` asks for.
 
     ``config.soft_margin``: :class:`SoftMarginTripletLoss` (Euclidean distance; the margin
-    is then only used by miners that look at it); else ``gluon.loss.TripletLoss(margin)``.
+    is then only used by miners that look at it; :class:`~gluon_triplet.config.Config`
+    refuses it with ``distance cosine``); else the hinge under ``distance`` (default
+    ``config.distance``, see :func:`triplet_loss`).
     """
     if getattr(config, "soft_margin", False):
         return SoftMarginTripletLoss()
-    return gluon.loss.TripletLoss(margin=config.margin)
+    return triplet_loss(config.distance if distance is None else distance, config.margin)

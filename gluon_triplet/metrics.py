@@ -676,8 +676,8 @@ def ami(labels_true, labels_pred) -> float:
     h = (_entropy(table.sum(axis=1)) + _entropy(table.sum(axis=0))) / 2
     # As scikit-learn: keep the signs but never divide 0 by 0 (E[MI] can equal the maximum,
     # e.g. for all-singleton partitions, which are then a perfect match: 1).
-    eps = np.finfo(np.float64).eps
-    denominator, numerator = h - emi, mi - emi
+    eps = float(np.finfo(np.float64).eps)
+    denominator, numerator = float(h - emi), float(mi - emi)
     denominator = min(denominator, -eps) if denominator < 0 else max(denominator, eps)
     numerator = min(numerator, -eps) if numerator < 0 else max(numerator, eps)
     return float(numerator / denominator)

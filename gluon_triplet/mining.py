@@ -29,6 +29,8 @@ import math
 import numpy as np
 from mxnet import autograd, nd
 
+from .distances import METRICS, _check_embeddings, get_distance, pairwise_distances
+
 __all__ = [
     "METRICS",
     "MINERS",
@@ -43,65 +45,8 @@ __all__ = [
     "pairwise_distances",
 ]
 
-METRICS = ("squared", "euclidean", "cosine")
-
 # Index arithmetic in the (B, <= 2B) searches is float32: exact while B * 2B < 2**24.
 _MAX_BATCH = 2048
-
-
-def _check_metric(metric):
-    if metric not in METRICS:
-        raise ValueError(f"unknown metric {metric!r}; choose one of: {', '.join(METRICS)}")
-
-
-def _check_embeddings(emb):
-    if not isinstance(emb, nd.NDArray):
-        raise ValueError(f"embeddings must be an mx.nd.NDArray, got {type(emb).__name__}")
-    if emb.ndim != 2 or emb.shape[0] < 1:
-        raise ValueError(f"embeddings must have shape (B, D) with B >= 1, got {emb.shape}")
-
-
-def pairwise_distances(emb, metric="squared"):
-    """All pairwise distances between the rows of ``emb``, on ``emb``'s context.
-
-    Parameters
-    ----------
-    emb : (B, D) NDArray float32
-    metric : {"squared", "euclidean", "cosine"}
-        ``"squared"`` is the squared Euclidean distance that ``gluon.loss.TripletLoss``
-        uses; ``"euclidean"`` its square root; ``"cosine"`` is ``1 - cos(angle)`` (an
-        all-zero row counts as orthogonal to everything, distance 1).
-
-    Returns
-    -------
-    (B, B) NDArray, same dtype and context as ``emb``
-        Symmetric, clipped to ``>= 0`` (``[0, 2]`` for cosine), diagonal exactly 0.
-        Differentiable with finite gradients, including at zero distance.
-
-    Raises
-    ------
-    ValueError
-        ``emb`` is not 2-D, or the metric is unknown.
-    """
-    _check_embeddings(emb)
-    _check_metric(metric)
-    b = emb.shape[0]
-    off_diag = 1 - nd.eye(b, ctx=emb.context, dtype=emb.dtype)
-    gram = nd.dot(emb, emb, transpose_b=True)
-    if metric == "cosine":
-        # Clamp before the root: sqrt's slope at 0 is infinite, the clamp's gradient is 0.
-        inv = nd.rsqrt(nd.maximum(nd.sum(emb * emb, axis=1), 1e-24))
-        cos = gram * inv.reshape((-1, 1)) * inv.reshape((1, -1))
-        return nd.clip(1.0 - cos, 0.0, 2.0) * off_diag
-    sq_norm = nd.sum(emb * emb, axis=1)
-    # |a|^2 + |b|^2 - 2 a.b can come out slightly negative by cancellation: clip it.
-    sq = nd.relu(nd.broadcast_add(sq_norm.reshape((-1, 1)), sq_norm.reshape((1, -1))) - 2.0 * gram)
-    sq = sq * off_diag
-    if metric == "squared":
-        return sq
-    # sqrt has an infinite slope at 0: take it of 1 where the distance is 0, then zero it.
-    zero = sq <= 0
-    return nd.sqrt(sq + zero) * (1 - zero)
 
 
 def _label_masks(labels, emb):
@@ -179,15 +124,16 @@ class Miner:
     ----------
     margin : float
         The ``TripletLoss`` margin (used by miners that look at the loss).
-    metric : {"squared", "euclidean", "cosine"}
-        Distance used for *selection*. ``"squared"`` matches ``gluon.loss.TripletLoss``,
-        so "active" and "semi-hard" mean exactly what the loss sees.
+    metric : {"squared", "euclidean", "cosine"} or Distance
+        Distance used for *selection*; train with the loss of the same distance
+        (:func:`~gluon_triplet.losses.triplet_loss`) so that "active" and "semi-hard"
+        mean exactly what the loss sees.
     """
 
     def __init__(self, margin=1.0, metric="squared"):
-        _check_metric(metric)
+        self.distance = get_distance(metric)
         self.margin = float(margin)
-        self.metric = metric
+        self.metric = self.distance.name
 
     def __repr__(self):
         return f"{type(self).__name__}(margin={self.margin}, metric={self.metric!r})"
@@ -219,7 +165,7 @@ class Miner:
         with autograd.pause():
             emb = emb.detach()
             pos, neg = _label_masks(labels, emb)
-            dist = pairwise_distances(emb, self.metric)
+            dist = self.distance.pairwise(emb)
             a, p, n, w = self._select(dist, pos, neg)
         return a.astype("int32"), p.astype("int32"), n.astype("int32"), w.astype("float32")
 

@@ -26,7 +26,7 @@ import os
 import numpy as np
 
 from .callbacks import Callback
-from .config import atomic_save
+from .io import atomic_save
 
 __all__ = [
     "PLOT_FILES",

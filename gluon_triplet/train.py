@@ -7,23 +7,22 @@ import logging
 import os
 import random
 import time
+from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple
 
 import mxnet as mx
 import numpy as np
 from mxnet import autograd, gluon, nd
 
-from .callbacks import CallbackList
-from .losses import triplet_loss_from_config
+from .batching import default_pk_classes, make_strategy
+from .callbacks import Callback, CallbackList
+from .config import Config
 from .metrics import clustering_metrics, evaluate_embeddings, per_class_precision_at_1
-from .mining import get_miner
 from .model import embed
 from .schedule import make_lr_scheduler
-from .triplets import PKBatchSampler
+from .triplets import TripletDataset
 
 __all__ = [
     "DIST_KVSTORES",
-    "EmbedStep",
-    "TripletStep",
     "TripletTrainer",
     "create_kvstore",
     "resolve_contexts",
@@ -147,54 +146,23 @@ def resolve_contexts(spec="auto", num_gpus=None):
     return [mx.gpu(i) for i in devices]
 
 
-class TripletStep(gluon.HybridBlock):
-    """Gather + embed + ``TripletLoss`` as one graph.
-
-    Inside one hybridized, ``static_alloc`` graph, the gathered ``(3B, ...)`` batch lives
-    in memory allocated once; an imperative ``nd.take`` would allocate (and page-fault) a
-    fresh output every batch, which costs more than the gather itself.
-
-    Inputs: ``data`` ``(N, ...)`` float32 (all training samples, on this context) and
-    ``idx`` ``(B, 3)`` int32 rows ``anchor, positive, negative``. Output: ``(B,)`` loss.
-    """
-
-    def __init__(self, net, loss_fn, **kwargs):
-        super().__init__(**kwargs)
-        self.net = net
-        self.loss_fn = loss_fn
-
-    def hybrid_forward(self, F, data, idx):
-        flat = F.reshape(F.transpose(idx), shape=(-1,))  # anchors, positives, negatives
-        emb = self.net(F.take(data, flat))
-        a, p, n = F.split(emb, num_outputs=3, axis=0)
-        return self.loss_fn(a, p, n)
-
-
-class EmbedStep(gluon.HybridBlock):
-    """Gather + embed as one graph, for online mining: ``(N, ...), (B,) -> (B, D)``."""
-
-    def __init__(self, net, **kwargs):
-        super().__init__(**kwargs)
-        self.net = net
-
-    def hybrid_forward(self, F, data, idx):
-        return self.net(F.take(data, idx))
-
-
 class TripletTrainer:
-    """Trains an embedding net with ``gluon.loss.TripletLoss``.
+    """Trains an embedding net with the triplet loss.
 
-    Two ways to get triplets, by ``config.miner``:
+    Where the triplets come from is the job of a
+    :class:`~gluon_triplet.batching.BatchStrategy`, chosen by ``config.miner``:
 
     ``offline`` (the reference recipe)
         The class-balanced triples of ``train_set`` (redrawn every epoch) in shuffled
-        batches of ``config.batch_size``; anchors, positives and negatives are gathered with
-        one ``take`` and go through the net as one ``(3B, ...)`` batch.
+        batches of ``config.batch_size`` (:class:`~gluon_triplet.batching.OfflineTriplets`).
     ``batch-hard`` / ``semi-hard`` / ``batch-all``
         P x K batches (``config.pk_classes`` classes x ``config.pk_samples`` samples, see
-        :class:`~gluon_triplet.triplets.PKBatchSampler`) go through the net once; the miner
-        picks triplets from that batch's distance matrix and their embeddings are fed to
-        ``TripletLoss``. With several contexts each one mines within its own slice.
+        :class:`~gluon_triplet.samplers.PKBatchSampler`) go through the net once and the
+        miner picks triplets inside each (:class:`~gluon_triplet.batching.OnlineMining`).
+
+    The loss is ``gluon.loss.TripletLoss`` for ``config.distance == "squared"``, else the
+    same formula under that distance (:mod:`gluon_triplet.losses`): the miner and the loss
+    share one :class:`~gluon_triplet.distances.Distance`.
 
     The training data sits on every context as one NDArray, and the loss is read back only
     every ``config.log_every`` batches, so the host does not wait on every step.
@@ -228,16 +196,16 @@ class TripletTrainer:
 
     def __init__(
         self,
-        net,
-        train_set,
-        config,
-        contexts,
-        test_x=None,
-        test_y=None,
-        test_triplets=None,
-        callbacks=(),
-        kvstore=None,
-    ):
+        net: gluon.HybridBlock,
+        train_set: TripletDataset,
+        config: Config,
+        contexts: Sequence[mx.Context],
+        test_x: Optional[np.ndarray] = None,
+        test_y: Optional[np.ndarray] = None,
+        test_triplets: Optional[Tuple[np.ndarray, np.ndarray, np.ndarray]] = None,
+        callbacks: Iterable[Callback] = (),
+        kvstore: Optional[mx.kvstore.KVStore] = None,
+    ) -> None:
         self.net = net
         self.train_set = train_set
         self.config = config
@@ -246,12 +214,11 @@ class TripletTrainer:
         self.test_y = test_y
         self.test_triplets = test_triplets
         self.callbacks = CallbackList(callbacks)
-        self.history = []
+        self.history: List[Dict[str, Any]] = []
         self.epoch = 0
         self.batch = 0
         self.running_loss = float("nan")
         self.stop_training = False
-        self._rng = np.random.default_rng(config.seed + 1)
         self.kvstore = kvstore if kvstore is not None else create_kvstore(config.kvstore)
         self.rank = self.kvstore.rank if self.kvstore is not None else 0
         self.num_workers = self.kvstore.num_workers if self.kvstore is not None else 1
@@ -263,36 +230,11 @@ class TripletTrainer:
         # applies every worker's push as an update of its own.
         asynchronous = self.kvstore is not None and "async" in self.kvstore.type
         self._grad_workers = 1 if asynchronous else self.num_workers
-
-        self.loss_fn = triplet_loss_from_config(config)
-        # Default P: every class in each batch, up to 10.
-        self.pk_classes = config.pk_classes or min(10, len(train_set.classes))
-        self.miner = get_miner(
-            config.miner,
-            margin=config.margin,
-            metric=config.distance,
-            **_miner_options(config.miner, self.pk_classes, config.pk_samples),
+        self.pk_classes = default_pk_classes(config, len(train_set.classes))
+        self.strategy = make_strategy(
+            net, train_set, config, self.contexts, self.num_workers, self.rank
         )
-        x = train_set.x.astype(np.float32, copy=False)
-        # The gather runs inside the step's graph, so the data must already have the
-        # layout the net wants (e.g. a channel axis for a CNN).
-        x = getattr(net, "prepare_input", lambda a: a)(x)
-        self._data = [nd.array(x, ctx=c, dtype=np.float32) for c in self.contexts]
-        if self.miner is None:
-            self.sampler = None
-            self._step = TripletStep(net, self.loss_fn)
-            size = min(config.batch_size, len(train_set))
-            self.num_batches = -(-len(train_set) // (size * self.num_workers))
-        else:
-            self.sampler = PKBatchSampler(
-                train_set.labels, self.pk_classes, config.pk_samples, seed=config.seed
-            )
-            self._labels = [
-                nd.array(train_set.labels, ctx=c, dtype=np.float32) for c in self.contexts
-            ]
-            self._step = EmbedStep(net)
-            self.num_batches = -(-len(self.sampler) // self.num_workers)
-        self._step.hybridize(static_alloc=True, static_shape=True)
+        self.num_batches = self.strategy.num_batches
 
         optimizer_params = {"learning_rate": config.lr, "wd": config.weight_decay}
         if config.optimizer == "sgd":
@@ -310,11 +252,16 @@ class TripletTrainer:
             net.collect_params(), config.optimizer, optimizer_params, kvstore=kvstore
         )
 
-    def embed(self, x):
+    @property
+    def loss_fn(self) -> gluon.loss.Loss:
+        """The triplet loss, under the distance the miner ranks by."""
+        return self.strategy.loss_fn
+
+    def embed(self, x: np.ndarray) -> np.ndarray:
         """Embeddings of ``x`` by the current net: ``(N, ...) -> (N, D) float32`` numpy."""
         return embed(self.net, x, batch_size=self.config.eval_batch_size, ctx=self.contexts[0])
 
-    def evaluate(self):
+    def evaluate(self) -> Dict[str, Any]:
         """Metrics of the current net on the test split (see ``metrics.evaluate_embeddings``)."""
         if self.test_x is None:
             return {}
@@ -331,7 +278,7 @@ class TripletTrainer:
             result["raw_embedding_norm"] = float(np.linalg.norm(raw, axis=1).mean())
         return result
 
-    def fit(self):
+    def fit(self) -> List[Dict[str, Any]]:
         """Train up to epoch ``config.epochs``; returns :attr:`history`.
 
         After :meth:`load_state_dict`, training continues with the epoch after the
@@ -345,8 +292,7 @@ class TripletTrainer:
             # MXNet's RNG (the miners' sampling) cannot be saved, so each epoch reseeds it:
             # an epoch's randomness then depends only on state a checkpoint holds.
             mx.random.seed(_epoch_seed(self.config.seed, epoch))
-            if epoch > 1 and self.miner is None:
-                self.train_set.resample()
+            self.strategy.begin_epoch(epoch)
             start = time.perf_counter()
             self.callbacks.on_epoch_begin(self)
             train_stats = self._train_epoch()
@@ -370,7 +316,7 @@ class TripletTrainer:
         self.callbacks.on_train_end(self)
         return self.history
 
-    def state_dict(self):
+    def state_dict(self) -> Dict[str, Any]:
         """What the next epoch depends on besides the parameters and the optimizer state.
 
         Returns
@@ -386,7 +332,7 @@ class TripletTrainer:
             "rng": {name: gen.bit_generator.state for name, gen in self._generators().items()},
         }
 
-    def load_state_dict(self, state):
+    def load_state_dict(self, state: Dict[str, Any]) -> None:
         """Restore :meth:`state_dict`'s output; :meth:`fit` then continues after its epoch.
 
         Raises
@@ -411,51 +357,18 @@ class TripletTrainer:
         self.history = list(state["history"])
 
     def _generators(self):
-        gens = {"batch_order": self._rng, "triplets": self.train_set._rng}
-        if self.sampler is not None:
-            gens["pk_sampler"] = self.sampler._rng
-        return gens
+        return self.strategy.generators()
 
     def _batches(self):
-        """This epoch's batches as an int32 NDArray: ``(num_batches, B, 3)`` triplets
-        (offline) or ``(num_batches, P*K)`` sample indices (online).
-
-        Offline, the last batch is topped up with triplets from the start of the shuffled
-        order: a fixed batch shape lets the hybridized graph keep its memory
-        (``static_shape``) and no triplet is skipped.
-
-        With ``num_workers > 1`` every worker draws the same epoch and keeps batch
-        ``rank`` of each group of ``num_workers``, the last group topped up the same way:
-        every worker gets as many batches as the others (dist_sync waits for all of them).
-        """
-        workers = self.num_workers
-        if self.sampler is not None:
-            batches = np.asarray(list(self.sampler), dtype=np.int32)
-            groups = -(-len(batches) // workers)
-            # np.resize repeats whole rows from the start: the group tops up cyclically.
-            batches = np.resize(batches, (groups * workers, batches.shape[1]))
-        else:
-            triplets = self.train_set.triplets
-            size = min(self.config.batch_size, len(triplets))
-            order = self._rng.permutation(len(triplets))
-            order = np.resize(order, len(order) + (-len(order) % (size * workers)))
-            batches = triplets[order].astype(np.int32).reshape(-1, size, 3)
-        batches = batches.reshape(-1, workers, *batches.shape[1:])[:, self.rank]
-        home = self.contexts[0] if len(self.contexts) == 1 else mx.cpu()
-        return nd.array(batches, ctx=home, dtype=np.int32)
+        """This epoch's batches for this worker (see :meth:`BatchStrategy.batches`)."""
+        return self.strategy.batches()
 
     def _losses(self, i, idx):
         """Per-triplet loss ``(M,)`` and weight ``(M,)`` (None: all count) on context i."""
-        if self.miner is None:
-            return self._step(self._data[i], idx), None
-        emb = self._step(self._data[i], idx)
-        with autograd.pause():
-            labels = nd.take(self._labels[i], idx)
-            a, p, n, weight = self.miner.mine(emb.detach(), labels)
-        loss = self.loss_fn(nd.take(emb, a), nd.take(emb, p), nd.take(emb, n))
-        return loss * weight, weight
+        return self.strategy.losses(i, idx)
 
     def _train_epoch(self):
+        strategy = self.strategy
         batches = self._batches()
         self.num_batches = len(batches)
         zeros = [nd.zeros((1,), ctx=c) for c in self.contexts]
@@ -465,20 +378,15 @@ class TripletTrainer:
             parts = gluon.utils.split_and_load(batches[b], self.contexts, even_split=False)
             with autograd.record():
                 outputs = [self._losses(i, idx) for i, idx in enumerate(parts)]
-                if self.miner is not None:
-                    # Mean over the mined triplets of each slice; a slice with none gives 0.
-                    objectives = [loss.sum() / nd.maximum(w.sum(), 1.0) for loss, w in outputs]
+                objectives = [strategy.objective(loss, weight) for loss, weight in outputs]
+            for objective in objectives:
+                objective.backward()
             for i, (loss, weight) in enumerate(outputs):
-                (loss if self.miner is None else objectives[i]).backward()
                 loss_sum[i] = loss_sum[i] + loss.sum()
-                n_active = (loss > 0).sum()
-                active[i] = active[i] + n_active
-                count[i] = count[i] + (loss.shape[0] if weight is None else weight.sum())
-            # Offline: gradients summed over the batch's triplets, divided by B here.
-            # Online: each slice's loss is already a mean, so average over the slices.
+                active[i] = active[i] + (loss > 0).sum()
+                count[i] = count[i] + strategy.count(loss, weight)
             # With dist_sync, over the batches of all workers (see __init__).
-            per_worker = batches.shape[1] if self.miner is None else len(parts)
-            self.trainer.step(per_worker * self._grad_workers)
+            self.trainer.step(strategy.divisor(batches[b], parts) * self._grad_workers)
             if (b + 1) % self.config.log_every == 0 or b + 1 == self.num_batches:
                 self.running_loss = _ratio(loss_sum, count)
                 if not np.isfinite(self.running_loss):
@@ -497,17 +405,6 @@ class TripletTrainer:
 def _epoch_seed(seed, epoch):
     """A seed for MXNet's RNG in one epoch of a run (MXNet takes a C int)."""
     return int(np.random.SeedSequence([seed % 2**63, epoch]).generate_state(1)[0] % 2**31)
-
-
-def _miner_options(miner, p, k):
-    """Fixed mined-batch sizes: a P x K batch has P*K*(K-1) positive pairs."""
-    pairs = p * k * (k - 1)
-    if miner in ("semi-hard", "distance-weighted"):
-        # Room for every pair: the default (B^2 rows, mostly padding) costs ~K times more.
-        return {"max_pairs": pairs}
-    if miner == "batch-all":
-        return {"max_triplets": pairs}
-    return {}
 
 
 def _ratio(numerators, denominators):

@@ -25,7 +25,7 @@ import urllib.request
 import numpy as np
 import pytest
 
-from gluon_triplet.cli import _setup_logging, main
+from gluon_triplet.cli import main, setup_logging
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ARTIFACTS = os.path.join(ROOT, "tests", "artifacts")
@@ -79,7 +79,7 @@ def served(tools, tmp_path_factory):
             code = main([*train, "--logdir", str(logdir), "--run-name", "run"])
         finally:
             patch.undo()
-            _setup_logging(quiet=False)
+            setup_logging(quiet=False)
     assert code == 0, out.read_text()
     with open(logdir / "run" / "projector_config.pbtxt") as f:
         tensors = re.findall(r'tensor_name: "([^"]+)"', f.read())

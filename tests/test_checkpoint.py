@@ -16,7 +16,7 @@ from gluon_triplet.checkpoint import (
     read_manifest,
     save_checkpoint,
 )
-from gluon_triplet.config import Config, atomic_write_text
+from gluon_triplet.config import Config
 from gluon_triplet.model import build_model
 from gluon_triplet.train import TripletTrainer, set_seed
 from gluon_triplet.triplets import TripletDataset, create_pairs
@@ -175,23 +175,6 @@ def test_crash_while_writing_keeps_previous_checkpoint(tmp_path, monkeypatch):
     assert not [f for f in os.listdir(tmp_path) if f.startswith(".tmp-")]
     resumed = make_trainer(epochs=2)
     assert load_checkpoint(resumed, str(tmp_path)) == 1
-
-
-def test_atomic_write_text_crash_keeps_old_file(tmp_path, monkeypatch):
-    """metrics.json and config.json go through atomic_write_text: a crash at the rename
-    (after the new content was written to the temporary file) leaves the old file."""
-    path = tmp_path / "metrics.json"
-    atomic_write_text(str(path), '{"epoch": 1}\n')
-
-    def crash(src, dst):
-        raise OSError(5, "Input/output error")
-
-    monkeypatch.setattr(os, "replace", crash)
-    with pytest.raises(OSError):
-        atomic_write_text(str(path), '{"epoch": 2, "much": "' + "x" * 10000 + '"}\n')
-    assert json.loads(path.read_text()) == {"epoch": 1}
-    assert os.listdir(tmp_path) == ["metrics.json"]
-    assert oct(path.stat().st_mode & 0o777) == oct(0o644)
 
 
 @pytest.mark.parametrize(

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from gluon_triplet import embed, evaluate, load_dataset, load_run
-from gluon_triplet.cli import _setup_logging, main
+from gluon_triplet.cli import main, setup_logging
 
 # Architecture and recipe spelled out: fast, and independent of changing defaults.
 TRAIN = [
@@ -73,7 +73,7 @@ def run(tmp_path_factory):
             code = main(["train", *TRAIN, "--logdir", str(logdir), "--run-name", "r"])
         finally:
             capture.undo()
-            _setup_logging(quiet=False)  # off the closed files
+            setup_logging(quiet=False)  # off the closed files
     assert code == 0, (logdir / "stderr.txt").read_text()
     return types.SimpleNamespace(
         dir=str(logdir / "r"),
@@ -201,11 +201,13 @@ def test_launch_dispatch(monkeypatch, capsys):
     monkeypatch.setitem(sys.modules, "gluon_triplet.launch", fake)
     assert main(["launch", "-n", "2", "--", "--epochs", "1"]) == 7
     assert seen == [["-n", "2", "--", "--epochs", "1"]]
-    monkeypatch.setitem(sys.modules, "gluon_triplet.launch", None)  # as if not installed
-    assert main(["launch"]) == 2
+
+
+def test_unknown_subcommand_lists_the_valid_ones(capsys):
+    assert main(["trian", "--epochs", "1"]) == 2
     assert error_lines(capsys.readouterr().err) == [
-        "error: the launch subcommand is not available: this installation has no "
-        "gluon_triplet.launch module"
+        "error: unknown subcommand 'trian'; choose one of: embed, evaluate, launch, train, "
+        "view (or train options alone)"
     ]
 
 

@@ -686,3 +686,54 @@ def test_fuzz_triplet_dataset_label_layouts(labels, n, seed):
     same = lambda i, j: flat[i] == flat[j] or (flat[i] != flat[i] and flat[j] != flat[j])  # noqa: E731
     assert all(same(i, j) for i, j in zip(a, p))
     assert not any(same(i, j) for i, j in zip(a, neg))
+
+
+# ------------------------------------------------------------------- the run-directory lock
+
+
+def test_training_holds_the_run_dir_lock_and_releases_it(inputs, workdir, capsys, monkeypatch):
+    from gluon_triplet.rundir import RunDir, RunDirInUse
+
+    seen = []
+    real = TripletTrainer._losses
+
+    def losses(self, i, idx):
+        if not seen:
+            try:
+                RunDir("logs/r").check_free()
+                seen.append(None)
+            except RunDirInUse as e:
+                seen.append(str(e))
+        return real(self, i, idx)
+
+    monkeypatch.setattr(TripletTrainer, "_losses", losses)
+    args = [*FAST, "--logdir", "logs", "--run-name", "r", "--dataset", f"idx:{inputs['good_idx']}"]
+    assert main(args) == 0, capsys.readouterr().err
+    assert seen == [f"logs/r is in use by process {os.getpid()}"]
+    RunDir("logs/r").check_free()  # released
+
+
+def test_resume_of_a_run_in_use_is_refused(interrupted_run, workdir, capsys):
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import sys; from gluon_triplet.rundir import RunDir\n"
+            "with RunDir('logs/r').lock():\n"
+            "    print('locked', flush=True); sys.stdin.readline()",
+        ],
+        cwd=workdir,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert holder.stdout.readline() == "locked\n"
+        before = snapshot(workdir)
+        assert main(["--resume", "logs/r", "-q"]) == 2
+        err = capsys.readouterr().err
+        assert error_lines(err) == [f"error: logs/r is in use by process {holder.pid}"]
+        assert "Traceback" not in err
+        assert snapshot(workdir) == before
+    finally:
+        holder.communicate("\n", timeout=60)

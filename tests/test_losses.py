@@ -1,11 +1,24 @@
+"""Triplet losses: the soft margin, and the hinge under each distance (brute force), with
+the same distance as the miner."""
+
+import mxnet as mx
 import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from mxnet import autograd, gluon, nd
 
-from gluon_triplet.config import Config
-from gluon_triplet.losses import SoftMarginTripletLoss, triplet_loss_from_config
+from gluon_triplet.config import PRESETS, Config
+from gluon_triplet.distances import METRICS
+from gluon_triplet.losses import (
+    DistanceTripletLoss,
+    SoftMarginTripletLoss,
+    triplet_loss,
+    triplet_loss_from_config,
+)
+from gluon_triplet.model import build_model
+from gluon_triplet.train import TripletTrainer
+from gluon_triplet.triplets import TripletDataset
 
 
 def brute_force(a, p, n, squared):
@@ -101,3 +114,55 @@ def test_from_config():
     assert isinstance(triplet_loss_from_config(Config(soft_margin=True)), SoftMarginTripletLoss)
     hinge = triplet_loss_from_config(Config(margin=0.3))
     assert type(hinge) is gluon.loss.TripletLoss and hinge._margin == 0.3
+
+
+def brute(a, p, n, metric, margin):
+    def d(x, y):
+        if metric == "cosine":
+            return 1 - (x * y).sum(1) / (np.linalg.norm(x, axis=1) * np.linalg.norm(y, axis=1))
+        sq = ((x - y) ** 2).sum(1)
+        return sq if metric == "squared" else np.sqrt(sq)
+
+    return np.maximum(d(a, p) - d(a, n) + margin, 0)
+
+
+@pytest.mark.parametrize("metric", METRICS)
+@pytest.mark.parametrize("hybrid", [False, True])
+def test_loss_matches_brute_force(metric, hybrid):
+    rng = np.random.default_rng(1)
+    a, p, n = rng.normal(size=(3, 50, 4)).astype(np.float32)
+    loss = triplet_loss(metric, margin=0.3)
+    if hybrid:
+        loss.hybridize()
+    got = loss(nd.array(a), nd.array(p), nd.array(n)).asnumpy()
+    want = brute(a.astype(np.float64), p, n, metric, 0.3)
+    assert got.shape == (50,) and 0 < (want > 0).mean() < 1  # both sides of the hinge
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5)
+
+
+def test_squared_is_gluons_own_triplet_loss():
+    assert type(triplet_loss("squared", 1.0)) is gluon.loss.TripletLoss
+    assert isinstance(triplet_loss("cosine", 1.0), DistanceTripletLoss)
+
+
+@pytest.mark.parametrize("metric", METRICS)
+def test_the_trainer_shares_one_distance_between_miner_and_loss(metric):
+    rng = np.random.default_rng(0)
+    x, y = rng.normal(size=(40, 6)).astype(np.float32), np.repeat(np.arange(4), 10)
+    config = Config(model="mlp", miner="batch-hard", distance=metric, pk_samples=4, epochs=1)
+    trainer = TripletTrainer(build_model("mlp"), TripletDataset(x, y, seed=0), config, [mx.cpu()])
+    miner_distance = trainer.strategy.miner.distance
+    assert miner_distance.name == metric
+    if metric != "squared":
+        assert trainer.loss_fn.distance is miner_distance
+    trainer.fit()
+    assert np.isfinite(trainer.history[-1]["train"]["loss"])
+
+
+def test_offline_triplets_train_with_gluons_loss():
+    rng = np.random.default_rng(0)
+    x, y = rng.normal(size=(40, 6)).astype(np.float32), np.repeat(np.arange(4), 10)
+    config = Config(**{**PRESETS["reference"], "epochs": 1, "batch_size": 8})
+    trainer = TripletTrainer(build_model("mlp"), TripletDataset(x, y, seed=0), config, [mx.cpu()])
+    assert type(trainer.loss_fn) is gluon.loss.TripletLoss
+    assert type(trainer.strategy).__name__ == "OfflineTriplets"

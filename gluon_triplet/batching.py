@@ -1,0 +1,298 @@
+"""Where a training step's triplets come from: offline triples, or P x K batches mined online.
+
+A :class:`BatchStrategy` owns everything that differs between the two ways to train, so
+the loop in :mod:`gluon_triplet.train` reads the same for both:
+
+- the epoch's batches (:meth:`BatchStrategy.batches`), cut into equal shares for the
+  workers of a distributed job;
+- the step graph and the loss, with the one :class:`~gluon_triplet.distances.Distance`
+  the miner ranks by and the loss penalises (:meth:`BatchStrategy.losses`);
+- what is back-propagated (:meth:`BatchStrategy.objective`) and the divisor of the summed
+  gradients (:meth:`BatchStrategy.divisor`);
+- the random generators a checkpoint must hold (:meth:`BatchStrategy.generators`).
+
+:func:`make_strategy` picks one by ``config.miner``.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Dict, List, Optional, Sequence, Tuple
+
+import mxnet as mx
+import numpy as np
+from mxnet import autograd, gluon, nd
+
+from .config import Config, ConfigError
+from .distances import get_distance
+from .losses import triplet_loss_from_config
+from .mining import get_miner
+from .samplers import PKBatchSampler
+from .triplets import TripletDataset
+
+__all__ = [
+    "BatchStrategy",
+    "EmbedStep",
+    "OfflineTriplets",
+    "OnlineMining",
+    "TripletStep",
+    "check_batch_fits",
+    "default_pk_classes",
+    "make_strategy",
+]
+
+
+class TripletStep(gluon.HybridBlock):
+    """Gather + embed + triplet loss as one graph.
+
+    Inside one hybridized, ``static_alloc`` graph, the gathered ``(3B, ...)`` batch lives
+    in memory allocated once; an imperative ``nd.take`` would allocate (and page-fault) a
+    fresh output every batch, which costs more than the gather itself.
+
+    Inputs: ``data`` ``(N, ...)`` float32 (all training samples, on this context) and
+    ``idx`` ``(B, 3)`` int32 rows ``anchor, positive, negative``. Output: ``(B,)`` loss.
+    """
+
+    def __init__(self, net, loss_fn, **kwargs):
+        super().__init__(**kwargs)
+        self.net = net
+        self.loss_fn = loss_fn
+
+    def hybrid_forward(self, F, data, idx):
+        flat = F.reshape(F.transpose(idx), shape=(-1,))  # anchors, positives, negatives
+        emb = self.net(F.take(data, flat))
+        a, p, n = F.split(emb, num_outputs=3, axis=0)
+        return self.loss_fn(a, p, n)
+
+
+class EmbedStep(gluon.HybridBlock):
+    """Gather + embed as one graph, for online mining: ``(N, ...), (B,) -> (B, D)``."""
+
+    def __init__(self, net, **kwargs):
+        super().__init__(**kwargs)
+        self.net = net
+
+    def hybrid_forward(self, F, data, idx):
+        return self.net(F.take(data, idx))
+
+
+def default_pk_classes(config: Config, num_classes: int) -> int:
+    """P of the P x K batches: ``config.pk_classes``, by default every class up to 10."""
+    return config.pk_classes or min(10, num_classes)
+
+
+def check_batch_fits(config: Config, train_set: TripletDataset) -> None:
+    """A batch must fit in the data: offline, ``batch_size`` triplets; online, ``P`` classes.
+
+    Raises
+    ------
+    ConfigError
+        Naming the flag and the largest value that fits.
+    """
+    if config.miner == "offline":
+        if config.batch_size > len(train_set):
+            raise ConfigError(
+                f"--batch-size {config.batch_size} is larger than the {len(train_set)} "
+                f"training triplets of an epoch; use --batch-size {len(train_set)} or less"
+            )
+    elif config.pk_classes is not None and config.pk_classes > len(train_set.classes):
+        raise ConfigError(
+            f"--pk-classes {config.pk_classes} asks for more classes per batch than the "
+            f"training data has ({len(train_set.classes)}); use --pk-classes "
+            f"{len(train_set.classes)} or less"
+        )
+
+
+class BatchStrategy:
+    """The common part: the samples on every context, the loss, the worker's share.
+
+    Parameters
+    ----------
+    net : gluon.HybridBlock
+    train_set : TripletDataset
+    config : Config
+        Uses ``distance``, ``margin``, ``seed`` and the batch settings.
+    contexts : list of mx.Context
+    num_workers, rank : int
+        The distributed job's size and this worker's rank (1 and 0 on one machine).
+    """
+
+    #: Batches per epoch for this worker.
+    num_batches: int
+
+    def __init__(
+        self,
+        net: gluon.HybridBlock,
+        train_set: TripletDataset,
+        config: Config,
+        contexts: Sequence[mx.Context],
+        num_workers: int = 1,
+        rank: int = 0,
+    ) -> None:
+        self.train_set = train_set
+        self.config = config
+        self.contexts = list(contexts)
+        self.num_workers = num_workers
+        self.rank = rank
+        self.distance = get_distance(config.distance)
+        self.loss_fn = triplet_loss_from_config(config, self.distance)
+        # Seeded apart from the triplets' generator: the batch order of an epoch.
+        self.rng = np.random.default_rng(config.seed + 1)
+        x = train_set.x.astype(np.float32, copy=False)
+        # The gather runs inside the step's graph, so the data must already have the
+        # layout the net wants (e.g. a channel axis for a CNN).
+        x = getattr(net, "prepare_input", lambda a: a)(x)
+        self.data = [nd.array(x, ctx=c, dtype=np.float32) for c in self.contexts]
+
+    def begin_epoch(self, epoch: int) -> None:
+        """Called before each epoch (counting from 1)."""
+
+    def generators(self) -> Dict[str, np.random.Generator]:
+        """The NumPy generators an epoch draws from, by the names a checkpoint keeps."""
+        return {"batch_order": self.rng, "triplets": self.train_set._rng}
+
+    def batches(self) -> nd.NDArray:
+        """This epoch's batches for this worker, int32: ``(num_batches, ...)``."""
+        raise NotImplementedError
+
+    def losses(self, i: int, idx: nd.NDArray) -> Tuple[nd.NDArray, Optional[nd.NDArray]]:
+        """Per-triplet loss ``(M,)`` and weight ``(M,)`` (None: all count) of a batch slice
+        ``idx`` on context ``i``; called under ``autograd.record()``."""
+        raise NotImplementedError
+
+    def objective(self, loss: nd.NDArray, weight: Optional[nd.NDArray]) -> nd.NDArray:
+        """What one context back-propagates."""
+        raise NotImplementedError
+
+    def count(self, loss: nd.NDArray, weight: Optional[nd.NDArray]) -> Any:
+        """How many triplets the slice trained on (a number or a ``(1,)`` NDArray)."""
+        raise NotImplementedError
+
+    def divisor(self, batch: nd.NDArray, parts: List[nd.NDArray]) -> int:
+        """What ``gluon.Trainer.step`` divides this worker's summed gradients by."""
+        raise NotImplementedError
+
+    def _share(self, batches: np.ndarray) -> nd.NDArray:
+        """This worker's batches: batch ``rank`` of each group of ``num_workers``, where
+        ``batches`` has been topped up to whole groups, on the context they are split from."""
+        workers = self.num_workers
+        batches = batches.reshape(-1, workers, *batches.shape[1:])[:, self.rank]
+        home = self.contexts[0] if len(self.contexts) == 1 else mx.cpu()
+        return nd.array(batches, ctx=home, dtype=np.int32)
+
+
+class OfflineTriplets(BatchStrategy):
+    """The class-balanced triples of ``train_set``, redrawn every epoch, in shuffled
+    batches of ``config.batch_size``; anchors, positives and negatives are gathered with
+    one ``take`` and go through the net as one ``(3B, ...)`` batch.
+
+    The last batch is topped up with triplets from the start of the shuffled order: a fixed
+    batch shape lets the hybridized graph keep its memory (``static_shape``) and no triplet
+    is skipped. Gradients are summed over a batch's triplets and divided by ``B``.
+    """
+
+    def __init__(self, net, train_set, config, contexts, num_workers=1, rank=0):
+        super().__init__(net, train_set, config, contexts, num_workers, rank)
+        self.step = TripletStep(net, self.loss_fn)
+        self.step.hybridize(static_alloc=True, static_shape=True)
+        size = min(config.batch_size, len(train_set))
+        self.num_batches = -(-len(train_set) // (size * num_workers))
+
+    def begin_epoch(self, epoch):
+        if epoch > 1:
+            self.train_set.resample()
+
+    def batches(self):
+        triplets = self.train_set.triplets
+        size = min(self.config.batch_size, len(triplets))
+        order = self.rng.permutation(len(triplets))
+        order = np.resize(order, len(order) + (-len(order) % (size * self.num_workers)))
+        return self._share(triplets[order].astype(np.int32).reshape(-1, size, 3))
+
+    def losses(self, i, idx):
+        return self.step(self.data[i], idx), None
+
+    def objective(self, loss, weight):
+        return loss
+
+    def count(self, loss, weight):
+        return loss.shape[0]
+
+    def divisor(self, batch, parts):
+        return batch.shape[0]
+
+
+class OnlineMining(BatchStrategy):
+    """P x K batches (``P`` classes x ``config.pk_samples`` samples, see
+    :class:`~gluon_triplet.samplers.PKBatchSampler`) go through the net once; the miner
+    picks triplets from that batch's distance matrix and their embeddings are fed to the
+    loss. With several contexts each one mines within its own slice and back-propagates
+    the mean loss over its mined triplets; the step averages over the slices.
+    """
+
+    def __init__(self, net, train_set, config, contexts, num_workers=1, rank=0):
+        super().__init__(net, train_set, config, contexts, num_workers, rank)
+        self.pk_classes = default_pk_classes(config, len(train_set.classes))
+        self.miner = get_miner(
+            config.miner,
+            margin=config.margin,
+            metric=self.distance,
+            **_miner_options(config.miner, self.pk_classes, config.pk_samples),
+        )
+        self.sampler = PKBatchSampler(
+            train_set.labels, self.pk_classes, config.pk_samples, seed=config.seed
+        )
+        self.labels = [nd.array(train_set.labels, ctx=c, dtype=np.float32) for c in self.contexts]
+        self.step = EmbedStep(net)
+        self.step.hybridize(static_alloc=True, static_shape=True)
+        self.num_batches = -(-len(self.sampler) // num_workers)
+
+    def generators(self):
+        return {**super().generators(), "pk_sampler": self.sampler._rng}
+
+    def batches(self):
+        batches = np.asarray(list(self.sampler), dtype=np.int32)
+        groups = -(-len(batches) // self.num_workers)
+        # np.resize repeats whole rows from the start: the group tops up cyclically.
+        return self._share(np.resize(batches, (groups * self.num_workers, batches.shape[1])))
+
+    def losses(self, i, idx):
+        emb = self.step(self.data[i], idx)
+        with autograd.pause():
+            labels = nd.take(self.labels[i], idx)
+            a, p, n, weight = self.miner.mine(emb.detach(), labels)
+        loss = self.loss_fn(nd.take(emb, a), nd.take(emb, p), nd.take(emb, n))
+        return loss * weight, weight
+
+    def objective(self, loss, weight):
+        # Mean over the mined triplets of the slice; a slice with none gives 0.
+        return loss.sum() / nd.maximum(weight.sum(), 1.0)
+
+    def count(self, loss, weight):
+        return weight.sum()
+
+    def divisor(self, batch, parts):
+        return len(parts)
+
+
+def _miner_options(miner: str, p: int, k: int) -> Dict[str, int]:
+    """Fixed mined-batch sizes: a P x K batch has P*K*(K-1) positive pairs."""
+    pairs = p * k * (k - 1)
+    if miner in ("semi-hard", "distance-weighted"):
+        # Room for every pair: the default (B^2 rows, mostly padding) costs ~K times more.
+        return {"max_pairs": pairs}
+    if miner == "batch-all":
+        return {"max_triplets": pairs}
+    return {}
+
+
+def make_strategy(
+    net: gluon.HybridBlock,
+    train_set: TripletDataset,
+    config: Config,
+    contexts: Sequence[mx.Context],
+    num_workers: int = 1,
+    rank: int = 0,
+) -> BatchStrategy:
+    """:class:`OfflineTriplets` for ``config.miner == "offline"``, else :class:`OnlineMining`."""
+    kind = OfflineTriplets if config.miner == "offline" else OnlineMining
+    return kind(net, train_set, config, contexts, num_workers, rank)

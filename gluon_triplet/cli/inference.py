@@ -1,0 +1,87 @@
+"""What the subcommands that use a trained run share (``embed``, ``evaluate``): their
+flags, loading the run's net with the data the flags ask for, and a checked embedding."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from typing import Any, Tuple
+
+import numpy as np
+
+from ..rundir import RunDir
+
+__all__ = ["add_inference_flags", "embed_checked", "load_for_inference"]
+
+logger = logging.getLogger("gluon_triplet")
+
+
+def add_inference_flags(p: argparse.ArgumentParser) -> None:
+    """``RUN_DIR``, ``--dataset``, ``--data-dir``, ``--split``, ``--params``, ``--ctx``."""
+    p.add_argument("run_dir", metavar="RUN_DIR", help="a run directory written by training")
+    p.add_argument("--dataset", help="dataset spec as for training (default: the run's own)")
+    p.add_argument(
+        "--data-dir", help="IDX files for mnist / fashion-mnist (default: as for training)"
+    )
+    p.add_argument(
+        "--split",
+        choices=("test", "train", "all"),
+        default="test",
+        help="which part of the dataset (default: test)",
+    )
+    p.add_argument(
+        "--params",
+        default="best",
+        help="best, last, or a .params file in/under RUN_DIR (default: best)",
+    )
+    p.add_argument(
+        "--ctx", default="cpu", help="context to run the net on, e.g. cpu or gpu:0 (default: cpu)"
+    )
+
+
+def load_for_inference(args: argparse.Namespace) -> Tuple[Any, Any, Any, np.ndarray, np.ndarray]:
+    """The run's net and config, the dataset, and the samples and labels the flags ask for:
+    ``(net, config, data, x, y)``."""
+    from ..api import load_run
+    from ..data import load_dataset
+    from ..images import ImageOptions
+    from ..train import resolve_contexts
+
+    run = RunDir.open(args.run_dir)
+    run.params_path(args.params)
+    ctx = resolve_contexts(args.ctx)[0]
+    # Data before the net: a bad --dataset is reported without loading MXNet parameters.
+    config = run.load_config()
+    dataset, data_dir = args.dataset, args.data_dir
+    if dataset is None:
+        dataset, data_dir = config.dataset, data_dir or config.data_dir
+    # Pictures are decoded to the run's recorded size and channels, whatever the source.
+    data = load_dataset(dataset, data_dir, logger=logger, images=ImageOptions.from_config(config))
+    net, config = load_run(run.path, params=args.params, ctx=ctx)
+    if args.split == "test":
+        x, y = data.x_test, data.y_test
+    elif args.split == "train":
+        x, y = data.x_train, data.y_train
+    else:
+        x, y = (
+            np.concatenate([data.x_train, data.x_test]),
+            np.concatenate([data.y_train, data.y_test]),
+        )
+    return net, config, data, x, y
+
+
+def embed_checked(net: Any, x: np.ndarray, config: Any, run_dir: str) -> np.ndarray:
+    """``embed``, with a shape mismatch reported as one line instead of MXNet's trace."""
+    import mxnet as mx
+
+    from ..api import embed
+
+    try:
+        embed(net, x[:1], ctx=None)
+    except mx.base.MXNetError as e:
+        first = str(e).strip().splitlines()[0]
+        raise ValueError(
+            f"samples of shape {tuple(x.shape[1:])} do not fit the model of {run_dir} "
+            f"({config.model}): {first}"
+        ) from None
+    return embed(net, x, batch_size=config.eval_batch_size)

@@ -1,0 +1,125 @@
+"""Text a run shows its user: the summary table, the ``done:`` line, commands to type next.
+
+Commands are printed so that they work when pasted into the shell the user ran from:
+``gluon-triplet`` when that is on ``PATH`` (and is this installation), else the script's
+path next to the running Python (``.venv/bin/gluon-triplet`` after ``make install``), else
+``python -m gluon_triplet``.
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+import shutil
+import sys
+from typing import Any, Dict, List, Mapping, Optional, Sequence
+
+__all__ = ["class_name", "command", "done_line", "shape_text", "summary_table"]
+
+
+def shape_text(shape: Sequence[int]) -> str:
+    """``(28, 28)`` -> ``"28 x 28"``."""
+    return " x ".join(str(int(s)) for s in shape)
+
+
+def class_name(class_names: Optional[Sequence[str]], label: Any) -> Any:
+    """The name of integer ``label`` when the dataset has names, else the label itself."""
+    names = class_names
+    return names[label] if names and isinstance(label, int) and 0 <= label < len(names) else label
+
+
+def _script(name: str) -> Optional[str]:
+    """How to run the console script ``name`` of this installation from the current
+    directory: its bare name when ``PATH`` finds this very script, else its path
+    (relative when under the current directory), None when it is not installed."""
+    bindir = os.path.dirname(sys.executable)
+    here = os.path.join(bindir, name)
+    found = shutil.which(name)
+    if found and (not os.path.exists(here) or os.path.samefile(found, here)):
+        return name
+    if not os.path.exists(here):
+        return None
+    rel = os.path.relpath(here)
+    return rel if not rel.startswith(os.pardir) else here
+
+
+def command(*args: str, program: str = "gluon-triplet") -> str:
+    """A shell command line running ``program`` (``gluon-triplet`` or ``tensorboard``) with
+    ``args``, as it works from the current directory."""
+    exe = _script(program)
+    if exe is None:
+        module = "gluon_triplet" if program == "gluon-triplet" else "tensorboard.main"
+        head = [sys.executable, "-m", module]
+    else:
+        head = [exe]
+    return " ".join(shlex.quote(a) for a in [*head, *args])
+
+
+def summary_table(
+    history: List[Dict[str, Any]], baseline: Optional[Mapping[str, float]] = None
+) -> str:
+    """A small text table: raw pixels, the untrained net, the best and the last epoch.
+
+    Parameters
+    ----------
+    history : list of dict
+        ``TripletTrainer.history``.
+    baseline : dict, optional
+        Test metrics of the raw pixels.
+    """
+    trained = [r for r in history if r["epoch"] > 0]
+    rows: List[Any] = []
+    if baseline:
+        rows.append(("raw pixels", {}, baseline))
+    for record in history:
+        if record["epoch"] == 0:
+            rows.append(("epoch 0 (untrained)", {}, record.get("test") or {}))
+    if trained:
+        best = max(trained, key=lambda r: (r.get("test") or {}).get("precision_at_1", -1.0))
+        last = trained[-1]
+        if best is not last:
+            rows.append((f"epoch {best['epoch']} (best P@1)", best["train"], best["test"]))
+        tag = " (best P@1, last)" if best is last else " (last)"
+        rows.append((f"epoch {last['epoch']}{tag}", last["train"], last["test"]))
+    columns = [
+        ("loss", "train", "loss", "{:.4f}"),
+        ("active", "train", "active_fraction", "{:.3f}"),
+        ("triplet-acc", "test", "triplet_accuracy", "{:.4f}"),
+        ("P@1", "test", "precision_at_1", "{:.4f}"),
+        ("MAP@R", "test", "map_at_r", "{:.4f}"),
+    ]
+    table = [[""] + [c[0] for c in columns]]
+    for name, train, test in rows:
+        cells = [name]
+        for _, split, key, fmt in columns:
+            value = (train if split == "train" else test).get(key)
+            cells.append("-" if value is None else fmt.format(value))
+        table.append(cells)
+    widths = [max(len(row[i]) for row in table) for i in range(len(table[0]))]
+    lines = [
+        "  ".join(
+            cell.ljust(w) if i == 0 else cell.rjust(w)
+            for i, (cell, w) in enumerate(zip(row, widths))
+        )
+        for row in table
+    ]
+    return "\n".join(["summary:"] + ["  " + line.rstrip() for line in lines])
+
+
+def done_line(
+    epochs: int,
+    seconds: float,
+    contexts: str,
+    final: Mapping[str, float],
+    raw: Mapping[str, float],
+    run_dir: str,
+) -> str:
+    """The last line of a training run: what it reached, where it is, how to look at it."""
+    logdir = os.path.dirname(os.path.normpath(run_dir)) or os.curdir
+    return (
+        f"done: {epochs} epochs in {seconds:.1f}s on {contexts} | "
+        f"test triplet-acc {final['triplet_accuracy']:.4f} P@1 {final['precision_at_1']:.4f} "
+        f"MAP@R {final['map_at_r']:.4f} (raw pixels P@1 {raw['precision_at_1']:.4f}) | "
+        f"run: {run_dir} | view: {command('view', run_dir)} "
+        f"(or {command('--logdir', logdir, program='tensorboard')})"
+    )

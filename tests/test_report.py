@@ -1,0 +1,58 @@
+"""Text for the user: the summary table, and commands that work as printed."""
+
+import os
+import shutil
+import subprocess
+import sys
+
+from gluon_triplet import report
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SCRIPT = os.path.join(os.path.dirname(sys.executable), "gluon-triplet")
+
+
+def test_command_is_the_bare_name_when_path_finds_this_installation(monkeypatch):
+    monkeypatch.setattr(shutil, "which", lambda name: SCRIPT)
+    assert report.command("view", "logs/my run") == "gluon-triplet view 'logs/my run'"
+
+
+def test_command_names_the_script_when_it_is_not_on_path(monkeypatch, tmp_path):
+    monkeypatch.setattr(shutil, "which", lambda name: None)
+    monkeypatch.chdir(os.path.dirname(os.path.dirname(os.path.dirname(SCRIPT))))
+    assert report.command("view", "logs") == f"{os.path.relpath(SCRIPT)} view logs"
+    monkeypatch.chdir(tmp_path)  # the script is not below: its absolute path
+    assert report.command("view") == f"{SCRIPT} view"
+
+
+def test_printed_commands_run_from_where_they_were_printed(tmp_path, monkeypatch):
+    monkeypatch.setenv("PATH", "/usr/bin:/bin")  # no virtualenv on PATH, as after make install
+    for cwd in (ROOT, str(tmp_path)):
+        monkeypatch.chdir(cwd)
+        line = report.command("--version")
+        proc = subprocess.run(line, shell=True, capture_output=True, text=True, timeout=120)
+        assert proc.returncode == 0 and proc.stdout.startswith("gluon-triplet 0."), (line, proc)
+
+
+def test_done_line_tells_how_to_view_the_run(monkeypatch):
+    monkeypatch.setattr(shutil, "which", lambda name: None)
+    monkeypatch.chdir(os.path.dirname(os.path.dirname(os.path.dirname(SCRIPT))))
+    metrics = {"triplet_accuracy": 0.9, "precision_at_1": 0.8, "map_at_r": 0.5}
+    line = report.done_line(2, 3.25, "cpu(0)", metrics, {"precision_at_1": 0.7}, "logs/r")
+    assert line.startswith("done: 2 epochs in 3.2s on cpu(0) | test triplet-acc 0.9000 P@1 0.8000")
+    view = os.path.relpath(SCRIPT)
+    board = os.path.join(os.path.dirname(view), "tensorboard")
+    assert line.endswith(f"| run: logs/r | view: {view} view logs/r (or {board} --logdir logs)")
+
+
+def test_summary_table_marks_best_and_last():
+    history = [
+        {"epoch": 0, "train": {}, "test": {"precision_at_1": 0.1}},
+        {"epoch": 1, "train": {"loss": 0.5}, "test": {"precision_at_1": 0.9}},
+        {"epoch": 2, "train": {"loss": 0.4}, "test": {"precision_at_1": 0.8}},
+    ]
+    lines = report.summary_table(history, {"precision_at_1": 0.05}).splitlines()
+    assert lines[0] == "summary:" and [line.split()[0] for line in lines[2:]] == [
+        "raw",
+        "epoch",
+    ] * 1 + ["epoch", "epoch"]
+    assert "epoch 1 (best P@1)" in lines[4] and "epoch 2 (last)" in lines[5]

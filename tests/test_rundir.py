@@ -1,0 +1,150 @@
+"""RunDir: creating, checking and locking a run directory; every name spelled once."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from gluon_triplet.config import Config, ConfigError
+from gluon_triplet.rundir import RunDir, RunDirInUse
+
+
+def make_run(path, **files):
+    os.makedirs(path)
+    Config(epochs=3).save(os.path.join(path, RunDir.CONFIG))
+    for name, content in files.items():
+        with open(os.path.join(path, name), "w") as f:
+            f.write(content)
+    return RunDir(path)
+
+
+def test_names_and_paths(tmp_path):
+    run = RunDir(tmp_path / "r")
+    assert run.path == str(tmp_path / "r") and os.fspath(run) == run.path and str(run) == run.path
+    assert run.config_path == os.path.join(run.path, "config.json")
+    assert run.metrics_path == os.path.join(run.path, "metrics.json")
+    assert run.checkpoint_dir == os.path.join(run.path, "checkpoint")
+    assert run.log_path == os.path.join(run.path, "train.log")
+    assert RunDir.PARAMS == {"best": "model-best.params", "last": "model-last.params"}
+
+
+def test_create_named_refuses_an_existing_one(tmp_path):
+    run = RunDir.create(str(tmp_path / "logs"), "r")
+    assert os.path.isdir(run.path) and os.listdir(run.path) == []
+    (tmp_path / "logs" / "r" / "keep").write_text("x")
+    with pytest.raises(FileExistsError, match="already exists; choose another --run-name"):
+        RunDir.create(str(tmp_path / "logs"), "r")
+    with pytest.raises(FileExistsError, match="already exists"):
+        RunDir.check_new(str(tmp_path / "logs"), "r")
+    assert os.listdir(run.path) == ["keep"]
+
+
+def test_create_default_names_never_collide(tmp_path):
+    logdir = str(tmp_path / "logs")
+    names = {RunDir.create(logdir, dataset="idx:/some where/x").path for _ in range(3)}
+    assert len(names) == 3
+    assert all(os.path.basename(n).split("-", 2)[2].startswith("idx_") for n in names)
+
+
+def test_check_new_writes_nothing(tmp_path):
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(NotADirectoryError, match="exists and is not a directory"):
+        RunDir.check_new(str(tmp_path / "file"))
+    with pytest.raises(NotADirectoryError, match="is not a directory"):
+        RunDir.check_new(str(tmp_path / "file" / "logs"))
+    RunDir.check_new(str(tmp_path / "new" / "logs"), "r")
+    assert sorted(os.listdir(tmp_path)) == ["file"]
+
+
+def test_open_and_params(tmp_path):
+    with pytest.raises(FileNotFoundError, match="run directory '.*nope' does not exist"):
+        RunDir.open(tmp_path / "nope")
+    with pytest.raises(FileNotFoundError, match="is not a run directory: it has no config.json"):
+        RunDir.open(tmp_path)
+    run = RunDir.open(make_run(str(tmp_path / "r"), **{"model-last.params": "p"}).path)
+    assert run.load_config().epochs == 3
+    assert run.params_path("last") == os.path.join(run.path, "model-last.params")
+    with pytest.raises(FileNotFoundError, match=r"no parameter file 'model-best.params' \(have: "):
+        run.params_path("best")
+
+
+def test_a_bad_config_is_named_once(tmp_path):
+    run = make_run(str(tmp_path / "r"))
+    with open(run.config_path, "w") as f:
+        json.dump({"epochs": "3"}, f)
+    with pytest.raises(ConfigError) as e:
+        run.load_config()
+    assert str(e.value) == f"{run.config_path}: config key 'epochs' must be of type int, got '3'"
+
+
+def test_load_run_names_a_bad_config_once(tmp_path):
+    from gluon_triplet import load_run
+
+    run = make_run(str(tmp_path / "r"), **{"model-best.params": "p"})
+    with open(run.config_path, "w") as f:
+        f.write("{")
+    with pytest.raises(ConfigError) as e:
+        load_run(run.path)
+    assert str(e.value).count(run.config_path) == 1
+
+
+def test_check_resumable(tmp_path):
+    config = Config(epochs=3)
+    assert make_run(str(tmp_path / "fresh")).check_resumable(config) is None
+    done = make_run(str(tmp_path / "done"), **{"metrics.json": '{"finished": true}'})
+    with pytest.raises(ConfigError, match="already finished its 3 epochs"):
+        done.check_resumable(config)
+    outputs = make_run(str(tmp_path / "out"), **{"model-last.params": "p"})
+    with pytest.raises(ConfigError, match="no checkpoint to resume from .* model-last.params"):
+        outputs.check_resumable(config)
+    with pytest.raises(ConfigError, match="does not support distributed runs"):
+        make_run(str(tmp_path / "dist")).check_resumable(Config(kvstore="dist_sync"))
+
+
+def test_lock_excludes_a_second_open_file_and_is_released(tmp_path):
+    run = make_run(str(tmp_path / "r"))
+    run.check_free()  # never locked: nothing to check, nothing written
+    assert not os.path.exists(run.lock_path)
+    with run.lock():
+        with open(run.lock_path) as f:
+            assert f.read() == f"{os.getpid()}\n"
+        expected = f"{run.path} is in use by process {os.getpid()}"
+        # Another open file description of the same lock file: flock excludes it too.
+        with pytest.raises(RunDirInUse) as e, RunDir(run.path).lock():
+            pass
+        assert str(e.value) == expected
+        with pytest.raises(RunDirInUse, match=expected):
+            RunDir(run.path).check_free()
+    RunDir(run.path).check_free()
+    with RunDir(run.path).lock():  # released on exit from the block
+        pass
+
+
+def test_lock_held_by_another_process_names_its_pid(tmp_path):
+    run = make_run(str(tmp_path / "r"))
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import sys; from gluon_triplet.rundir import RunDir\n"
+            "with RunDir(sys.argv[1]).lock():\n"
+            "    print('locked', flush=True); sys.stdin.readline()",
+            run.path,
+        ],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert holder.stdout.readline() == "locked\n"
+        with pytest.raises(RunDirInUse, match=f"is in use by process {holder.pid}$"):
+            run.check_free()
+        with pytest.raises(RunDirInUse, match=f"is in use by process {holder.pid}$"), run.lock():
+            pass
+    finally:
+        holder.communicate("\n", timeout=60)
+    assert holder.returncode == 0
+    with run.lock():  # the holder exited: free again
+        pass
