@@ -465,7 +465,7 @@ class DistanceWeightedMiner(Miner):
 
     def __init__(self, margin=1.0, metric="squared", cutoff=0.5, max_pairs=None):
         super().__init__(margin=margin, metric=metric)
-        if metric == "cosine":
+        if self.metric == "cosine":  # metric may be a name or a Distance
             raise ValueError(
                 "distance-weighted sampling is defined on Euclidean distances; "
                 "use metric 'squared' or 'euclidean'"

@@ -17,6 +17,7 @@ from .batching import default_pk_classes, make_strategy
 from .callbacks import Callback, CallbackList
 from .config import Config
 from .metrics import clustering_metrics, evaluate_embeddings, per_class_precision_at_1
+from .mining import Miner
 from .model import embed
 from .schedule import make_lr_scheduler
 from .triplets import TripletDataset
@@ -251,6 +252,11 @@ class TripletTrainer:
         self.trainer = gluon.Trainer(
             net.collect_params(), config.optimizer, optimizer_params, kvstore=kvstore
         )
+
+    @property
+    def miner(self) -> Optional[Miner]:
+        """The online miner, None for offline triplets."""
+        return getattr(self.strategy, "miner", None)
 
     @property
     def loss_fn(self) -> gluon.loss.Loss:
