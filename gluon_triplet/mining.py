@@ -436,8 +436,9 @@ class DistanceWeightedMiner(Miner):
     For each positive pair ``(a, p)`` (``p != a``, same label) a negative ``n`` is drawn
     from ``a``'s negatives with probability proportional to ``1 / q(d(a, n))`` (see
     :func:`distance_weights`, ``d`` the Euclidean distance, ``n`` the embedding dimension),
-    restricted to the negatives that give the pair a nonzero ``TripletLoss``:
-    ``d(a, n)^2 < d(a, p)^2 + margin`` (the loss's squared distance). A pair with no such
+    restricted to the negatives that give the pair a nonzero triplet loss:
+    ``d(a, n) < d(a, p) + margin`` in the miner's distance, the one the loss uses
+    (``squared`` by default, as ``TripletLoss``; or ``euclidean``). A pair with no such
     negative gets weight 0: its loss would be 0 whichever negative it got. The weights
     assume L2-normalised embeddings (distances in ``[0, 2]``); others are clipped.
 
@@ -455,8 +456,8 @@ class DistanceWeightedMiner(Miner):
     margin : float
         The ``TripletLoss`` margin, for the nonzero-loss mask.
     metric : {"squared", "euclidean"}
-        Accepted for the common interface; the weights always use the Euclidean
-        distance and the mask the squared one. ``"cosine"`` is refused.
+        The distance of the nonzero-loss mask (the loss's); the weights always use the
+        Euclidean distance. ``"cosine"`` is refused.
     cutoff : float
         Lower clip of the distance in the weights (0.5 as in the paper).
     max_pairs : int, optional
@@ -506,8 +507,10 @@ class DistanceWeightedMiner(Miner):
         anchor = nd.floor(pair / b)
         positive = pair - anchor * b
         # (M, B): each row is one pair's candidate negatives.
-        d_ap = nd.take(sq.reshape((-1,)), pair).reshape((-1, 1))
-        cand = nd.take(neg, anchor) * nd.broadcast_lesser(nd.take(sq, anchor), d_ap + self.margin)
+        # The nonzero-loss mask in the loss's own distance (squared, or Euclidean: the loss
+        # shares the miner's distance).
+        d_ap = nd.take(dist.reshape((-1,)), pair).reshape((-1, 1))
+        cand = nd.take(neg, anchor) * nd.broadcast_lesser(nd.take(dist, anchor), d_ap + self.margin)
         row_log_w = nd.take(log_w, anchor)
         # Subtract each row's max over its candidates: exp stays in range for any dim.
         floor = nd.full(row_log_w.shape, -np.inf, ctx=ctx)

@@ -224,3 +224,18 @@ def test_config_refuses_cosine_distance_weighted():
     with pytest.raises(ConfigError, match="distance-weighted.*cosine"):
         Config(miner="distance-weighted", distance="cosine")
     assert Config(miner="distance-weighted", distance="euclidean").miner == "distance-weighted"
+
+
+@pytest.mark.parametrize("metric, active", [("euclidean", 1.0), ("squared", 0.0)])
+def test_the_nonzero_loss_mask_uses_the_losss_distance(metric, active):
+    """d(a,p) = 1, d(a,n) = 1.6, margin 0.7: the Euclidean hinge is active (1.6 < 1.7), the
+    squared one is not (2.56 >= 1.7); the pair's weight follows the distance it was given."""
+    from mxnet import nd
+
+    emb = nd.array([[0.0, 0.0], [1.0, 0.0], [1.6, 0.0]])
+    miner = DistanceWeightedMiner(margin=0.7, metric=metric)
+    a, p, n, w = miner.mine(emb, nd.array([0, 0, 1]))
+    row = 0 * 3 + 1  # the pair (anchor 0, positive 1)
+    assert w[row].asscalar() == active
+    if active:
+        assert (a[row].asscalar(), p[row].asscalar(), n[row].asscalar()) == (0, 1, 2)
