@@ -714,14 +714,16 @@ def test_training_holds_the_run_dir_lock_and_releases_it(inputs, workdir, capsys
 
 
 def test_resume_of_a_run_in_use_is_refused(interrupted_run, workdir, capsys):
+    # Holds the lock as RunDir.lock does (flock, PID inside), without importing MXNet.
+    holder_code = (
+        "import fcntl, os, sys\n"
+        "fd = os.open(sys.argv[1], os.O_RDWR | os.O_CREAT, 0o644)\n"
+        "fcntl.flock(fd, fcntl.LOCK_EX)\n"
+        "os.ftruncate(fd, 0); os.write(fd, b'%d\\n' % os.getpid())\n"
+        "print('locked', flush=True); sys.stdin.readline()"
+    )
     holder = subprocess.Popen(
-        [
-            sys.executable,
-            "-c",
-            "import sys; from gluon_triplet.rundir import RunDir\n"
-            "with RunDir('logs/r').lock():\n"
-            "    print('locked', flush=True); sys.stdin.readline()",
-        ],
+        [sys.executable, "-c", holder_code, "logs/r/.lock"],
         cwd=workdir,
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,

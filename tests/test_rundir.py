@@ -10,6 +10,16 @@ import pytest
 from gluon_triplet.config import Config, ConfigError
 from gluon_triplet.rundir import RunDir, RunDirInUse
 
+# Another process holding a run directory's lock as RunDir.lock does (flock, PID inside),
+# without importing MXNet.
+HOLDER = (
+    "import fcntl, os, sys\n"
+    "fd = os.open(sys.argv[1], os.O_RDWR | os.O_CREAT, 0o644)\n"
+    "fcntl.flock(fd, fcntl.LOCK_EX)\n"
+    "os.ftruncate(fd, 0); os.write(fd, b'%d\\n' % os.getpid())\n"
+    "print('locked', flush=True); sys.stdin.readline()"
+)
+
 
 def make_run(path, **files):
     os.makedirs(path)
@@ -125,14 +135,7 @@ def test_lock_excludes_a_second_open_file_and_is_released(tmp_path):
 def test_lock_held_by_another_process_names_its_pid(tmp_path):
     run = make_run(str(tmp_path / "r"))
     holder = subprocess.Popen(
-        [
-            sys.executable,
-            "-c",
-            "import sys; from gluon_triplet.rundir import RunDir\n"
-            "with RunDir(sys.argv[1]).lock():\n"
-            "    print('locked', flush=True); sys.stdin.readline()",
-            run.path,
-        ],
+        [sys.executable, "-c", HOLDER, run.lock_path],
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         text=True,
