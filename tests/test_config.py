@@ -66,3 +66,10 @@ def test_bad_json_file(tmp_path):
     p.write_text("[1, 2]")
     with pytest.raises(ConfigError, match="JSON object"):
         Config.load(p)
+
+
+def test_the_soft_margin_loss_refuses_a_cosine_miner():
+    """Miner and loss share one distance; the soft-margin loss's is Euclidean."""
+    with pytest.raises(ConfigError, match="soft_margin compares Euclidean distances"):
+        Config(soft_margin=True, distance="cosine")
+    assert Config(soft_margin=True, distance="euclidean").soft_margin
