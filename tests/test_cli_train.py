@@ -158,3 +158,13 @@ def test_a_field_declared_without_option_still_gets_a_flag():
     assert list(groups) == ["other"]
     assert vars(p.parse_args(["--new-knob", "4", "--on"])) == {"new_knob": 4, "on": True}
     assert "new knob (default: 3)" in p.format_help()
+
+
+def test_the_help_names_every_registered_subcommand():
+    from gluon_triplet.cli import SUBCOMMANDS, subcommand
+
+    epilog = build_parser().epilog
+    for name in SUBCOMMANDS:
+        assert name == "train" or f"{name}|" in epilog or f"|{name} --help" in epilog
+        module = subcommand(name)
+        assert callable(module.main) and module.HELP

@@ -93,12 +93,15 @@ def add_config_options(
 def build_parser(prog: str = "gluon-triplet train") -> argparse.ArgumentParser:
     """The train parser: the Config options plus ``--preset``, ``--config``, ``--resume``
     and the output switches."""
+    from . import SUBCOMMANDS  # the registry, loaded before any subcommand runs
+
+    others = "|".join(name for name in SUBCOMMANDS if name != "train")
     p = argparse.ArgumentParser(
         prog=prog,
         description="Train an embedding net with triplet loss (MXNet Gluon) and write the "
         "learned embedding for TensorBoard's projector.",
         argument_default=argparse.SUPPRESS,  # unset flags leave config/JSON values alone
-        epilog="Other subcommands: gluon-triplet embed|evaluate|view|launch --help. "
+        epilog=f"Other subcommands: gluon-triplet {others} --help. "
         "`gluon-triplet [options]` is the same as `gluon-triplet train [options]`.",
     )
     a = p.add_argument
