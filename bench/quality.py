@@ -17,6 +17,22 @@ Recipes (every online one uses P x K batches and the default settings otherwise)
     batch-all   MLP + batch-all mining
     default     the package defaults (semi-hard, CNN for images, Adam, cosine schedule)
 
+Candidates for the defaults (issue 15; each is the default recipe with one change):
+
+    distance-weighted   --miner distance-weighted (Wu et al. 2017)
+    dw-bn               distance-weighted + --batch-norm
+    hard                --miner batch-hard (with the default net, CNN for images)
+    hard-soft           --miner batch-hard --soft-margin (Hermans et al. 2017)
+    hard-warmup         --miner batch-hard --warmup-epochs 1
+    hard-soft-warmup    --miner batch-hard --soft-margin --warmup-epochs 1
+    hard-soft-raw       --miner batch-hard --soft-margin --no-normalize (as in the paper)
+    hard-soft-raw-k4    the same with K = 4 samples per class
+    warmup              --warmup-epochs 1
+    soft                --soft-margin (semi-hard mining)
+    bn                  --batch-norm (BatchNorm after each convolution)
+    bn-wide             --batch-norm --channels 48 64
+    bn-e64              --batch-norm --embedding-size 64
+
 ``--split test`` (default) trains on the train split and scores the test split.
 ``--split val`` never touches the test split: it carves a stratified validation split
 out of train (1/6 of Fashion-MNIST's 60k = 10k; 20% of mnist-5k's 4k = 800), trains on
@@ -53,7 +69,27 @@ RECIPES = {
     "semi-hard": {"model": "mlp", "miner": "semi-hard"},
     "batch-all": {"model": "mlp", "miner": "batch-all"},
     "default": {},
+    "distance-weighted": {"miner": "distance-weighted"},
+    "dw-bn": {"miner": "distance-weighted", "batch_norm": True},
+    "hard": {"miner": "batch-hard"},
+    "hard-soft": {"miner": "batch-hard", "soft_margin": True},
+    "hard-warmup": {"miner": "batch-hard", "warmup_epochs": 1},
+    "hard-soft-warmup": {"miner": "batch-hard", "soft_margin": True, "warmup_epochs": 1},
+    "hard-soft-raw": {"miner": "batch-hard", "soft_margin": True, "normalize": False},
+    "hard-soft-raw-k4": {
+        "miner": "batch-hard",
+        "soft_margin": True,
+        "normalize": False,
+        "pk_samples": 4,
+    },
+    "warmup": {"warmup_epochs": 1},
+    "soft": {"soft_margin": True},
+    "bn": {"batch_norm": True},
+    "bn-wide": {"batch_norm": True, "channels": (48, 64)},
+    "bn-e64": {"batch_norm": True, "embedding_size": 64},
 }
+# The recipes a plain run trains; the candidates are asked for by name (--recipes).
+STANDARD = ["raw", "reference", "batch-hard", "semi-hard", "batch-all", "default"]
 
 
 def stratified_split(y, fraction, seed):
@@ -109,6 +145,8 @@ def run_recipe(recipe, overrides, x_train, y_train, x_eval, y_eval, args):
     values = {**overrides, "seed": args.seed}
     if args.epochs is not None:
         values["epochs"] = args.epochs
+        if values.get("warmup_epochs", 0) >= args.epochs:
+            values["warmup_epochs"] = args.epochs / 4
     config = Config(**values)
     set_seed(config.seed)
     contexts = resolve_contexts("auto")
@@ -144,7 +182,7 @@ def at_budget(points, budget):
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--datasets", nargs="+", default=["fashion-mnist", "mnist-5k"])
-    p.add_argument("--recipes", nargs="+", default=list(RECIPES), choices=list(RECIPES))
+    p.add_argument("--recipes", nargs="+", default=STANDARD, choices=list(RECIPES))
     p.add_argument("--split", choices=("test", "val"), default="test")
     p.add_argument("--epochs", type=int, help="override every recipe's epochs (default: 10)")
     p.add_argument("--seed", type=int, default=0)
@@ -180,6 +218,8 @@ def main(argv=None):
                     "triplet_accuracy": scores["triplet_accuracy"],
                     "train_seconds": seconds if points else 0.0,
                     "epochs": len(points),
+                    # Every recipe's epoch is one pass over the training samples.
+                    "seconds_per_epoch": seconds / len(points) if points else 0.0,
                     "seconds_to_target": time_to(points, args.target),
                     "seconds_to_acc_target": time_to(
                         points, args.acc_target, key="triplet_accuracy"
@@ -200,7 +240,7 @@ def _fmt(value, spec):
 
 def print_table(rows, args):
     head = (
-        f"| data ({args.split}) | recipe | P@1 | MAP@R | triplet acc | train s | epochs "
+        f"| data ({args.split}) | recipe | P@1 | MAP@R | triplet acc | train s | s/epoch | epochs "
         f"| s to P@1 {args.target} | P@1 at {args.budget:g} s | s to acc {args.acc_target} |"
     )
     print(head)
@@ -209,6 +249,7 @@ def print_table(rows, args):
         print(
             f"| {r['dataset']} | {r['recipe']} | {r['precision_at_1']:.4f} | "
             f"{r['map_at_r']:.4f} | {r['triplet_accuracy']:.4f} | {r['train_seconds']:.1f} | "
+            f"{r['seconds_per_epoch']:.2f} | "
             f"{r['epochs']} | {_fmt(r['seconds_to_target'], '.1f')} | "
             f"{_fmt(r['precision_at_1_at_budget'], '.4f')} | "
             f"{_fmt(r['seconds_to_acc_target'], '.1f')} |"

@@ -443,8 +443,8 @@ class DistanceWeightedMiner(Miner):
     assume L2-normalised embeddings (distances in ``[0, 2]``); others are clipped.
 
     The draws use MXNet's RNG (``mx.random.seed``; the trainer reseeds it every epoch),
-    all pairs at once by inverse-CDF sampling over an ``(M, B)`` weight matrix: no
-    per-anchor loop, no copy to the host.
+    all pairs at once with the Gumbel-max trick over an ``(M, B)`` matrix of log weights:
+    no per-anchor loop, no copy to the host.
 
     Rows returned, as in :class:`SemiHardMiner`: ``max_pairs=None`` gives ``M = B * B``
     (row ``a * B + p``; padding ``(a, a, a)``, weight 0); ``max_pairs=m`` gives ``M = m``
@@ -506,26 +506,18 @@ class DistanceWeightedMiner(Miner):
             keep = keep.astype("float32")
         anchor = nd.floor(pair / b)
         positive = pair - anchor * b
-        # (M, B): each row is one pair's candidate negatives.
-        # The nonzero-loss mask in the loss's own distance (squared, or Euclidean: the loss
-        # shares the miner's distance).
+        # (M, B): each row is one pair's candidate negatives, those with a nonzero loss,
+        # in the loss's own distance (squared, or Euclidean: the loss shares the miner's).
         d_ap = nd.take(dist.reshape((-1,)), pair).reshape((-1, 1))
         cand = nd.take(neg, anchor) * nd.broadcast_lesser(nd.take(dist, anchor), d_ap + self.margin)
-        row_log_w = nd.take(log_w, anchor)
-        # Subtract each row's max over its candidates: exp stays in range for any dim.
-        floor = nd.full(row_log_w.shape, -np.inf, ctx=ctx)
-        top = nd.max(nd.where(cand, row_log_w, floor), axis=1, keepdims=True)
-        top = nd.where(top > -np.inf, top, nd.zeros_like(top))
-        w = nd.exp(nd.broadcast_sub(row_log_w, top)) * cand
-        cum = nd.cumsum(w, axis=1)
-        total = cum[:, b - 1 : b]
-        # Inverse CDF: the sampled column is the number of cumulative weights <= u * total.
-        u = nd.random.uniform(shape=(pair.shape[0], 1), ctx=ctx, dtype="float32")
-        column = nd.sum(nd.broadcast_lesser_equal(cum, u * total), axis=1)
-        # u * total can round up to total: never step past the last candidate.
-        last = nd.sum(nd.broadcast_lesser(cum, total), axis=1)
-        negative = nd.minimum(column, nd.minimum(last, b - 1))
-        weight = keep * (total.reshape((-1,)) > 0)
+        # Gumbel-max: argmax of log w + Gumbel noise is a draw with probability w / sum(w)
+        # over the candidates, for any spread of log w (no exp to overflow, no cumsum).
+        # u is kept inside (0, 1) so the noise stays finite; the clipped tails weigh 1e-7.
+        u = nd.random.uniform(1e-7, 1 - 1e-7, shape=cand.shape, ctx=ctx, dtype="float32")
+        score = nd.take(log_w, anchor) - nd.log(-nd.log(u))
+        score = nd.where(cand, score, nd.full(cand.shape, -np.inf, ctx=ctx))
+        negative = nd.argmax(score, axis=1)
+        weight = keep * nd.max(cand, axis=1)
         fill = anchor if self.max_pairs is None else nd.zeros_like(anchor)
         return (
             nd.where(weight, anchor, fill),
