@@ -25,6 +25,9 @@ Candidates for the defaults (issue 15; each is the default recipe with one chang
     hard-soft           --miner batch-hard --soft-margin (Hermans et al. 2017)
     hard-warmup         --miner batch-hard --warmup-epochs 1
     hard-soft-warmup    --miner batch-hard --soft-margin --warmup-epochs 1
+    hard-soft-k4        --miner batch-hard --soft-margin -K 4 (the paper's K; P = 10 classes)
+    hard-soft-k8        --miner batch-hard --soft-margin -K 8
+    hard-k4             --miner batch-hard -K 4 (hinge)
     hard-soft-raw       --miner batch-hard --soft-margin --no-normalize (as in the paper)
     hard-soft-raw-k4    the same with K = 4 samples per class
     warmup              --warmup-epochs 1
@@ -75,6 +78,9 @@ RECIPES = {
     "hard-soft": {"miner": "batch-hard", "soft_margin": True},
     "hard-warmup": {"miner": "batch-hard", "warmup_epochs": 1},
     "hard-soft-warmup": {"miner": "batch-hard", "soft_margin": True, "warmup_epochs": 1},
+    "hard-soft-k4": {"miner": "batch-hard", "soft_margin": True, "pk_samples": 4},
+    "hard-soft-k8": {"miner": "batch-hard", "soft_margin": True, "pk_samples": 8},
+    "hard-k4": {"miner": "batch-hard", "pk_samples": 4},
     "hard-soft-raw": {"miner": "batch-hard", "soft_margin": True, "normalize": False},
     "hard-soft-raw-k4": {
         "miner": "batch-hard",
