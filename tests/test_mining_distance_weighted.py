@@ -118,6 +118,7 @@ batches = st.integers(min_value=2, max_value=14).flatmap(
         st.sampled_from([0.1, 0.5, 2.0, 5.0]),
         st.sampled_from([None, 1, 7, 40]),
         st.integers(0, 2**31 - 1),
+        st.sampled_from(["squared", "euclidean"]),
     )
 )
 
@@ -125,22 +126,23 @@ batches = st.integers(min_value=2, max_value=14).flatmap(
 @settings(max_examples=40, deadline=None)
 @given(batches)
 def test_selected_triplets_are_valid(batch):
-    points, labels, margin, max_pairs, seed = batch
+    points, labels, margin, max_pairs, seed, metric = batch
     emb = nd.array(np.array(points, dtype=np.float32))
     b = len(labels)
-    miner = DistanceWeightedMiner(margin=margin, max_pairs=max_pairs)
+    miner = DistanceWeightedMiner(margin=margin, metric=metric, max_pairs=max_pairs)
     mx.random.seed(seed)
     a, p, n, w = (o.asnumpy() for o in miner.mine(emb, nd.array(labels)))
     assert len(a) == miner.num_triplets(b)
     assert set(np.unique(w)) <= {0.0, 1.0}
     assert a.max(initial=0) < b and p.max(initial=0) < b and n.max(initial=0) < b
-    sq = pairwise_distances(emb).asnumpy()
+    # The nonzero-loss mask is in the miner's metric, the loss's distance.
+    dist = pairwise_distances(emb, metric).asnumpy()
     pairs = set()
     for i, j, m, keep in zip(a, p, n, w):
         if keep:
             assert labels[j] == labels[i] and j != i
             assert labels[m] != labels[i]  # never the anchor's label
-            assert sq[i, m] < sq[i, j] + np.float32(margin)
+            assert dist[i, m] < dist[i, j] + np.float32(margin)
             pairs.add((i, j))
     assert len(pairs) == int(w.sum())  # each pair at most once
 
