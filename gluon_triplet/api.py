@@ -21,6 +21,7 @@ from mxnet import gluon
 from .config import Config
 from .metrics import clustering_metrics, evaluate_embeddings, per_class_precision_at_1
 from .model import embed, model_from_config
+from .resources import error_line
 from .rundir import RunDir
 from .triplets import create_pairs
 
@@ -96,9 +97,8 @@ def load_run(
         net.load_parameters(path, ctx=ctx)
     except (AssertionError, mx.base.MXNetError) as e:
         # Gluon reports a mismatch with an assert; name the file instead of a traceback.
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise ValueError(
-            f"cannot load {path} into the model of {run.config_path}: {first}"
+            f"cannot load {path} into the model of {run.config_path}: {error_line(e)}"
         ) from None
     net.hybridize()
     return net, config

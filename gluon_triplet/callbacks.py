@@ -21,7 +21,7 @@ import logging
 import os
 import sys
 
-from .io import atomic_save, atomic_write_text
+from .io import atomic_write_text
 from .rundir import RunDir
 
 __all__ = [
@@ -178,22 +178,40 @@ class CheckpointCallback(Callback):
                 self.checkpoint_epoch = record["epoch"]
 
     def _save(self, net, name):
-        atomic_save(os.path.join(self.run_dir, name), net.save_parameters)
+        from .checkpoint import save_parameters
+
+        save_parameters(net, os.path.join(self.run_dir, name))
 
     def on_epoch_end(self, trainer):
         record = trainer.history[-1]
+        value = record.get(self.split, {}).get(self.metric)
+        new_best = value is not None and value > self.best
+
+        def save_models():
+            self._save(trainer.net, RunDir.LAST_PARAMS)
+            if new_best:
+                self._save(trainer.net, RunDir.BEST_PARAMS)
+
+        best_epoch = record["epoch"] if new_best else self.best_epoch
+        saved = False
         if self.resumable:
             from .checkpoint import save_checkpoint, supports_resume
 
             if supports_resume(trainer):
-                # First: it refuses non-finite parameters before anything is written.
-                save_checkpoint(trainer, RunDir(self.run_dir).checkpoint_dir)
+                # It refuses non-finite parameters before anything is written, and writes
+                # the model files before its manifest: the epoch's outputs are one unit.
+                save_checkpoint(
+                    trainer,
+                    RunDir(self.run_dir).checkpoint_dir,
+                    best_epoch=best_epoch,
+                    before_commit=save_models,
+                )
                 self.checkpoint_epoch = record["epoch"]
-        self._save(trainer.net, RunDir.LAST_PARAMS)
-        value = record.get(self.split, {}).get(self.metric)
-        if value is not None and value > self.best:
+                saved = True
+        if not saved:
+            save_models()
+        if new_best:
             self.best, self.best_epoch = value, record["epoch"]
-            self._save(trainer.net, RunDir.BEST_PARAMS)
 
 
 def collapse_reason(test, margin):

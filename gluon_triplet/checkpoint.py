@@ -6,15 +6,21 @@ A checkpoint is taken at an epoch boundary and holds
 - ``optimizer-e<epoch>.params``: the optimizer state arrays (momentum, Adam's moments),
   saved with ``mx.nd.save``: an MXNet params file, never a pickle, unlike
   ``gluon.Trainer.save_states`` (which pickles the optimizer and would run code on load);
-- ``checkpoint.json``, the manifest, written last: the epoch, the trainer's
-  :meth:`~gluon_triplet.train.TripletTrainer.state_dict` (history and the states of the
-  NumPy generators), the optimizer's update counters and the layout of its state, and the
-  SHA-256 of both binary files.
+- the parameters of the best epoch so far, when it is an earlier one: its
+  ``model-e<best>.params``, kept from the checkpoint that epoch wrote;
+- ``checkpoint.json``, the manifest, written last: the epoch, the best epoch, the
+  trainer's :meth:`~gluon_triplet.train.TripletTrainer.state_dict` (history and the states
+  of the NumPy generators), the optimizer's update counters and the layout of its state,
+  and the SHA-256 of every binary file.
 
 Every file is written to a temporary name and renamed, and the manifest is renamed into
 place only after the files it names are complete, so a crash or a signal at any moment
-leaves the previous checkpoint readable. Loading checks the hashes and every shape and
-reports a mismatch as one :class:`CheckpointError` line.
+leaves the previous checkpoint readable. The manifest is the commit point of an epoch:
+the run directory's ``model-last.params`` and ``model-best.params`` are written before it
+(``before_commit``), and :func:`restore_outputs` rewrites them from the checkpoint when a
+run is resumed, so they always hold the epochs ``metrics.json`` names, wherever a crash,
+a signal or a full disk cut the previous part short. Loading checks the hashes and every
+shape and reports a mismatch as one :class:`CheckpointError` line.
 """
 
 from __future__ import annotations
@@ -23,11 +29,13 @@ import glob
 import hashlib
 import json
 import os
+import shutil
 
 import mxnet as mx
 import numpy as np
 
 from .io import atomic_save, atomic_write_text
+from .resources import disk_full_error, error_line, mxnet_reason
 from .rundir import RunDir
 
 __all__ = [
@@ -36,7 +44,9 @@ __all__ = [
     "CheckpointError",
     "load_checkpoint",
     "read_manifest",
+    "restore_outputs",
     "save_checkpoint",
+    "save_parameters",
     "supports_resume",
 ]
 
@@ -163,7 +173,33 @@ def _load_optimizer_state(gluon_trainer, arrays, meta, where):
     opt.num_update = int(meta["num_update"])
 
 
-def save_checkpoint(trainer, directory):
+def _check_params_file(path):
+    """A ``check`` for :func:`~gluon_triplet.io.atomic_save`: MXNet's file stream drops
+    the buffered end of a file on a full disk without an error, so read it back."""
+
+    def check(tmp):
+        try:
+            mx.nd.load(tmp)
+        except mx.base.MXNetError as e:
+            raise disk_full_error(
+                path, f"MXNet wrote an incomplete file ({mxnet_reason(e)})"
+            ) from None
+
+    return check
+
+
+def save_parameters(net, path):
+    """``net.save_parameters(path)``, atomically, read back before it replaces ``path``.
+
+    Raises
+    ------
+    DiskFullError
+        The file could not be written whole; ``path`` is left as it was.
+    """
+    atomic_save(path, net.save_parameters, check=_check_params_file(path))
+
+
+def save_checkpoint(trainer, directory, best_epoch=None, before_commit=None):
     """Save a checkpoint of ``trainer`` at the end of its current epoch.
 
     Parameters
@@ -171,7 +207,14 @@ def save_checkpoint(trainer, directory):
     trainer : TripletTrainer
     directory : str
         Created if needed. Files of older checkpoints in it are removed once the new
-        manifest is in place.
+        manifest is in place (except the best epoch's parameters).
+    best_epoch : int, optional
+        The epoch whose parameters ``model-best.params`` holds: the current one, or an
+        earlier one whose checkpoint parameters are still in ``directory``.
+    before_commit : callable, optional
+        Called with no argument after the checkpoint's files are written and before the
+        manifest that makes them count: the run's other outputs of the epoch (the model
+        files) go there, so that the epoch's outputs form one unit.
 
     Returns
     -------
@@ -191,29 +234,89 @@ def save_checkpoint(trainer, directory):
             f"parameter {bad} became NaN or infinite in epoch {epoch}; try a lower --lr"
         )
     os.makedirs(directory, exist_ok=True)
-    params_name = f"model-e{epoch:04d}.params"
+    params_name = _params_name(epoch)
     optimizer_name = f"optimizer-e{epoch:04d}.params"
     arrays, optimizer_meta = _optimizer_state(trainer.trainer)
     params_path = os.path.join(directory, params_name)
     optimizer_path = os.path.join(directory, optimizer_name)
-    atomic_save(params_path, trainer.net.save_parameters)
-    atomic_save(optimizer_path, lambda tmp: mx.nd.save(tmp, arrays))
+    save_parameters(trainer.net, params_path)
+    atomic_save(
+        optimizer_path,
+        lambda tmp: mx.nd.save(tmp, arrays),
+        check=_check_params_file(optimizer_path),
+    )
+    sha256 = {params_name: _sha256(params_path), optimizer_name: _sha256(optimizer_path)}
+    best = None
+    if best_epoch is not None:
+        best_name = _params_name(best_epoch)
+        best_path = os.path.join(directory, best_name)
+        # Missing only after resuming a checkpoint older than this field: then it is
+        # simply not recorded.
+        if best_name == params_name or os.path.isfile(best_path):
+            sha256.setdefault(best_name, _sha256(best_path))
+            best = {"epoch": int(best_epoch), "params": best_name}
+    if before_commit is not None:
+        before_commit()
     manifest = {
         "format": _FORMAT,
         "epoch": epoch,
         "params": params_name,
         "optimizer": optimizer_name,
-        "sha256": {params_name: _sha256(params_path), optimizer_name: _sha256(optimizer_path)},
+        "best": best,
+        "sha256": sha256,
         "optimizer_state": optimizer_meta,
         "trainer": trainer.state_dict(),
     }
     path = os.path.join(directory, MANIFEST)
     atomic_write_text(path, json.dumps(manifest, indent=1) + "\n")
-    keep = {params_name, optimizer_name, MANIFEST}
+    keep = set(sha256) | {MANIFEST}
     for old in glob.glob(os.path.join(directory, "*-e[0-9]*.params")):
         if os.path.basename(old) not in keep:
             os.unlink(old)
     return path
+
+
+def _params_name(epoch):
+    return f"model-e{int(epoch):04d}.params"
+
+
+def restore_outputs(directory, run_dir, manifest=None):
+    """Make a run's ``model-last.params`` and ``model-best.params`` those of its checkpoint.
+
+    A run cut short between its checkpoint's manifest and the model files (or, before
+    the manifest, after them) holds model files of another epoch than the one its
+    checkpoint, and so its ``metrics.json``, names; ``--resume`` calls this first.
+
+    Parameters
+    ----------
+    directory : str
+        The checkpoint directory.
+    run_dir : str
+        The run directory holding the model files.
+    manifest : dict, optional
+        :func:`read_manifest`'s result, if already read.
+
+    Returns
+    -------
+    list of str
+        The files rewritten (those that differed from the checkpoint's).
+    """
+    manifest = manifest or read_manifest(directory)
+    if manifest is None:
+        return []
+    wanted = {"model-last.params": manifest["params"]}
+    if manifest.get("best"):
+        wanted["model-best.params"] = manifest["best"]["params"]
+    restored = []
+    for name, source in wanted.items():
+        target = os.path.join(run_dir, name)
+        digest = manifest["sha256"][source]
+        if os.path.isfile(target) and _sha256(target) == digest:
+            continue
+        src = os.path.join(directory, source)
+        atomic_save(target, lambda tmp, src=src: shutil.copyfile(src, tmp))
+        restored.append(target)
+    return restored
 
 
 def read_manifest(directory):
@@ -252,6 +355,14 @@ def read_manifest(directory):
             raise CheckpointError(f"{path}: names {name}, which is missing")
         if _sha256(file) != manifest["sha256"].get(name):
             raise CheckpointError(f"{file}: does not match the checksum in {MANIFEST}")
+    best = manifest.get("best")
+    if best is not None:
+        name = best.get("params") if isinstance(best, dict) else None
+        if not isinstance(name, str) or os.path.basename(name) != name:
+            raise CheckpointError(f"{path}: bad best-epoch entry {best!r}")
+        file = os.path.join(directory, name)
+        if not os.path.isfile(file) or _sha256(file) != manifest["sha256"].get(name):
+            raise CheckpointError(f"{file}: missing, or does not match the checksum in {MANIFEST}")
     return manifest
 
 
@@ -284,7 +395,7 @@ def load_checkpoint(trainer, directory, manifest=None):
     try:
         trainer.net.load_parameters(params_file, ctx=contexts)
     except (AssertionError, mx.base.MXNetError, ValueError, KeyError) as e:
-        first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+        first = error_line(e)
         raise CheckpointError(
             f"{params_file} does not fit the model the config describes "
             f"({trainer.config.model}, embedding size {trainer.config.embedding_size}): {first}"
@@ -293,7 +404,7 @@ def load_checkpoint(trainer, directory, manifest=None):
     try:
         arrays = mx.nd.load(where)
     except mx.base.MXNetError as e:
-        raise CheckpointError(f"{where}: unreadable ({str(e).strip().splitlines()[0]})") from None
+        raise CheckpointError(f"{where}: unreadable ({mxnet_reason(e)})") from None
     if not isinstance(arrays, dict):
         arrays = {}
     _load_optimizer_state(trainer.trainer, arrays, manifest["optimizer_state"], where)

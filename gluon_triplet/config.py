@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import os
 from dataclasses import dataclass, fields
 from typing import Any, Dict, Optional, Tuple, Union
@@ -170,6 +171,14 @@ class Config:
     weight_decay: float = option(0.0, "weight decay (L2 penalty)", "training")
     batch_size: int = option(1024, "triplets per batch with --miner offline", "training")
     epochs: int = option(10, "passes over the training data", "training")
+    max_data_bytes: Optional[int] = option(
+        None,
+        "refuse, from its header and before reading it, any array of the dataset that would "
+        "take more memory than this, as stored or as float32 (a decompression bomb)",
+        "data",
+        metavar="BYTES",
+        shown_default="half the memory available when the data is loaded",
+    )
     triplets_per_class: Optional[int] = option(
         None,
         "cap on triplets each class anchors per epoch",
@@ -250,7 +259,9 @@ class Config:
         "output",
         shown_default="<timestamp>-<dataset>",
     )
-    projector_samples: int = option(1000, "test samples in the projector", "output")
+    projector_samples: int = option(
+        1000, "test samples in the projector: 0 = none, -1 = all (as in embed)", "output"
+    )
     projector_every: int = option(
         0,
         "also write the projector embedding every N epochs, one tensor per epoch "
@@ -283,8 +294,33 @@ class Config:
                 raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.epochs < 0:
             raise ConfigError(f"epochs must be >= 0, got {self.epochs}")
-        if self.projector_samples < 0:
-            raise ConfigError(f"projector_samples must be >= 0, got {self.projector_samples}")
+        if self.projector_samples < -1:
+            raise ConfigError(
+                f"projector_samples must be -1 (all), 0 (none) or a count, got "
+                f"{self.projector_samples}"
+            )
+        if self.max_data_bytes is not None and self.max_data_bytes < 1:
+            raise ConfigError(f"max_data_bytes must be >= 1, got {self.max_data_bytes}")
+        for f in fields(self):
+            value = getattr(self, f.name)
+            # NaN passes every comparison below and is not JSON; inf is no setting either.
+            if isinstance(value, float) and not math.isfinite(value):
+                raise ConfigError(
+                    f"{f.name} (--{_flag(f.name)}) must be a finite number, got {value}"
+                )
+        if self.seed < 0:
+            raise ConfigError(f"seed (--seed) must be >= 0, got {self.seed}")
+        for name in ("embedding_size", "hidden", "channels"):
+            widths = getattr(self, name)
+            widths = widths if isinstance(widths, tuple) else () if widths is None else (widths,)
+            too_wide = [w for w in widths if w > _MAX_WIDTH]
+            if too_wide:
+                # MXNet's layer sizes are C ints; such a layer would not fit in memory anyway.
+                raise ConfigError(
+                    f"{name} (--{_flag(name)}) {too_wide[0]} is too large: MXNet layers hold at "
+                    f"most {_MAX_WIDTH} units, and one of {too_wide[0]} units needs "
+                    f"{_bytes_text(too_wide[0] * 4)} per input feature (float32 weights)"
+                )
         if self.projector_every < 0:
             raise ConfigError(f"projector_every must be >= 0, got {self.projector_every}")
         if self.triplets_per_class is not None and self.triplets_per_class < 1:
@@ -394,13 +430,26 @@ class Config:
             raise ConfigError(f"{path}: {e}") from None
 
 
+_MAX_WIDTH = 2**31 - 1
+
+
+def _flag(name: str) -> str:
+    return name.replace("_", "-")
+
+
+def _bytes_text(n: int) -> str:
+    from .resources import format_bytes
+
+    return format_bytes(n)
+
+
 def _coerce(key: str, value: Any, default: Any) -> Any:
     """Check ``value`` against the type of the key's default."""
     if key in ("data_dir", "run_name", "image_size", "pretrained_params"):
         if value is None or isinstance(value, str):
             return value
         raise ConfigError(f"config key {key!r} must be a string or null, got {value!r}")
-    if key in ("triplets_per_class", "pk_classes", "image_channels", "workers"):
+    if key in ("triplets_per_class", "pk_classes", "image_channels", "workers", "max_data_bytes"):
         if value is None or (isinstance(value, int) and not isinstance(value, bool)):
             return value
         raise ConfigError(f"config key {key!r} must be an integer or null, got {value!r}")

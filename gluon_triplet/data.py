@@ -30,6 +30,7 @@ __all__ = [
     "DataBundle",
     "DataError",
     "load_dataset",
+    "check_array_size",
     "read_idx",
     "write_idx",
 ]
@@ -130,13 +131,17 @@ class DataBundle:
 # --------------------------------------------------------------------------- IDX files
 
 
-def read_idx(path) -> np.ndarray:
+def read_idx(path, max_bytes: Optional[int] = None) -> np.ndarray:
     """Read a plain or gzipped IDX file, validating header and length.
 
     Parameters
     ----------
     path : str or os.PathLike
         The file; gzip is recognised by its magic bytes, not by the extension.
+    max_bytes : int, optional
+        Refuse, from the header and before reading the data, an array that would take
+        more bytes than this as stored or as float32 (see :func:`check_array_size`).
+        Default: no limit.
 
     Returns
     -------
@@ -147,8 +152,8 @@ def read_idx(path) -> np.ndarray:
     Raises
     ------
     DataError
-        Missing or unreadable file, corrupt gzip, bad magic, unknown type code, or a
-        payload shorter or longer than the header declares.
+        Missing or unreadable file, corrupt gzip, bad magic, unknown type code, an array
+        above ``max_bytes``, or a payload shorter or longer than the header declares.
     """
     path = os.fspath(path)
     try:
@@ -157,10 +162,11 @@ def read_idx(path) -> np.ndarray:
             compressed = raw.read(2) == _GZIP_MAGIC
             raw.seek(0)
             if not compressed:
-                return _parse_idx(raw, path, size)
+                return _parse_idx(raw, path, size, max_bytes=max_bytes)
             try:
                 with gzip.GzipFile(fileobj=raw, mode="rb") as f:
-                    return _parse_idx(f, path, None, limit=size * _MAX_DEFLATE_RATIO)
+                    limit = size * _MAX_DEFLATE_RATIO
+                    return _parse_idx(f, path, None, limit=limit, max_bytes=max_bytes)
             except (EOFError, zlib.error, gzip.BadGzipFile) as e:
                 raise DataError(f"{path}: corrupt gzip file ({e})") from None
     except FileNotFoundError:
@@ -171,7 +177,9 @@ def read_idx(path) -> np.ndarray:
         raise DataError(f"{path}: cannot read ({e.strerror or e})") from None
 
 
-def _parse_idx(f, path: str, size: Optional[int], limit: int = 0) -> np.ndarray:
+def _parse_idx(
+    f, path: str, size: Optional[int], limit: int = 0, max_bytes: Optional[int] = None
+) -> np.ndarray:
     """Parse an IDX stream; ``size`` is the file size for plain files, None for gzip."""
     magic = f.read(4)
     if len(magic) < 4:
@@ -193,6 +201,8 @@ def _parse_idx(f, path: str, size: Optional[int], limit: int = 0) -> np.ndarray:
         # An empty array, but NumPy refuses the shape (found by fuzzing). Any non-empty
         # shape this large is reported below as a truncated file.
         raise DataError(f"{path}: IDX dimensions {list(dims)} are too large for an array")
+    # Before any data is read or allocated: a small gzip file can promise gigabytes.
+    check_array_size(path, "IDX data", dims, dtype, max_bytes)
 
     if size is not None:
         found = size - 4 - 4 * ndim
@@ -236,6 +246,32 @@ def _count_rest(f) -> int:
         n += len(chunk)
 
 
+def check_array_size(where: str, what: str, shape, dtype, max_bytes: Optional[int]) -> None:
+    """Refuse an array that would take more than ``max_bytes`` in memory, from its header.
+
+    The size counted is the larger of the array as stored and as float32 (what training
+    holds), so ``(N, 28, 28) uint8`` images count 4 bytes a pixel.
+
+    Raises
+    ------
+    DataError
+        One line naming ``where`` (the file), ``what`` (the array), its shape, dtype and
+        size, and the limit.
+    """
+    if max_bytes is None:
+        return
+    count = math.prod(int(d) for d in shape)
+    size = count * max(np.dtype(dtype).itemsize, 4)
+    if size > max_bytes:
+        from .resources import format_bytes
+
+        raise DataError(
+            f"{where}: {what} of shape {tuple(int(d) for d in shape)} {np.dtype(dtype)} "
+            f"needs {format_bytes(size)} in memory, above the limit of "
+            f"{format_bytes(max_bytes)} (--max-data-bytes; default: half the available memory)"
+        )
+
+
 def write_idx(path, array) -> None:
     """Write an array as an IDX file, gzipped when ``path`` ends with ``.gz``.
 
@@ -272,6 +308,8 @@ def load_dataset(
     data_dir: Optional[str] = None,
     logger: Optional[logging.Logger] = None,
     images=None,
+    max_bytes: Optional[int] = None,
+    download: bool = True,
 ) -> DataBundle:
     """Load a dataset by name or path.
 
@@ -297,6 +335,15 @@ def load_dataset(
     images : ImageOptions, optional
         Size, channels, upscaling, strictness and decode workers for folder/rec/image
         specs (default: :class:`~gluon_triplet.images.ImageOptions` defaults).
+    max_bytes : int, optional
+        Refuse any array of an IDX file or npz archive that would take more bytes than
+        this (as stored, or as float32), from its header, before reading its data: a
+        small compressed file can inflate to more than the machine has. Default: half
+        the memory available now (``MemAvailable`` in ``/proc/meminfo``).
+    download : bool
+        For mnist and fashion-mnist, fetch missing files with Gluon's downloader. False
+        never touches the network: a missing full MNIST falls back to ``"mnist-5k"``
+        (with a warning), a missing Fashion-MNIST is an error.
 
     Returns
     -------
@@ -304,10 +351,14 @@ def load_dataset(
         ``x_*`` float32 ``(N, ...)``, ``y_*`` int64 ``(N,)``.
     """
     logger = logger or logging.getLogger("gluon_triplet")
+    if max_bytes is None:
+        from .resources import default_max_data_bytes
+
+        max_bytes = default_max_data_bytes()
     if data_dir is not None and spec not in _SHA1:
         raise DataError(f"a data directory only applies to mnist and fashion-mnist, not {spec!r}")
     if spec in _SHA1:
-        bundle = _load_named(spec, data_dir, logger)
+        bundle = _load_named(spec, data_dir, logger, max_bytes, download)
     elif spec == "mnist-5k":
         bundle = _load_mnist_5k()
     elif spec.startswith(("idx:", "npz:")):
@@ -315,7 +366,7 @@ def load_dataset(
         if not path:
             raise DataError(f"{spec!r} needs a path, e.g. {spec}/data/my-set")
         loader = _load_idx_dir if spec.startswith("idx:") else _load_npz
-        bundle = loader(path, name=spec)
+        bundle = loader(path, name=spec, max_bytes=max_bytes)
     elif spec.startswith(("folder:", "rec:", "image:")):
         kind, _, path = spec.partition(":")
         if not path:
@@ -339,12 +390,18 @@ def load_dataset(
     return bundle
 
 
-def _load_named(name: str, data_dir: Optional[str], logger: logging.Logger) -> DataBundle:
+def _load_named(
+    name: str,
+    data_dir: Optional[str],
+    logger: logging.Logger,
+    max_bytes: Optional[int] = None,
+    download: bool = True,
+) -> DataBundle:
     classes = MNIST_CLASSES if name == "mnist" else FASHION_CLASSES
     if data_dir is not None:
-        return _load_idx_dir(os.path.expanduser(data_dir), name, classes)
+        return _load_idx_dir(os.path.expanduser(data_dir), name, classes, max_bytes)
     if name == "fashion-mnist" and not _missing_idx_files(DEBIAN_FASHION_MNIST_DIR):
-        return _load_idx_dir(DEBIAN_FASHION_MNIST_DIR, name, classes)
+        return _load_idx_dir(DEBIAN_FASHION_MNIST_DIR, name, classes, max_bytes)
 
     import mxnet.base  # lazily: only this path needs MXNet
 
@@ -352,6 +409,8 @@ def _load_named(name: str, data_dir: Optional[str], logger: logging.Logger) -> D
     try:
         for fname, sha1 in zip(IDX_FILES, _SHA1[name]):
             if not _find_idx_file(cache, fname):
+                if not download:
+                    raise FileNotFoundError(f"{fname}[.gz] is missing (downloads are off)")
                 url = _gluon_url(f"gluon/dataset/{name}", fname + ".gz")
                 _download(url, os.path.join(cache, fname + ".gz"), sha1)
     except Exception as e:  # any failure (offline, HTTP error, bad hash) means "not available"
@@ -371,7 +430,7 @@ def _load_named(name: str, data_dir: Optional[str], logger: logging.Logger) -> D
             reason,
         )
         return _load_mnist_5k()
-    return _load_idx_dir(cache, name, classes)
+    return _load_idx_dir(cache, name, classes, max_bytes)
 
 
 def _gluon_url(namespace: str, fname: str) -> str:
@@ -418,7 +477,10 @@ def _missing_idx_files(directory: str) -> List[str]:
 
 
 def _load_idx_dir(
-    directory: str, name: str, class_names: Optional[Tuple[str, ...]] = None
+    directory: str,
+    name: str,
+    class_names: Optional[Tuple[str, ...]] = None,
+    max_bytes: Optional[int] = None,
 ) -> DataBundle:
     if not os.path.isdir(directory):
         raise DataError(f"IDX directory not found: {directory}")
@@ -427,8 +489,8 @@ def _load_idx_dir(
         raise DataError(f"missing IDX files in {directory}: {', '.join(missing)}")
     parts = []
     for split, img_name, lbl_name in (("train", *IDX_FILES[:2]), ("test", *IDX_FILES[2:])):
-        images = read_idx(_find_idx_file(directory, img_name))
-        labels = read_idx(_find_idx_file(directory, lbl_name))
+        images = read_idx(_find_idx_file(directory, img_name), max_bytes)
+        labels = read_idx(_find_idx_file(directory, lbl_name), max_bytes)
         if images.ndim not in (3, 4):
             raise DataError(
                 f"{directory}/{img_name}: expected (N, H, W) or (N, H, W, C) images, "
@@ -487,7 +549,7 @@ def _stratified_split(y: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
 _NPZ_KEYS = ("x_train", "y_train", "x_test", "y_test")
 
 
-def _load_npz(path: str, name: str) -> DataBundle:
+def _load_npz(path: str, name: str, max_bytes: Optional[int] = None) -> DataBundle:
     if not os.path.isfile(path):
         raise DataError(f"npz file not found: {path}")
     with open(path, "rb") as f:
@@ -507,6 +569,11 @@ def _load_npz(path: str, name: str) -> DataBundle:
                     f"{path}: expected keys x_train, y_train, x_test, y_test (or x, y); "
                     f"found: {', '.join(found) or 'none'}"
                 )
+            for k in keys:
+                # From the header, before NumPy inflates and allocates the array.
+                shape, dtype = _npz_member_header(z, k, path)
+                if not dtype.hasobject:  # object arrays are refused by np.load below
+                    check_array_size(path, f"array {k!r}", shape, dtype, max_bytes)
             arrays: Dict[str, np.ndarray] = {k: z[k] for k in keys}
     except DataError:
         raise
@@ -653,6 +720,29 @@ def _decoded_bundle(
     return _bundle(name, source, parts[0], parts[1], class_names)
 
 
+def _npz_member_header(z, key: str, path: str) -> Tuple[Tuple[int, ...], np.dtype]:
+    """Shape and dtype of array ``key`` of an open npz archive, read from its ``.npy``
+    header without inflating the data."""
+    from numpy.lib import format as npy
+
+    try:
+        with z.zip.open(key + ".npy") as f:
+            version = npy.read_magic(f)
+            if version == (1, 0):
+                shape, _, dtype = npy.read_array_header_1_0(f)
+            elif version == (2, 0):
+                shape, _, dtype = npy.read_array_header_2_0(f)
+            else:  # 3.0 (utf-8 field names) has no public reader; same layout as 2.0
+                shape, _, dtype = npy._read_array_header(f, version)
+    except DataError:
+        raise
+    except Exception as e:  # ValueError (bad header), BadZipFile, zlib.error, KeyError
+        raise DataError(
+            f"{path}: array {key!r}: unreadable .npy header ({_short_reason(e)})"
+        ) from None
+    return tuple(shape), np.dtype(dtype)
+
+
 # --------------------------------------------------------------------------- validation
 
 
@@ -677,10 +767,20 @@ def _samples(x, y, where: str, split: str) -> Tuple[np.ndarray, np.ndarray]:
         )
     if len(x) == 0:
         raise DataError(f"{where}: {split} set is empty")
+    if x.size == 0:
+        raise DataError(
+            f"{where}: {split} samples have no values: shape {x.shape} (every sample is empty)"
+        )
     if y.dtype.kind == "f" and np.isfinite(y).all() and (y == np.round(y)).all():
         y = y.astype(np.int64)
     if y.dtype.kind not in "biu":
         raise DataError(f"{where}: {split} labels must be integers, got dtype {y.dtype}")
+    if y.dtype == np.uint64 and int(y.max()) > np.iinfo(np.int64).max:
+        # Cast to int64 they would wrap to negative numbers without a word.
+        raise DataError(
+            f"{where}: {split} labels must fit in int64; got uint64 values up to {int(y.max())} "
+            "(number the classes 0, 1, ... instead)"
+        )
 
     if x.dtype == np.uint8:
         out = x.astype(np.float32)

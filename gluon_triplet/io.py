@@ -1,29 +1,47 @@
-"""Atomic file writes: readers see the old content or the new, never a torn file."""
+"""Atomic file writes: readers see the old content or the new, never a torn file.
+
+A write that fails for want of space (ENOSPC, EDQUOT, or MXNet's failed file stream)
+raises :class:`~gluon_triplet.resources.DiskFullError`, one line naming the file and the
+space left, and leaves no temporary file behind.
+"""
 
 from __future__ import annotations
 
 import os
 import tempfile
-from typing import Callable
+from typing import Callable, Optional
+
+from .resources import write_failure
 
 __all__ = ["atomic_save", "atomic_write_text"]
 
 
-def atomic_save(path: str, save: Callable[[str], object]) -> None:
+def atomic_save(
+    path: str, save: Callable[[str], object], check: Optional[Callable[[str], object]] = None
+) -> None:
     """Call ``save(tmp)`` on a temporary name beside ``path``, then rename it to ``path``.
 
     Readers (and a later ``--resume``) see the old file or the new one, never a torn one;
     on an error the temporary file is removed and ``path`` is left as it was. The
     temporary name ends like ``path`` (``.tmp-<name>``), so savers that append a missing
-    suffix (``np.save``) write exactly that name.
+    suffix (``np.save``) write exactly that name. ``check(tmp)``, if given, runs on the
+    written file before the rename and raises if it is incomplete (for writers that lose
+    the end of a file on a full disk without an error, as MXNet's file stream does).
     """
     directory, base = os.path.split(os.path.abspath(path))
     tmp = os.path.join(directory, f".tmp-{base}")
     try:
         save(tmp)
+        if check is not None:
+            check(tmp)
         os.replace(tmp, path)
+    except Exception as e:
+        failure = write_failure(path, e)
+        if failure is None:
+            raise
+        raise failure from None
     finally:
-        if os.path.exists(tmp):
+        if os.path.lexists(tmp):
             os.unlink(tmp)
 
 
@@ -40,7 +58,10 @@ def atomic_write_text(path: str, text: str) -> None:
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
         if os.path.exists(tmp):
             os.unlink(tmp)
-        raise
+        failure = write_failure(path, e)
+        if failure is None:
+            raise
+        raise failure from None

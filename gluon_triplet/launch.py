@@ -24,9 +24,15 @@ import threading
 import time
 import traceback
 
-from .signals import interrupts
-
-__all__ = ["DIST_KVSTORES", "build_parser", "launch", "main", "run_worker"]
+__all__ = [
+    "DIST_KVSTORES",
+    "STOP_SIGNALS",
+    "build_parser",
+    "launch",
+    "main",
+    "run_job",
+    "run_worker",
+]
 
 # Kept in step with train.DIST_KVSTORES; not imported from there, which imports MXNet: under
 # a DMLC_ROLE that import would run the role instead of returning.
@@ -37,6 +43,10 @@ HOST = "127.0.0.1"
 _GRACE = 30.0
 # How long processes get between SIGTERM and SIGKILL.
 _TERM_WAIT = 5.0
+#: Signals that stop the whole job, as Ctrl-C does: a hang-up (the terminal or ssh session
+#: went away) or a quit must not orphan the job's processes, which run in sessions of their
+#: own. The launcher then exits with 128 + the signal number, as a shell reports it.
+STOP_SIGNALS = ("SIGINT", "SIGTERM", "SIGHUP", "SIGQUIT")
 
 
 def build_parser():
@@ -99,14 +109,46 @@ def main(argv=None):
     if args.timeout is not None and not args.timeout > 0:
         return _error(f"--timeout must be > 0 seconds, got {args.timeout:g}", 2)
     command = [sys.executable, "-m", "gluon_triplet.launch", "--worker", "--", *train_args]
-    # SIGTERM (e.g. from a batch system) must also stop the job, not orphan it.
+    return run_job(command, args.num_workers, args.num_servers, timeout=args.timeout)
+
+
+class _Stopped(KeyboardInterrupt):
+    def __init__(self, signum):
+        super().__init__(signum)
+        self.signum = signum
+
+
+def _raise_stopped(signum, frame):
+    # The job is being stopped: a second signal must not cut the teardown short (it
+    # takes at most 2 x _TERM_WAIT seconds, SIGKILL included).
+    for name in STOP_SIGNALS:
+        if hasattr(signal, name):
+            signal.signal(getattr(signal, name), signal.SIG_IGN)
+    raise _Stopped(signum)
+
+
+def run_job(worker_command, num_workers, num_servers=1, timeout=None):
+    """:func:`launch`, with :data:`STOP_SIGNALS` stopping every process of the job.
+
+    Returns
+    -------
+    int
+        :func:`launch`'s status, or 128 + the signal number when a stop signal arrived
+        (130 for SIGINT, 143 for SIGTERM, 129 for SIGHUP, 131 for SIGQUIT).
+    """
+    signums = [getattr(signal, name) for name in STOP_SIGNALS if hasattr(signal, name)]
+    # Signal handlers can only be set from the main thread; elsewhere the caller owns them.
+    in_main_thread = threading.current_thread() is threading.main_thread()
+    previous = {s: signal.signal(s, _raise_stopped) for s in signums} if in_main_thread else {}
     try:
-        with interrupts():
-            return launch(command, args.num_workers, args.num_servers, timeout=args.timeout)
-    except KeyboardInterrupt as e:
+        return launch(worker_command, num_workers, num_servers, timeout=timeout)
+    except KeyboardInterrupt as e:  # launch stopped every process before this
         signum = getattr(e, "signum", signal.SIGINT)
         name = signal.Signals(signum).name
         return _error(f"interrupted by {name}; stopped every process of the job", 128 + signum)
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
 
 
 def launch(worker_command, num_workers, num_servers=1, timeout=None, stdout=None, stderr=None):

@@ -321,9 +321,10 @@ def load_backbone_params(net, path, ctx=None):
     try:
         arrays = nd.load(path)
     except (mx.base.MXNetError, OSError) as e:
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        from .resources import error_line
+
         raise ValueError(
-            f"--pretrained-params {path}: not an MXNet parameter file ({first})"
+            f"--pretrained-params {path}: not an MXNet parameter file ({error_line(e)})"
         ) from None
     if not isinstance(arrays, dict):
         raise ValueError(f"--pretrained-params {path}: holds unnamed arrays, not parameters")

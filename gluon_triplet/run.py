@@ -2,8 +2,8 @@
 
 :func:`run` checks its input before anything is written, makes a fresh run directory (or
 continues an interrupted one with ``resume``) and holds its lock, trains with the
-callbacks that write the run's outputs, and turns SIGINT / SIGTERM into
-:class:`~gluon_triplet.signals.Interrupted`, whose message says how to resume. The modules
+callbacks that write the run's outputs, and turns SIGINT, SIGTERM, SIGHUP and SIGQUIT
+into :class:`~gluon_triplet.signals.Interrupted`, whose message says how to resume. The modules
 that import MXNet are imported inside the run, not here, so ``--help`` stays instant.
 """
 
@@ -13,7 +13,9 @@ import contextlib
 import dataclasses
 import json
 import logging
+import math
 import os
+import shutil
 import signal
 import time
 from typing import Any, Dict, Iterator, List, Optional
@@ -21,8 +23,9 @@ from typing import Any, Dict, Iterator, List, Optional
 import numpy as np
 
 from . import __version__
-from .config import Config
+from .config import Config, ConfigError
 from .report import class_name, done_line, shape_text, summary_table
+from .resources import DISK_FULL_ERRNOS, DiskFullError, disk_full_error
 from .rundir import RunDir
 from .signals import Interrupted, interrupts
 
@@ -46,7 +49,10 @@ def run(config: Config, quiet: bool = False, resume: Optional[str] = None) -> Op
     Raises
     ------
     Interrupted
-        SIGINT or SIGTERM; the message tells how to resume.
+        SIGINT, SIGTERM, SIGHUP or SIGQUIT; the message tells how to resume.
+    DiskFullError
+        A write failed for want of space; the message names the file, the space left and
+        the last good checkpoint.
     RunDirInUse
         Another process trains in ``resume``.
     """
@@ -62,7 +68,7 @@ def run(config: Config, quiet: bool = False, resume: Optional[str] = None) -> Op
 def _run(config, quiet, resume, progress):
     from .batching import check_batch_fits
     from .callbacks import CallbackList
-    from .checkpoint import load_checkpoint
+    from .checkpoint import load_checkpoint, restore_outputs
     from .data import load_dataset
     from .images import ImageOptions
     from .model import model_from_config
@@ -83,10 +89,20 @@ def _run(config, quiet, resume, progress):
     else:
         RunDir.check_new(config.logdir, config.run_name)
     data = load_dataset(
-        config.dataset, config.data_dir, logger=logger, images=ImageOptions.from_config(config)
+        config.dataset,
+        config.data_dir,
+        logger=logger,
+        images=ImageOptions.from_config(config),
+        max_bytes=config.max_data_bytes,
     )
     config = _record_image_shape(config, data)
+    requested = config.dataset
+    if data.name != config.dataset:
+        # The offline fallback (mnist -> mnist-5k): the run records what it trained on, so
+        # that --resume, embed and evaluate read the same data and never download.
+        config = dataclasses.replace(config, dataset=data.name)
     train_set, test_triplets = _triplets(data, config)
+    _check_memory(config, data.x_train.shape[1:], len(train_set.classes), len(contexts))
     net, model_name = model_from_config(config, data.x_train.shape[1:], ctx=contexts)
     if model_name != config.model:
         logger.info("model: %s (auto: %s data)", model_name, shape_text(data.x_train.shape[1:]))
@@ -115,9 +131,14 @@ def _run(config, quiet, resume, progress):
         load_checkpoint(trainer, run_dir.checkpoint_dir, manifest)
     if not resume:
         run_dir = RunDir.create(config.logdir, config.run_name, data.name)
+        try:
+            with run_dir.lock():
+                config.save(run_dir.config_path)
+        except BaseException:
+            # A run dir without its config (a full disk) is useless, and it is new.
+            shutil.rmtree(run_dir.path, ignore_errors=True)
+            raise
     with run_dir.lock(), _file_log(run_dir.log_path):
-        if not resume:
-            config.save(run_dir.config_path)
         progress.update(run_dir=run_dir, trainer=trainer)
         logger.info("run directory: %s", run_dir)
         if resume:
@@ -127,6 +148,10 @@ def _run(config, quiet, resume, progress):
                 config.epochs,
                 "from its checkpoint" if manifest else "no epoch had finished: from the start",
             )
+        if manifest is not None:
+            # The part before may have stopped between the checkpoint and the model files.
+            for path in restore_outputs(run_dir.checkpoint_dir, run_dir.path, manifest):
+                logger.info("restored %s from the checkpoint of epoch %d", path, trainer.epoch)
         logger.debug("config: %s", json.dumps(config.to_dict(), sort_keys=True))
         logger.info(
             "triplets per epoch: %d (class-balanced over %d classes)",
@@ -134,12 +159,73 @@ def _run(config, quiet, resume, progress):
             len(train_set.classes),
         )
         raw = _raw_baseline(data, test_triplets, config)
-        callbacks = _callbacks(run_dir, data, config, raw, contexts, kvstore, quiet)
+        callbacks = _callbacks(run_dir, data, config, raw, contexts, kvstore, quiet, requested)
         trainer.callbacks = CallbackList(callbacks)
         progress["callbacks"] = callbacks
         history = _fit(trainer, callbacks, run_dir)
         _report(history, raw, data, config, run_dir, contexts, time.perf_counter() - t0)
     return run_dir.path
+
+
+def _check_memory(config, sample_shape, num_classes: int, num_contexts: int = 1) -> None:
+    """Refuse, before anything is allocated, a net or a batch that cannot fit in memory.
+
+    A lower bound, in float32 bytes: the parameters of the net's Dense layers (the first
+    one fed by the flattened sample; a CNN's by its last feature map), times 2 + the
+    optimizer's state arrays (gradients; Adam's 2 moments, SGD's momentum), per context;
+    a batch's inputs and activations, forward and backward; and for the online miners the
+    batch's pairwise distance matrix.
+    """
+    from .resources import available_memory, format_bytes
+
+    available = available_memory()
+    if available is None:
+        return
+    shape = [int(d) for d in sample_shape]
+    features = math.prod(shape)
+    model = config.model
+    if model == "auto":
+        model = "cnn" if len(shape) in (2, 3) and min(shape[-2:]) >= 8 else "mlp"
+    if model == "cnn" and len(shape) in (2, 3):
+        channels = tuple(config.channels or (32, 64))
+        h, w = shape[-2:]
+        for _ in channels:
+            h, w = -(-h // 2), -(-w // 2)
+        features = channels[-1] * h * w
+    elif model != "mlp":
+        features = 1  # a backbone's features: unknown here, and no bound needed for it
+    hidden = (
+        tuple(config.hidden) if config.hidden is not None else ((256,) if model == "mlp" else ())
+    )
+    widths = [*hidden, config.embedding_size]
+    params = sum(a * b + b for a, b in zip([features, *widths[:-1]], widths))
+    states = 2 if config.optimizer == "adam" else (1 if config.momentum else 0)
+    model_bytes = params * 4 * (2 + states) * num_contexts
+    if config.miner == "offline":
+        batch, what = 3 * config.batch_size, f"--batch-size {config.batch_size}"
+    else:
+        p = config.pk_classes or min(10, num_classes)
+        batch, what = p * config.pk_samples, f"-P {p} x -K {config.pk_samples}"
+    batch_bytes = batch * (features + sum(widths)) * 4 * 2
+    pairwise = 0 if config.miner == "offline" else batch * batch * 4
+    total = model_bytes + batch_bytes + pairwise
+    if total <= available:
+        return
+    if model_bytes >= batch_bytes + pairwise:
+        flags = "--hidden / --embedding-size"
+        reason = (
+            f"its {params} parameters need {format_bytes(model_bytes)} with their gradients "
+            "and optimizer state"
+        )
+    else:
+        flags = "-K/--pk-samples, -P/--pk-classes" if pairwise else "--batch-size"
+        reason = f"a batch of {batch} samples ({what}) needs {format_bytes(batch_bytes + pairwise)}"
+        if pairwise:
+            reason += f", {format_bytes(pairwise)} of it for its {batch} x {batch} distances"
+    raise ConfigError(
+        f"this run needs at least {format_bytes(total)} of memory: {reason}; only "
+        f"{format_bytes(available)} is available; use a smaller {flags}"
+    )
 
 
 def _names(contexts) -> str:
@@ -196,10 +282,19 @@ def _raw_baseline(data, test_triplets, config) -> Dict[str, Any]:
     return raw
 
 
+class _RunLog(logging.FileHandler):
+    """``train.log``. A line that cannot be written (a full disk) is dropped silently:
+    logging's default prints a traceback between the log lines, and the error that stops
+    the run reports the disk."""
+
+    def handleError(self, record: logging.LogRecord) -> None:
+        pass
+
+
 @contextlib.contextmanager
 def _file_log(path: str) -> Iterator[None]:
     """Also log into ``path`` (appending: a resumed run continues its log)."""
-    handler = logging.FileHandler(path)
+    handler = _RunLog(path)
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
     logger.addHandler(handler)
     try:
@@ -209,7 +304,7 @@ def _file_log(path: str) -> Iterator[None]:
         handler.close()
 
 
-def _callbacks(run_dir, data, config, raw, contexts, kvstore, quiet) -> List[Any]:
+def _callbacks(run_dir, data, config, raw, contexts, kvstore, quiet, requested) -> List[Any]:
     """What writes the run's outputs: progress, checkpoints, metrics.json, the projector,
     the pictures."""
     from .board import BoardCallback
@@ -221,27 +316,13 @@ def _callbacks(run_dir, data, config, raw, contexts, kvstore, quiet) -> List[Any
     )
 
     rng = np.random.default_rng(config.seed)
-    m = min(config.projector_samples, len(data.x_test))
+    m = len(data.x_test) if config.projector_samples == -1 else config.projector_samples
+    m = min(m, len(data.x_test))
     pick = np.sort(rng.choice(len(data.x_test), size=m, replace=False))
     callbacks = [
         ProgressCallback(bar=False if quiet else None),
         CheckpointCallback(run_dir.path),
         CollapseCallback(),
-        MetricsCallback(
-            run_dir.metrics_path,
-            extra={
-                "version": __version__,
-                "dataset": {
-                    "name": data.name,
-                    "source": data.source,
-                    "train": len(data.y_train),
-                    "test": len(data.y_test),
-                },
-                "contexts": [str(c) for c in contexts],
-                "workers": 1 if kvstore is None else kvstore.num_workers,
-                "raw_pixels": raw,
-            },
-        ),
     ]
     if m:
         callbacks.append(
@@ -255,6 +336,26 @@ def _callbacks(run_dir, data, config, raw, contexts, kvstore, quiet) -> List[Any
         )
     if config.plots:
         callbacks.extend(_plot_callbacks(run_dir, data, pick if m >= 2 else None, raw, config))
+    # Last: metrics.json says "finished" only once every other output is written, so a run
+    # cut short before that can be resumed to finish them.
+    callbacks.append(
+        MetricsCallback(
+            run_dir.metrics_path,
+            extra={
+                "version": __version__,
+                "dataset": {
+                    "name": data.name,
+                    "requested": requested,
+                    "source": data.source,
+                    "train": len(data.y_train),
+                    "test": len(data.y_test),
+                },
+                "contexts": [str(c) for c in contexts],
+                "workers": 1 if kvstore is None else kvstore.num_workers,
+                "raw_pixels": raw,
+            },
+        )
+    )
     return callbacks
 
 
@@ -324,6 +425,21 @@ def _fit(trainer, callbacks, run_dir):
                     f"its parameters are also {run_dir.file(RunDir.LAST_PARAMS)})"
                 )
             raise FloatingPointError(f"{e}; {where}") from e
+        if isinstance(e, OSError) and e.errno in DISK_FULL_ERRNOS:
+            # From an atomic writer (named already), or a library writing on its own.
+            full = e if isinstance(e, DiskFullError) else None
+            full = full or disk_full_error(e.filename or run_dir.path, e.strerror)
+            saved = _checkpoint_epoch(callbacks)
+            if saved is None:
+                where = "no epoch finished, so there is no checkpoint"
+            else:
+                where = f"last good checkpoint: {run_dir.checkpoint_dir} (epoch {saved})"
+            error = DiskFullError(
+                f"{full}; {where}; free some space, then continue with: "
+                f"gluon-triplet --resume {run_dir}"
+            )
+            error.errno = e.errno
+            raise error from None
         raise
 
 

@@ -1,4 +1,4 @@
-"""Signals as exceptions: SIGINT / SIGTERM raise :class:`Interrupted` inside a block.
+"""Signals as exceptions: SIGINT, SIGTERM, SIGHUP, SIGQUIT raise :class:`Interrupted`.
 
 One helper for training, ``view`` and ``launch``: the code in the block unwinds through
 its ``finally`` clauses (closing files, stopping child processes) and the command line
@@ -15,8 +15,13 @@ from typing import Any, Iterator, Optional, Sequence
 
 __all__ = ["HANDLED_SIGNALS", "Interrupted", "interrupts"]
 
-#: The signals :func:`interrupts` turns into :class:`Interrupted` by default.
-HANDLED_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+#: The signals :func:`interrupts` turns into :class:`Interrupted` by default: Ctrl-C,
+#: ``kill``, a hang-up (the terminal or ssh session went away) and a quit (Ctrl-\\).
+HANDLED_SIGNALS = tuple(
+    getattr(signal, name)
+    for name in ("SIGINT", "SIGTERM", "SIGHUP", "SIGQUIT")
+    if hasattr(signal, name)
+)
 
 
 class Interrupted(KeyboardInterrupt):

@@ -41,7 +41,8 @@ def encode_labels(labels) -> Tuple[np.ndarray, np.ndarray]:
         raise ValueError(f"labels must have shape (N,), got {arr.shape}")
     if arr.dtype.kind in "iub" and arr.size:
         lo, hi = int(arr.min()), int(arr.max())
-        if hi - lo <= 4 * arr.size:
+        # uint64 labels beyond int64 (e.g. hashes) are encoded by np.unique below.
+        if hi - lo <= 4 * arr.size and hi <= np.iinfo(np.int64).max:
             # Dense integer labels: a lookup table is linear, np.unique would sort.
             shifted = arr.astype(np.int64) - lo
             present = np.bincount(shifted, minlength=hi - lo + 1) > 0

@@ -58,6 +58,7 @@ def test_end_to_end_run_train_script(tmp_path):
     assert metrics["finished"] and len(metrics["history"]) == 3
     assert metrics["dataset"] == {
         "name": "mnist-5k",
+        "requested": "mnist-5k",
         "source": metrics["dataset"]["source"],
         "train": 4000,
         "test": 1000,

@@ -8,6 +8,7 @@ import io
 import json
 import os
 import re
+import signal
 import sys
 import time
 
@@ -20,6 +21,7 @@ from gluon_triplet.config import PRESETS, Config
 from gluon_triplet.data import load_dataset
 from gluon_triplet.launch import launch
 from gluon_triplet.launch import main as launch_main
+from gluon_triplet.launch import run_job as launch_job
 from gluon_triplet.model import build_model
 from gluon_triplet.train import TripletTrainer, create_kvstore, set_seed
 from gluon_triplet.triplets import TripletDataset
@@ -220,3 +222,45 @@ def test_launch_refuses_bad_options_before_starting_anything(argv, message, caps
     assert launch_main(argv) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: ") and message in err and err.count("\n") == 1
+
+
+def processes_of_job(port):
+    """Pids of the processes whose environment names the job's scheduler port."""
+    needle = f"DMLC_PS_ROOT_PORT={port}".encode()
+    found = []
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            with open(f"/proc/{pid}/environ", "rb") as f:
+                if needle in f.read().split(b"\0"):
+                    found.append(int(pid))
+        except OSError:
+            continue
+    return found
+
+
+@pytest.mark.parametrize(
+    "signum, code",
+    [(signal.SIGHUP, 129), (signal.SIGQUIT, 131), (signal.SIGTERM, 143)],
+)
+def test_a_stop_signal_to_the_launcher_stops_every_process_of_the_job(signum, code, capsys):
+    """Each worker, once running, sends the launcher the signal (the second one arrives
+    during the teardown): the launcher stops the job and returns 128 + the signal number,
+    leaving no process behind."""
+    name = signal.Signals(signum).name
+    worker = [
+        sys.executable,
+        "-c",
+        f"import os, signal, time; os.kill(os.getppid(), signal.{name}); time.sleep(300)",
+    ]
+    before = signal.getsignal(signum)
+    start = time.monotonic()
+    code_got = launch_job(worker, 2, 1, timeout=JOB_TIMEOUT)
+    err = capsys.readouterr().err
+    assert code_got == code, err
+    assert err.strip().splitlines()[-1] == (
+        f"error: interrupted by {name}; stopped every process of the job"
+    )
+    port = re.search(r"scheduler on 127\.0\.0\.1:(\d+)", err).group(1)
+    assert processes_of_job(port) == [] and job_children() == []
+    assert signal.getsignal(signum) is before  # restored
+    assert time.monotonic() - start < JOB_TIMEOUT

@@ -37,7 +37,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--projector-samples",
         type=int,
         default=1000,
-        help="samples in the projector, drawn with the run's seed (default: 1000; 0: all)",
+        help="samples in the projector, drawn with the run's seed: -1 = all; 0 (none, as in "
+        "training) is refused with --projector (default: 1000)",
     )
     add_common_flags(p)
     return p
@@ -64,8 +65,17 @@ def _embed(args: argparse.Namespace) -> None:
             raise FileExistsError(f"--projector directory {args.projector!r} is not empty")
         if os.path.exists(args.projector) and not os.path.isdir(args.projector):
             raise FileExistsError(f"--projector {args.projector!r} exists and is not a directory")
-    if args.projector_samples < 0:
-        raise ValueError(f"--projector-samples must be >= 0, got {args.projector_samples}")
+    if args.projector_samples < -1:
+        raise ValueError(
+            f"--projector-samples must be -1 (all), 0 (none) or a count, got "
+            f"{args.projector_samples}"
+        )
+    if args.projector is not None and args.projector_samples == 0:
+        # 0 means none, as in training; a projector of no points is a mistake.
+        raise ValueError(
+            "--projector-samples 0 means no projector points; with --projector give a count, "
+            "or -1 for all"
+        )
     net, config, data, x, y = load_for_inference(args)
     emb = embed_checked(net, x, config, args.run_dir)
     if args.out.endswith(".npy"):
@@ -86,7 +96,7 @@ def _embed(args: argparse.Namespace) -> None:
 
         from ..board import sprite_images, write_projector
 
-        n = len(emb) if args.projector_samples == 0 else min(args.projector_samples, len(emb))
+        n = len(emb) if args.projector_samples == -1 else min(args.projector_samples, len(emb))
         pick = np.sort(np.random.default_rng(config.seed).choice(len(emb), size=n, replace=False))
         names = data.class_names
         labels = [names[int(v)] if names else str(v) for v in y[pick]]

@@ -4,11 +4,13 @@ flags, loading the run's net with the data the flags ask for, and a checked embe
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 from typing import Any, Tuple
 
 import numpy as np
 
+from ..resources import mxnet_reason
 from ..rundir import RunDir
 
 __all__ = ["add_inference_flags", "embed_checked", "load_for_inference"]
@@ -54,9 +56,16 @@ def load_for_inference(args: argparse.Namespace) -> Tuple[Any, Any, Any, np.ndar
     config = run.load_config()
     dataset, data_dir = args.dataset, args.data_dir
     if dataset is None:
-        dataset, data_dir = config.dataset, data_dir or config.data_dir
+        # The run's own data, never downloaded: re-reading a run must not touch the network.
+        dataset, data_dir = _trained_on(run, config), data_dir or config.data_dir
     # Pictures are decoded to the run's recorded size and channels, whatever the source.
-    data = load_dataset(dataset, data_dir, logger=logger, images=ImageOptions.from_config(config))
+    data = load_dataset(
+        dataset,
+        data_dir,
+        logger=logger,
+        images=ImageOptions.from_config(config),
+        download=args.dataset is not None,
+    )
     net, config = load_run(run.path, params=args.params, ctx=ctx)
     if args.split == "test":
         x, y = data.x_test, data.y_test
@@ -70,6 +79,17 @@ def load_for_inference(args: argparse.Namespace) -> Tuple[Any, Any, Any, np.ndar
     return net, config, data, x, y
 
 
+def _trained_on(run: RunDir, config: Any) -> str:
+    """The dataset a run trained on: ``config.dataset``, unless ``metrics.json`` records
+    mnist-5k (older versions recorded ``mnist`` after falling back to mnist-5k)."""
+    try:
+        with open(run.metrics_path, encoding="utf-8") as f:
+            name = json.load(f)["dataset"]["name"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return config.dataset
+    return name if name == "mnist-5k" and config.dataset == "mnist" else config.dataset
+
+
 def embed_checked(net: Any, x: np.ndarray, config: Any, run_dir: str) -> np.ndarray:
     """``embed``, with a shape mismatch reported as one line instead of MXNet's trace."""
     import mxnet as mx
@@ -79,7 +99,7 @@ def embed_checked(net: Any, x: np.ndarray, config: Any, run_dir: str) -> np.ndar
     try:
         embed(net, x[:1], ctx=None)
     except mx.base.MXNetError as e:
-        first = str(e).strip().splitlines()[0]
+        first = mxnet_reason(e)
         raise ValueError(
             f"samples of shape {tuple(x.shape[1:])} do not fit the model of {run_dir} "
             f"({config.model}): {first}"

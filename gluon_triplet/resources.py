@@ -1,0 +1,148 @@
+"""What the machine gives a run: available memory, free disk space, and sizes in words.
+
+Used to refuse up front what cannot fit (a decompression bomb, a net or a batch larger
+than memory) and to report a full disk with the space that is left, instead of failing
+half-way with a traceback.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import shutil
+from typing import Optional
+
+__all__ = [
+    "DISK_FULL_ERRNOS",
+    "DiskFullError",
+    "available_memory",
+    "default_max_data_bytes",
+    "disk_full_error",
+    "error_line",
+    "format_bytes",
+    "free_space",
+    "mxnet_reason",
+    "write_failure",
+]
+
+#: ``errno`` values of a write that failed for want of space: a full file system, or the
+#: user's quota.
+DISK_FULL_ERRNOS = (errno.ENOSPC, errno.EDQUOT)
+
+
+def available_memory() -> Optional[int]:
+    """Bytes of memory available to new allocations without swapping, or None if unknown.
+
+    Linux's ``MemAvailable`` (``/proc/meminfo``); elsewhere the free physical pages
+    (``os.sysconf``).
+    """
+    try:
+        with open("/proc/meminfo", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        return int(os.sysconf("SC_AVPHYS_PAGES")) * int(os.sysconf("SC_PAGE_SIZE"))
+    except (AttributeError, ValueError, OSError):
+        return None
+
+
+def default_max_data_bytes() -> Optional[int]:
+    """The default of ``--max-data-bytes``: half the available memory (None if unknown).
+
+    Half, because a dataset is held twice while it is converted (the file's dtype and
+    float32), and training needs memory of its own.
+    """
+    available = available_memory()
+    return None if available is None else available // 2
+
+
+def format_bytes(n: float) -> str:
+    """``1536 -> "1.5 KiB"``; exact bytes below 1 KiB."""
+    n = float(n)
+    if n < 1024:
+        return f"{int(n)} bytes"
+    for unit in ("KiB", "MiB", "GiB", "TiB", "PiB", "EiB"):
+        n /= 1024
+        if n < 1024 or unit == "EiB":
+            return f"{n:.1f} {unit}"
+    raise AssertionError("unreachable")
+
+
+def free_space(path: str) -> Optional[int]:
+    """Free bytes (for an unprivileged user) on the file system holding ``path``, or None."""
+    directory = os.path.abspath(path)
+    while directory and not os.path.isdir(directory):
+        directory = os.path.dirname(directory)
+    try:
+        return shutil.disk_usage(directory).free
+    except OSError:
+        return None
+
+
+class DiskFullError(OSError):
+    """A write failed because the disk (or the quota) is full, or MXNet could not write
+    a file; the message names the file and the space left. ``errno`` is ENOSPC."""
+
+
+def disk_full_error(path: str, reason: Optional[str] = None) -> DiskFullError:
+    """The :class:`DiskFullError` for a failed write of ``path``.
+
+    Parameters
+    ----------
+    path : str
+        The file that could not be written.
+    reason : str, optional
+        What the writer said (default: "no space left on device").
+    """
+    free = free_space(path)
+    # A directory when the writer did not say which file (e.g. mxboard's).
+    into = os.path.isdir(path)
+    where = path if into else (os.path.dirname(path) or os.curdir)
+    left = "unknown space" if free is None else format_bytes(free)
+    err = DiskFullError(
+        f"cannot write {'into ' if into else ''}{path}: {reason or 'no space left on device'} "
+        f"({left} free in {where})"
+    )
+    err.errno = errno.ENOSPC  # set after construction, so str(err) stays the message
+    return err
+
+
+def write_failure(path: str, error: BaseException) -> Optional[DiskFullError]:
+    """The :class:`DiskFullError` that ``error``, raised while writing ``path``, stands for,
+    or None when it is another kind of error.
+
+    Counted as disk full: an ``OSError`` with errno ENOSPC or EDQUOT, and an ``MXNetError``
+    of a failed write (MXNet's file streams report no errno).
+    """
+    if isinstance(error, DiskFullError):
+        return None  # already reported for its own file
+    if isinstance(error, OSError) and error.errno in DISK_FULL_ERRNOS:
+        return disk_full_error(path, error.strerror)
+    if type(error).__name__ == "MXNetError" and "Write incomplete" in str(error):
+        return disk_full_error(path, f"MXNet could not write it ({mxnet_reason(error)})")
+    return None
+
+
+def mxnet_reason(error: BaseException) -> str:
+    """The one line that says what went wrong in an ``MXNetError`` (whose text starts with
+    a C++ "Traceback" and a file name), e.g. ``"Invalid NDArray file format"``."""
+    lines = [line.strip() for line in str(error).strip().splitlines() if line.strip()]
+    for line in reversed(lines):
+        if line.startswith("MXNetError:"):
+            text = line[len("MXNetError:") :].strip()
+            # "Check failed: <C++ condition>: <what it means>": the meaning.
+            return text.rsplit(": ", 1)[-1] if text.startswith("Check failed") else text
+    useful = [line for line in lines if not line.startswith(("Traceback", "File ", "[bt]"))]
+    return (useful or lines or [type(error).__name__])[-1]
+
+
+def error_line(error: BaseException) -> str:
+    """One line saying what ``error`` is: :func:`mxnet_reason` for an ``MXNetError``, the
+    first line of the message otherwise (the exception's type when it has none)."""
+    if type(error).__name__ == "MXNetError":
+        return mxnet_reason(error)
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__
