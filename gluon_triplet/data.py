@@ -733,7 +733,7 @@ def _npz_member_header(z, key: str, path: str) -> Tuple[Tuple[int, ...], np.dtyp
             elif version == (2, 0):
                 shape, _, dtype = npy.read_array_header_2_0(f)
             else:  # 3.0 (utf-8 field names) has no public reader; same layout as 2.0
-                shape, _, dtype = npy._read_array_header(f, version)
+                shape, _, dtype = npy._read_array_header(f, version)  # type: ignore[attr-defined]
     except DataError:
         raise
     except Exception as e:  # ValueError (bad header), BadZipFile, zlib.error, KeyError
