@@ -61,6 +61,7 @@ OTHER = {
     "plots": [],  # --no-plots
     "eval_batch_size": ["128"],
     "log_every": ["5"],
+    "max_data_bytes": ["1000000"],
 }
 
 
