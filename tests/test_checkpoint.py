@@ -227,3 +227,36 @@ def test_non_finite_parameters_are_never_checkpointed(tmp_path):
         save_checkpoint(trainer, str(tmp_path))
     assert sorted(os.listdir(tmp_path)) == before
     assert read_manifest(str(tmp_path))["epoch"] == 1
+
+
+def test_best_epoch_kept_and_model_files_restored(tmp_path):
+    """The checkpoint keeps the best epoch's parameters; restore_outputs rewrites model
+    files that differ from the checkpoint's (and only those)."""
+    from gluon_triplet.checkpoint import restore_outputs
+
+    ckpt, run = tmp_path / "checkpoint", tmp_path
+    trainer = make_trainer(epochs=2)
+    trainer.net(mx.nd.array(tiny_data()[0]))  # initialise the deferred parameters
+    trainer.epoch = 1
+    save_checkpoint(trainer, str(ckpt), best_epoch=1)
+    first = (ckpt / "model-e0001.params").read_bytes()
+    param = next(iter(trainer.net.collect_params().values()))
+    param.set_data(param.data() * 0.5)  # epoch 2's parameters differ
+    trainer.epoch = 2
+    save_checkpoint(trainer, str(ckpt), best_epoch=1)
+    assert sorted(os.listdir(ckpt)) == [
+        "checkpoint.json",
+        "model-e0001.params",
+        "model-e0002.params",
+        "optimizer-e0002.params",
+    ]
+    manifest = read_manifest(str(ckpt))
+    assert manifest["best"] == {"epoch": 1, "params": "model-e0001.params"}
+    (run / "model-last.params").write_bytes(first)  # stale: epoch 1's
+    assert restore_outputs(str(ckpt), str(run)) == [
+        str(run / "model-last.params"),
+        str(run / "model-best.params"),
+    ]
+    assert (run / "model-last.params").read_bytes() == (ckpt / "model-e0002.params").read_bytes()
+    assert (run / "model-best.params").read_bytes() == first
+    assert restore_outputs(str(ckpt), str(run)) == []  # already right
