@@ -173,6 +173,25 @@ def _export_onnx(sym, params, input_shape, path):
         # The converters raise these for attributes they cannot translate; their messages
         # start with the operator's name.
         raise ExportError(f"cannot export to ONNX: {_first_line(e)}; use --format mxnet") from None
+    _drop_initializer_inputs(path)
+
+
+def _drop_initializer_inputs(path):
+    """Keep only the real inputs among the graph's inputs.
+
+    MXNet's exporter also lists every weight as a graph input, which makes onnxruntime warn
+    about each one and skip constant folding: a weight that is an input could be overridden
+    at run time.
+    """
+    import onnx
+
+    model = onnx.load(path)
+    weights = {t.name for t in model.graph.initializer}
+    inputs = [i for i in model.graph.input if i.name not in weights]
+    del model.graph.input[:]
+    model.graph.input.extend(inputs)
+    onnx.checker.check_model(model)
+    onnx.save(model, path)
 
 
 def _verify_onnx(path, batch):

@@ -11,7 +11,7 @@ Kinds (``kind=``):
 
 - ``"flat"``: ``faiss.IndexFlatL2``, exact; the default.
 - ``"hnsw"``: ``faiss.IndexHNSWFlat``, a graph; approximate, fast queries, slow to build.
-  Parameters ``m`` (links per node, 32), ``ef_construction`` (200), ``ef_search`` (128).
+  Parameters ``m`` (links per node, 32), ``ef_construction`` (40), ``ef_search`` (64).
 - ``"ivf"``: ``faiss.IndexIVFFlat``, k-means cells; approximate, fast to build.
   Parameters ``nlist`` (cells; default ``sqrt(N)``, at most ``N / 39`` so that k-means has
   enough points per cell) and ``nprobe`` (cells visited per query; default ``nlist / 64``,
@@ -64,7 +64,7 @@ METRICS = ("squared_l2", "cosine")
 #: Parameters of each kind and their defaults (``None``: chosen from the number of rows).
 DEFAULT_PARAMS: Dict[str, Dict[str, Any]] = {
     "flat": {},
-    "hnsw": {"m": 32, "ef_construction": 200, "ef_search": 128},
+    "hnsw": {"m": 32, "ef_construction": 40, "ef_search": 64},
     "ivf": {"nlist": None, "nprobe": None},
 }
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import importlib
 from types import ModuleType
 
-__all__ = ["PIP_NAMES", "require"]
+__all__ = ["PIP_NAMES", "MissingDependency", "require"]
 
 #: The pip package that provides each optional module.
 PIP_NAMES = {
@@ -18,6 +18,10 @@ PIP_NAMES = {
     "onnx": "onnx",
     "onnxruntime": "onnxruntime",
 }
+
+
+class MissingDependency(ImportError):
+    """An optional package is not installed; the message names the pip package."""
 
 
 def require(module: str, feature: str) -> ModuleType:
@@ -32,8 +36,8 @@ def require(module: str, feature: str) -> ModuleType:
 
     Raises
     ------
-    ImportError
-        ``"<feature> needs the <pip> package: pip install <pip> (or gluon-triplet[serve])"``.
+    MissingDependency
+        An ``ImportError``: ``"<feature> needs the <pip> package: pip install <pip> (or gluon-triplet[serve])"``.
     """
     try:
         return importlib.import_module(module)
@@ -44,7 +48,7 @@ def require(module: str, feature: str) -> ModuleType:
         if missing != module and missing.split(".")[0] not in (top, PIP_NAMES[module]):
             raise
         pip = PIP_NAMES[module]
-        raise ImportError(
+        raise MissingDependency(
             f"{feature} needs the {pip} package: pip install {pip} "
             "(or pip install 'gluon-triplet[serve]')"
         ) from None
