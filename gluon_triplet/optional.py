@@ -37,7 +37,8 @@ def require(module: str, feature: str) -> ModuleType:
     Raises
     ------
     MissingDependency
-        An ``ImportError``: ``"<feature> needs the <pip> package: pip install <pip> (or gluon-triplet[serve])"``.
+        An ``ImportError``: ``"<feature> needs the <pip> package: pip install <pip>
+        (or pip install 'gluon-triplet[serve]')"``.
     """
     try:
         return importlib.import_module(module)

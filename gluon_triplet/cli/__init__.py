@@ -34,6 +34,9 @@ SUBCOMMANDS = {
     "evaluate": "evaluate",
     "view": "view",
     "launch": "launch",
+    "index": "index",
+    "search": "search",
+    "export": "export",
 }
 
 

@@ -3,9 +3,10 @@
 The error guard is the one place that maps exceptions to what the user sees: bad input
 (:class:`~gluon_triplet.config.ConfigError`, ``ValueError`` and its subclasses such as
 ``DataError`` and ``CheckpointError``, ``OSError`` such as a missing file or a run
-directory in use, ``FloatingPointError`` for divergence) is one ``error:`` line and exit
-status 2; an interrupt (SIGINT, SIGTERM) is one ``error:`` line and ``128 + signum``, as
-a shell reports a process killed by that signal. ``--debug`` shows the traceback instead.
+directory in use, ``FloatingPointError`` for divergence, a missing optional package) is
+one ``error:`` line and exit status 2; an interrupt (SIGINT, SIGTERM) is one ``error:``
+line and ``128 + signum``, as a shell reports a process killed by that signal. ``--debug``
+shows the traceback instead.
 """
 
 from __future__ import annotations
@@ -17,11 +18,12 @@ import sys
 from typing import Any, Callable
 
 from ..config import ConfigError
+from ..optional import MissingDependency
 
 __all__ = ["BAD_INPUT", "add_common_flags", "guarded", "setup_logging"]
 
 #: Exceptions that mean bad input: one ``error:`` line, exit status 2.
-BAD_INPUT = (ConfigError, ValueError, OSError, FloatingPointError)
+BAD_INPUT = (ConfigError, ValueError, OSError, FloatingPointError, MissingDependency)
 
 
 class _Formatter(logging.Formatter):

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import argparse
 import json
-from typing import Sequence
+from typing import Any, Optional, Sequence, Tuple
+
+import numpy as np
 
 from ..report import class_name
 from .common import add_common_flags, guarded, setup_logging
@@ -26,16 +28,119 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--json", action="store_true", help="print the metrics as one JSON object on stdout"
     )
+    add_gallery_flags(p)
     add_common_flags(p)
     return p
+
+
+def add_gallery_flags(p: argparse.ArgumentParser) -> None:
+    """``--query DS --gallery DS`` and their splits."""
+    g = p.add_argument_group(
+        "query vs gallery",
+        "retrieval as usually reported: every query ranks the whole gallery (nothing "
+        "excluded), e.g. Fashion test queries against the train gallery",
+    )
+    g.add_argument("--query", metavar="DS", help="dataset of the queries (with --gallery)")
+    g.add_argument("--gallery", metavar="DS", help="dataset of the gallery (with --query)")
+    g.add_argument(
+        "--query-split",
+        choices=("test", "train", "all"),
+        default="test",
+        help="part of --query (default: test)",
+    )
+    g.add_argument(
+        "--gallery-split",
+        choices=("test", "train", "all"),
+        default="train",
+        help="part of --gallery (default: train)",
+    )
+
+
+def _part(data: Any, split: str) -> Tuple[np.ndarray, np.ndarray]:
+    if split == "test":
+        return data.x_test, data.y_test
+    if split == "train":
+        return data.x_train, data.y_train
+    return np.concatenate([data.x_train, data.x_test]), np.concatenate([data.y_train, data.y_test])
+
+
+def _comparable(
+    labels: np.ndarray, class_names: Optional[Sequence[str]], other: Optional[Sequence[str]]
+) -> np.ndarray:
+    """Labels as class names when both datasets name their classes (they may number them
+    differently), else as they are."""
+    if class_names and other:
+        return np.asarray(class_names)[labels]
+    return labels
+
+
+def _evaluate_gallery(args: argparse.Namespace) -> None:
+    import logging
+
+    from ..api import load_run
+    from ..data import load_dataset
+    from ..images import ImageOptions
+    from ..metrics import gallery_retrieval_metrics
+    from ..rundir import RunDir
+    from ..train import resolve_contexts
+
+    if args.query is None or args.gallery is None:
+        raise ValueError("--query and --gallery go together: give both datasets")
+    if args.dataset is not None or args.split != "test":
+        raise ValueError("--dataset/--split do not apply with --query/--gallery; use --query-split")
+    run = RunDir.open(args.run_dir)
+    run.params_path(args.params)
+    log = logging.getLogger("gluon_triplet")
+    # Pictures are decoded to the run's recorded size and channels, whatever the source.
+    images = ImageOptions.from_config(run.load_config())
+    qdata = load_dataset(args.query, args.data_dir, logger=log, images=images)
+    gdata = (
+        qdata
+        if args.gallery == args.query
+        else load_dataset(args.gallery, args.data_dir, logger=log, images=images)
+    )
+    net, config = load_run(run.path, params=args.params, ctx=resolve_contexts(args.ctx)[0])
+    qx, qy = _part(qdata, args.query_split)
+    gx, gy = _part(gdata, args.gallery_split)
+    qe = embed_checked(net, qx, config, args.run_dir)
+    ge = embed_checked(net, gx, config, args.run_dir)
+    result = gallery_retrieval_metrics(
+        qe,
+        _comparable(qy, qdata.class_names, gdata.class_names),
+        ge,
+        _comparable(gy, gdata.class_names, qdata.class_names),
+    )
+    query = {"dataset": qdata.name, "split": args.query_split, "samples": len(qy)}
+    gallery = {"dataset": gdata.name, "split": args.gallery_split, "samples": len(gy)}
+    if args.json:
+        doc = {"run_dir": args.run_dir, "params": args.params, "query": query, "gallery": gallery}
+        doc["metrics"] = result
+        print(json.dumps(doc, indent=2), flush=True)
+        return
+    recall = " ".join(
+        f"R@{key[len('recall_at_') :]} {value:.4f}"
+        for key, value in result.items()
+        if key.startswith("recall_at_")
+    )
+    print(
+        f"{qdata.name} {args.query_split} queries ({result['num_queries']} scored of {len(qy)}) "
+        f"against {gdata.name} {args.gallery_split} gallery ({len(gy)}) with {args.run_dir} "
+        f"({args.params}): P@1 {result['precision_at_1']:.4f} MAP@R {result['map_at_r']:.4f} "
+        f"{recall}",
+        flush=True,
+    )
 
 
 def _evaluate(args: argparse.Namespace) -> None:
     from ..api import evaluate
 
+    if args.query is not None or args.gallery is not None:
+        return _evaluate_gallery(args)
     net, config, data, x, y = load_for_inference(args)
     emb = embed_checked(net, x, config, args.run_dir)
-    result = evaluate(emb, y, margin=config.margin, seed=config.seed, per_class=True)
+    result = evaluate(
+        emb, y, margin=config.margin, seed=config.seed, per_class=True, clustering=True
+    )
     if args.json:
         doc = {
             "run_dir": args.run_dir,
@@ -55,7 +160,8 @@ def _evaluate(args: argparse.Namespace) -> None:
     print(
         f"{data.name} {args.split} ({len(y)} samples) with {args.run_dir} ({args.params}): "
         f"triplet-acc {result['triplet_accuracy']:.4f} P@1 {result['precision_at_1']:.4f} "
-        f"MAP@R {result['map_at_r']:.4f} {recall} |emb| {result['embedding_norm']:.3f}",
+        f"MAP@R {result['map_at_r']:.4f} {recall} NMI {result['nmi']:.4f} "
+        f"AMI {result['ami']:.4f} |emb| {result['embedding_norm']:.3f}",
         flush=True,
     )
     per_class = result["per_class_precision_at_1"]

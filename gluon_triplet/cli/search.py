@@ -1,0 +1,329 @@
+"""``gluon-triplet search INDEX_DIR --query Q -k 10``: the nearest indexed items of queries
+(picture files or a dataset), embedded with the run the index was built from."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+from typing import Any, Dict, List, Optional, Sequence, Tuple
+
+import numpy as np
+
+from .common import add_common_flags, guarded, setup_logging
+
+__all__ = ["HELP", "build_parser", "main"]
+
+HELP = "nearest neighbours of pictures or a dataset in an index (table, JSON, montage)"
+
+logger = logging.getLogger("gluon_triplet")
+
+_DATASET_PREFIXES = ("npz:", "idx:", "folder:", "rec:", "image:")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="gluon-triplet search",
+        description="Embed queries with the run an index was built from (refused if its "
+        "parameters changed since) and print their k nearest indexed items: a table "
+        "(query, rank, id, label, distance, path), or with --json one object per query per "
+        'line: {"query": <index or path>, "label": <if known>, "neighbours": [{"id", '
+        '"label", "distance", "path"}, ...]}.',
+    )
+    p.add_argument("index_dir", metavar="INDEX_DIR", help="written by `gluon-triplet index`")
+    p.add_argument(
+        "--query",
+        nargs="+",
+        required=True,
+        metavar="Q",
+        help="picture files, or one dataset (mnist, fashion-mnist, mnist-5k, idx:DIR, "
+        "npz:FILE, folder:DIR, rec:PREFIX) whose --split is searched",
+    )
+    p.add_argument("-k", type=int, default=10, help="neighbours per query (default: 10)")
+    p.add_argument(
+        "--split",
+        choices=("test", "train", "all"),
+        default="test",
+        help="part of a query dataset (default: test)",
+    )
+    p.add_argument("--limit", type=int, help="only the first N queries (default: all)")
+    p.add_argument("--data-dir", help="IDX files of a mnist / fashion-mnist query dataset")
+    p.add_argument("--json", action="store_true", help="one JSON object per query per line")
+    p.add_argument(
+        "--montage",
+        metavar="FILE.png",
+        help="draw each query beside its neighbours (same-class ones framed green, others "
+        "red, when the query's label is known); the file must not exist",
+    )
+    p.add_argument(
+        "--run",
+        metavar="RUN_DIR",
+        help="embed the queries with this run directory instead of the one in the manifest "
+        "(e.g. after moving it); its parameters must be the indexed ones",
+    )
+    p.add_argument("--ctx", default="cpu", help="context to run the net on (default: cpu)")
+    add_common_flags(p)
+    return p
+
+
+def _is_dataset(q: str) -> bool:
+    return q in ("mnist", "fashion-mnist", "mnist-5k") or q.startswith(_DATASET_PREFIXES)
+
+
+def _check_run(index: Any, run_dir: str) -> Tuple[Any, Any]:
+    """The run's params file, checked to be the one the index was built with."""
+    from ..index import metric_for_distance, sha256_file
+    from ..rundir import RunDir
+
+    info = index.info
+    if "params_sha256" not in info or "params_file" not in info:
+        raise ValueError(
+            "the index's manifest names no run (params_sha256, params_file); it was not "
+            "built by `gluon-triplet index`, search it from Python with Index.load"
+        )
+    run = RunDir.open(run_dir)
+    path = run.params_path(info["params_file"])
+    config = run.load_config()
+    if config.embedding_size != index.dim:
+        raise ValueError(
+            f"{run_dir} embeds into {config.embedding_size} dimensions but the index holds "
+            f"{index.dim}-d embeddings"
+        )
+    metric = metric_for_distance(config.distance)
+    if metric != index.metric:
+        raise ValueError(f"{run_dir} ranks by {metric} but the index by {index.metric}")
+    if sha256_file(path) != info["params_sha256"]:
+        raise ValueError(
+            f"{path} changed since the index was built (SHA-256 differs from the manifest's); "
+            f"rebuild it with gluon-triplet index"
+        )
+    return run, config
+
+
+def _queries(
+    args: argparse.Namespace, index: Any, config: Any
+) -> Tuple[np.ndarray, List[Any], Optional[np.ndarray], Any]:
+    """``(x, names, labels, class_names)`` of the queries the flags name."""
+    import dataclasses
+
+    from ..data import load_dataset
+    from ..images import ImageOptions
+
+    # Pictures are decoded to the run's recorded size and channels, whatever the source.
+    images = ImageOptions.from_config(config)
+
+    shape = tuple(index.info.get("sample_shape") or ())
+    datasets = [q for q in args.query if _is_dataset(q)]
+    if datasets:
+        if len(args.query) > 1:
+            raise ValueError(
+                f"--query takes one dataset or picture files, not both: {' '.join(args.query)}"
+            )
+        data = load_dataset(datasets[0], args.data_dir, logger=logger, images=images)
+        if args.split == "test":
+            x, y = data.x_test, data.y_test
+        elif args.split == "train":
+            x, y = data.x_train, data.y_train
+        else:
+            x, y = (
+                np.concatenate([data.x_train, data.x_test]),
+                np.concatenate([data.y_train, data.y_test]),
+            )
+        names: List[Any] = list(range(len(x)))
+        labels: Optional[np.ndarray] = y
+        class_names = data.class_names
+    else:
+        if len(shape) not in (2, 3):
+            raise ValueError(
+                f"the index's run takes samples shaped {shape}, not pictures; "
+                "query it with a dataset (npz:FILE, idx:DIR, ...)"
+            )
+        channels = 1 if len(shape) == 2 else shape[0]
+        options = dataclasses.replace(images, size=tuple(shape[-2:]), channels=channels, workers=0)
+        for q in args.query:
+            if not os.path.isfile(q):
+                raise FileNotFoundError(f"--query {q!r} is neither a file nor a dataset spec")
+        data = load_dataset("image:" + ",".join(args.query), images=options, logger=logger)
+        x = data.x_test
+        names, labels, class_names = list(args.query), None, index.class_names
+    if args.limit is not None:
+        if args.limit < 1:
+            raise ValueError(f"--limit must be >= 1, got {args.limit}")
+        x, names = x[: args.limit], names[: args.limit]
+        labels = None if labels is None else labels[: args.limit]
+    if shape and tuple(x.shape[1:]) != shape:
+        raise ValueError(
+            f"queries are shaped {tuple(x.shape[1:])} but the index's run takes {shape}"
+        )
+    return x, names, labels, class_names
+
+
+def _label_text(label: Any, class_names: Optional[Sequence[str]]) -> Any:
+    if label is None:
+        return None
+    value = label.item() if isinstance(label, np.generic) else label
+    if class_names and isinstance(value, int) and 0 <= value < len(class_names):
+        return class_names[value]
+    return value
+
+
+def _search(args: argparse.Namespace) -> None:
+    from ..api import load_run
+    from ..index import Index
+    from ..train import resolve_contexts
+    from .inference import embed_checked
+
+    if args.k < 1:
+        raise ValueError(f"-k must be >= 1, got {args.k}")
+    if args.montage is not None:
+        if os.path.exists(args.montage):
+            raise FileExistsError(f"{args.montage} already exists; choose another --montage")
+        if not args.montage.lower().endswith(".png"):
+            raise ValueError(f"--montage must name a .png file, got {args.montage!r}")
+        parent = os.path.dirname(os.path.abspath(args.montage))
+        if not os.path.isdir(parent):
+            raise FileNotFoundError(f"directory {parent!r} for --montage does not exist")
+    index = Index.load(args.index_dir)
+    if args.k > len(index):
+        raise ValueError(f"-k {args.k} is larger than the index ({len(index)} items)")
+    run_dir = args.run or index.info.get("run_dir", "")
+    run, config = _check_run(index, run_dir)
+    x, names, qlabels, qclass_names = _queries(args, index, config)
+    ctx = resolve_contexts(args.ctx)[0]
+    net, config = load_run(run.path, params=run.params_path(index.info["params_file"]), ctx=ctx)
+    emb = embed_checked(net, x, config, run.path)
+    dist, ids = index.search_embeddings(emb, args.k)
+    nlabels = index.labels_of(ids)
+    rows = []
+    for i, name in enumerate(names):
+        qlabel = None if qlabels is None else _label_text(qlabels[i], qclass_names)
+        neighbours = []
+        for r in range(args.k):
+            nid = int(ids[i, r])
+            found = nid >= 0
+            path = index.paths[index._rows_of([nid])[0]] if index.paths and found else None
+            label = _label_text(nlabels[i, r], index.class_names) if nlabels is not None else None
+            neighbours.append(
+                {
+                    "id": nid,
+                    "label": label if found else None,
+                    "distance": float(dist[i, r]) if found else None,
+                    "path": path,
+                }
+            )
+        row = {"query": name}
+        if qlabel is not None:
+            row["label"] = qlabel
+        row["neighbours"] = neighbours
+        rows.append(row)
+    if args.json:
+        for row in rows:
+            print(json.dumps(row))
+    else:
+        _print_table(rows)
+    if args.montage is not None:
+        from ..images import ImageOptions
+
+        _montage(args.montage, index, x, rows, ImageOptions.from_config(config))
+        print(f"montage: {args.montage}", flush=True)
+
+
+def _print_table(rows: List[Dict[str, Any]]) -> None:
+    lines = [f"{'query':<24} {'rank':>4} {'id':>8} {'label':<16} {'distance':>10}  path"]
+    for row in rows:
+        q = str(row["query"]) + (f" ({row['label']})" if "label" in row else "")
+        q = q if len(q) <= 24 else "..." + q[-21:]
+        for rank, n in enumerate(row["neighbours"], 1):
+            label = "-" if n["label"] is None else str(n["label"])
+            mark = "" if "label" not in row else (" *" if n["label"] == row["label"] else "")
+            distance = "-" if n["distance"] is None else f"{n['distance']:.4f}"
+            lines.append(
+                f"{q if rank == 1 else '':<24} {rank:>4} {n['id']:>8} {label + mark:<16} "
+                f"{distance:>10}  {n['path'] or '-'}"
+            )
+    print("\n".join(lines), flush=True)
+
+
+def _gallery_pictures(index: Any, ids: np.ndarray, images: Any) -> np.ndarray:
+    """The indexed samples with these ids, read back from the dataset in the manifest."""
+    from ..data import load_dataset
+
+    info = index.info
+    data = load_dataset(info["dataset"], info.get("data_dir"), logger=logger, images=images)
+    split = info.get("split", "train")
+    if split == "test":
+        x = data.x_test
+    elif split == "train":
+        x = data.x_train
+    else:
+        x = np.concatenate([data.x_train, data.x_test])
+    rows = index._rows_of(ids)
+    if rows.max() >= len(x):
+        raise ValueError(
+            f"{info['dataset']} no longer has the indexed samples (ids beyond {len(x)})"
+        )
+    return x[rows]
+
+
+def _as_picture(sample: np.ndarray) -> np.ndarray:
+    a = np.asarray(sample, dtype=np.float32)
+    if a.ndim == 3:  # (C, H, W)
+        a = a[0] if a.shape[0] == 1 else np.moveaxis(a, 0, -1)
+    lo, hi = float(a.min()), float(a.max())
+    return (a - lo) / (hi - lo) if hi > lo else np.zeros_like(a)
+
+
+def _montage(path: str, index: Any, x: np.ndarray, rows: List[Dict[str, Any]], images: Any) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from ..io import atomic_save
+
+    if len(index.info.get("sample_shape") or ()) not in (2, 3):
+        raise ValueError("--montage needs picture samples; the index's run takes vectors")
+    k = len(rows[0]["neighbours"])
+    ids = np.array([[n["id"] for n in row["neighbours"]] for row in rows])
+    gallery = _gallery_pictures(index, np.where(ids < 0, 0, ids).ravel(), images).reshape(
+        ids.shape + x.shape[1:]
+    )
+    fig, axes = plt.subplots(
+        len(rows), k + 1, figsize=(1.3 * (k + 1), 1.45 * len(rows)), squeeze=False
+    )
+    for i, row in enumerate(rows):
+        ax = axes[i, 0]
+        ax.imshow(_as_picture(x[i]), cmap="gray")
+        title = str(row["query"])
+        title = os.path.basename(title) if isinstance(row["query"], str) else f"query {title}"
+        if "label" in row:
+            title += f"\n{row['label']}"
+        ax.set_title(title, fontsize=7)
+        for r, n in enumerate(row["neighbours"], 1):
+            ax = axes[i, r]
+            if n["id"] < 0:
+                ax.set_axis_off()
+                continue
+            ax.imshow(_as_picture(gallery[i, r - 1]), cmap="gray")
+            ax.set_title(f"{n['label']}\n{n['distance']:.3f}", fontsize=7)
+            if "label" in row:
+                color = "tab:green" if n["label"] == row["label"] else "tab:red"
+                for spine in ax.spines.values():
+                    spine.set_edgecolor(color)
+                    spine.set_linewidth(3)
+        for ax in axes[i]:
+            ax.set_xticks([])
+            ax.set_yticks([])
+    fig.tight_layout()
+    try:
+        atomic_save(path, lambda p: fig.savefig(p, dpi=100, format="png"))
+    finally:
+        plt.close(fig)
+
+
+def main(argv: Sequence[str]) -> int:
+    """``gluon-triplet search ...``; returns the exit status."""
+    args = build_parser().parse_args(list(argv))
+    setup_logging(args.quiet)
+    return guarded(_search, args, debug=args.debug)

@@ -1,0 +1,173 @@
+"""End to end: train (tiny) -> index -> search -> export -> onnxruntime, and the bad input
+of each subcommand: one ``error:`` line, exit 2, nothing overwritten."""
+
+import json
+import os
+import shutil
+
+import numpy as np
+import pytest
+
+from gluon_triplet import embed, load_dataset, load_run
+from gluon_triplet.cli import main
+from gluon_triplet.metrics import gallery_retrieval_metrics
+
+
+def error_lines(text):
+    return [line for line in text.splitlines() if line.startswith("error:")]
+
+
+def fails(capsys, argv, message):
+    capsys.readouterr()
+    assert main(argv) == 2
+    out, err = capsys.readouterr()
+    lines = error_lines(err)
+    assert len(lines) == 1 and message in lines[0], err
+    return lines[0]
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    root = tmp_path_factory.mktemp("use")
+    argv = ["--dataset", "mnist-5k", "--model", "mlp", "--hidden", "32", "--embedding-size", "16"]
+    argv += ["--epochs", "1", "--logdir", str(root / "logs"), "--run-name", "r"]
+    argv += ["--projector-samples", "0", "--no-plots", "-q"]
+    assert main(argv) == 0
+    run_dir = str(root / "logs" / "r")
+    assert main(["index", run_dir, "--dataset", "mnist-5k", "--out", str(root / "ix"), "-q"]) == 0
+    data = load_dataset("mnist-5k")
+    net, _ = load_run(run_dir)
+    return {
+        "root": root,
+        "run": run_dir,
+        "ix": str(root / "ix"),
+        "data": data,
+        "gallery": embed(net, data.x_train),
+        "queries": embed(net, data.x_test),
+    }
+
+
+def test_index_manifest_names_the_run(trained):
+    doc = json.loads(open(os.path.join(trained["ix"], "manifest.json")).read())
+    assert doc["run_dir"] == os.path.abspath(trained["run"])
+    assert doc["params_file"] == "model-best.params" and len(doc["params_sha256"]) == 64
+    assert (doc["dataset"], doc["split"], doc["count"]) == ("mnist-5k", "train", 4000)
+    assert (doc["metric"], doc["embedding_size"], doc["index"]["kind"]) == (
+        "squared_l2",
+        16,
+        "flat",
+    )
+    assert doc["sample_shape"] == [28, 28]
+
+
+def test_search_json_is_brute_force_nearest(trained, capsys):
+    capsys.readouterr()
+    argv = ["search", trained["ix"], "--query", "mnist-5k", "--limit", "3", "-k", "4", "--json"]
+    assert main(argv + ["-q"]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert len(lines) == 3
+    g, q, y = trained["gallery"], trained["queries"], trained["data"].y_train
+    names = trained["data"].class_names  # labels are shown by name when the data has names
+    for i, line in enumerate(lines):
+        row = json.loads(line)
+        assert set(row) == {"query", "label", "neighbours"} and row["query"] == i
+        assert row["label"] == names[trained["data"].y_test[i]]
+        d = ((g.astype(np.float64) - q[i]) ** 2).sum(axis=1)
+        want = np.argsort(d, kind="stable")[:4]
+        assert [n["id"] for n in row["neighbours"]] == want.tolist()
+        for n in row["neighbours"]:
+            assert n["label"] == names[y[n["id"]]] and n["path"] is None
+            assert n["distance"] == pytest.approx(d[n["id"]], abs=1e-4)
+
+
+def test_search_picture_files_table_and_montage(trained, capsys):
+    from PIL import Image
+
+    root = trained["root"]
+    x = trained["data"].x_test
+    files = []
+    for i in range(2):
+        path = str(root / f"digit{i}.png")
+        Image.fromarray((x[i] * 255).round().astype(np.uint8)).save(path)
+        files.append(path)
+    capsys.readouterr()
+    montage = str(root / "m.png")
+    argv = ["search", trained["ix"], "--query", *files, "-k", "3", "--montage", montage, "-q"]
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    assert "digit0.png" in out and "digit1.png" in out and f"montage: {montage}" in out
+    with Image.open(montage) as im:
+        assert im.size[0] > 300 and im.size[1] > 100
+    # The same files as JSON: the query is the path, no label is known.
+    assert main(["search", trained["ix"], "--query", files[0], "-k", "2", "--json", "-q"]) == 0
+    row = json.loads(capsys.readouterr().out)
+    assert row["query"] == files[0] and "label" not in row and len(row["neighbours"]) == 2
+    # --montage refuses to overwrite
+    fails(capsys, argv, "already exists")
+
+
+def test_export_onnx_embeds_like_the_run(trained, capsys):
+    from gluon_triplet.export import load_onnx_session
+
+    out = str(trained["root"] / "served")
+    assert main(["export", trained["run"], "--format", "onnx", "--out", out, "-q"]) == 0
+    session = load_onnx_session(os.path.join(out, "model.onnx"))
+    x = trained["data"].x_test[:50]
+    got = session.run(None, {session.get_inputs()[0].name: x})[0]
+    np.testing.assert_allclose(got, trained["queries"][:50], atol=1e-4)
+    # an existing --out is refused and left alone
+    before = sorted(os.listdir(out))
+    fails(capsys, ["export", trained["run"], "--out", out], "already exists")
+    assert sorted(os.listdir(out)) == before
+
+
+def test_evaluate_query_against_gallery(trained, capsys):
+    capsys.readouterr()
+    argv = ["evaluate", trained["run"], "--query", "mnist-5k", "--gallery", "mnist-5k", "--json"]
+    assert main(argv + ["-q"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    want = gallery_retrieval_metrics(
+        trained["queries"], trained["data"].y_test, trained["gallery"], trained["data"].y_train
+    )
+    assert doc["query"] == {"dataset": "mnist-5k", "split": "test", "samples": 1000}
+    assert doc["gallery"] == {"dataset": "mnist-5k", "split": "train", "samples": 4000}
+    assert {k: doc["metrics"][k] for k in want} == pytest.approx(want, rel=1e-9)
+
+
+def test_bad_input_one_error_line_exit_2(trained, capsys, tmp_path):
+    ix, run = trained["ix"], trained["run"]
+    before = {f: os.path.getmtime(os.path.join(ix, f)) for f in os.listdir(ix)}
+    fails(capsys, ["index", run, "--dataset", "mnist-5k", "--out", ix], "already exists")
+    assert {f: os.path.getmtime(os.path.join(ix, f)) for f in os.listdir(ix)} == before
+    fails(capsys, ["search", ix, "--query", "mnist-5k", "-k", "4001"], "larger than the index")
+    fails(capsys, ["search", ix, "--query", "nope.png"], "neither a file nor a dataset")
+    fails(capsys, ["search", str(tmp_path), "--query", "mnist-5k"], "not an index directory")
+    fails(
+        capsys,
+        [
+            "index",
+            run,
+            "--dataset",
+            "mnist-5k",
+            "--out",
+            str(tmp_path / "i2"),
+            "--param",
+            "nprobe=3",
+        ],
+        "unknown parameter(s) nprobe for a flat index",
+    )
+    # Queries of another shape: an npz of 5-d vectors.
+    np.savez(tmp_path / "v.npz", x=np.zeros((20, 5), np.float32), y=np.repeat([0, 1], 10))
+    fails(capsys, ["search", ix, "--query", f"npz:{tmp_path / 'v.npz'}"], "queries are shaped (5,)")
+    # A corrupt index file.
+    broken = str(tmp_path / "broken")
+    shutil.copytree(ix, broken)
+    with open(os.path.join(broken, "labels.npy"), "ab") as f:
+        f.write(b"x")
+    fails(capsys, ["search", broken, "--query", "mnist-5k"], "labels.npy is corrupt")
+    # A run whose parameters changed since the index was built.
+    moved = str(tmp_path / "run2")
+    shutil.copytree(run, moved)
+    with open(os.path.join(moved, "model-best.params"), "ab") as f:
+        f.write(b"\0")
+    fails(capsys, ["search", ix, "--query", "mnist-5k", "--run", moved], "changed since the index")
