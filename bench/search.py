@@ -130,11 +130,11 @@ def child(args):
     }
     # Search-time parameters change nothing built: measure other values on the same index.
     for key, values in json.loads(args.sweep or "{}").items():
+        default = index.params[key]
         for value in values:
-            if value == index.params[key]:
+            if value == default:
                 continue
-            index.params[key] = value
-            index._apply_search_params()
+            index.set_search_params(**{key: value})
             t0 = time.perf_counter()
             _, other = index.search_embeddings(queries, K)
             seconds = time.perf_counter() - t0

@@ -137,7 +137,9 @@ def test_embed_and_evaluate_another_dataset(run, other_npz, tmp_path, capsys):
     assert sorted(labels.tolist()) == sorted(y.tolist())
     assert main(["evaluate", run.dir, *args, "--json", "-q"]) == 0
     doc = json.loads(capsys.readouterr().out)
-    want = evaluate(emb, labels, margin=config.margin, seed=config.seed, per_class=True)
+    want = evaluate(
+        emb, labels, margin=config.margin, seed=config.seed, per_class=True, clustering=True
+    )
     assert_same_metrics(doc["metrics"], want)
     assert doc["samples"] == 60
 
@@ -206,8 +208,8 @@ def test_launch_dispatch(monkeypatch, capsys):
 def test_unknown_subcommand_lists_the_valid_ones(capsys):
     assert main(["trian", "--epochs", "1"]) == 2
     assert error_lines(capsys.readouterr().err) == [
-        "error: unknown subcommand 'trian'; choose one of: embed, evaluate, launch, train, "
-        "view (or train options alone)"
+        "error: unknown subcommand 'trian'; choose one of: embed, evaluate, export, index, "
+        "launch, search, train, view (or train options alone)"
     ]
 
 

@@ -127,7 +127,15 @@ def test_hnsw_and_ivf_recall_on_a_small_set(tmp_path):
         loaded = Index.load(str(tmp_path / kind))
         assert loaded.kind == kind and loaded.params == index.params
         np.testing.assert_array_equal(loaded.search(q, 10)[1], ids)
-    assert Index.from_embeddings(x, kind="ivf").params == {"nlist": 55, "nprobe": 1}
+    # Search-time settings change results without a rebuild; the highest is exhaustive.
+    ivf = Index.from_embeddings(x, kind="ivf", nprobe=1)
+    ivf.set_search_params(nprobe=1000)
+    assert ivf.params["nprobe"] == ivf.params["nlist"]
+    np.testing.assert_array_equal(ivf.search(q, 10)[1], exact)
+    with pytest.raises(ValueError, match="ef_search is not a search-time parameter of ivf indexes"):
+        ivf.set_search_params(ef_search=3)
+    assert Index.from_embeddings(x, kind="ivf").params == {"nlist": 55, "nprobe": 8}
+    assert Index.from_embeddings(x[:100], kind="ivf").params == {"nlist": 2, "nprobe": 2}
 
 
 def test_bad_input_raises_value_error(vectors):
