@@ -127,6 +127,13 @@ class Config:
         "data",
         shown_default="the usable CPUs",
     )
+    max_memory: float = option(
+        2.0,
+        "pictures: GiB as float32 above which folder:/rec: data is streamed, decoded batch by "
+        "batch by the workers, instead of decoded into memory once (0: always stream)",
+        "data",
+        metavar="GIB",
+    )
     model: str = option(
         "auto",
         "embedding net: mlp, cnn, a model-zoo backbone (e.g. resnet18_v1), or auto = cnn for "
@@ -382,6 +389,8 @@ class Config:
                 raise ConfigError(f"image_size: {e}") from None
         if self.image_channels not in (None, 1, 3):
             raise ConfigError(f"image_channels must be 1 or 3, got {self.image_channels}")
+        if not self.max_memory >= 0:
+            raise ConfigError(f"max_memory must be >= 0 (GiB), got {self.max_memory}")
         if self.workers is not None and self.workers < 0:
             raise ConfigError(f"workers must be >= 0, got {self.workers}")
         if self.run_name is not None and (

@@ -687,6 +687,11 @@ def _decoded_bundle(
             )
         channels = channels or auto_channels
     dataset = images.DecodedImages(reader, size, channels, options.upscale)
+    need = len(dataset) * int(np.prod(dataset.sample_shape)) * 4
+    if need > options.max_memory * 2**30:
+        return _streamed_bundle(
+            name, source, dataset, labels, test, class_names, options, logger, need
+        )
     logger.info(
         "decoding %d images to %s %s with %s",
         len(dataset),
@@ -741,6 +746,65 @@ def _npz_member_header(z, key: str, path: str) -> Tuple[Tuple[int, ...], np.dtyp
             f"{path}: array {key!r}: unreadable .npy header ({_short_reason(e)})"
         ) from None
     return tuple(shape), np.dtype(dtype)
+
+
+def _streamed_bundle(
+    name: str,
+    source: str,
+    dataset,
+    labels: np.ndarray,
+    test: Optional[np.ndarray],
+    class_names: Tuple[str, ...],
+    options,
+    logger: logging.Logger,
+    need: int,
+) -> DataBundle:
+    """Splits of :class:`~gluon_triplet.streaming.LazyImages`: decoded batch by batch."""
+    from . import images
+    from .streaming import LazyImages
+
+    workers = options.workers if options.workers is not None else images.default_workers()
+    logger.info(
+        "%d images are %.2f GiB as float32, above --max-memory %g GiB: streaming them, "
+        "decoded batch by batch by %d DataLoader worker(s)",
+        len(dataset),
+        need / 2**30,
+        options.max_memory,
+        workers,
+    )
+    status = images.check_headers(dataset.reader)
+    images.report_bad(dataset, status, options.strict, source)
+    ok = np.flatnonzero(status == images.OK)
+    labels = labels[ok]
+    test = None if test is None else test[ok]
+    counts = np.bincount(labels, minlength=len(class_names))
+    if (counts >= 2).sum() < 2:
+        raise DataError(
+            f"{source}: fewer than two classes with at least two readable images; triplets "
+            "need two or more"
+        )
+    if test is None:
+        train_idx, test_idx = _stratified_split(labels)
+    else:
+        train_idx, test_idx = np.flatnonzero(~test), np.flatnonzero(test)
+    if len(test_idx) == 0:
+        raise DataError(f"{source}: no test samples (every class has a single sample)")
+
+    def split(idx):
+        sub = images.DecodedImages(
+            dataset.reader, dataset.size, dataset.channels, dataset.upscale, ok[idx]
+        )
+        return LazyImages(sub, workers)
+
+    return DataBundle(
+        name,
+        split(train_idx),
+        labels[train_idx],
+        split(test_idx),
+        labels[test_idx],
+        class_names,
+        source,
+    )
 
 
 # --------------------------------------------------------------------------- validation

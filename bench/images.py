@@ -1,0 +1,355 @@
+#!/usr/bin/env python
+"""Image sets on disk: streamed epochs vs in memory, RecordIO, peak memory, colour quality.
+
+Sections (all by default; pick some with ``--only``):
+
+folder   Fashion-MNIST written as PNG files (``train/<class>``, ``test/<class>``): one epoch
+         of the default recipe streamed from the folder (``max_memory 0``: decoded batch
+         by batch by DataLoader workers) against the same epoch from the in-memory IDX
+         arrays. Target: ratio <= 1.25.
+rec      The same folder packed with ``pack_folder``: pack time, and the streamed epoch
+         from the ``.rec`` against the in-memory one. Target: ratio <= 1.25.
+large    A RecordIO of ``--n-large`` 64x64 RGB pictures made from Fashion-MNIST with random
+         tints and crops: decode images/s with 1 and 2 workers, and one streamed epoch
+         with the peak RSS of the whole process tree (target < 2 GB).
+quality  A colour folder made from Fashion-MNIST (tinted, resized to 32-44 px): test P@1 of
+         the default recipe against raw pixels, without and with ``--augment photos``.
+
+Usage::
+
+    python bench/images.py --workdir /tmp/bench-images              # everything
+    python bench/images.py --only folder rec --n-train 20000        # smaller
+    python bench/images.py --only large --n-large 200000
+
+A benchmark, not a test: a missed target prints MISS and still exits 0. Speeds are quoted
+as ratios measured in one run; the machine is shared, absolute times vary.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import threading
+import time
+
+import numpy as np
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, REPO)
+SECTIONS = ("folder", "rec", "large", "quality")
+FASHION = "/usr/share/datasets/fashion-mnist"
+EPOCH_RATIO_TARGET = 1.25
+RSS_TARGET = 2 << 30
+
+
+def fashion(n_train=None, n_test=None):
+    from gluon_triplet.data import load_dataset
+
+    b = load_dataset("fashion-mnist")
+    to8 = lambda x: (x * 255).round().astype(np.uint8)  # noqa: E731
+    n_train = n_train or len(b.y_train)
+    n_test = n_test or len(b.y_test)
+    return (
+        to8(b.x_train[:n_train]),
+        b.y_train[:n_train],
+        to8(b.x_test[:n_test]),
+        b.y_test[:n_test],
+        b.class_names,
+    )
+
+
+def write_folder(root, x_train, y_train, x_test, y_test, names, transform=None, fmt="png"):
+    """``root/train/<class>/*.png`` and ``root/test/<class>/*.png``; returns seconds."""
+    from PIL import Image
+
+    if os.path.isdir(root):
+        return 0.0
+    t0 = time.perf_counter()
+    tmp = root + ".partial"
+    rng = np.random.default_rng(0)
+    for split, x, y in (("train", x_train, y_train), ("test", x_test, y_test)):
+        for name in names:
+            os.makedirs(os.path.join(tmp, split, _safe(name)), exist_ok=True)
+        for i, (img, label) in enumerate(zip(x, y)):
+            pic = Image.fromarray(img, "L")
+            if transform is not None:
+                pic = transform(pic, rng)
+            pic.save(os.path.join(tmp, split, _safe(names[label]), f"{i:06d}.{fmt}"))
+    os.rename(tmp, root)
+    return time.perf_counter() - t0
+
+
+def _safe(name):
+    return name.replace("/", "-").replace(" ", "_")
+
+
+def tint_and_resize(pic, rng, sizes=(32, 44)):
+    from PIL import Image
+
+    grey = np.asarray(pic, dtype=np.float32) / 255
+    colour = rng.uniform(0.3, 1.0, size=3)
+    background = rng.uniform(0.0, 0.3, size=3)
+    rgb = grey[..., None] * colour + (1 - grey[..., None]) * background
+    side = int(rng.integers(sizes[0], sizes[1] + 1))
+    out = Image.fromarray((rgb * 255).round().astype(np.uint8), "RGB")
+    return out.resize((side, side), Image.BILINEAR)
+
+
+def tint_and_crop_64(pic, rng):
+    from PIL import Image
+
+    big = tint_and_resize(pic, rng, sizes=(72, 80))
+    w, h = big.size
+    left, top = int(rng.integers(0, w - 63)), int(rng.integers(0, h - 63))
+    return (
+        big.crop((left, top, left + 64, top + 64)).convert("RGB").resize((64, 64), Image.BILINEAR)
+    )
+
+
+class TreeRSS:
+    """Peak resident memory of a process and all its descendants (polled from /proc)."""
+
+    def __init__(self, pid, every=0.1):
+        self.pid, self.every, self.peak = pid, every, 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._poll, daemon=True)
+        self._thread.start()
+
+    def _tree(self, pid):
+        pids = [pid]
+        try:
+            for task in os.listdir(f"/proc/{pid}/task"):
+                with open(f"/proc/{pid}/task/{task}/children") as f:
+                    for child in f.read().split():
+                        pids.extend(self._tree(int(child)))
+        except OSError:
+            pass
+        return pids
+
+    def _poll(self):
+        while not self._stop.is_set():
+            total = 0
+            for pid in self._tree(self.pid):
+                try:
+                    with open(f"/proc/{pid}/status") as f:
+                        for line in f:
+                            if line.startswith("VmRSS:"):
+                                total += int(line.split()[1]) * 1024
+                except OSError:
+                    pass
+            self.peak = max(self.peak, total)
+            time.sleep(self.every)
+
+    def stop(self):
+        self._stop.set()
+        self._thread.join()
+        return self.peak
+
+
+def train(workdir, name, settings, measure_rss=False):
+    """One run of ``run_train.py --config`` in a subprocess; returns its metrics and RSS."""
+    logs = os.path.join(workdir, "logs")
+    os.makedirs(logs, exist_ok=True)
+    settings = dict(settings, logdir=logs, run_name=f"{name}-{int(time.time() * 1000)}")
+    settings.setdefault("plots", False)
+    settings.setdefault("projector_samples", 0)
+    cfg = os.path.join(workdir, f"{name}.json")
+    with open(cfg, "w") as f:
+        json.dump(settings, f)
+    t0 = time.perf_counter()
+    proc = subprocess.Popen(
+        [sys.executable, os.path.join(REPO, "run_train.py"), "--config", cfg, "-q"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    rss = TreeRSS(proc.pid) if measure_rss else None
+    out, err = proc.communicate()
+    peak = rss.stop() if rss else None
+    wall = time.perf_counter() - t0
+    if proc.returncode:
+        raise RuntimeError(f"{name} failed ({proc.returncode}): {err.strip()[-800:]}")
+    with open(os.path.join(logs, settings["run_name"], "metrics.json")) as f:
+        metrics = json.load(f)
+    return metrics, wall, peak
+
+
+def epoch_seconds(metrics):
+    return [r["time"] for r in metrics["history"] if r["epoch"] > 0]
+
+
+def report(label, value, target=None, ok=None):
+    mark = "" if ok is None else ("  OK" if ok else "  MISS")
+    tgt = f"  (target {target})" if target else ""
+    print(f"{label:<58} {value}{tgt}{mark}", flush=True)
+
+
+# Short recipe: the default recipe (semi-hard P x K, CNN, Adam + cosine), one epoch.
+RECIPE = {"epochs": 1}
+
+
+def section_folder(args, rec=False):
+    x_tr, y_tr, x_te, y_te, names = fashion(args.n_train, args.n_test)
+    root = os.path.join(args.workdir, f"fashion-png-{len(y_tr)}")
+    secs = write_folder(root, x_tr, y_tr, x_te, y_te, names)
+    if secs:
+        report(f"wrote {len(y_tr) + len(y_te)} PNG files", f"{secs:.1f} s")
+    np.savez(
+        os.path.join(args.workdir, "mem.npz"), x_train=x_tr, y_train=y_tr, x_test=x_te, y_test=y_te
+    )
+    base = dict(RECIPE, workers=args.workers)
+    mem, _, _ = train(args.workdir, "memory", dict(base, dataset=f"npz:{args.workdir}/mem.npz"))
+    spec = f"folder:{root}"
+    if rec:
+        from gluon_triplet.images import pack_folder
+
+        prefix = os.path.join(args.workdir, f"fashion-{len(y_tr)}")
+        if not os.path.exists(prefix + ".rec"):
+            t0 = time.perf_counter()
+            pack_folder(root, prefix, progress=False)
+            report(
+                f"pack_folder {len(y_tr) + len(y_te)} PNG -> .rec",
+                f"{time.perf_counter() - t0:.1f} s",
+            )
+        spec = f"rec:{prefix}"
+    streamed, _, _ = train(args.workdir, "streamed", dict(base, dataset=spec, max_memory=0.0))
+    t_mem, t_str = epoch_seconds(mem)[0], epoch_seconds(streamed)[0]
+    ratio = t_str / t_mem
+    what = ".rec" if rec else "PNG folder"
+    report(f"epoch in memory ({len(y_tr)} train)", f"{t_mem:.1f} s")
+    report(f"epoch streamed from the {what} ({args.workers} workers)", f"{t_str:.1f} s")
+    report(
+        f"ratio streamed / in memory ({what})",
+        f"{ratio:.2f}",
+        f"<= {EPOCH_RATIO_TARGET}",
+        ratio <= EPOCH_RATIO_TARGET,
+    )
+    p_mem = mem["history"][-1]["test"]["precision_at_1"]
+    p_str = streamed["history"][-1]["test"]["precision_at_1"]
+    report("test P@1 after the epoch: in memory / streamed", f"{p_mem:.4f} / {p_str:.4f}")
+
+
+def section_large(args):
+    from gluon_triplet import images
+    from gluon_triplet.streaming import stream_batches
+
+    prefix = os.path.join(args.workdir, f"large-{args.n_large}")
+    if not os.path.exists(prefix + ".rec"):
+        x_tr, y_tr, x_te, y_te, names = fashion()
+        reps = -(-args.n_large // len(y_tr))
+        n_test = min(len(y_te), max(args.n_large // 20, 100))
+        x_big = np.concatenate([x_tr] * reps)[: args.n_large]
+        y_big = np.concatenate([y_tr] * reps)[: args.n_large]
+        root = prefix + "-folder"
+        t0 = time.perf_counter()
+        write_folder(
+            root, x_big, y_big, x_te[:n_test], y_te[:n_test], names, tint_and_crop_64, fmt="jpg"
+        )
+        report(
+            f"wrote {args.n_large} + {n_test} 64x64 RGB JPEG files",
+            f"{time.perf_counter() - t0:.1f} s",
+        )
+        t0 = time.perf_counter()
+        images.pack_folder(root, prefix, progress=False)
+        report("packed them into one .rec", f"{time.perf_counter() - t0:.1f} s")
+    size = os.path.getsize(prefix + ".rec")
+    reader, labels, meta = images.open_rec(prefix)
+    n = len(labels)
+    report(
+        f"RecordIO: {n} records, {size / 2**20:.0f} MiB on disk",
+        f"{n * 3 * 64 * 64 * 4 / 2**30:.1f} GiB as float32",
+    )
+    ds = images.DecodedImages(reader, (64, 64), 3)
+    count = min(n, args.decode_count)
+    order = np.random.default_rng(0).permutation(n)[:count]
+    batches = np.array_split(order, max(1, count // 256))
+    for w in (1, 2):
+        t0 = time.perf_counter()
+        for _ in stream_batches(ds, batches, workers=w):
+            pass
+        rate = count / (time.perf_counter() - t0)
+        report(f"decode 64x64 RGB from .rec, {w} worker(s), random order", f"{rate:.0f} images/s")
+    metrics, wall, peak = train(
+        args.workdir,
+        "large",
+        dict(RECIPE, dataset=f"rec:{prefix}", image_size="64", workers=args.workers),
+        measure_rss=True,
+    )
+    report(
+        "one streamed epoch (default recipe, CNN 64x64 RGB)",
+        f"{epoch_seconds(metrics)[0]:.0f} s (run {wall:.0f} s)",
+    )
+    report("peak RSS of the process tree", f"{peak / 2**30:.2f} GiB", "< 2 GiB", peak < RSS_TARGET)
+
+
+def section_quality(args):
+    x_tr, y_tr, x_te, y_te, names = fashion(args.n_train, args.n_test)
+    root = os.path.join(args.workdir, f"fashion-colour-{len(y_tr)}")
+    write_folder(root, x_tr, y_tr, x_te, y_te, names, tint_and_resize)
+    base = dict(dataset=f"folder:{root}", epochs=args.epochs, workers=args.workers, image_size="32")
+    rows = []
+    for augment in ("none", "photos"):
+        m, wall, _ = train(args.workdir, f"colour-{augment}", dict(base, augment=augment))
+        rows.append((augment, m))
+    raw = rows[0][1]["raw_pixels"]["precision_at_1"]
+    report(
+        f"colour Fashion folder ({len(y_tr)} train, {len(y_te)} test, 32x32): raw pixels P@1",
+        f"{raw:.4f}",
+    )
+    for augment, m in rows:
+        best = max(r["test"]["precision_at_1"] for r in m["history"] if r["epoch"] > 0)
+        last = m["history"][-1]["test"]["precision_at_1"]
+        report(
+            f"default recipe, {args.epochs} epochs, --augment {augment}: P@1 last / best",
+            f"{last:.4f} / {best:.4f}",
+        )
+
+
+def _cpu_model():
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.machine()
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--only", nargs="+", choices=SECTIONS, default=list(SECTIONS))
+    p.add_argument("--workdir", default="/tmp/bench-images")
+    p.add_argument(
+        "--n-train", type=int, default=None, help="Fashion train images (default: all 60k)"
+    )
+    p.add_argument(
+        "--n-test", type=int, default=None, help="Fashion test images (default: all 10k)"
+    )
+    p.add_argument("--n-large", type=int, default=200_000)
+    p.add_argument("--decode-count", type=int, default=20_000)
+    p.add_argument("--epochs", type=int, default=5, help="quality section epochs (default 5)")
+    p.add_argument("--workers", type=int, default=None, help="DataLoader workers (default: CPUs)")
+    args = p.parse_args(argv)
+    if not os.path.isdir(FASHION):
+        sys.exit(f"needs Fashion-MNIST in {FASHION}: apt-get install -y dataset-fashion-mnist")
+    os.makedirs(args.workdir, exist_ok=True)
+    print(f"machine: {_cpu_model()}, {os.cpu_count()} CPUs; {time.strftime('%Y-%m-%d %H:%M')}")
+    for name in args.only:
+        print(f"--- {name}", flush=True)
+        if name == "folder":
+            section_folder(args)
+        elif name == "rec":
+            section_folder(args, rec=True)
+        elif name == "large":
+            section_large(args)
+        else:
+            section_quality(args)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,82 @@
+"""Pictures decoded batch by batch: LazyImages, stream_batches, --max-memory."""
+
+import logging
+import os
+
+import numpy as np
+import pytest
+
+# the digit folders of test_images (real MNIST digits, PNG and JPEG, some RGB, two corrupt)
+from test_images import digits, write_digits  # noqa: F401
+
+from gluon_triplet.data import DataError, load_dataset
+from gluon_triplet.images import ImageOptions
+from gluon_triplet.streaming import LazyImages, stream_batches
+
+
+@pytest.fixture
+def folder(tmp_path, digits):  # noqa: F811
+    return write_digits(tmp_path / "digits", digits, per_class=12)
+
+
+def test_streamed_bundle_equals_the_decoded_one(folder, caplog):
+    opts = ImageOptions(workers=0)
+    memory = load_dataset(f"folder:{folder}", images=opts)
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="gluon_triplet"):
+        lazy = load_dataset(f"folder:{folder}", images=ImageOptions(workers=2, max_memory=0))
+    assert "streaming them" in caplog.text and "2 DataLoader worker(s)" in caplog.text
+    assert isinstance(lazy.x_train, LazyImages) and isinstance(lazy.x_test, LazyImages)
+    assert lazy.x_train.shape == memory.x_train.shape and lazy.class_names == memory.class_names
+    np.testing.assert_array_equal(lazy.y_train, memory.y_train)
+    np.testing.assert_array_equal(lazy.x_test[:], memory.x_test)  # slice: bulk, in workers
+    pick = np.array([5, 0, 17, 5])
+    np.testing.assert_array_equal(lazy.x_train[pick], memory.x_train[pick])  # few: in-process
+    np.testing.assert_array_equal(lazy.x_train[-1], memory.x_train[-1])
+    np.testing.assert_array_equal(np.asarray(lazy.x_test), memory.x_test)
+    # the bad files were found by a header check and skipped with the one warning
+    assert caplog.text.count("unreadable or corrupt") == 1
+
+
+def test_stream_batches_in_order_with_repeats(folder):
+    lazy = load_dataset(f"folder:{folder}", images=ImageOptions(workers=0, max_memory=0)).x_train
+    everything = lazy[:]
+    batches = [np.array([3, 1, 3]), np.array([0]), np.arange(len(lazy))[::-1]]
+    for workers in (0, 2):
+        got = list(stream_batches(lazy.dataset, batches, workers=workers))
+        assert [g.shape[0] for g in got] == [3, 1, len(lazy)]
+        for g, b in zip(got, batches):
+            np.testing.assert_array_equal(g, everything[b])
+
+
+def test_a_picture_broken_after_the_check_stops_streaming(folder):
+    lazy = load_dataset(f"folder:{folder}", images=ImageOptions(workers=0, max_memory=0)).x_train
+    victim = lazy.dataset.reader.paths[int(lazy.dataset.indices[2])]
+    with open(victim, "r+b") as f:  # keep the header, lose the pixels
+        head = f.read(64)
+        f.seek(0)
+        f.truncate()
+        f.write(head)
+    with pytest.raises(DataError, match=f"unreadable or corrupt while streaming: {victim}"):
+        list(stream_batches(lazy.dataset, [np.array([0, 1, 2])], workers=0))
+    with pytest.raises(DataError, match="while streaming"):
+        lazy[2]
+
+
+def test_lazy_images_refuse_other_keys(folder):
+    lazy = load_dataset(f"folder:{folder}", images=ImageOptions(workers=0, max_memory=0)).x_test
+    with pytest.raises(IndexError, match="1-D index array"):
+        lazy[np.zeros((2, 2), dtype=int)]
+    assert lazy.nbytes == int(np.prod(lazy.shape)) * 4
+    sub = lazy.subset([1, 0])
+    np.testing.assert_array_equal(sub[:], lazy[np.array([1, 0])])
+
+
+def test_rec_streams_too(folder, tmp_path):
+    from gluon_triplet.images import pack_folder
+
+    pack_folder(folder, str(tmp_path / "p"), progress=False)
+    lazy = load_dataset(f"rec:{tmp_path / 'p'}", images=ImageOptions(workers=2, max_memory=0))
+    memory = load_dataset(f"rec:{tmp_path / 'p'}", images=ImageOptions(workers=0))
+    np.testing.assert_array_equal(lazy.x_test[:], memory.x_test)
+    assert os.path.exists(tmp_path / "p.rec")
