@@ -256,8 +256,13 @@ def scan_folder(root) -> FolderScan:
     )
 
 
+# Formats MXNet's decoder (OpenCV) reads; it is faster than Pillow on small pictures.
+_FAST_FORMATS = (".jpg", ".jpeg", ".png", ".bmp")
+
+
 class FolderImages:
-    """Pictures read from files by index (Pillow)."""
+    """Pictures read from files by index: MXNet's ``imdecode`` for JPEG, PNG and BMP,
+    Pillow for the rest and for any file MXNet's decoder refuses."""
 
     def __init__(self, paths: Sequence[str]):
         self.paths = list(paths)
@@ -285,6 +290,43 @@ class FolderImages:
                 return img
         except Exception as e:  # PIL raises many types (OSError, SyntaxError, ValueError ...)
             raise ImageFileError(_reason(e)) from None
+
+    def pixels(self, i: int, channels: int) -> np.ndarray:
+        """``(H, W)`` (``channels`` 1) or ``(H, W, 3)`` uint8; raises ImageFileError."""
+        path = self.paths[i]
+        if path.lower().endswith(_FAST_FORMATS):
+            try:
+                with open(path, "rb") as f:
+                    buf = f.read()
+            except OSError as e:
+                raise ImageFileError(_reason(e)) from None
+            # OpenCV decodes a truncated JPEG without an error (grey filler): a JPEG must
+            # end with its EOI marker, else Pillow decides (and names the problem).
+            jpeg = buf[:2] == b"\xff\xd8"
+            if buf and (not jpeg or buf.rstrip(b"\0").endswith(b"\xff\xd9")):
+                arr = _imdecode(buf, channels)
+                if arr is not None:
+                    return arr
+        return np.asarray(_as_mode(self.open(i), channels), dtype=np.uint8)
+
+
+def _imdecode(buf: bytes, channels: int) -> Optional[np.ndarray]:
+    """MXNet's decoder, or None when it refuses the bytes."""
+    import mxnet as mx
+
+    try:
+        arr = mx.image.imdecode(buf, flag=0 if channels == 1 else 1).asnumpy()
+    except Exception:  # MXNetError: Pillow gets the file and reports the problem
+        arr = None
+    if arr is None or arr.ndim != 3 or 0 in arr.shape:
+        # A refused file leaves its error in MXNet's engine, to be raised by whatever
+        # waits next (e.g. a training step); take it here.
+        try:
+            mx.nd.waitall()
+        except mx.base.MXNetError:
+            pass
+        return None
+    return arr[..., 0] if channels == 1 else arr
 
 
 class RecordImages:
@@ -328,12 +370,26 @@ class RecordImages:
     def open(self, i: int):
         from PIL import Image
 
+        return Image.fromarray(self.pixels(i, self.channels))
+
+    def pixels(self, i: int, channels: int) -> np.ndarray:
+        """``(H, W)`` or ``(H, W, 3)`` uint8 as the reader's flag decodes; ImageFileError."""
         try:
             arr, _ = self.dataset[i]
             arr = arr.asnumpy()
         except Exception as e:  # MXNetError from the decoder, struct.error from a bad header
             raise ImageFileError(_reason(e)) from None
-        return Image.fromarray(arr[..., 0] if arr.shape[-1] == 1 else arr)
+        if channels == 1 and arr.shape[-1] == 3:
+            arr = np.asarray(_as_mode(Image_from(arr), 1))
+        elif channels == 3 and arr.shape[-1] == 1:
+            arr = np.repeat(arr, 3, axis=-1)
+        return arr[..., 0] if arr.ndim == 3 and arr.shape[-1] == 1 else arr
+
+
+def Image_from(arr: np.ndarray):  # noqa: N802 - reads like PIL's Image.fromarray
+    from PIL import Image
+
+    return Image.fromarray(arr)
 
 
 def _reason(e: Exception) -> str:
@@ -407,9 +463,10 @@ class DecodedImages:
 
     def picture(self, i: int) -> np.ndarray:
         """The pixels of item ``i``; raises ImageFileError on a bad picture."""
-        img = self.reader.open(int(self.indices[i]))
-        img = fit_picture(_as_mode(img, self.channels), self.size, self.upscale)
-        arr = np.asarray(img, dtype=np.uint8)
+        arr = self.reader.pixels(int(self.indices[i]), self.channels)
+        if arr.shape[:2] != self.size:
+            img = fit_picture(Image_from(arr), self.size, self.upscale)
+            arr = np.asarray(img, dtype=np.uint8)
         return arr if self.channels == 1 else np.ascontiguousarray(arr.transpose(2, 0, 1))
 
     def __getitem__(self, i):

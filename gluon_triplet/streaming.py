@@ -17,7 +17,7 @@ import numpy as np
 from .data import DataError
 from .images import OK, DecodedImages, default_workers
 
-__all__ = ["LazyImages", "stream_batches"]
+__all__ = ["BatchFeed", "LazyImages", "stream_batches"]
 
 # Indexing fewer pictures than this decodes them in-process: starting workers costs more.
 _IN_PROCESS = 64
@@ -179,3 +179,78 @@ def stream_batches(
             out = pixels.astype(np.float32)
             out /= 255
             yield out
+
+
+class BatchFeed:
+    """The training samples a step gathers from: all of them, or one streamed batch.
+
+    In memory, :attr:`data` holds every training sample on each context for the whole
+    run and :meth:`epoch` yields the epoch's batches of indices unchanged. Streamed
+    (``x`` is :class:`LazyImages`), :meth:`epoch` decodes each batch's pictures in
+    DataLoader workers running ahead, puts them in :attr:`data` (and their labels in
+    :attr:`labels`) and yields the batch re-indexed into them; the step's graph is the
+    same either way. A batch of offline triplets ``(B, 3)`` becomes ``3B`` pictures
+    (anchors, positives, negatives) with local indices ``[[i, B + i, 2B + i]]``; a P x K
+    batch ``(M,)`` becomes ``M`` pictures with indices ``0..M-1``. Shapes never change
+    between batches, so the hybridized step keeps its memory.
+
+    Parameters
+    ----------
+    x : (N, ...) float32 array or LazyImages
+    labels : (N,) int array
+        Label codes, for online miners.
+    contexts : list of mx.Context
+    prepare : callable
+        The net's ``prepare_input`` (numpy layout the graph wants), or identity.
+    workers : int, optional
+        DataLoader workers when streaming (default: the usable CPUs).
+    """
+
+    def __init__(self, x, labels, contexts, prepare=None, workers=None):
+        from mxnet import nd
+
+        self.contexts = list(contexts)
+        self.prepare = prepare or (lambda a: a)
+        self.all_labels = np.asarray(labels)
+        self.stream = x if isinstance(x, LazyImages) else None
+        self.workers = workers
+        self.data = None
+        self.labels = [nd.array(self.all_labels, ctx=c, dtype=np.float32) for c in self.contexts]
+        if self.stream is None:
+            arr = self.prepare(np.asarray(x).astype(np.float32, copy=False))
+            self.data = [nd.array(arr, ctx=c, dtype=np.float32) for c in self.contexts]
+
+    @property
+    def streaming(self) -> bool:
+        return self.stream is not None
+
+    def epoch(self, batches):
+        """Yield each batch (an int32 NDArray row) ready for ``split_and_load``.
+
+        Parameters
+        ----------
+        batches : (num_batches, B, 3) or (num_batches, M) int32 NDArray
+        """
+        if self.stream is None:
+            for b in range(len(batches)):
+                yield batches[b]
+            return
+        from mxnet import nd
+
+        host = batches.asnumpy()
+        if host.ndim == 3:  # offline triplets: anchors, then positives, then negatives
+            rows = [row.T.reshape(-1) for row in host]
+            b = host.shape[1]
+            local = np.arange(3 * b, dtype=np.int32).reshape(3, b).T
+        else:
+            rows = list(host)
+            local = np.arange(host.shape[1], dtype=np.int32)
+        local = nd.array(local, ctx=batches.context, dtype=np.int32)
+        workers = self.workers
+        for pixels, row in zip(stream_batches(self.stream.dataset, rows, workers), rows):
+            arr = self.prepare(pixels)
+            self.data = [nd.array(arr, ctx=c, dtype=np.float32) for c in self.contexts]
+            self.labels = [
+                nd.array(self.all_labels[row], ctx=c, dtype=np.float32) for c in self.contexts
+            ]
+            yield local

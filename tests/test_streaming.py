@@ -80,3 +80,30 @@ def test_rec_streams_too(folder, tmp_path):
     memory = load_dataset(f"rec:{tmp_path / 'p'}", images=ImageOptions(workers=0))
     np.testing.assert_array_equal(lazy.x_test[:], memory.x_test)
     assert os.path.exists(tmp_path / "p.rec")
+
+
+@pytest.mark.parametrize("offline", [True, False])
+def test_batch_feed_gathers_the_same_pixels(folder, offline):
+    import mxnet as mx
+    from mxnet import nd
+
+    from gluon_triplet.streaming import BatchFeed
+
+    lazy = load_dataset(f"folder:{folder}", images=ImageOptions(workers=0, max_memory=0))
+    x, y = lazy.x_train, lazy.y_train
+    ctx = [mx.cpu()]
+    rng = np.random.default_rng(0)
+    shape = (3, 4, 3) if offline else (3, 8)
+    batches = nd.array(rng.integers(0, len(y), size=shape), dtype=np.int32)
+    memory = BatchFeed(x[:], y, ctx)
+    streamed = BatchFeed(x, y, ctx, workers=2)
+    assert streamed.streaming and not memory.streaming
+    for want, got in zip(memory.epoch(batches), streamed.epoch(batches)):
+        flat_w = want.asnumpy().T.reshape(-1) if offline else want.asnumpy()
+        flat_g = got.asnumpy().T.reshape(-1) if offline else got.asnumpy()
+        np.testing.assert_array_equal(
+            memory.data[0].asnumpy()[flat_w], streamed.data[0].asnumpy()[flat_g]
+        )
+        np.testing.assert_array_equal(
+            memory.labels[0].asnumpy()[flat_w], streamed.labels[0].asnumpy()[flat_g]
+        )
