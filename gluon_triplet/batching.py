@@ -16,17 +16,19 @@ the loop in :mod:`gluon_triplet.train` reads the same for both:
 
 from __future__ import annotations
 
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
 
 import mxnet as mx
 import numpy as np
 from mxnet import autograd, gluon, nd
 
+from .augment import make_augmenter
 from .config import Config, ConfigError
 from .distances import get_distance
 from .losses import triplet_loss_from_config
 from .mining import get_miner
 from .samplers import PKBatchSampler
+from .streaming import BatchFeed
 from .triplets import TripletDataset
 
 __all__ = [
@@ -52,14 +54,18 @@ class TripletStep(gluon.HybridBlock):
     ``idx`` ``(B, 3)`` int32 rows ``anchor, positive, negative``. Output: ``(B,)`` loss.
     """
 
-    def __init__(self, net, loss_fn, **kwargs):
+    def __init__(self, net, loss_fn, augment=None, **kwargs):
         super().__init__(**kwargs)
         self.net = net
         self.loss_fn = loss_fn
+        self.augment = augment
 
     def hybrid_forward(self, F, data, idx):
         flat = F.reshape(F.transpose(idx), shape=(-1,))  # anchors, positives, negatives
-        emb = self.net(F.take(data, flat))
+        batch = F.take(data, flat)
+        if self.augment is not None:
+            batch = self.augment(batch)
+        emb = self.net(batch)
         a, p, n = F.split(emb, num_outputs=3, axis=0)
         return self.loss_fn(a, p, n)
 
@@ -67,12 +73,16 @@ class TripletStep(gluon.HybridBlock):
 class EmbedStep(gluon.HybridBlock):
     """Gather + embed as one graph, for online mining: ``(N, ...), (B,) -> (B, D)``."""
 
-    def __init__(self, net, **kwargs):
+    def __init__(self, net, augment=None, **kwargs):
         super().__init__(**kwargs)
         self.net = net
+        self.augment = augment
 
     def hybrid_forward(self, F, data, idx):
-        return self.net(F.take(data, idx))
+        batch = F.take(data, idx)
+        if self.augment is not None:
+            batch = self.augment(batch)
+        return self.net(batch)
 
 
 def default_pk_classes(config: Config, num_classes: int) -> int:
@@ -137,11 +147,26 @@ class BatchStrategy:
         self.loss_fn = triplet_loss_from_config(config, self.distance)
         # Seeded apart from the triplets' generator: the batch order of an epoch.
         self.rng = np.random.default_rng(config.seed + 1)
-        x = train_set.x.astype(np.float32, copy=False)
         # The gather runs inside the step's graph, so the data must already have the
-        # layout the net wants (e.g. a channel axis for a CNN).
-        x = getattr(net, "prepare_input", lambda a: a)(x)
-        self.data = [nd.array(x, ctx=c, dtype=np.float32) for c in self.contexts]
+        # layout the net wants (e.g. a channel axis for a CNN). In memory, the feed holds
+        # every sample on every context; streamed, one decoded batch at a time.
+        prepare = getattr(net, "prepare_input", lambda a: a)
+        self.feed = BatchFeed(
+            train_set.x, train_set.labels, self.contexts, prepare, workers=config.workers
+        )
+        # Training-time augmentation runs in the step's graph, after the gather; the
+        # shape it sees is the prepared one (e.g. (C, H, W) for the CNN).
+        prepared = prepare(np.zeros((1, *train_set.x.shape[1:]), np.float32)).shape[1:]
+        self.augment = make_augmenter(config.augment, prepared)
+
+    @property
+    def data(self) -> List[nd.NDArray]:
+        """The samples the step gathers from, one NDArray per context (see BatchFeed)."""
+        return self.feed.data
+
+    def epoch_batches(self, batches: nd.NDArray) -> Iterator[nd.NDArray]:
+        """The epoch's batches as the step takes them (re-indexed into a streamed batch)."""
+        return self.feed.epoch(batches)
 
     def begin_epoch(self, epoch: int) -> None:
         """Called before each epoch (counting from 1)."""
@@ -192,7 +217,7 @@ class OfflineTriplets(BatchStrategy):
 
     def __init__(self, net, train_set, config, contexts, num_workers=1, rank=0):
         super().__init__(net, train_set, config, contexts, num_workers, rank)
-        self.step = TripletStep(net, self.loss_fn)
+        self.step = TripletStep(net, self.loss_fn, self.augment)
         self.step.hybridize(static_alloc=True, static_shape=True)
         size = min(config.batch_size, len(train_set))
         self.num_batches = -(-len(train_set) // (size * num_workers))
@@ -241,8 +266,7 @@ class OnlineMining(BatchStrategy):
         self.sampler = PKBatchSampler(
             train_set.labels, self.pk_classes, config.pk_samples, seed=config.seed
         )
-        self.labels = [nd.array(train_set.labels, ctx=c, dtype=np.float32) for c in self.contexts]
-        self.step = EmbedStep(net)
+        self.step = EmbedStep(net, self.augment)
         self.step.hybridize(static_alloc=True, static_shape=True)
         self.num_batches = -(-len(self.sampler) // num_workers)
 
@@ -258,7 +282,7 @@ class OnlineMining(BatchStrategy):
     def losses(self, i, idx):
         emb = self.step(self.data[i], idx)
         with autograd.pause():
-            labels = nd.take(self.labels[i], idx)
+            labels = nd.take(self.feed.labels[i], idx)
             a, p, n, weight = self.miner.mine(emb.detach(), labels)
         loss = self.loss_fn(nd.take(emb, a), nd.take(emb, p), nd.take(emb, n))
         return loss * weight, weight

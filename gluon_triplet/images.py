@@ -22,6 +22,7 @@ cheap); MXNet decodes records, as its RecordIO readers do.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import logging
@@ -59,6 +60,7 @@ __all__ = [
     "report_bad",
     "scan_folder",
     "to_canonical_layout",
+    "worker_signals",
 ]
 
 logger = logging.getLogger("gluon_triplet")
@@ -490,6 +492,30 @@ def default_workers() -> int:
         return os.cpu_count() or 1
 
 
+@contextlib.contextmanager
+def worker_signals():
+    """Default SIGINT/SIGTERM handlers while DataLoader forks its workers.
+
+    A run turns these signals into an exception in its process; workers that inherited
+    that handler would print a traceback each when the pool stops them.
+    """
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    signums = (signal.SIGINT, signal.SIGTERM)
+    previous = {s: signal.getsignal(s) for s in signums}
+    for s in signums:
+        signal.signal(s, signal.SIG_DFL)
+    try:
+        yield
+    finally:
+        for s, h in previous.items():
+            signal.signal(s, h)
+
+
 def _batchify(items):
     pixels = np.stack([p for p, _ in items])
     return pixels, np.asarray([s for _, s in items], dtype=np.int32)
@@ -514,12 +540,13 @@ def decode_all(dataset: DecodedImages, workers: Optional[int] = None, batch_size
         return out, status
     # numpy batches (no NDArray conversion): a worker's batch crosses the process boundary
     # once, and the pixels land in the preallocated array.
-    loader = DataLoader(
-        dataset,
-        batch_size=batch_size,
-        num_workers=workers if len(dataset) > batch_size else 0,
-        batchify_fn=_batchify,
-    )
+    with worker_signals():
+        loader = DataLoader(
+            dataset,
+            batch_size=batch_size,
+            num_workers=workers if len(dataset) > batch_size else 0,
+            batchify_fn=_batchify,
+        )
     start = 0
     for pixels, codes in loader:
         out[start : start + len(codes)] = pixels

@@ -158,6 +158,8 @@ def _run(config, quiet, resume, progress):
             len(train_set),
             len(train_set.classes),
         )
+        if config.augment != "none":
+            logger.info("augment: %s (training batches only, in the step's graph)", config.augment)
         raw = _raw_baseline(data, test_triplets, config)
         callbacks = _callbacks(run_dir, data, config, raw, contexts, kvstore, quiet, requested)
         trainer.callbacks = CallbackList(callbacks)
@@ -266,15 +268,29 @@ def _triplets(data, config):
 def _raw_baseline(data, test_triplets, config) -> Dict[str, Any]:
     """The test metrics of the raw inputs, the baseline a trained net must beat."""
     from .metrics import evaluate_embeddings
+    from .triplets import create_pairs
 
+    x, y, note = data.x_test, data.y_test, ""
+    if hasattr(x, "dataset"):  # streamed pictures: decode the test split once, if it fits
+        limit = max(config.max_memory * 2**30, 2**29)
+        if x.nbytes > limit:
+            n = max(2, int(limit // (x.nbytes // len(x))))
+            pick = np.sort(np.random.default_rng(config.seed).choice(len(x), n, replace=False))
+            y = y[pick]
+            test_triplets = create_pairs(y, seed=config.seed, warn=False)
+            note = f" (a random {n}-sample subset: the test split is larger than --max-memory)"
+            x = x[pick]
+        else:
+            x = x[:]
     raw = evaluate_embeddings(
-        data.x_test.reshape(len(data.x_test), -1),
-        data.y_test,
+        x.reshape(len(x), -1),
+        y,
         triplets=test_triplets,
         margin=config.margin,
     )
     logger.info(
-        "raw pixels: test triplet-acc %.4f P@1 %.4f MAP@R %.4f",
+        "raw pixels%s: test triplet-acc %.4f P@1 %.4f MAP@R %.4f",
+        note,
         raw["triplet_accuracy"],
         raw["precision_at_1"],
         raw["map_at_r"],

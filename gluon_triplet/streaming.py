@@ -15,9 +15,9 @@ from typing import Iterable, Iterator, Optional, Sequence
 import numpy as np
 
 from .data import DataError
-from .images import OK, DecodedImages, default_workers
+from .images import OK, DecodedImages, default_workers, worker_signals
 
-__all__ = ["BatchFeed", "LazyImages", "stream_batches"]
+__all__ = ["BatchFeed", "LazyImages", "concat_lazy", "stream_batches"]
 
 # Indexing fewer pictures than this decodes them in-process: starting workers costs more.
 _IN_PROCESS = 64
@@ -102,6 +102,17 @@ class LazyImages:
         return pixels
 
 
+def concat_lazy(first: LazyImages, second: LazyImages) -> LazyImages:
+    """Two splits of the same pictures as one LazyImages (nothing is decoded)."""
+    a, b = first.dataset, second.dataset
+    if a.reader is not b.reader:
+        raise ValueError("concat_lazy: the splits read different pictures")
+    both = DecodedImages(
+        a.reader, a.size, a.channels, a.upscale, np.concatenate([a.indices, b.indices])
+    )
+    return LazyImages(both, first.workers)
+
+
 def _bad_message(dataset, positions, codes):
     names = [dataset.reader.name(int(dataset.indices[p])) for p in positions[:3]]
     what = "smaller than the crop" if 2 in list(codes) else "unreadable or corrupt"
@@ -162,13 +173,14 @@ def stream_batches(
 
     batches = list(batches)
     workers = default_workers() if workers is None else workers
-    loader = DataLoader(
-        dataset,
-        batch_sampler=_Batches(batches),
-        batchify_fn=_stack,
-        num_workers=workers,
-        prefetch=prefetch if prefetch is not None else max(2 * workers, 1),
-    )
+    with worker_signals():
+        loader = DataLoader(
+            dataset,
+            batch_sampler=_Batches(batches),
+            batchify_fn=_stack,
+            num_workers=workers,
+            prefetch=prefetch if prefetch is not None else max(2 * workers, 1),
+        )
     for (pixels, status), idx in zip(loader, batches):
         bad = np.flatnonzero(status != OK)
         if len(bad):

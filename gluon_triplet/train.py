@@ -379,9 +379,11 @@ class TripletTrainer:
         self.num_batches = len(batches)
         zeros = [nd.zeros((1,), ctx=c) for c in self.contexts]
         loss_sum, active, count = list(zeros), list(zeros), list(zeros)
-        for b in range(self.num_batches):
+        # In memory each batch is a row of `batches`; streamed, its pictures are decoded
+        # ahead by DataLoader workers and the row is re-indexed into them.
+        for b, batch in enumerate(strategy.epoch_batches(batches)):
             self.batch = b
-            parts = gluon.utils.split_and_load(batches[b], self.contexts, even_split=False)
+            parts = gluon.utils.split_and_load(batch, self.contexts, even_split=False)
             with autograd.record():
                 outputs = [self._losses(i, idx) for i, idx in enumerate(parts)]
                 objectives = [strategy.objective(loss, weight) for loss, weight in outputs]
@@ -392,7 +394,7 @@ class TripletTrainer:
                 active[i] = active[i] + (loss > 0).sum()
                 count[i] = count[i] + strategy.count(loss, weight)
             # With dist_sync, over the batches of all workers (see __init__).
-            self.trainer.step(strategy.divisor(batches[b], parts) * self._grad_workers)
+            self.trainer.step(strategy.divisor(batch, parts) * self._grad_workers)
             if (b + 1) % self.config.log_every == 0 or b + 1 == self.num_batches:
                 self.running_loss = _ratio(loss_sum, count)
                 if not np.isfinite(self.running_loss):

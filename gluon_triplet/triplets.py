@@ -147,8 +147,9 @@ class TripletDataset(gluon.data.Dataset):
 
     Parameters
     ----------
-    x : (N, ...) numpy array or NDArray
-        Samples. Kept by reference (an NDArray is converted to numpy once).
+    x : (N, ...) numpy array, NDArray or LazyImages
+        Samples. Kept by reference (an NDArray is converted to numpy once; pictures
+        streamed by :class:`~gluon_triplet.streaming.LazyImages` are never all decoded).
     y : (N,) array-like of hashable
         Labels: integers, strings, anything hashable; ``(N, 1)`` is flattened.
     transform : callable, optional
@@ -169,7 +170,8 @@ class TripletDataset(gluon.data.Dataset):
     def __init__(self, x, y, transform=None, seed=None, triplets_per_class=None):
         if isinstance(x, nd.NDArray):
             x = x.asnumpy()
-        x = np.asarray(x)
+        if not hasattr(x, "dataset"):  # streaming.LazyImages stays lazy: triples are indices
+            x = np.asarray(x)
         codes, classes = encode_labels(y)
         if x.ndim < 1 or x.shape[0] != codes.shape[0]:
             raise ValueError(

@@ -85,3 +85,39 @@ def test_refuses_non_images():
         make_augmenter("flip", (28, 28))
     with pytest.raises(ValueError, match="augment must be one of"):
         Augmenter("none", (28, 28))
+
+
+def test_augment_in_a_run_is_recorded_seeded_and_off_at_evaluation(tmp_path, capsys):
+    import json
+
+    from gluon_triplet import embed, evaluate, load_dataset, load_run
+    from gluon_triplet.cli import main
+    from gluon_triplet.data import _mnist_5k_arrays
+
+    x, y = _mnist_5k_arrays()
+    pick = np.concatenate([np.flatnonzero(y == c)[:15] for c in range(4)])
+    np.savez(tmp_path / "d.npz", x=(np.asarray(x)[pick] * 255).astype(np.uint8), y=y[pick])
+    flags = ["--dataset", f"npz:{tmp_path / 'd.npz'}", "--epochs", "2", "-P", "4", "-K", "4"]
+    flags += ["--embedding-size", "8", "--no-plots", "--projector-samples", "0"]
+    flags += ["--augment", "digits", "--logdir", str(tmp_path / "logs")]
+    runs = []
+    for name in ("a", "b"):
+        assert main([*flags, "--run-name", name]) == 0
+        runs.append(tmp_path / "logs" / name)
+    config = json.loads((runs[0] / "config.json").read_text())
+    assert config["augment"] == "digits"
+    assert "augment: digits" in (runs[0] / "train.log").read_text()
+    metrics = [json.loads((r / "metrics.json").read_text()) for r in runs]
+    untimed = [[{k: v for k, v in r.items() if k != "time"} for r in m["history"]] for m in metrics]
+    assert untimed[0] == untimed[1]  # same seed, same augmentation
+    plain = [f if f != "digits" else "none" for f in flags]
+    assert main([*plain, "--run-name", "plain"]) == 0
+    without = json.loads((tmp_path / "logs" / "plain" / "metrics.json").read_text())
+    assert without["history"][1]["train"]["loss"] != metrics[0]["history"][1]["train"]["loss"]
+    # Evaluating the saved net (no augmentation) reproduces the run's own test metrics.
+    net, cfg = load_run(str(runs[0]), params="last")
+    data = load_dataset(cfg.dataset)
+    again = evaluate(embed(net, data.x_test), data.y_test, margin=cfg.margin, seed=cfg.seed)
+    last = metrics[0]["history"][-1]["test"]
+    assert again["precision_at_1"] == pytest.approx(last["precision_at_1"], rel=1e-6)
+    assert again["triplet_accuracy"] == pytest.approx(last["triplet_accuracy"], rel=1e-6)

@@ -279,3 +279,22 @@ def test_train_embed_evaluate_on_a_folder(tmp_path, digits, capsys):
     text = capsys.readouterr().out
     assert "per-class P@1: one " in text and "zero " in text
     del net
+
+
+def test_pack_subcommand(folder, tmp_path, capsys):
+    from gluon_triplet.cli import main
+
+    out = str(tmp_path / "cli")
+    assert main(["pack", f"folder:{folder}", "--out", out, "-q"]) == 0
+    text = capsys.readouterr().out
+    assert f"packed {4 * PER_CLASS} images of 4 classes into {out}.rec" in text
+    assert "skipped 2 unreadable" in text
+    before = os.path.getmtime(out + ".rec")
+    assert main(["pack", folder, "--out", out]) == 2
+    err = capsys.readouterr().err
+    assert [line for line in err.splitlines() if line.startswith("error:")] == [
+        f"error: {out}.rec already exists; choose another --out"
+    ]
+    assert os.path.getmtime(out + ".rec") == before
+    assert main(["pack", folder, "--out", str(tmp_path / "s"), "--strict"]) == 2
+    assert not os.path.exists(tmp_path / "s.rec")

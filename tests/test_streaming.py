@@ -107,3 +107,36 @@ def test_batch_feed_gathers_the_same_pixels(folder, offline):
         np.testing.assert_array_equal(
             memory.labels[0].asnumpy()[flat_w], streamed.labels[0].asnumpy()[flat_g]
         )
+
+
+def _train(folder, tmp_path, name, *extra):
+    import json
+
+    from gluon_triplet.cli import main
+
+    logs = tmp_path / "logs"
+    flags = ["--dataset", f"folder:{folder}", "--epochs", "2", "--embedding-size", "8"]
+    flags += ["--logdir", str(logs), "--run-name", name, "--no-plots", "--workers", "2"]
+    flags += ["--projector-samples", "0", *extra]
+    assert main(flags) == 0
+    return json.loads((logs / name / "metrics.json").read_text())
+
+
+@pytest.mark.parametrize(
+    "miner", [["-P", "4", "-K", "4"], ["--miner", "offline", "--batch-size", "16"]]
+)
+def test_streamed_training_equals_in_memory_training(folder, tmp_path, miner):
+    memory = _train(folder, tmp_path, "memory", *miner)
+    streamed = _train(folder, tmp_path, "streamed", "--max-memory", "0", *miner)
+    for a, b in zip(memory["history"], streamed["history"]):
+        assert a["train"] == pytest.approx(b["train"], rel=1e-5)
+        for key in ("precision_at_1", "triplet_accuracy", "map_at_r"):
+            assert a["test"][key] == pytest.approx(b["test"][key], rel=1e-5)
+    if miner[0] == "-P":
+        from gluon_triplet.cli import main
+
+        # the run's config streams: embed every picture of both splits, never all decoded
+        out = tmp_path / "all.npz"
+        run = str(tmp_path / "logs" / "streamed")
+        assert main(["embed", run, "--split", "all", "--out", str(out), "-q"]) == 0
+        assert np.load(out)["embeddings"].shape == (4 * 12, 8)

@@ -37,6 +37,7 @@ SUBCOMMANDS = {
     "index": "index",
     "search": "search",
     "export": "export",
+    "pack": "pack",
 }
 
 

@@ -72,10 +72,13 @@ def load_for_inference(args: argparse.Namespace) -> Tuple[Any, Any, Any, np.ndar
     elif args.split == "train":
         x, y = data.x_train, data.y_train
     else:
-        x, y = (
-            np.concatenate([data.x_train, data.x_test]),
-            np.concatenate([data.y_train, data.y_test]),
-        )
+        from ..streaming import LazyImages, concat_lazy
+
+        if isinstance(data.x_train, LazyImages):  # streamed pictures: still not decoded
+            x = concat_lazy(data.x_train, data.x_test)
+        else:
+            x = np.concatenate([data.x_train, data.x_test])
+        y = np.concatenate([data.y_train, data.y_test])
     return net, config, data, x, y
 
 
