@@ -11,7 +11,7 @@ rec      The same folder packed with ``pack_folder``: pack time, and the streame
          from the ``.rec`` against the in-memory one. Target: ratio <= 1.25.
 large    A RecordIO of ``--n-large`` 64x64 RGB pictures made from Fashion-MNIST with random
          tints and crops: decode images/s with 1 and 2 workers, and one streamed epoch
-         with the peak RSS of the whole process tree (target < 2 GB).
+         with the peak memory of the whole process tree (PSS, target < 2 GiB).
 quality  A colour folder made from Fashion-MNIST (tinted, resized to 32-44 px): test P@1 of
          the default recipe against raw pixels, without and with ``--augment photos``.
 
@@ -164,10 +164,15 @@ def write_large_rec(prefix, n_train, batch=1000):
 
 
 class TreeRSS:
-    """Peak resident memory of a process and all its descendants (polled from /proc)."""
+    """Peak memory of a process and all its descendants, polled from /proc.
+
+    ``peak`` sums PSS (``smaps_rollup``: each shared page divided among the processes
+    sharing it), so the forked DataLoader workers' copy-on-write pages are not counted
+    once per worker; ``peak_rss`` sums plain RSS, which counts them every time.
+    """
 
     def __init__(self, pid, every=0.1):
-        self.pid, self.every, self.peak = pid, every, 0
+        self.pid, self.every, self.peak, self.peak_rss = pid, every, 0, 0
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._poll, daemon=True)
         self._thread.start()
@@ -185,22 +190,29 @@ class TreeRSS:
 
     def _poll(self):
         while not self._stop.is_set():
-            total = 0
+            pss = rss = 0
             for pid in self._tree(self.pid):
-                try:
-                    with open(f"/proc/{pid}/status") as f:
-                        for line in f:
-                            if line.startswith("VmRSS:"):
-                                total += int(line.split()[1]) * 1024
-                except OSError:
-                    pass
-            self.peak = max(self.peak, total)
+                pss += _proc_kib(f"/proc/{pid}/smaps_rollup", "Pss:")
+                rss += _proc_kib(f"/proc/{pid}/status", "VmRSS:")
+            self.peak = max(self.peak, pss * 1024)
+            self.peak_rss = max(self.peak_rss, rss * 1024)
             time.sleep(self.every)
 
     def stop(self):
         self._stop.set()
         self._thread.join()
         return self.peak
+
+
+def _proc_kib(path, key):
+    try:
+        with open(path) as f:
+            for line in f:
+                if line.startswith(key):
+                    return int(line.split()[1])
+    except OSError:
+        pass
+    return 0
 
 
 def train(workdir, name, settings, measure_rss=False, budget=None):
@@ -229,9 +241,12 @@ def train(workdir, name, settings, measure_rss=False, budget=None):
     except subprocess.TimeoutExpired:
         proc.send_signal(signal.SIGTERM)
         out, err = proc.communicate()
-        peak = rss.stop() if rss else None
-        return None, time.perf_counter() - t0, peak
-    peak = rss.stop() if rss else None
+        if rss:
+            rss.stop()
+        return None, time.perf_counter() - t0, rss
+    if rss:
+        rss.stop()
+    peak = rss
     wall = time.perf_counter() - t0
     if proc.returncode:
         raise RuntimeError(f"{name} failed ({proc.returncode}): {err.strip()[-800:]}")
@@ -340,7 +355,15 @@ def section_large(args):
     else:
         seconds = epoch_seconds(metrics)[0]
         report("one streamed epoch (default recipe, CNN 64x64 RGB)", f"{seconds:.0f} s")
-    report("peak RSS of the process tree", f"{peak / 2**30:.2f} GiB", "< 2 GiB", peak < RSS_TARGET)
+    report(
+        "peak memory of the process tree (PSS sum)",
+        f"{peak.peak / 2**30:.2f} GiB",
+        "< 2 GiB",
+        peak.peak < RSS_TARGET,
+    )
+    report(
+        "  (plain RSS sum, shared pages counted per process)", f"{peak.peak_rss / 2**30:.2f} GiB"
+    )
 
 
 def section_quality(args):

@@ -24,6 +24,7 @@ OTHER = {
     "upscale": [],  # --no-upscale
     "strict": [],  # --strict
     "workers": ["2"],
+    "max_memory": ["0.5"],
     "model": ["mlp"],
     "input_shape": ["1", "28", "28"],
     "pretrained": [],  # --pretrained
