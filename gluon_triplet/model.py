@@ -515,6 +515,9 @@ def model_from_config(config, sample_shape, ctx=None):
     return build_model(name, init_scale=config.init_scale, ctx=ctx, **kwargs), name
 
 
+_EMBED_BATCH_BYTES = 32 << 20
+
+
 def embed(net, x, batch_size=4096, ctx=None):
     """Embed samples in batches.
 
@@ -535,11 +538,18 @@ def embed(net, x, batch_size=4096, ctx=None):
     n = len(x)
     if n == 0:
         raise ValueError("embed: x is empty")
+    # Large pictures: cap a batch's input at 32 MiB of float32, which bounds the
+    # convolutions' activations too (28x28 samples keep batches of up to ~10,000).
+    sample = int(np.prod(x.shape[1:])) * 4
+    batch_size = max(1, min(batch_size, _EMBED_BATCH_BYTES // max(sample, 1)))
     out = []
     for start in range(0, n, batch_size):
         batch = x[start : start + batch_size]
         if not isinstance(batch, nd.NDArray):
             batch = nd.array(np.asarray(batch, dtype=np.float32), ctx=ctx)
         out.append(net(batch.as_in_context(ctx)))
-    # One sync at the end rather than one per batch.
+        if len(out) >= 2:
+            # At most two batches in flight: their inputs are the memory embed holds.
+            out[-2].wait_to_read()
+    # The last batch syncs at the end.
     return nd.concat(*out, dim=0).asnumpy()
