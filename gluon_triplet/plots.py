@@ -9,8 +9,13 @@
     The final embedding of the projector sample in 2-D by scikit-learn's ``PCA`` and
     ``TSNE``, coloured by label, with a legend.
 ``pca-epochs.png``
-    A strip of PCA scatters of the same sample, from the untrained net (epoch 0) to the last
-    epoch (at most ``max_panels`` panels, evenly spaced), to watch the clusters form.
+    A grid of PCA scatters of the same sample, one panel per epoch titled ``epoch N``, from
+    the untrained net (epoch 0) to the last epoch, to watch the clusters form. Every epoch
+    has a panel up to ``max_panels`` (20); longer runs show evenly spaced epochs, always the
+    first and the last, and the title says how many of how many.
+
+The legend sits in a column right of the plots and titles are the figure's, centred and
+wrapped, so neither covers points nor runs off the picture.
 
 Drawing uses matplotlib's object API with the Agg canvas, never ``pyplot``: no global
 backend or figure state is touched. matplotlib and scikit-learn are imported lazily, so the
@@ -21,7 +26,9 @@ from __future__ import annotations
 
 import inspect
 import logging
+import math
 import os
+import textwrap
 
 import numpy as np
 
@@ -33,9 +40,10 @@ __all__ = [
     "PlotCallback",
     "pca_2d",
     "plot_curves",
-    "plot_pca_strip",
+    "grid_shape",
+    "pick_epochs",
+    "plot_pca_grid",
     "plot_scatter",
-    "strip_epochs",
     "tsne_2d",
 ]
 
@@ -47,8 +55,14 @@ PLOT_FILES = ("curves.png", "pca.png", "tsne.png", "pca-epochs.png")
 # Legends with more entries than this would cover the scatter.
 _MAX_LEGEND = 20
 _DPI = 100
-# Inches kept free for the legend right of the per-epoch strip.
-_STRIP_LEGEND = 0.9
+# Inches: space between the plots and the legend column, one panel of the per-epoch grid,
+# the band for the figure's title, and the side of the single scatter.
+_LEGEND_PAD = 0.2
+_PANEL = 2.5
+_TITLE_HEIGHT = 0.5
+_SCATTER = 6.5
+# Characters per title line: longer titles wrap instead of running off the figure.
+_TITLE_CHARS = 80
 
 
 def _as_points(emb, name="emb"):
@@ -174,6 +188,30 @@ def _scatter(ax, points, codes, colours, names, size):
     ax.set_yticks([])
 
 
+def _legend(fig, ax, plots_width):
+    """One legend for the figure, in a column right of the plots, outside every axes so it
+    never covers points or pushes a title off the picture. The figure widens by the
+    legend's measured width, so the plots keep ``plots_width`` inches whatever the names."""
+    handles, texts = ax.get_legend_handles_labels()
+    legend = fig.legend(
+        handles, texts, loc="center right", markerscale=2.5, frameon=False, fontsize=9
+    )
+    width = legend.get_window_extent(fig.canvas.get_renderer()).width / fig.dpi
+    fig.set_size_inches(
+        plots_width + math.ceil((width + _LEGEND_PAD) * 10) / 10, fig.get_figheight()
+    )
+
+
+def _layout(fig, plots_width):
+    # tight_layout inside the plots' rectangle, leaving the legend column free; the title is
+    # the figure's (suptitle), centred on the whole width, which tight_layout keeps inside.
+    fig.tight_layout(rect=(0, 0, plots_width / fig.get_figwidth(), 1))
+
+
+def _wrap(title):
+    return "\n".join(textwrap.wrap(title, _TITLE_CHARS)) if title else title
+
+
 def plot_scatter(path, points, labels, class_names=None, title=""):
     """One 2-D scatter coloured by label, with a legend; written as a PNG.
 
@@ -197,15 +235,14 @@ def plot_scatter(path, points, labels, class_names=None, title=""):
     names, codes = _classes(labels, class_names)
     if len(codes) != len(points):
         raise ValueError(f"{len(codes)} labels for {len(points)} points")
-    fig = _figure(7.5, 6)
+    fig = _figure(_SCATTER, _SCATTER + _TITLE_HEIGHT)
     ax = fig.add_subplot(1, 1, 1)
     _scatter(ax, points, codes, _colours(len(names)), names, size=10 if len(points) > 300 else 25)
-    ax.set_title(title)
     if len(names) <= _MAX_LEGEND:
-        ax.legend(
-            loc="center left", bbox_to_anchor=(1.0, 0.5), markerscale=2, frameon=False, fontsize=9
-        )
-    fig.tight_layout()
+        _legend(fig, ax, _SCATTER)
+    if title:
+        fig.suptitle(_wrap(title), fontsize=11)
+    _layout(fig, _SCATTER)
     return _save(fig, path)
 
 
@@ -272,8 +309,19 @@ def plot_curves(path, history, baseline=None, title=""):
     return _save(fig, path)
 
 
-def strip_epochs(epochs, max_panels=10):
-    """At most ``max_panels`` of ``epochs``, evenly spaced, always the first and last."""
+def pick_epochs(epochs, max_panels=20):
+    """At most ``max_panels`` of ``epochs``, evenly spaced, always the first and last.
+
+    Parameters
+    ----------
+    epochs : sequence of int
+    max_panels : int, >= 1
+
+    Returns
+    -------
+    list of int
+        All of ``epochs`` when they fit, else an evenly spaced subset in order.
+    """
     epochs = list(epochs)
     if max_panels < 1:
         raise ValueError(f"max_panels must be >= 1, got {max_panels}")
@@ -285,8 +333,17 @@ def strip_epochs(epochs, max_panels=10):
     return [epochs[i] for i in picks]
 
 
-def plot_pca_strip(path, frames, labels, class_names=None, title=""):
-    """A row of 2-D scatters, one per epoch; written as a PNG.
+def grid_shape(n):
+    """``(rows, columns)`` for ``n`` square panels: one row up to 4, else near-square and
+    wider than tall (5 -> 2 x 3, 12 -> 3 x 4, 20 -> 4 x 5)."""
+    if n < 1:
+        raise ValueError(f"grid_shape: need at least one panel, got {n}")
+    cols = n if n <= 4 else math.ceil(math.sqrt(n))
+    return math.ceil(n / cols), cols
+
+
+def plot_pca_grid(path, frames, labels, class_names=None, title="", total=None):
+    """A grid of 2-D scatters, one per epoch, each titled ``epoch N``; written as a PNG.
 
     Parameters
     ----------
@@ -296,6 +353,9 @@ def plot_pca_strip(path, frames, labels, class_names=None, title=""):
     labels : (N,) labels, shared by every frame
     class_names : sequence of str, optional
     title : str
+    total : int, optional
+        How many epochs there were; when more than ``len(frames)``, the title says that only
+        the panels' epochs are shown.
 
     Returns
     -------
@@ -303,26 +363,28 @@ def plot_pca_strip(path, frames, labels, class_names=None, title=""):
         ``path``.
     """
     if not frames:
-        raise ValueError("plot_pca_strip: no frames")
+        raise ValueError("plot_pca_grid: no frames")
     names, codes = _classes(labels, class_names)
     colours = _colours(len(names))
-    n = len(frames)
-    fig = _figure(2.2 * n + (_STRIP_LEGEND if len(names) <= _MAX_LEGEND else 0), 2.6)
-    axes = np.atleast_1d(fig.subplots(1, n))
+    rows, cols = grid_shape(len(frames))
+    fig = _figure(_PANEL * cols, _PANEL * rows + _TITLE_HEIGHT)
+    axes = np.atleast_1d(fig.subplots(rows, cols)).ravel()
     for ax, (epoch, points) in zip(axes, frames):
         points = _as_points(points, "points")
         if len(points) != len(codes):
             raise ValueError(f"{len(codes)} labels for a frame of {len(points)} points")
-        _scatter(ax, points, codes, colours, names, size=3)
-        ax.set_title(f"epoch {epoch}", fontsize=9)
-    rect = None
+        _scatter(ax, points, codes, colours, names, size=4)
+        ax.set_title(f"epoch {epoch}" + (" (untrained)" if epoch == 0 else ""), fontsize=10)
+    for ax in axes[len(frames) :]:
+        ax.set_axis_off()
+    if total is not None and total > len(frames):
+        shown = f"{len(frames)} of {total} epochs shown"
+        title = f"{title} ({shown})" if title else shown
     if len(names) <= _MAX_LEGEND:
-        handles, texts = axes[-1].get_legend_handles_labels()
-        fig.legend(handles, texts, loc="center right", markerscale=2, frameon=False, fontsize=7)
-        rect = (0, 0, 1 - _STRIP_LEGEND / fig.get_figwidth(), 1)  # room for the legend
+        _legend(fig, axes[0], _PANEL * cols)
     if title:
-        fig.suptitle(title, fontsize=10)
-    fig.tight_layout(rect=rect)
+        fig.suptitle(_wrap(title), fontsize=11)
+    _layout(fig, _PANEL * cols)
     return _save(fig, path)
 
 
@@ -356,7 +418,7 @@ class PlotCallback(Callback):
     seed : int
         t-SNE's random state.
     max_panels : int
-        Panels of ``pca-epochs.png``.
+        At most this many panels in ``pca-epochs.png``; every epoch when they fit.
     """
 
     def __init__(
@@ -368,7 +430,7 @@ class PlotCallback(Callback):
         baseline=None,
         tsne=True,
         seed=0,
-        max_panels=10,
+        max_panels=20,
     ):
         if (projector_x is None) != (projector_y is None):
             raise ValueError("PlotCallback: give both projector_x and projector_y, or neither")
@@ -431,15 +493,16 @@ class PlotCallback(Callback):
                     )
                 )
             if self.frames:
-                keep = set(strip_epochs([e for e, _ in self.frames], self.max_panels))
+                keep = set(pick_epochs([e for e, _ in self.frames], self.max_panels))
                 frames = [f for f in self.frames if f[0] in keep]
                 written.append(
-                    plot_pca_strip(
+                    plot_pca_grid(
                         path("pca-epochs.png"),
                         frames,
                         self.projector_y,
                         self.class_names,
                         title=f"{name}: PCA of the embedding per epoch",
+                        total=len(self.frames),
                     )
                 )
         self.written = written

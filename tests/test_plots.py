@@ -10,11 +10,12 @@ from hypothesis import strategies as st
 from gluon_triplet.plots import (
     PLOT_FILES,
     PlotCallback,
+    grid_shape,
     pca_2d,
+    pick_epochs,
     plot_curves,
-    plot_pca_strip,
+    plot_pca_grid,
     plot_scatter,
-    strip_epochs,
     tsne_2d,
 )
 
@@ -71,15 +72,34 @@ def test_tsne_2d_separates_clusters_and_is_seeded():
         tsne_2d(x[:3])
 
 
-@given(st.integers(1, 60), st.integers(1, 12))
-def test_strip_epochs(n, max_panels):
+@given(st.integers(1, 60), st.integers(1, 25))
+def test_pick_epochs(n, max_panels):
     epochs = list(range(n))
-    got = strip_epochs(epochs, max_panels)
+    got = pick_epochs(epochs, max_panels)
     assert got == sorted(set(got)) and set(got) <= set(epochs)
     assert len(got) == min(n, max_panels)
     assert got[-1] == n - 1
     if max_panels > 1:
         assert got[0] == 0
+
+
+def test_pick_epochs_keeps_every_epoch_of_an_11_epoch_run():
+    # 11 trained epochs + the untrained net = 12 frames: none may be dropped silently
+    assert pick_epochs(range(12)) == list(range(12))
+    assert pick_epochs(range(20)) == list(range(20))
+    got = pick_epochs(range(41))
+    assert len(got) == 20 and got[0] == 0 and got[-1] == 40
+
+
+@given(st.integers(1, 400))
+def test_grid_shape(n):
+    rows, cols = grid_shape(n)
+    assert rows * cols >= n > (rows - 1) * cols  # every panel fits, no empty row
+    assert rows <= cols  # never taller than wide: a grid, not a strip
+    if n > 4:
+        assert cols <= rows + 1  # near-square past one short row
+    else:
+        assert rows == 1
 
 
 def _history(epochs):
@@ -99,12 +119,68 @@ def test_plot_files_are_pngs_of_the_figure_size(tmp_path):
     rng = np.random.default_rng(2)
     pts = rng.standard_normal((30, 2))
     y = np.arange(30) % 3
-    assert png_size(plot_scatter(str(tmp_path / "s.png"), pts, y, ("a", "b", "c"))) == (750, 600)
+    # 650 px of plot plus a legend column as wide as the longest name needs
+    short = png_size(plot_scatter(str(tmp_path / "s.png"), pts, y, ("a", "b", "c")))
+    long_names = ("T-shirt/top", "Trouser", "Ankle boot")
+    long = png_size(plot_scatter(str(tmp_path / "l.png"), pts, y, long_names))
+    assert short[1] == long[1] == 700
+    assert 650 < short[0] < long[0] < 650 + 250
     baseline = {"precision_at_1": 0.5}
     assert png_size(plot_curves(str(tmp_path / "c.png"), _history(4), baseline)) == (1200, 360)
-    frames = [(e, rng.standard_normal((30, 2))) for e in range(3)]
-    assert png_size(plot_pca_strip(str(tmp_path / "p.png"), frames, y)) == (750, 260)
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["c.png", "p.png", "s.png"]
+    # 3 panels of 250 px in a row, 12 in a 3 x 4 grid; plus the title band and the legend
+    frames = [(e, rng.standard_normal((30, 2))) for e in range(12)]
+    width, height = png_size(plot_pca_grid(str(tmp_path / "p.png"), frames[:3], y))
+    assert height == 300 and 750 < width < 750 + 150
+    width, height = png_size(plot_pca_grid(str(tmp_path / "g.png"), frames, y))
+    assert height == 800 and 1000 < width < 1000 + 150
+    names = ["c.png", "g.png", "l.png", "p.png", "s.png"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == names
+
+
+def _text_inside(fig):
+    """Every title and legend of a figure lies inside the picture: nothing clipped."""
+    renderer = fig.canvas.get_renderer()
+    box = fig.bbox
+    texts = [fig._suptitle] + [ax.title for ax in fig.axes] + list(fig.legends)
+    for artist in texts:
+        if artist is None or not artist.get_visible():
+            continue
+        extent = artist.get_window_extent(renderer)
+        if extent.width == 0:
+            continue
+        assert box.x0 <= extent.x0 and extent.x1 <= box.x1, artist
+        assert box.y0 <= extent.y0 and extent.y1 <= box.y1, artist
+    return texts
+
+
+def test_titles_and_legend_stay_inside_the_picture(tmp_path, monkeypatch):
+    """The Fashion-MNIST pictures had their title cut on the left by the legend's room."""
+    import gluon_triplet.plots as plots
+
+    figures = []
+    real_save = plots._save
+    monkeypatch.setattr(
+        plots, "_save", lambda fig, path: figures.append(fig) or real_save(fig, path)
+    )
+    rng = np.random.default_rng(3)
+    names = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt",
+             "Sneaker", "Bag", "Ankle boot"]  # fmt: skip
+    y = np.arange(200) % 10
+    title = "t-SNE, 20261201-153012-fashion-mnist: embedding of 1000 test samples, epoch 11"
+    plot_scatter(str(tmp_path / "s.png"), rng.standard_normal((200, 2)), y, names, title)
+    frames = [(e, rng.standard_normal((200, 2))) for e in range(12)]
+    plot_pca_grid(str(tmp_path / "g.png"), frames, y, names, "20261201-153012-fashion-mnist")
+    for fig in figures:
+        _text_inside(fig)
+        # the legend sits right of every plot, never over one
+        legend = fig.legends[0].get_window_extent(fig.canvas.get_renderer())
+        assert all(ax.get_window_extent().x1 <= legend.x0 for ax in fig.axes)
+    grid = figures[1]
+    titles = [ax.get_title() for ax in grid.axes]
+    assert titles == ["epoch 0 (untrained)"] + [f"epoch {e}" for e in range(1, 12)]
+    plot_pca_grid(str(tmp_path / "h.png"), frames[:5], y, names, "r", total=40)
+    assert figures[-1]._suptitle.get_text() == "r (5 of 40 epochs shown)"
+    assert [ax.get_visible() and ax.axison for ax in figures[-1].axes] == [True] * 5 + [False]
 
 
 def test_plot_validation(tmp_path):
@@ -115,7 +191,7 @@ def test_plot_validation(tmp_path):
     with pytest.raises(ValueError, match="empty"):
         plot_curves(str(tmp_path / "c.png"), [])
     with pytest.raises(ValueError, match="no frames"):
-        plot_pca_strip(str(tmp_path / "p.png"), [], np.arange(3))
+        plot_pca_grid(str(tmp_path / "p.png"), [], np.arange(3))
     with pytest.raises(ValueError, match="both"):
         PlotCallback(str(tmp_path), projector_x=np.zeros((4, 2)))
     assert list(tmp_path.iterdir()) == []
@@ -140,16 +216,30 @@ def test_plot_callback_writes_every_picture(tmp_path):
     rng = np.random.default_rng(5)
     x = rng.random((40, 3, 4))
     y = np.arange(40) % 4
-    cb = PlotCallback(str(tmp_path), x, y, class_names=list("wxyz"), max_panels=5)
-    trainer = _drive(cb, epochs=12)
+    cb = PlotCallback(str(tmp_path), x, y, class_names=list("wxyz"))
+    trainer = _drive(cb, epochs=11)
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(PLOT_FILES)
-    assert [e for e, _ in cb.frames] == list(range(13))
+    assert [e for e, _ in cb.frames] == list(range(12))
     # frame of the last epoch: the final embedding's PCA, signs aligned to the frame before
     final = pca_2d(trainer.embed(x))
     for k in range(2):
         np.testing.assert_allclose(np.abs(cb.frames[-1][1][:, k]), np.abs(final[:, k]))
-    widths = {name: png_size(tmp_path / name)[0] for name in PLOT_FILES}
-    assert widths["pca-epochs.png"] == round(100 * (2.2 * 5 + 0.9))
+    # all 12 frames in a 3 x 4 grid of 250 px panels
+    width, height = png_size(tmp_path / "pca-epochs.png")
+    assert height == 3 * 250 + 50 and 4 * 250 < width < 4 * 250 + 150
+
+
+def test_plot_callback_picks_evenly_spaced_epochs_and_says_so(tmp_path, monkeypatch):
+    import gluon_triplet.plots as plots
+
+    calls = []
+    monkeypatch.setattr(plots, "plot_pca_grid", lambda *a, **k: calls.append((a, k)) or a[0])
+    x = np.random.default_rng(6).random((20, 12))
+    cb = PlotCallback(str(tmp_path), x, np.arange(20) % 2, tsne=False, max_panels=5)
+    _drive(cb, epochs=12)
+    ((args, kwargs),) = calls
+    assert [e for e, _ in args[1]] == [0, 3, 6, 9, 12]
+    assert kwargs["total"] == 13
 
 
 def test_plot_callback_without_sample_writes_curves_only(tmp_path):
