@@ -1,4 +1,5 @@
 # Entry points (see README): `make run`, `make view` and `make test`. Each creates .venv on first use.
+# `make docs` regenerates docs/cli.md from the parsers (tests/test_cli_reference.py checks it).
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
@@ -6,7 +7,7 @@ BIN := $(VENV)/bin
 MXNET ?= mxnet==1.9.1
 ARGS ?=
 
-.PHONY: install run view test lint format bench clean
+.PHONY: install run view test lint format bench docs clean
 
 $(VENV)/.installed: setup.py
 	$(PYTHON) -m venv $(VENV)
@@ -37,6 +38,9 @@ format: install
 
 bench: install
 	$(BIN)/python bench/speed.py
+
+docs: install
+	$(BIN)/python -m gluon_triplet.cli_reference --out docs/cli.md
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .ruff_cache .hypothesis
