@@ -18,7 +18,7 @@ import argparse
 import contextlib
 import importlib
 import sys
-from typing import Callable, Iterable, List, Optional, Sequence, Tuple
+from typing import Callable, List, Optional, Sequence, Tuple
 
 __all__ = [
     "collect_parsers",
@@ -73,26 +73,41 @@ def collect_parsers(module: str = CLI_MODULE) -> List[Tuple[str, argparse.Argume
     Parameters
     ----------
     module : str
-        Importable module with a ``SUBCOMMANDS`` mapping (name -> handler) and a
-        ``main(argv)`` that dispatches on the first argument.
+        Importable module with a ``SUBCOMMANDS`` registry (its keys are the subcommand
+        names) and a ``main(argv)`` that dispatches on the first argument. When the module
+        also has ``subcommand(name)`` returning a module with ``build_parser()``, that
+        parser is used; otherwise ``main([name])`` is run until it builds its parser.
 
     Returns
     -------
     list of (str, argparse.ArgumentParser)
-        One entry per registered subcommand whose handler parses with argparse.
+        One entry per registered subcommand.
+
+    Raises
+    ------
+    RuntimeError
+        A subcommand that builds no argparse parser.
     """
     cli = importlib.import_module(module)
-    registry: Iterable[str] = cli.SUBCOMMANDS
     found = []
-    for name in registry:
-        with _capturing_parsers():
-            try:
-                cli.main([name])
-            except _Captured as got:
-                found.append((name, got.parser))
-                continue
-        raise RuntimeError(f"subcommand {name!r} returned without building an argparse parser")
+    for name in cli.SUBCOMMANDS:
+        parser = _built_parser(cli, name)
+        if parser is None:
+            with _capturing_parsers():
+                try:
+                    cli.main([name])
+                except _Captured as got:
+                    parser = got.parser
+        if parser is None:
+            raise RuntimeError(f"subcommand {name!r} builds no argparse parser")
+        found.append((name, parser))
     return found
+
+
+def _built_parser(cli, name: str) -> Optional[argparse.ArgumentParser]:
+    lookup = getattr(cli, "subcommand", None)
+    build = getattr(lookup(name), "build_parser", None) if callable(lookup) else None
+    return build() if callable(build) else None
 
 
 def _cell(text: str) -> str:

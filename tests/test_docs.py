@@ -1,5 +1,5 @@
-"""The docs cannot drift: every Python block runs alone, the CLI reference is what the parsers
-generate, every scalar tag a run writes is documented, and every relative link resolves."""
+"""The docs cannot drift: every Python block runs alone, every scalar tag a run writes is
+documented, and every relative link resolves (the CLI reference: test_cli_reference.py)."""
 
 import glob
 import json
@@ -9,8 +9,6 @@ import subprocess
 import sys
 
 import pytest
-
-from gluon_triplet import cli_reference
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DOCS = [os.path.join(ROOT, "README.md")] + sorted(glob.glob(os.path.join(ROOT, "docs", "*.md")))
@@ -53,40 +51,6 @@ def test_python_block_runs_alone(code, tmp_path):
         timeout=600,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
-
-
-def test_cli_reference_is_current():
-    """docs/cli.md is generated from the parsers: regenerate it with `make docs`."""
-    expected = cli_reference.render(cli_reference.collect_parsers())
-    assert _read(os.path.join(ROOT, "docs", "cli.md")) == expected, (
-        "docs/cli.md is stale: run `make docs` "
-        "(python -m gluon_triplet.cli_reference --out docs/cli.md)"
-    )
-
-
-def test_cli_reference_names_every_option_of_every_subcommand():
-    import argparse
-
-    parsers = cli_reference.collect_parsers()
-    cli = __import__(cli_reference.CLI_MODULE, fromlist=["SUBCOMMANDS"])
-    assert [name for name, _ in parsers] == list(cli.SUBCOMMANDS)
-    text = cli_reference.render(parsers)
-    for _, parser in parsers:
-        assert f"## `{parser.prog}`" in text
-        for action in parser._actions:
-            if action.help == argparse.SUPPRESS:
-                continue
-            for flag in action.option_strings:
-                assert f"`{flag}" in text, (parser.prog, flag)
-
-
-def test_cli_reference_check_mode(tmp_path, capsys):
-    stale = tmp_path / "cli.md"
-    stale.write_text("# old\n", encoding="utf-8")
-    assert cli_reference.main(["--check", str(stale)]) == 1
-    assert "stale" in capsys.readouterr().err
-    assert cli_reference.main(["--out", str(stale)]) == 0
-    assert cli_reference.main(["--check", str(stale)]) == 0
 
 
 # mxboard's generated protos and tensorboard.compat.proto define the same message names and
