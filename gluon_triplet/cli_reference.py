@@ -18,7 +18,7 @@ import argparse
 import contextlib
 import importlib
 import sys
-from typing import Callable, List, Optional, Sequence, Tuple
+from typing import Any, Callable, List, Optional, Sequence, Tuple
 
 __all__ = [
     "collect_parsers",
@@ -182,7 +182,7 @@ def _help(action: argparse.Action, prog: str) -> str:
     return _cell(text)
 
 
-def _subparsers(parser: argparse.ArgumentParser) -> List[argparse.Action]:
+def _subparsers(parser: argparse.ArgumentParser) -> List[argparse._SubParsersAction[Any]]:
     return [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
 
 
