@@ -24,7 +24,7 @@ import numpy as np
 
 from . import __version__
 from .config import Config, ConfigError
-from .report import class_name, done_line, shape_text, summary_table
+from .report import class_name, command, done_line, shape_text, summary_table
 from .resources import DISK_FULL_ERRNOS, DiskFullError, disk_full_error
 from .rundir import RunDir
 from .signals import Interrupted, interrupts
@@ -415,7 +415,8 @@ def _interrupt_message(signum: int, config: Config, progress: Dict[str, Any]) ->
             f"in epoch {trainer.epoch} of {config.epochs}; the checkpoint of epoch {saved} is in "
             f"{run_dir.checkpoint_dir} (the partial epoch is dropped)"
         )
-    return f"interrupted by {name} {where}; continue with: gluon-triplet --resume {run_dir}"
+    resume = command("--resume", str(run_dir))
+    return f"interrupted by {name} {where}; continue with: {resume}"
 
 
 def _checkpoint_epoch(callbacks) -> Optional[int]:
@@ -457,7 +458,7 @@ def _fit(trainer, callbacks, run_dir):
                 where = f"last good checkpoint: {run_dir.checkpoint_dir} (epoch {saved})"
             error = DiskFullError(
                 f"{full}; {where}; free some space, then continue with: "
-                f"gluon-triplet --resume {run_dir}"
+                f"{command('--resume', str(run_dir))}"
             )
             error.errno = e.errno
             raise error from None

@@ -26,6 +26,7 @@ from hypothesis.extra import numpy as hnp
 from gluon_triplet import TripletDataset, checkpoint
 from gluon_triplet.cli import main
 from gluon_triplet.data import DataError, load_dataset, read_idx, write_idx
+from gluon_triplet.report import command
 from gluon_triplet.train import TripletTrainer
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -500,7 +501,7 @@ def test_interrupt_then_resume_equals_uninterrupted(
     assert error_lines(err) == [
         f"error: interrupted by {name} in epoch 2 of 3; the checkpoint of epoch 1 is in "
         f"{run_dir}/checkpoint (the partial epoch is dropped); continue with: "
-        f"gluon-triplet --resume {run_dir}"
+        f"{command('--resume', run_dir)}"
     ]
     assert "Traceback" not in err
     assert signal.getsignal(signal.SIGINT) is handlers[0]  # restored
@@ -528,9 +529,10 @@ def test_resume_of_run_interrupted_before_first_epoch_restarts(
     args = [*RESUMABLE, "--dataset", f"idx:{inputs['good_idx']}", "--logdir", "logs"]
     interrupt_at(monkeypatch, epoch=1, batch=1, signum=signal.SIGINT)
     assert main([*args, "--run-name", "r"]) == 130
-    assert "before any epoch finished, so there is no checkpoint; continue with" in (
-        capsys.readouterr().err
-    )
+    assert (
+        "before any epoch finished, so there is no checkpoint; continue with: "
+        f"{command('--resume', 'logs/r')}\n"
+    ) in capsys.readouterr().err
     monkeypatch.undo()
     monkeypatch.chdir(workdir)
     assert main(["--resume", "logs/r", "-q"]) == 0
@@ -618,9 +620,10 @@ def test_resume_refuses_other_flags(interrupted_run, workdir, capsys):
     assert snapshot(workdir) == before
 
 
-def test_interrupt_from_outside_then_resume_subprocess(tmp_path):
+def test_interrupt_from_outside_then_resume_subprocess(tmp_path, monkeypatch):
     """The real thing: a separate process gets SIGINT from outside once epoch 1's
-    checkpoint exists; `--resume` then ends where an uninterrupted run ends."""
+    checkpoint exists; the printed `--resume` command, run as printed, then ends where an
+    uninterrupted run ends."""
     common = ["--dataset", "mnist-5k", "--preset", "reference", "--hidden", "64"]
     common += ["--epochs", "5", "--projector-samples", "0", "--no-plots"]
     script = os.path.join(ROOT, "run_train.py")
@@ -640,11 +643,14 @@ def test_interrupt_from_outside_then_resume_subprocess(tmp_path):
     assert proc.returncode == 130, err
     (line,) = error_lines(err)
     assert line.startswith("error: interrupted by SIGINT")
-    assert line.endswith("continue with: gluon-triplet --resume logs/cut")
+    monkeypatch.chdir(tmp_path)  # render the command as the child, running there, did
+    resume = command("--resume", "logs/cut")
+    assert line.endswith(f"continue with: {resume}"), line
     assert "Traceback" not in err
 
     resumed = subprocess.run(
-        [sys.executable, script, "--resume", "logs/cut"],
+        line.split("continue with: ")[1],
+        shell=True,
         cwd=tmp_path,
         capture_output=True,
         text=True,
@@ -947,7 +953,7 @@ def test_sighup_and_sigquit_stop_training_like_sigterm(
     assert error_lines(capsys.readouterr().err) == [
         f"error: interrupted by {name} in epoch 2 of 3; the checkpoint of epoch 1 is in "
         "logs/r/checkpoint (the partial epoch is dropped); continue with: "
-        "gluon-triplet --resume logs/r"
+        f"{command('--resume', 'logs/r')}"
     ]
     assert signal.getsignal(signum) is before
 
@@ -1055,7 +1061,7 @@ def test_disk_full_at_an_epoch_end_one_error_line_then_resume(
     assert re.fullmatch(
         rf"error: cannot write {path}: No space left on device \([0-9.]+ [KMGT]iB free in "
         rf"{os.path.dirname(path)}\); last good checkpoint: logs/r/checkpoint \(epoch {saved}\); "
-        r"free some space, then continue with: gluon-triplet --resume logs/r",
+        r"free some space, then continue with: " + re.escape(command("--resume", "logs/r")),
         line,
     ), line
     assert "Traceback" not in err
@@ -1086,7 +1092,7 @@ def test_mxnet_failing_to_write_parameters_is_a_disk_full_line(
     ), line
     assert line.endswith(
         "; last good checkpoint: logs/r/checkpoint (epoch 1); free some space, then continue "
-        "with: gluon-triplet --resume logs/r"
+        f"with: {command('--resume', 'logs/r')}"
     ), line
     assert "Traceback" not in err
     assert not os.path.lexists("logs/r/checkpoint/.tmp-model-e0002.params")
@@ -1129,7 +1135,7 @@ def test_a_real_full_disk(inputs, straight_run, tiny_tmpfs, capsys, monkeypatch)
     assert re.fullmatch(
         r"error: cannot write (into )?logs/r\S*: No space left on device \([0-9.]+ (bytes|KiB) "
         r"free in logs/r\S*\); no epoch finished, so there is no checkpoint; free some space, "
-        r"then continue with: gluon-triplet --resume logs/r",
+        r"then continue with: " + re.escape(command("--resume", "logs/r")),
         line,
     ), line
     assert "Traceback" not in err and "Logging error" not in err
