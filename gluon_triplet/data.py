@@ -117,6 +117,10 @@ class DataBundle:
         Human-readable name of each label value, when known.
     source : str
         Where the data was read from.
+    paths_train, paths_test : tuple of str or None
+        The absolute path of each sample's picture file, for pictures read from files
+        (``folder:``, ``image:``); None when samples have no file of their own (arrays,
+        ``rec:``).
     """
 
     name: str
@@ -126,6 +130,8 @@ class DataBundle:
     y_test: np.ndarray = field(repr=False)
     class_names: Optional[Tuple[str, ...]]
     source: str
+    paths_train: Optional[Tuple[str, ...]] = field(default=None, repr=False)
+    paths_test: Optional[Tuple[str, ...]] = field(default=None, repr=False)
 
 
 # --------------------------------------------------------------------------- IDX files
@@ -654,7 +660,8 @@ def _load_image_files(paths: str, name: str, options, logger: logging.Logger) ->
     x = pixels.astype(np.float32)
     x /= 255
     y = np.zeros(len(x), dtype=np.int64)
-    return DataBundle(name, x, y, x, y, None, f"{len(files)} image file(s)")
+    where = tuple(os.path.abspath(p) for p in files)
+    return DataBundle(name, x, y, x, y, None, f"{len(files)} image file(s)", where, where)
 
 
 def _decoded_bundle(
@@ -722,7 +729,21 @@ def _decoded_bundle(
         x /= 255
         parts.append((x, labels[idx]))
     del pixels
-    return _bundle(name, source, parts[0], parts[1], class_names)
+    bundle = _bundle(name, source, parts[0], parts[1], class_names)
+    return _with_paths(bundle, reader, np.flatnonzero(ok), train_idx, test_idx)
+
+
+def _with_paths(bundle: DataBundle, reader, kept: np.ndarray, train_idx, test_idx) -> DataBundle:
+    """``bundle`` with the file of each sample when ``reader`` reads files; ``kept`` maps
+    the readable samples to the reader's positions, ``train_idx``/``test_idx`` index them."""
+    files = getattr(reader, "paths", None)  # FolderImages; RecordImages has no files
+    if files is None:
+        return bundle
+    return dataclasses.replace(
+        bundle,
+        paths_train=tuple(os.path.abspath(files[i]) for i in kept[train_idx]),
+        paths_test=tuple(os.path.abspath(files[i]) for i in kept[test_idx]),
+    )
 
 
 def _npz_member_header(z, key: str, path: str) -> Tuple[Tuple[int, ...], np.dtype]:
@@ -796,7 +817,7 @@ def _streamed_bundle(
         )
         return LazyImages(sub, workers)
 
-    return DataBundle(
+    bundle = DataBundle(
         name,
         split(train_idx),
         labels[train_idx],
@@ -805,6 +826,7 @@ def _streamed_bundle(
         class_names,
         source,
     )
+    return _with_paths(bundle, dataset.reader, ok, train_idx, test_idx)
 
 
 # --------------------------------------------------------------------------- validation

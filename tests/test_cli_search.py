@@ -8,8 +8,12 @@ import shutil
 import numpy as np
 import pytest
 
+# the digit folders of test_images (real MNIST digits, PNG and JPEG, some RGB, two corrupt)
+from test_images import digits, write_digits  # noqa: F401
+
 from gluon_triplet import embed, load_dataset, load_run
 from gluon_triplet.cli import main
+from gluon_triplet.images import pack_folder
 from gluon_triplet.metrics import gallery_retrieval_metrics
 
 
@@ -171,3 +175,49 @@ def test_bad_input_one_error_line_exit_2(trained, capsys, tmp_path):
     with open(os.path.join(moved, "model-best.params"), "ab") as f:
         f.write(b"\0")
     fails(capsys, ["search", ix, "--query", "mnist-5k", "--run", moved], "changed since the index")
+
+
+def test_index_of_a_folder_records_each_pictures_path(tmp_path, digits, capsys):  # noqa: F811
+    """index --dataset folder:DIR (streamed: --max-memory 0) keeps each picture's file;
+    search --json names it, and a picture of the index finds itself at distance ~0."""
+    folder = write_digits(tmp_path / "digits", digits, per_class=12)  # with 2 corrupt files
+    logs, ix = tmp_path / "logs", str(tmp_path / "ix")
+    argv = ["--dataset", f"folder:{folder}", "--epochs", "1", "-P", "4", "-K", "4"]
+    argv += ["--embedding-size", "8", "--max-memory", "0", "--logdir", str(logs)]
+    assert main([*argv, "--run-name", "r", "--projector-samples", "0", "--no-plots", "-q"]) == 0
+    run = str(logs / "r")
+    capsys.readouterr()
+    assert main(["index", run, "--dataset", f"folder:{folder}", "--split", "all", "--out", ix]) == 0
+    assert "streaming them" in capsys.readouterr().err  # embedded batch by batch
+    readable = {
+        os.path.join(here, f)
+        for here, _, files in os.walk(folder)
+        for f in files
+        if f not in ("broken.png", "zz-truncated.jpg")
+    }
+    paths = json.loads(open(os.path.join(ix, "paths.json")).read())
+    assert len(paths) == len(readable) == 48 and set(paths) == readable
+    assert json.loads(open(os.path.join(ix, "manifest.json")).read())["paths"] is True
+
+    queries = [os.path.join(folder, "two", "05.png"), os.path.join(folder, "zero", "10.jpg")]
+    argv = ["search", ix, "--query", *queries, "-k", "5", "--json", "-q"]
+    assert main(argv) == 0
+    rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert [row["query"] for row in rows] == queries
+    for q, row in zip(queries, rows):
+        first = row["neighbours"][0]
+        assert first["path"] == os.path.abspath(q) and first["distance"] == pytest.approx(
+            0, abs=1e-5
+        )
+        for n in row["neighbours"]:  # each path is the file of that id: its folder is its label
+            assert n["label"] == os.path.basename(os.path.dirname(n["path"]))
+
+    # RecordIO records have no file of their own: no paths, and search says null
+    pack_folder(folder, str(tmp_path / "p"), progress=False)
+    rec_ix = str(tmp_path / "rec-ix")
+    assert main(["index", run, "--dataset", f"rec:{tmp_path / 'p'}", "--out", rec_ix, "-q"]) == 0
+    assert not os.path.exists(os.path.join(rec_ix, "paths.json"))
+    capsys.readouterr()
+    assert main(["search", rec_ix, "--query", queries[0], "-k", "2", "--json", "-q"]) == 0
+    row = json.loads(capsys.readouterr().out)
+    assert [n["path"] for n in row["neighbours"]] == [None, None]

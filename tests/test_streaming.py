@@ -28,6 +28,14 @@ def test_streamed_bundle_equals_the_decoded_one(folder, caplog):
     assert "streaming them" in caplog.text and "2 DataLoader worker(s)" in caplog.text
     assert isinstance(lazy.x_train, LazyImages) and isinstance(lazy.x_test, LazyImages)
     assert lazy.x_train.shape == memory.x_train.shape and lazy.class_names == memory.class_names
+    # each sample's file, the same in both, and none of the two skipped bad files
+    assert lazy.paths_train == memory.paths_train and lazy.paths_test == memory.paths_test
+    assert (
+        len(memory.paths_train) + len(memory.paths_test)
+        == 48
+        == len(set(memory.paths_train + memory.paths_test))
+    )
+    assert not any(p.endswith(("broken.png", "zz-truncated.jpg")) for p in memory.paths_train)
     np.testing.assert_array_equal(lazy.y_train, memory.y_train)
     np.testing.assert_array_equal(lazy.x_test[:], memory.x_test)  # slice: bulk, in workers
     pick = np.array([5, 0, 17, 5])

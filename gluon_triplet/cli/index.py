@@ -8,7 +8,7 @@ import os
 from typing import Any, Dict, Sequence
 
 from .common import add_common_flags, guarded, setup_logging
-from .inference import add_inference_flags, embed_checked, load_for_inference
+from .inference import add_inference_flags, embed_checked, load_for_inference, split_paths
 
 __all__ = ["HELP", "build_parser", "main"]
 
@@ -91,6 +91,7 @@ def _index(args: argparse.Namespace) -> None:
         emb,
         y,
         class_names=data.class_names,
+        paths=split_paths(data, args.split),
         kind=args.index,
         metric=metric_for_distance(config.distance),
         info=info,

@@ -6,14 +6,14 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-from typing import Any, Tuple
+from typing import Any, List, Optional, Tuple
 
 import numpy as np
 
 from ..resources import mxnet_reason
 from ..rundir import RunDir
 
-__all__ = ["add_inference_flags", "embed_checked", "load_for_inference"]
+__all__ = ["add_inference_flags", "embed_checked", "load_for_inference", "split_paths"]
 
 logger = logging.getLogger("gluon_triplet")
 
@@ -80,6 +80,15 @@ def load_for_inference(args: argparse.Namespace) -> Tuple[Any, Any, Any, np.ndar
             x = np.concatenate([data.x_train, data.x_test])
         y = np.concatenate([data.y_train, data.y_test])
     return net, config, data, x, y
+
+
+def split_paths(data: Any, split: str) -> Optional[List[str]]:
+    """The source file of each sample of ``split`` (in the order of ``load_for_inference``'s
+    ``x``), or None when the dataset's samples have no files (arrays, ``rec:``)."""
+    train, test = data.paths_train, data.paths_test
+    if train is None or test is None:
+        return None
+    return list({"train": train, "test": test, "all": (*train, *test)}[split])
 
 
 def _trained_on(run: RunDir, config: Any) -> str:
