@@ -117,17 +117,22 @@ def _evaluate_gallery(args: argparse.Namespace) -> None:
         doc["metrics"] = result
         print(json.dumps(doc, indent=2), flush=True)
         return
-    recall = " ".join(
-        f"R@{key[len('recall_at_') :]} {value:.4f}"
-        for key, value in result.items()
-        if key.startswith("recall_at_")
-    )
+    recall = _recall_text(result)
     print(
         f"{qdata.name} {args.query_split} queries ({result['num_queries']} scored of {len(qy)}) "
         f"against {gdata.name} {args.gallery_split} gallery ({len(gy)}) with {args.run_dir} "
         f"({args.params}): P@1 {result['precision_at_1']:.4f} MAP@R {result['map_at_r']:.4f} "
         f"{recall}",
         flush=True,
+    )
+
+
+def _recall_text(result: dict) -> str:
+    """``R@1 0.9 R@2 0.95 ...`` from a metrics dict's ``recall_at_<k>`` keys."""
+    return " ".join(
+        f"R@{key[len('recall_at_') :]} {value:.4f}"
+        for key, value in result.items()
+        if key.startswith("recall_at_")
     )
 
 
@@ -152,11 +157,7 @@ def _evaluate(args: argparse.Namespace) -> None:
         }
         print(json.dumps(doc, indent=2), flush=True)
         return
-    recall = " ".join(
-        f"R@{key[len('recall_at_') :]} {value:.4f}"
-        for key, value in result.items()
-        if key.startswith("recall_at_")
-    )
+    recall = _recall_text(result)
     print(
         f"{data.name} {args.split} ({len(y)} samples) with {args.run_dir} ({args.params}): "
         f"triplet-acc {result['triplet_accuracy']:.4f} P@1 {result['precision_at_1']:.4f} "
