@@ -536,6 +536,25 @@ def _load_mnist_5k() -> DataBundle:
     )
 
 
+def _split_readable(
+    labels: np.ndarray, test: Optional[np.ndarray], num_classes: int, source: str
+) -> Tuple[np.ndarray, np.ndarray]:
+    """Train and test indices of the readable pictures of an image source.
+
+    ``test`` is the folders' own split (True for test pictures), or None for a stratified
+    split. Refuses data with fewer than two classes that can form triplets.
+    """
+    counts = np.bincount(labels, minlength=num_classes)
+    if (counts >= 2).sum() < 2:
+        raise DataError(
+            f"{source}: fewer than two classes with at least two readable images; triplets "
+            "need two or more"
+        )
+    if test is None:
+        return _stratified_split(labels)
+    return np.flatnonzero(~test), np.flatnonzero(test)
+
+
 def _stratified_split(y: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
     """Deterministic 80/20 split per class: floor(n/5) test, at least one of each if n >= 2."""
     rng = np.random.default_rng(_SPLIT_SEED)
@@ -713,16 +732,7 @@ def _decoded_bundle(
     if not ok.all():
         pixels, labels = pixels[ok], labels[ok]
         test = None if test is None else test[ok]
-    counts = np.bincount(labels, minlength=len(class_names))
-    if (counts >= 2).sum() < 2:
-        raise DataError(
-            f"{source}: fewer than two classes with at least two readable images; triplets "
-            "need two or more"
-        )
-    if test is None:
-        train_idx, test_idx = _stratified_split(labels)
-    else:
-        train_idx, test_idx = np.flatnonzero(~test), np.flatnonzero(test)
+    train_idx, test_idx = _split_readable(labels, test, len(class_names), source)
     parts = []
     for idx in (train_idx, test_idx):
         x = pixels[idx].astype(np.float32)
@@ -798,16 +808,7 @@ def _streamed_bundle(
     ok = np.flatnonzero(status == images.OK)
     labels = labels[ok]
     test = None if test is None else test[ok]
-    counts = np.bincount(labels, minlength=len(class_names))
-    if (counts >= 2).sum() < 2:
-        raise DataError(
-            f"{source}: fewer than two classes with at least two readable images; triplets "
-            "need two or more"
-        )
-    if test is None:
-        train_idx, test_idx = _stratified_split(labels)
-    else:
-        train_idx, test_idx = np.flatnonzero(~test), np.flatnonzero(test)
+    train_idx, test_idx = _split_readable(labels, test, len(class_names), source)
     if len(test_idx) == 0:
         raise DataError(f"{source}: no test samples (every class has a single sample)")
 
