@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import argparse
 import json
-from typing import Any, Optional, Sequence, Tuple
+from typing import Optional, Sequence
 
 import numpy as np
 
 from ..report import class_name
 from .common import add_common_flags, guarded, setup_logging
-from .inference import add_inference_flags, embed_checked, load_for_inference
+from .inference import add_inference_flags, embed_checked, load_for_inference, split_samples
 
 __all__ = ["HELP", "build_parser", "main"]
 
@@ -56,14 +56,6 @@ def add_gallery_flags(p: argparse.ArgumentParser) -> None:
     )
 
 
-def _part(data: Any, split: str) -> Tuple[np.ndarray, np.ndarray]:
-    if split == "test":
-        return data.x_test, data.y_test
-    if split == "train":
-        return data.x_train, data.y_train
-    return np.concatenate([data.x_train, data.x_test]), np.concatenate([data.y_train, data.y_test])
-
-
 def _comparable(
     labels: np.ndarray, class_names: Optional[Sequence[str]], other: Optional[Sequence[str]]
 ) -> np.ndarray:
@@ -100,8 +92,8 @@ def _evaluate_gallery(args: argparse.Namespace) -> None:
         else load_dataset(args.gallery, args.data_dir, logger=log, images=images)
     )
     net, config = load_run(run.path, params=args.params, ctx=resolve_contexts(args.ctx)[0])
-    qx, qy = _part(qdata, args.query_split)
-    gx, gy = _part(gdata, args.gallery_split)
+    qx, qy = split_samples(qdata, args.query_split)
+    gx, gy = split_samples(gdata, args.gallery_split)
     qe = embed_checked(net, qx, config, args.run_dir)
     ge = embed_checked(net, gx, config, args.run_dir)
     result = gallery_retrieval_metrics(

@@ -67,19 +67,24 @@ def load_for_inference(args: argparse.Namespace) -> Tuple[Any, Any, Any, np.ndar
         download=args.dataset is not None,
     )
     net, config = load_run(run.path, params=args.params, ctx=ctx)
-    if args.split == "test":
-        x, y = data.x_test, data.y_test
-    elif args.split == "train":
-        x, y = data.x_train, data.y_train
-    else:
-        from ..streaming import LazyImages, concat_lazy
-
-        if isinstance(data.x_train, LazyImages):  # streamed pictures: still not decoded
-            x = concat_lazy(data.x_train, data.x_test)
-        else:
-            x = np.concatenate([data.x_train, data.x_test])
-        y = np.concatenate([data.y_train, data.y_test])
+    x, y = split_samples(data, args.split)
     return net, config, data, x, y
+
+
+def split_samples(data: Any, split: str) -> Tuple[Any, np.ndarray]:
+    """The samples and labels of ``split`` ("test", "train" or "all", train first) of a
+    loaded dataset; streamed pictures stay undecoded."""
+    if split == "test":
+        return data.x_test, data.y_test
+    if split == "train":
+        return data.x_train, data.y_train
+    from ..streaming import LazyImages, concat_lazy
+
+    if isinstance(data.x_train, LazyImages):  # streamed pictures: still not decoded
+        x = concat_lazy(data.x_train, data.x_test)
+    else:
+        x = np.concatenate([data.x_train, data.x_test])
+    return x, np.concatenate([data.y_train, data.y_test])
 
 
 def split_paths(data: Any, split: str) -> Optional[List[str]]:

@@ -12,6 +12,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 import numpy as np
 
 from .common import add_common_flags, guarded, setup_logging
+from .inference import split_samples
 
 __all__ = ["HELP", "build_parser", "main"]
 
@@ -121,15 +122,7 @@ def _queries(
                 f"--query takes one dataset or picture files, not both: {' '.join(args.query)}"
             )
         data = load_dataset(datasets[0], args.data_dir, logger=logger, images=images)
-        if args.split == "test":
-            x, y = data.x_test, data.y_test
-        elif args.split == "train":
-            x, y = data.x_train, data.y_train
-        else:
-            x, y = (
-                np.concatenate([data.x_train, data.x_test]),
-                np.concatenate([data.y_train, data.y_test]),
-            )
+        x, y = split_samples(data, args.split)
         names: List[Any] = list(range(len(x)))
         labels: Optional[np.ndarray] = y
         class_names = data.class_names
@@ -251,13 +244,7 @@ def _gallery_pictures(index: Any, ids: np.ndarray, images: Any) -> np.ndarray:
 
     info = index.info
     data = load_dataset(info["dataset"], info.get("data_dir"), logger=logger, images=images)
-    split = info.get("split", "train")
-    if split == "test":
-        x = data.x_test
-    elif split == "train":
-        x = data.x_train
-    else:
-        x = np.concatenate([data.x_train, data.x_test])
+    x, _ = split_samples(data, info.get("split", "train"))
     rows = index._rows_of(ids)
     if rows.max() >= len(x):
         raise ValueError(
