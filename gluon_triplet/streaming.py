@@ -10,17 +10,26 @@ memory is bounded by the batches in flight, not by the dataset.
 
 from __future__ import annotations
 
-from typing import Iterable, Iterator, Optional, Sequence
+from typing import Iterable, Iterator, List, Optional
 
 import numpy as np
 
 from .data import DataError
 from .images import OK, DecodedImages, default_workers, worker_signals
 
-__all__ = ["BatchFeed", "LazyImages", "concat_lazy", "stream_batches"]
+__all__ = [
+    "BatchDecoder",
+    "BatchFeed",
+    "LazyImages",
+    "concat_lazy",
+    "stream_batches",
+    "to_unit_float",
+]
 
 # Indexing fewer pictures than this decodes them in-process: starting workers costs more.
 _IN_PROCESS = 64
+# Pictures per worker task when a large read is split between the workers.
+_CHUNK = 512
 
 
 class LazyImages:
@@ -85,21 +94,22 @@ class LazyImages:
 
     def _decode(self, idx: np.ndarray) -> np.ndarray:
         idx = np.where(idx < 0, idx + len(self), idx)
+        out = np.empty((len(idx), *self.dataset.sample_shape), np.float32)
         if len(idx) < _IN_PROCESS or self.workers == 0:
-            pixels = np.stack([self._one(int(i)) for i in idx]) if len(idx) else None
-            if pixels is None:
-                return np.empty((0, *self.dataset.sample_shape), np.float32)
+            pixels, status = self.dataset.decode_batch(idx)
+            bad = np.flatnonzero(status != OK)
+            if len(bad):
+                raise DataError(_bad_message(self.dataset, idx[bad], status[bad]))
+            out[:] = pixels
         else:
-            pixels = next(iter(stream_batches(self.dataset, [idx], self.workers, as_uint8=True)))
-        out = pixels.astype(np.float32)
-        out /= 255
+            # Chunks, so that every worker decodes a share of a large read.
+            chunks = np.array_split(idx, -(-len(idx) // _CHUNK))
+            start = 0
+            for pixels in stream_batches(self.dataset, chunks, self.workers, as_uint8=True):
+                out[start : start + len(pixels)] = pixels
+                start += len(pixels)
+        out /= 255  # as to_unit_float: the in-memory loaders' float32 values
         return out
-
-    def _one(self, i: int) -> np.ndarray:
-        pixels, status = self.dataset[i]
-        if status != OK:
-            raise DataError(_bad_message(self.dataset, [i], [status]))
-        return pixels
 
 
 def concat_lazy(first: LazyImages, second: LazyImages) -> LazyImages:
@@ -119,22 +129,104 @@ def _bad_message(dataset, positions, codes):
     return f"{len(positions)} image(s) {what} while streaming: {', '.join(names)}"
 
 
-class _Batches:
-    """A batch sampler over fixed index arrays (what DataLoader's ``batch_sampler`` takes)."""
+class _WholeBatches:
+    """The dataset a worker reads: item ``positions`` is a whole decoded batch.
 
-    def __init__(self, batches: Sequence[np.ndarray]):
-        self.batches = batches
+    DataLoader asks its dataset for one item at a time; handing it a batch's positions
+    as one item lets a worker decode the batch into one ``uint8`` array (no per-picture
+    tuples to stack) and send it back as one message.
+    """
+
+    def __init__(self, dataset: DecodedImages):
+        self.dataset = dataset
+
+    def __len__(self):
+        return len(self.dataset)
+
+    def __getitem__(self, positions):
+        return self.dataset.decode_batch(positions)
+
+
+class _Batches:
+    """A batch sampler (what DataLoader's ``batch_sampler`` takes) whose batches are set
+    before each pass: each batch is one item, the array of its positions."""
+
+    def __init__(self):
+        self.batches: List[np.ndarray] = []
 
     def __iter__(self):
         for b in self.batches:
-            yield np.asarray(b).tolist()
+            yield [b]
 
     def __len__(self):
         return len(self.batches)
 
 
-def _stack(items):
-    return np.stack([p for p, _ in items]), np.asarray([s for _, s in items], np.int32)
+def _only(items):
+    return items[0]
+
+
+class BatchDecoder:
+    """DataLoader worker processes that decode batches of pictures, kept from pass to pass.
+
+    Each batch is decoded by one worker (:meth:`DecodedImages.decode_batch`) and comes
+    back as one ``uint8`` array, a quarter of its float32 size; ``prefetch`` batches are
+    decoded ahead of the consumer. The worker pool is forked at the first pass and
+    reused by the next ones (an epoch each), so workers start once per run.
+
+    Parameters
+    ----------
+    dataset : DecodedImages
+    workers : int, optional
+        Worker processes (default: the usable CPUs; 0 decodes in this process).
+    prefetch : int, optional
+        Batches decoded ahead (default: twice the workers).
+    """
+
+    def __init__(
+        self, dataset: DecodedImages, workers: Optional[int] = None, prefetch: Optional[int] = None
+    ):
+        self.dataset = dataset
+        self.workers = default_workers() if workers is None else workers
+        self.prefetch = prefetch if prefetch is not None else max(2 * self.workers, 1)
+        self._sampler = _Batches()
+        self._loader = None
+
+    def __call__(self, batches: Iterable[np.ndarray]) -> Iterator[np.ndarray]:
+        """Yield each batch's ``(M, ...) uint8`` pixels, in order.
+
+        Raises
+        ------
+        DataError
+            A picture that cannot be decoded (streamed data cannot skip it: the batch's
+            triplets refer to it).
+        """
+        from mxnet.gluon.data import DataLoader
+
+        batches = [np.asarray(b, dtype=np.int64) for b in batches]
+        if self._loader is None:
+            with worker_signals():
+                self._loader = DataLoader(
+                    _WholeBatches(self.dataset),
+                    batch_sampler=self._sampler,
+                    batchify_fn=_only,
+                    num_workers=self.workers,
+                    prefetch=self.prefetch,
+                )
+        self._sampler.batches = batches
+        for (pixels, status), idx in zip(self._loader, batches):
+            bad = np.flatnonzero(status != OK)
+            if len(bad):
+                raise DataError(_bad_message(self.dataset, idx[bad], status[bad]))
+            yield pixels
+
+    def close(self) -> None:
+        """Stop the worker processes (they also stop when the decoder is collected)."""
+        loader, self._loader = self._loader, None
+        pool = getattr(loader, "_worker_pool", None)
+        if pool is not None:
+            pool.terminate()
+            loader._worker_pool = None
 
 
 def stream_batches(
@@ -144,7 +236,7 @@ def stream_batches(
     prefetch: Optional[int] = None,
     as_uint8: bool = False,
 ) -> Iterator[np.ndarray]:
-    """Decode batches of pictures in worker processes, in order.
+    """Decode batches of pictures in worker processes, in order (a one-pass BatchDecoder).
 
     Parameters
     ----------
@@ -166,31 +258,22 @@ def stream_batches(
     Raises
     ------
     DataError
-        A picture that cannot be decoded (streamed data cannot skip it: the batch's
-        triplets refer to it).
+        A picture that cannot be decoded.
     """
-    from mxnet.gluon.data import DataLoader
+    decoder = BatchDecoder(dataset, workers, prefetch)
+    try:
+        for pixels in decoder(batches):
+            yield pixels if as_uint8 else to_unit_float(pixels)
+    finally:
+        decoder.close()
 
-    batches = list(batches)
-    workers = default_workers() if workers is None else workers
-    with worker_signals():
-        loader = DataLoader(
-            dataset,
-            batch_sampler=_Batches(batches),
-            batchify_fn=_stack,
-            num_workers=workers,
-            prefetch=prefetch if prefetch is not None else max(2 * workers, 1),
-        )
-    for (pixels, status), idx in zip(loader, batches):
-        bad = np.flatnonzero(status != OK)
-        if len(bad):
-            raise DataError(_bad_message(dataset, np.asarray(idx)[bad], status[bad]))
-        if as_uint8:
-            yield pixels
-        else:
-            out = pixels.astype(np.float32)
-            out /= 255
-            yield out
+
+def to_unit_float(pixels: np.ndarray) -> np.ndarray:
+    """``uint8`` pixels as float32 in [0, 1], computed exactly as the in-memory loaders do
+    (``x.astype(float32) / 255``), so streamed and in-memory samples are bit-equal."""
+    out = pixels.astype(np.float32)
+    out /= 255
+    return out
 
 
 class BatchFeed:
@@ -199,12 +282,17 @@ class BatchFeed:
     In memory, :attr:`data` holds every training sample on each context for the whole
     run and :meth:`epoch` yields the epoch's batches of indices unchanged. Streamed
     (``x`` is :class:`LazyImages`), :meth:`epoch` decodes each batch's pictures in
-    DataLoader workers running ahead, puts them in :attr:`data` (and their labels in
-    :attr:`labels`) and yields the batch re-indexed into them; the step's graph is the
-    same either way. A batch of offline triplets ``(B, 3)`` becomes ``3B`` pictures
-    (anchors, positives, negatives) with local indices ``[[i, B + i, 2B + i]]``; a P x K
-    batch ``(M,)`` becomes ``M`` pictures with indices ``0..M-1``. Shapes never change
-    between batches, so the hybridized step keeps its memory.
+    DataLoader workers running ahead (a :class:`BatchDecoder`, started once per run),
+    puts them in :attr:`data` (and their labels in :attr:`labels`) and yields the batch
+    re-indexed into them; the step's graph is the same either way. A batch of offline
+    triplets ``(B, 3)`` becomes ``3B`` pictures (anchors, positives, negatives) with
+    local indices ``[[i, B + i, 2B + i]]``; a P x K batch ``(M,)`` becomes ``M`` pictures
+    with indices ``0..M-1``. Shapes never change between batches, so the hybridized step
+    keeps its memory.
+
+    A streamed batch becomes an NDArray without a copy and without waiting for MXNet's
+    engine (``nd.from_numpy``): ``nd.array`` would wait for every step already queued,
+    and the loop could then no longer queue the next step while the last one computes.
 
     Parameters
     ----------
@@ -226,6 +314,7 @@ class BatchFeed:
         self.all_labels = np.asarray(labels)
         self.stream = x if isinstance(x, LazyImages) else None
         self.workers = workers
+        self.decoder: Optional[BatchDecoder] = None
         self.data = None
         self.labels = [nd.array(self.all_labels, ctx=c, dtype=np.float32) for c in self.contexts]
         if self.stream is None:
@@ -258,11 +347,22 @@ class BatchFeed:
             rows = list(host)
             local = np.arange(host.shape[1], dtype=np.int32)
         local = nd.array(local, ctx=batches.context, dtype=np.int32)
-        workers = self.workers
-        for pixels, row in zip(stream_batches(self.stream.dataset, rows, workers), rows):
-            arr = self.prepare(pixels)
-            self.data = [nd.array(arr, ctx=c, dtype=np.float32) for c in self.contexts]
-            self.labels = [
-                nd.array(self.all_labels[row], ctx=c, dtype=np.float32) for c in self.contexts
-            ]
+        if self.decoder is None:
+            self.decoder = BatchDecoder(self.stream.dataset, self.workers)
+        for pixels, row in zip(self.decoder(rows), rows):
+            arr = self.prepare(to_unit_float(pixels))
+            self.data = self._on_contexts(arr)
+            self.labels = self._on_contexts(self.all_labels[row].astype(np.float32))
             yield local
+
+    def _on_contexts(self, arr: np.ndarray):
+        """``arr`` as an NDArray on every context, queued without a wait (see the class)."""
+        from mxnet import nd
+
+        host = nd.from_numpy(np.ascontiguousarray(arr), zero_copy=True)
+        return [host if c == host.context else host.as_in_context(c) for c in self.contexts]
+
+    def close(self) -> None:
+        """Stop the decoding workers, if any."""
+        if self.decoder is not None:
+            self.decoder.close()

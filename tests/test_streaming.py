@@ -148,3 +148,41 @@ def test_streamed_training_equals_in_memory_training(folder, tmp_path, miner):
         run = str(tmp_path / "logs" / "streamed")
         assert main(["embed", run, "--split", "all", "--out", str(out), "-q"]) == 0
         assert np.load(out)["embeddings"].shape == (4 * 12, 8)
+
+
+def test_batch_decoder_keeps_its_workers_from_pass_to_pass(folder):
+    from gluon_triplet.streaming import BatchDecoder
+
+    lazy = load_dataset(f"folder:{folder}", images=ImageOptions(workers=0, max_memory=0)).x_train
+    everything = (lazy[:] * 255).round().astype(np.uint8)
+    decoder = BatchDecoder(lazy.dataset, workers=2)
+    try:
+        batches = [np.array([4, 2]), np.arange(len(lazy))]
+        first = list(decoder(batches))
+        pids = sorted(p.pid for p in decoder._loader._worker_pool._pool)
+        second = list(decoder(batches[::-1]))
+        # the same two worker processes decoded the second pass
+        assert sorted(p.pid for p in decoder._loader._worker_pool._pool) == pids
+    finally:
+        decoder.close()
+    assert decoder._loader is None
+    for got, b in zip(first + second, batches + batches[::-1]):
+        assert got.dtype == np.uint8  # a quarter of float32 through the pipe
+        np.testing.assert_array_equal(got, everything[b])
+
+
+def test_exif_orientation_is_applied(tmp_path):
+    from PIL import Image
+
+    from gluon_triplet.images import DecodedImages, FolderImages
+
+    pixels = np.zeros((20, 30, 3), np.uint8)
+    pixels[:5, :, 0] = 255  # a red band along the top
+    exif = Image.Exif()
+    exif[0x0112] = 6  # "rotate 90 degrees clockwise to view"
+    path = str(tmp_path / "turned.jpg")
+    Image.fromarray(pixels).save(path, quality=95, exif=exif)
+    picture = DecodedImages(FolderImages([path]), (30, 20), 3).picture(0)
+    assert picture.shape == (3, 30, 20)
+    # upright, the band runs down the right-hand side
+    assert picture[0, :, -3:].mean() > 200 and picture[0, :, :3].mean() < 50
