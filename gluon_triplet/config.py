@@ -129,8 +129,10 @@ class Config:
     )
     max_memory: float = option(
         2.0,
-        "pictures: GiB as float32 above which folder:/rec: data is streamed, decoded batch by "
-        "batch by the workers, instead of decoded into memory once (0: always stream)",
+        "GiB as float32 above which samples are streamed instead of held in memory: "
+        "folder:/rec: pictures decoded batch by batch by the workers, uncompressed npz/IDX "
+        "arrays read batch by batch from the file (a compressed one is refused; 0: always "
+        "stream)",
         "data",
         metavar="GIB",
     )

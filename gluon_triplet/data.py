@@ -21,7 +21,8 @@ import sys
 import zlib
 from dataclasses import dataclass, field
 from functools import lru_cache
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Tuple
+from zipfile import ZIP_STORED
 
 import numpy as np
 
@@ -31,7 +32,9 @@ __all__ = [
     "DataError",
     "load_dataset",
     "check_array_size",
+    "idx_header",
     "read_idx",
+    "read_idx_header",
     "write_idx",
 ]
 
@@ -108,9 +111,10 @@ class DataBundle:
     name : str
         The dataset spec: ``"mnist"``, ``"fashion-mnist"``, ``"mnist-5k"``, ``"idx:DIR"``,
         ``"npz:FILE"``, ``"folder:DIR"``, ``"rec:PREFIX"`` or ``"image:PATH,..."``.
-    x_train, x_test : (N, ...) float32
+    x_train, x_test : (N, ...) float32 or LazyImages
         Samples; images are ``(N, H, W)`` (one channel) or ``(N, C, H, W)`` (colour), in
-        [0, 1] if stored as uint8.
+        [0, 1] if stored as uint8. Above ``max_memory`` a
+        :class:`~gluon_triplet.streaming.LazyImages` that reads them when indexed.
     y_train, y_test : (N,) int64
         Class labels.
     class_names : tuple of str or None
@@ -183,10 +187,15 @@ def read_idx(path, max_bytes: Optional[int] = None) -> np.ndarray:
         raise DataError(f"{path}: cannot read ({e.strerror or e})") from None
 
 
-def _parse_idx(
-    f, path: str, size: Optional[int], limit: int = 0, max_bytes: Optional[int] = None
-) -> np.ndarray:
-    """Parse an IDX stream; ``size`` is the file size for plain files, None for gzip."""
+def idx_header(f, path: str) -> Tuple[np.dtype, Tuple[int, ...]]:
+    """The dtype (big-endian, as stored) and dimensions of the IDX stream ``f`` (read from
+    its start up to the data).
+
+    Raises
+    ------
+    DataError
+        Bad magic, unknown type code, no dimensions or a truncated header.
+    """
     magic = f.read(4)
     if len(magic) < 4:
         raise DataError(f"{path}: not an IDX file (only {len(magic)} bytes long)")
@@ -200,8 +209,40 @@ def _parse_idx(
     raw_dims = f.read(4 * ndim)
     if len(raw_dims) < 4 * ndim:
         raise DataError(f"{path}: truncated IDX header ({ndim} dimensions declared)")
-    dims = struct.unpack(f">{ndim}I", raw_dims)
-    dtype = _IDX_DTYPES[code]
+    return _IDX_DTYPES[code], struct.unpack(f">{ndim}I", raw_dims)
+
+
+def read_idx_header(path) -> Tuple[np.dtype, Tuple[int, ...], bool]:
+    """``(dtype, dims, gzipped)`` of an IDX file, from its header alone.
+
+    Raises
+    ------
+    DataError
+        As :func:`read_idx` for a missing file or a bad header.
+    """
+    path = os.fspath(path)
+    try:
+        with open(path, "rb") as raw:
+            compressed = raw.read(2) == _GZIP_MAGIC
+            raw.seek(0)
+            if not compressed:
+                return (*idx_header(raw, path), False)
+            try:
+                with gzip.GzipFile(fileobj=raw, mode="rb") as f:
+                    return (*idx_header(f, path), True)
+            except (EOFError, zlib.error, gzip.BadGzipFile) as e:
+                raise DataError(f"{path}: corrupt gzip file ({e})") from None
+    except FileNotFoundError:
+        raise DataError(f"{path}: file not found") from None
+    except OSError as e:
+        raise DataError(f"{path}: cannot read ({e.strerror or e})") from None
+
+
+def _parse_idx(
+    f, path: str, size: Optional[int], limit: int = 0, max_bytes: Optional[int] = None
+) -> np.ndarray:
+    """Parse an IDX stream; ``size`` is the file size for plain files, None for gzip."""
+    dtype, dims = idx_header(f, path)
     expected = math.prod(dims) * dtype.itemsize  # a Python int: no overflow, no allocation
     if expected == 0 and math.prod(d for d in dims if d) * dtype.itemsize > np.iinfo(np.intp).max:
         # An empty array, but NumPy refuses the shape (found by fuzzing). Any non-empty
@@ -211,7 +252,7 @@ def _parse_idx(
     check_array_size(path, "IDX data", dims, dtype, max_bytes)
 
     if size is not None:
-        found = size - 4 - 4 * ndim
+        found = size - 4 - 4 * len(dims)
         if found == expected:
             buf = bytearray(expected)
             found = f.readinto(buf)
@@ -340,7 +381,10 @@ def load_dataset(
         Where to report the source used; default ``logging.getLogger("gluon_triplet")``.
     images : ImageOptions, optional
         Size, channels, upscaling, strictness and decode workers for folder/rec/image
-        specs (default: :class:`~gluon_triplet.images.ImageOptions` defaults).
+        specs, and ``max_memory`` for every spec: samples taking more GiB than this as
+        float32 are streamed (:class:`~gluon_triplet.streaming.LazyImages`), pictures
+        decoded and uncompressed npz/IDX arrays read batch by batch; a compressed array
+        above it is refused (default: :class:`~gluon_triplet.images.ImageOptions`).
     max_bytes : int, optional
         Refuse any array of an IDX file or npz archive that would take more bytes than
         this (as stored, or as float32), from its header, before reading its data: a
@@ -364,15 +408,20 @@ def load_dataset(
     if data_dir is not None and spec not in _SHA1:
         raise DataError(f"a data directory only applies to mnist and fashion-mnist, not {spec!r}")
     if spec in _SHA1:
-        bundle = _load_named(spec, data_dir, logger, max_bytes, download)
+        bundle = _load_named(
+            spec, data_dir, logger, max_bytes, download, images or _image_options()
+        )
     elif spec == "mnist-5k":
         bundle = _load_mnist_5k()
     elif spec.startswith(("idx:", "npz:")):
         path = os.path.expanduser(spec[4:])
         if not path:
             raise DataError(f"{spec!r} needs a path, e.g. {spec}/data/my-set")
-        loader = _load_idx_dir if spec.startswith("idx:") else _load_npz
-        bundle = loader(path, name=spec, max_bytes=max_bytes)
+        options = images or _image_options()
+        if spec.startswith("idx:"):
+            bundle = _load_idx_dir(path, spec, None, max_bytes, options)
+        else:
+            bundle = _load_npz(path, name=spec, max_bytes=max_bytes, options=options)
     elif spec.startswith(("folder:", "rec:", "image:")):
         kind, _, path = spec.partition(":")
         if not path:
@@ -396,18 +445,25 @@ def load_dataset(
     return bundle
 
 
+def _image_options():
+    from .images import ImageOptions
+
+    return ImageOptions()
+
+
 def _load_named(
     name: str,
     data_dir: Optional[str],
     logger: logging.Logger,
     max_bytes: Optional[int] = None,
     download: bool = True,
+    options=None,
 ) -> DataBundle:
     classes = MNIST_CLASSES if name == "mnist" else FASHION_CLASSES
     if data_dir is not None:
-        return _load_idx_dir(os.path.expanduser(data_dir), name, classes, max_bytes)
+        return _load_idx_dir(os.path.expanduser(data_dir), name, classes, max_bytes, options)
     if name == "fashion-mnist" and not _missing_idx_files(DEBIAN_FASHION_MNIST_DIR):
-        return _load_idx_dir(DEBIAN_FASHION_MNIST_DIR, name, classes, max_bytes)
+        return _load_idx_dir(DEBIAN_FASHION_MNIST_DIR, name, classes, max_bytes, options)
 
     import mxnet.base  # lazily: only this path needs MXNet
 
@@ -436,7 +492,7 @@ def _load_named(
             reason,
         )
         return _load_mnist_5k()
-    return _load_idx_dir(cache, name, classes, max_bytes)
+    return _load_idx_dir(cache, name, classes, max_bytes, options)
 
 
 def _gluon_url(namespace: str, fname: str) -> str:
@@ -487,15 +543,29 @@ def _load_idx_dir(
     name: str,
     class_names: Optional[Tuple[str, ...]] = None,
     max_bytes: Optional[int] = None,
+    options=None,
 ) -> DataBundle:
     if not os.path.isdir(directory):
         raise DataError(f"IDX directory not found: {directory}")
     missing = _missing_idx_files(directory)
     if missing:
         raise DataError(f"missing IDX files in {directory}: {', '.join(missing)}")
+    image_files = [str(_find_idx_file(directory, f)) for f in IDX_FILES[::2]]
+    shapes = [read_idx_header(f)[1] for f in image_files]
+    stream = _above_max_memory(shapes, options, directory)
     parts = []
     for split, img_name, lbl_name in (("train", *IDX_FILES[:2]), ("test", *IDX_FILES[2:])):
-        images = read_idx(_find_idx_file(directory, img_name), max_bytes)
+        img_path = image_files[0 if split == "train" else 1]
+        images: np.ndarray
+        if stream:
+            from .mapped import map_idx
+
+            dtype, dims, gzipped = read_idx_header(img_path)
+            if gzipped:  # cannot be mapped: past this size check, map_idx says what to do
+                check_array_size(img_path, "IDX data", dims, dtype, max_bytes)
+            images = map_idx(img_path, options.max_memory)
+        else:
+            images = read_idx(img_path, max_bytes)
         labels = read_idx(_find_idx_file(directory, lbl_name), max_bytes)
         if images.ndim not in (3, 4):
             raise DataError(
@@ -509,9 +579,27 @@ def _load_idx_dir(
                 f"image/label count mismatch in {directory} ({split}): "
                 f"{len(images)} images, {len(labels)} labels"
             )
-        parts.append(_samples(images, labels, directory, split))
+        parts.append(_samples(images, labels, directory, split, options if stream else None))
         del images, labels  # free the raw uint8 copy before reading the next split
     return _bundle(name, directory, parts[0], parts[1], class_names)
+
+
+def _above_max_memory(shapes, options, source: str) -> bool:
+    """Whether samples of these shapes take more than ``--max-memory`` as float32 (then
+    they are read from their file batch by batch); logs the decision to stream."""
+    if options is None:
+        return False
+    need = sum(math.prod(int(d) for d in shape) for shape in shapes) * 4
+    if need <= options.max_memory * 2**30:
+        return False
+    logging.getLogger("gluon_triplet").info(
+        "%s: samples are %.2f GiB as float32, above --max-memory %g GiB: streaming them, "
+        "read from the file batch by batch",
+        source,
+        need / 2**30,
+        options.max_memory,
+    )
+    return True
 
 
 @lru_cache(maxsize=1)
@@ -574,7 +662,7 @@ def _stratified_split(y: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
 _NPZ_KEYS = ("x_train", "y_train", "x_test", "y_test")
 
 
-def _load_npz(path: str, name: str, max_bytes: Optional[int] = None) -> DataBundle:
+def _load_npz(path: str, name: str, max_bytes: Optional[int] = None, options=None) -> DataBundle:
     if not os.path.isfile(path):
         raise DataError(f"npz file not found: {path}")
     with open(path, "rb") as f:
@@ -594,12 +682,19 @@ def _load_npz(path: str, name: str, max_bytes: Optional[int] = None) -> DataBund
                     f"{path}: expected keys x_train, y_train, x_test, y_test (or x, y); "
                     f"found: {', '.join(found) or 'none'}"
                 )
+            # From the headers, before NumPy inflates and allocates the arrays.
+            headers = {k: _npz_member_header(z, k, path) for k in keys}
+            samples = [k for k in keys if k.startswith("x")]
+            stream = _above_max_memory([headers[k][0] for k in samples], options, path)
+            mapped = samples if stream else []
             for k in keys:
-                # From the header, before NumPy inflates and allocates the array.
-                shape, dtype = _npz_member_header(z, k, path)
-                if not dtype.hasobject:  # object arrays are refused by np.load below
+                shape, dtype = headers[k]
+                # A compressed member cannot be mapped: past this size check it is refused
+                # by map_npz_member, with what to do.
+                in_place = k in mapped and z.zip.getinfo(k + ".npy").compress_type == ZIP_STORED
+                if not dtype.hasobject and not in_place:  # np.load refuses objects
                     check_array_size(path, f"array {k!r}", shape, dtype, max_bytes)
-            arrays: Dict[str, np.ndarray] = {k: z[k] for k in keys}
+            arrays: Dict[str, np.ndarray] = {k: z[k] for k in keys if k not in mapped}
     except DataError:
         raise
     except ValueError as e:
@@ -608,15 +703,26 @@ def _load_npz(path: str, name: str, max_bytes: Optional[int] = None) -> DataBund
         raise DataError(f"{path}: unreadable .npz archive ({e})") from None
     except Exception as e:  # zipfile.BadZipFile, zlib.error, EOFError, OSError ...
         raise DataError(f"{path}: unreadable .npz archive ({_short_reason(e)})") from None
+    if mapped:
+        from .mapped import map_npz_member
+
+        for k in mapped:
+            arrays[k] = map_npz_member(path, k, options.max_memory)
+    lazy = options if stream else None
 
     if "x" in arrays:
-        x, y = _samples(arrays["x"], arrays["y"], path, "x/y")
+        x, y = _samples(arrays["x"], arrays["y"], path, "x/y", lazy)
         del arrays
         train, test = _stratified_split(y)
-        return _bundle(name, path, (x[train], y[train]), (x[test], y[test]), None)
-    train_xy = _samples(arrays["x_train"], arrays["y_train"], path, "train")
-    test_xy = _samples(arrays["x_test"], arrays["y_test"], path, "test")
+        return _bundle(name, path, (_take(x, train), y[train]), (_take(x, test), y[test]), None)
+    train_xy = _samples(arrays["x_train"], arrays["y_train"], path, "train", lazy)
+    test_xy = _samples(arrays["x_test"], arrays["y_test"], path, "test", lazy)
     return _bundle(name, path, train_xy, test_xy, None)
+
+
+def _take(x, idx):
+    """Rows ``idx`` of an array, or of streamed samples without reading them."""
+    return x.subset(idx) if hasattr(x, "subset") else x[idx]
 
 
 # --------------------------------------------------------------------------- pictures
@@ -833,30 +939,45 @@ def _streamed_bundle(
 # --------------------------------------------------------------------------- validation
 
 
-def _samples(x, y, where: str, split: str) -> Tuple[np.ndarray, np.ndarray]:
-    """Validate one split and convert it to (float32 samples, int64 labels)."""
-    x, y = np.asarray(x), np.asarray(y)
+def _samples(x, y, where: str, split: str, lazy=None) -> Tuple[Any, np.ndarray]:
+    """Validate one split and convert it to (float32 samples, int64 labels).
+
+    With ``lazy`` (the image options), ``x`` is a file's mapped array: the samples become
+    a :class:`~gluon_triplet.streaming.LazyImages` that reads them batch by batch, checked
+    for NaN and infinities one batch at a time.
+    """
+    if lazy is None:
+        x = np.asarray(x)
+    y = np.asarray(y)
     if x.dtype.kind not in "biuf":
         raise DataError(f"{where}: {split} samples are not numeric (dtype {x.dtype})")
-    if x.ndim == 4:
-        from .images import to_canonical_layout
+    mapped = None
+    if lazy is not None:
+        from .mapped import MappedSamples
 
-        x = to_canonical_layout(x, f"{where} ({split})")
-    if x.ndim < 2:
-        raise DataError(f"{where}: {split} samples must be (N, ...) arrays, got shape {x.shape}")
+        mapped = MappedSamples(x, f"{where} ({split})")
+        shape: Tuple[int, ...] = (len(x), *mapped.sample_shape)
+    else:
+        if x.ndim == 4:
+            from .images import to_canonical_layout
+
+            x = to_canonical_layout(x, f"{where} ({split})")
+        shape = x.shape
+    if len(shape) < 2:
+        raise DataError(f"{where}: {split} samples must be (N, ...) arrays, got shape {shape}")
     if y.ndim == 2 and y.shape[1] == 1:
         y = y[:, 0]
     if y.ndim != 1:
         raise DataError(f"{where}: {split} labels must be (N,) or (N, 1), got shape {y.shape}")
-    if len(x) != len(y):
+    if shape[0] != len(y):
         raise DataError(
-            f"{where}: {split} sample/label count mismatch: {len(x)} samples, {len(y)} labels"
+            f"{where}: {split} sample/label count mismatch: {shape[0]} samples, {len(y)} labels"
         )
-    if len(x) == 0:
+    if shape[0] == 0:
         raise DataError(f"{where}: {split} set is empty")
-    if x.size == 0:
+    if math.prod(shape) == 0:
         raise DataError(
-            f"{where}: {split} samples have no values: shape {x.shape} (every sample is empty)"
+            f"{where}: {split} samples have no values: shape {shape} (every sample is empty)"
         )
     if y.dtype.kind == "f" and np.isfinite(y).all() and (y == np.round(y)).all():
         y = y.astype(np.int64)
@@ -868,7 +989,11 @@ def _samples(x, y, where: str, split: str) -> Tuple[np.ndarray, np.ndarray]:
             f"{where}: {split} labels must fit in int64; got uint64 values up to {int(y.max())} "
             "(number the classes 0, 1, ... instead)"
         )
+    y = y.astype(np.int64, copy=False)
+    if mapped is not None:
+        from .streaming import LazyImages
 
+        return LazyImages(mapped, lazy.workers), y
     if x.dtype == np.uint8:
         out = x.astype(np.float32)
         out /= 255
@@ -876,7 +1001,7 @@ def _samples(x, y, where: str, split: str) -> Tuple[np.ndarray, np.ndarray]:
         out = x.astype(np.float32, copy=False)
         if not np.isfinite(out).all():
             raise DataError(f"{where}: {split} samples contain NaN or infinite values")
-    return out, y.astype(np.int64, copy=False)
+    return out, y
 
 
 def _bundle(

@@ -61,6 +61,8 @@ __all__ = [
     "report_bad",
     "scan_folder",
     "to_canonical_layout",
+    "apply_layout",
+    "array_layout",
     "worker_signals",
 ]
 
@@ -456,6 +458,23 @@ class DecodedImages:
     def __len__(self):
         return len(self.indices)
 
+    def subset(self, positions) -> DecodedImages:
+        """The items at ``positions`` (of this dataset) as another dataset."""
+        return DecodedImages(
+            self.reader, self.size, self.channels, self.upscale, self.indices[np.asarray(positions)]
+        )
+
+    def concat(self, other: DecodedImages) -> DecodedImages:
+        """This dataset's items, then ``other``'s (the same pictures, e.g. two splits)."""
+        if other.reader is not self.reader:
+            raise ValueError("concat: the datasets read different pictures")
+        both = np.concatenate([self.indices, other.indices])
+        return DecodedImages(self.reader, self.size, self.channels, self.upscale, both)
+
+    def name(self, i: int) -> str:
+        """Where item ``i`` comes from (a file, or a record of a .rec), for messages."""
+        return self.reader.name(int(self.indices[i]))
+
     def picture(self, i: int) -> np.ndarray:
         """The pixels of item ``i``; raises ImageFileError on a bad picture."""
         img = fit_picture(
@@ -636,27 +655,49 @@ def to_canonical_layout(x: np.ndarray, where: str = "data") -> np.ndarray:
     DataError
         A 4-D array whose second and last axes both differ from 1, 3 and 4.
     """
-    if x.ndim != 4:
+    layout = array_layout(x.shape, where)
+    if layout is None:
         return x
-    n, a, b, c = x.shape
+    return apply_layout(x, layout)
+
+
+def array_layout(shape: Tuple[int, ...], where: str = "data") -> Optional[Tuple[bool, int]]:
+    """``(channels_last, channels)`` of 4-D samples of ``shape`` (logged), None for other
+    dimensions; the rule of :func:`to_canonical_layout`, from the shape alone.
+
+    Raises
+    ------
+    DataError
+        A 4-D shape whose second and last axes both differ from 1, 3 and 4.
+    """
+    if len(shape) != 4:
+        return None
+    n, a, b, c = shape
     last, first = c in (1, 3, 4), a in (1, 3, 4)
     if last and first:
         last = not (b == c and a != b)  # (N, 3, 32, 32) is channels-first, (N, 32, 32, 3) last
     if not (last or first):
         raise _data_error(
-            f"{where}: 4-D samples {x.shape} are neither channels-last (N, H, W, C) nor "
+            f"{where}: 4-D samples {tuple(shape)} are neither channels-last (N, H, W, C) nor "
             "channels-first (N, C, H, W) with C in 1, 3, 4"
         )
     channels = c if last else a
     layout = "channels-last (N, H, W, C)" if last else "channels-first (N, C, H, W)"
+    hw = (a, b) if last else (b, c)
+    seen, out = (channels, *hw), hw if channels == 1 else (min(channels, 3), *hw)
+    note = ", alpha dropped" if channels == 4 else ""
+    logger.info("%s: %s samples %s read as %s%s", where, layout, seen, out, note)
+    return last, channels
+
+
+def apply_layout(x: np.ndarray, layout: Tuple[bool, int]) -> np.ndarray:
+    """4-D samples ``x`` turned into the package's layout (see :func:`array_layout`)."""
+    last, channels = layout
     if last:
         x = x.transpose(0, 3, 1, 2)
     if channels == 4:
         x = x[:, :3]
-    out = np.ascontiguousarray(x[:, 0] if channels == 1 else x)
-    note = ", alpha dropped" if channels == 4 else ""
-    logger.info("%s: %s samples %s read as %s%s", where, layout, x.shape[1:], out.shape[1:], note)
-    return out
+    return np.ascontiguousarray(x[:, 0] if channels == 1 else x)
 
 
 # --------------------------------------------------------------------------- RecordIO

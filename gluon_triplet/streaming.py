@@ -10,7 +10,7 @@ memory is bounded by the batches in flight, not by the dataset.
 
 from __future__ import annotations
 
-from typing import Iterable, Iterator, List, Optional
+from typing import Any, Iterable, Iterator, List, Optional
 
 import numpy as np
 
@@ -35,9 +35,13 @@ _CHUNK = 512
 class LazyImages:
     """An array-like ``(N, ...) float32`` view of pictures, decoded in [0, 1] when indexed.
 
+    The same for the samples of an array file read in place
+    (:class:`~gluon_triplet.mapped.MappedSamples`): whatever ``dataset`` is, it has
+    ``sample_shape``, ``decode_batch``, ``subset``, ``concat`` and ``name``.
+
     Parameters
     ----------
-    dataset : DecodedImages
+    dataset : DecodedImages or MappedSamples
         The pictures (reader, size, channels, the positions this split serves).
     workers : int, optional
         DataLoader worker processes for bulk reads (default: the usable CPUs).
@@ -45,7 +49,7 @@ class LazyImages:
 
     dtype = np.dtype(np.float32)
 
-    def __init__(self, dataset: DecodedImages, workers: Optional[int] = None):
+    def __init__(self, dataset: Any, workers: Optional[int] = None):
         self.dataset = dataset
         self.workers = default_workers() if workers is None else workers
 
@@ -66,15 +70,8 @@ class LazyImages:
         return int(np.prod(self.shape, dtype=np.int64)) * 4
 
     def subset(self, indices) -> LazyImages:
-        """The pictures at ``indices`` as another LazyImages (no decoding)."""
-        sub = DecodedImages(
-            self.dataset.reader,
-            self.dataset.size,
-            self.dataset.channels,
-            self.dataset.upscale,
-            self.dataset.indices[np.asarray(indices)],
-        )
-        return LazyImages(sub, self.workers)
+        """The samples at ``indices`` as another LazyImages (nothing is read)."""
+        return LazyImages(self.dataset.subset(indices), self.workers)
 
     def __getitem__(self, key):
         if isinstance(key, (int, np.integer)):
@@ -94,37 +91,32 @@ class LazyImages:
 
     def _decode(self, idx: np.ndarray) -> np.ndarray:
         idx = np.where(idx < 0, idx + len(self), idx)
-        out = np.empty((len(idx), *self.dataset.sample_shape), np.float32)
         if len(idx) < _IN_PROCESS or self.workers == 0:
             pixels, status = self.dataset.decode_batch(idx)
             bad = np.flatnonzero(status != OK)
             if len(bad):
                 raise DataError(_bad_message(self.dataset, idx[bad], status[bad]))
-            out[:] = pixels
-        else:
-            # Chunks, so that every worker decodes a share of a large read.
-            chunks = np.array_split(idx, -(-len(idx) // _CHUNK))
-            start = 0
-            for pixels in stream_batches(self.dataset, chunks, self.workers, as_uint8=True):
-                out[start : start + len(pixels)] = pixels
-                start += len(pixels)
-        out /= 255  # as to_unit_float: the in-memory loaders' float32 values
+            return to_unit_float(pixels)
+        # Chunks, so that every worker decodes a share of a large read.
+        chunks = np.array_split(idx, -(-len(idx) // _CHUNK))
+        out = np.empty((len(idx), *self.dataset.sample_shape), np.float32)
+        start, scale = 0, False
+        for pixels in stream_batches(self.dataset, chunks, self.workers, as_uint8=True):
+            out[start : start + len(pixels)] = pixels
+            start += len(pixels)
+            scale = pixels.dtype == np.uint8
+        if scale:
+            out /= 255  # as to_unit_float: the in-memory loaders' float32 values
         return out
 
 
 def concat_lazy(first: LazyImages, second: LazyImages) -> LazyImages:
-    """Two splits of the same pictures as one LazyImages (nothing is decoded)."""
-    a, b = first.dataset, second.dataset
-    if a.reader is not b.reader:
-        raise ValueError("concat_lazy: the splits read different pictures")
-    both = DecodedImages(
-        a.reader, a.size, a.channels, a.upscale, np.concatenate([a.indices, b.indices])
-    )
-    return LazyImages(both, first.workers)
+    """Two splits of the same samples as one LazyImages (nothing is read)."""
+    return LazyImages(first.dataset.concat(second.dataset), first.workers)
 
 
 def _bad_message(dataset, positions, codes):
-    names = [dataset.reader.name(int(dataset.indices[p])) for p in positions[:3]]
+    names = [dataset.name(int(p)) for p in positions[:3]]
     what = "smaller than the crop" if 2 in list(codes) else "unreadable or corrupt"
     return f"{len(positions)} image(s) {what} while streaming: {', '.join(names)}"
 
@@ -190,7 +182,7 @@ class BatchDecoder:
         self.workers = default_workers() if workers is None else workers
         self.prefetch = prefetch if prefetch is not None else max(2 * self.workers, 1)
         self._sampler = _Batches()
-        self._loader = None
+        self._loader: Any = None
 
     def __call__(self, batches: Iterable[np.ndarray]) -> Iterator[np.ndarray]:
         """Yield each batch's ``(M, ...) uint8`` pixels, in order.
@@ -249,7 +241,7 @@ def stream_batches(
     prefetch : int, optional
         Batches decoded ahead (default: twice the workers).
     as_uint8 : bool
-        Yield the raw ``uint8`` pixels instead of float32 in [0, 1].
+        Yield what the dataset decodes (``uint8`` pixels for pictures) instead of float32.
 
     Yields
     ------
@@ -269,8 +261,11 @@ def stream_batches(
 
 
 def to_unit_float(pixels: np.ndarray) -> np.ndarray:
-    """``uint8`` pixels as float32 in [0, 1], computed exactly as the in-memory loaders do
-    (``x.astype(float32) / 255``), so streamed and in-memory samples are bit-equal."""
+    """Samples as float32: ``uint8`` pixels in [0, 1], computed exactly as the in-memory
+    loaders do (``x.astype(float32) / 255``, so streamed and in-memory samples are
+    bit-equal); other dtypes only cast."""
+    if pixels.dtype != np.uint8:
+        return pixels.astype(np.float32, copy=False)
     out = pixels.astype(np.float32)
     out /= 255
     return out
