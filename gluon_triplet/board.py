@@ -56,22 +56,33 @@ def _to_numpy(x):
     return x.asnumpy() if hasattr(x, "asnumpy") else np.asarray(x)
 
 
-def sprite_images(x):
+def sprite_images(x, max_size: int = MAX_SPRITE_SIZE):
     """Images for the projector's sprite, or None when ``x`` does not look like images.
+
+    The sprite is a square atlas of ``ceil(sqrt(N))`` tiles per side, and the projector
+    refuses one wider than ``max_size`` pixels. When the pictures are too large or too
+    many for that, each becomes a thumbnail in a square cell of
+    ``max_size // ceil(sqrt(N))`` pixels: resized (Pillow, antialiased) so that its longer
+    side fills the cell, aspect ratio and colour kept, centred on black. Every sample keeps
+    its picture; only their resolution drops.
 
     Parameters
     ----------
     x : array-like
         ``(N, H, W)``, ``(N, H, W, C)`` or ``(N, C, H, W)`` with ``C`` 1 or 3 images, or
         ``(N, D)`` flattened square single-channel images (``D = S * S``, e.g. 784). Pixels
-        are expected in [0, 1]; uint8 is scaled by 1/255 and other ranges are min-max
+        are expected in [0, 1]; uint8 is taken as it is and other ranges are min-max
         rescaled as a whole.
+    max_size : int
+        Largest sprite side in pixels (the projector's limit by default).
 
     Returns
     -------
-    (N, C, H, W) float32 in [0, 1], or None
-        NCHW, as mxboard wants. None for other shapes, non-finite pixels, or when the sprite
-        of ``ceil(sqrt(N))`` tiles per side would exceed :data:`MAX_SPRITE_SIZE` pixels.
+    (N, C, H', W') uint8, or None
+        NCHW, as mxboard wants; ``(H', W') = (H, W)`` when the sprite fits, else square
+        thumbnail cells. Float pixels are rounded to uint8 (mxboard would truncate them).
+        None for other shapes, non-finite pixels, or more samples than ``max_size ** 2``
+        (a cell would be under one pixel).
     """
     x = _to_numpy(x)
     if x.ndim < 2 or x.shape[0] == 0 or x.dtype.kind not in "buif":
@@ -97,17 +108,57 @@ def sprite_images(x):
     height, width = images.shape[2:]
     if height == 0 or width == 0:
         return None
-    if _tiles_per_side(n) * max(height, width) > MAX_SPRITE_SIZE:
+    cell = max_size // _tiles_per_side(n)
+    if cell < 1:
         return None
-    scale = 1 / 255 if images.dtype == np.uint8 else 1
-    images = images.astype(np.float32) * np.float32(scale)
-    if not np.isfinite(images).all():
-        return None
-    lo, hi = float(images.min()), float(images.max())
-    if lo < 0 or hi > 1:
-        # standardised inputs still make a readable picture once stretched back to [0, 1]
-        images = (images - lo) / (hi - lo)
-    return np.ascontiguousarray(images, dtype=np.float32)
+    if images.dtype == np.uint8:
+        pixels = np.ascontiguousarray(images)
+    else:
+        images = images.astype(np.float32)
+        if not np.isfinite(images).all():
+            return None
+        lo, hi = float(images.min()), float(images.max())
+        if lo < 0 or hi > 1:
+            # standardised inputs still make a readable picture once stretched back to [0, 1]
+            images = (images - lo) / (hi - lo) if hi > lo else np.zeros_like(images)
+        pixels = np.rint(images * 255).astype(np.uint8)
+    if max(height, width) <= cell:
+        return pixels
+    logger.info(
+        "projector: the sprite shows %d pictures of %dx%d as %dx%d thumbnails (a sprite is "
+        "at most %d px a side)",
+        n,
+        height,
+        width,
+        cell,
+        cell,
+        max_size,
+    )
+    return _thumbnails(pixels, cell)
+
+
+def _thumbnails(pixels, cell):
+    """``(N, C, H, W) uint8`` -> ``(N, C, cell, cell) uint8``: each picture resized so its
+    longer side is ``cell`` (aspect kept), centred on black."""
+    from PIL import Image
+
+    n, channels, height, width = pixels.shape
+    scale = cell / max(height, width)
+    th, tw = max(1, min(cell, round(height * scale))), max(1, min(cell, round(width * scale)))
+    top, left = (cell - th) // 2, (cell - tw) // 2
+    out = np.zeros((n, channels, cell, cell), np.uint8)
+    for i in range(n):
+        # Pillow's filters other than NEAREST average over every source pixel a thumbnail
+        # pixel covers when shrinking, so fine detail blurs instead of aliasing.
+        if channels == 3:
+            picture = Image.fromarray(pixels[i].transpose(1, 2, 0), "RGB")
+            small = np.asarray(picture.resize((tw, th), Image.LANCZOS, reducing_gap=2.0))
+            small = small.transpose(2, 0, 1)
+        else:
+            picture = Image.fromarray(pixels[i, 0], "L")
+            small = np.asarray(picture.resize((tw, th), Image.LANCZOS, reducing_gap=2.0))
+        out[i, :, top : top + th, left : left + tw] = small
+    return out
 
 
 def _clean_label(value):
@@ -241,7 +292,7 @@ def write_projector(writer, tag, embedding, labels, images=None, global_step=Non
             raise ValueError(
                 f"write_projector: a sprite of {m} images of {height}x{width} would be "
                 f"{per_side * width}x{per_side * height} px, over the projector's "
-                f"{MAX_SPRITE_SIZE} px limit"
+                f"{MAX_SPRITE_SIZE} px limit; sprite_images makes thumbnails that fit"
             )
         if images.dtype != np.uint8:
             images = images.astype(np.float32)
@@ -328,13 +379,8 @@ class BoardCallback(Callback):
         self.projector_every = int(projector_every)
         self.sprite = sprite_images(x)
         if self.sprite is None:
-            logger.info(
-                "projector: no sprite for samples of shape %s (not images, or %d of them "
-                "would exceed the projector's %d px sprite limit)",
-                x.shape,
-                len(x),
-                MAX_SPRITE_SIZE,
-            )
+            logger.info("projector: no sprite for samples of shape %s (not images)", x.shape)
+
         self._writer = None
 
     def _open(self):

@@ -129,21 +129,23 @@ def test_sprite_images_shapes(shape, expected):
     x = np.random.default_rng(0).random(shape).astype(np.float32)
     out = sprite_images(x)
     assert out.shape == expected
-    assert out.dtype == np.float32
-    assert 0.0 <= out.min() and out.max() <= 1.0
+    assert out.dtype == np.uint8
 
 
 def test_sprite_images_keeps_pixels_and_layout():
     x = np.random.default_rng(0).random((4, 6, 6, 3)).astype(np.float32)
-    np.testing.assert_array_equal(sprite_images(x), x.transpose(0, 3, 1, 2))
-    np.testing.assert_array_equal(sprite_images(x[..., 0].reshape(4, 36))[:, 0], x[..., 0])
+    as8 = np.rint(x * 255).astype(np.uint8)
+    np.testing.assert_array_equal(sprite_images(x), as8.transpose(0, 3, 1, 2))
+    np.testing.assert_array_equal(sprite_images(x[..., 0].reshape(4, 36))[:, 0], as8[..., 0])
 
 
 def test_sprite_images_scales_uint8_and_out_of_range():
     x = np.array([[[0, 255], [51, 102]]], dtype=np.uint8)
-    np.testing.assert_allclose(sprite_images(x)[0, 0], x[0] / 255.0, rtol=1e-6)
+    np.testing.assert_array_equal(sprite_images(x)[0, 0], x[0])
     z = np.array([[[-2.0, 2.0], [0.0, 1.0]]], dtype=np.float32)
-    np.testing.assert_allclose(sprite_images(z)[0, 0], [[0.0, 1.0], [0.5, 0.75]])
+    np.testing.assert_array_equal(sprite_images(z)[0, 0], [[0, 255], [128, 191]])
+    # a constant picture outside [0, 1] has no range to stretch: black, not NaN
+    assert not sprite_images(np.full((2, 3, 3), 7.0)).any()
 
 
 @pytest.mark.parametrize(
@@ -164,13 +166,63 @@ def test_sprite_images_none(x):
     assert sprite_images(x) is None
 
 
-def test_sprite_images_size_limit():
+def test_sprite_images_fit_unchanged_up_to_the_limit():
     # ceil(sqrt(N)) * 28 px per side: 292 tiles fit in 8192 px, 293 do not
-    fits, too_many = 292**2, 293**2
     assert 292 * 28 <= MAX_SPRITE_SIZE < 293 * 28
-    assert sprite_images(np.zeros((fits, 28, 28), np.uint8)) is not None
-    assert sprite_images(np.zeros((too_many, 28, 28), np.uint8)) is None
-    assert sprite_images(np.zeros((1, 8193, 4), np.uint8)) is None
+    x = np.random.default_rng(0).integers(0, 256, (30, 28, 28), dtype=np.uint8)
+    # the same rule at a small limit: 6 tiles of 28 px fit in 168 px, not in 167
+    np.testing.assert_array_equal(sprite_images(x, max_size=168)[:, 0], x)
+    assert sprite_images(x, max_size=167).shape == (30, 1, 27, 27)
+
+
+def _block_mean(x, f):
+    n, c, h, w = x.shape
+    return x.reshape(n, c, h // f, f, w // f, f).mean(axis=(3, 5))
+
+
+def test_sprite_images_thumbnails_of_large_pictures():
+    # 12 colour pictures of 96 x 64 (H x W) on a sprite of at most 100 px: 4 tiles a
+    # side, so square cells of 25 px; a 96 x 64 picture becomes 25 x 17, centred
+    rng = np.random.default_rng(0)
+    smooth = _block_mean(rng.random((12, 3, 96 * 8, 64 * 8)), 8)  # (12, 3, 96, 64)
+    out = sprite_images(smooth.transpose(0, 2, 3, 1), max_size=100)  # channels-last in
+    assert out.shape == (12, 3, 25, 25) and out.dtype == np.uint8
+    th, tw = 25, round(64 * 25 / 96)
+    left = (25 - tw) // 2
+    assert (tw, left) == (17, 4)
+    assert not out[..., :left].any() and not out[..., left + tw :].any()
+    inner = out[..., left : left + tw].astype(np.float64) / 255
+    assert (inner > 0).all()
+    # colour and content kept: each thumbnail matches an area-average of its picture,
+    # channel by channel (brute force: every output pixel, the mean of its source box)
+    ys = (np.arange(th + 1) * 96 / th).round().astype(int)
+    xs = (np.arange(tw + 1) * 64 / tw).round().astype(int)
+    brute = np.array(
+        [
+            [[smooth[i, c, ys[r] : ys[r + 1], xs[q] : xs[q + 1]].mean() for q in range(tw)]
+             for r in range(th)]
+            for i in range(12)
+            for c in range(3)
+        ]
+    ).reshape(12, 3, th, tw)  # fmt: skip
+    assert np.abs(inner - brute).max() < 0.08
+    np.testing.assert_allclose(inner.mean(axis=(2, 3)), smooth.mean(axis=(2, 3)), atol=0.02)
+
+
+def test_sprite_images_thumbnails_at_the_projector_limit():
+    # Two grey strips 8200 px tall, 1 px wide: 2 tiles a side of 4096 px cells (the real limit)
+    out = sprite_images(np.full((2, 8200, 1), 200, np.uint8))
+    assert out.shape == (2, 1, 4096, 4096)
+    assert 2 * out.shape[-1] <= MAX_SPRITE_SIZE
+    rows = np.flatnonzero(out[0, 0].any(axis=1))
+    cols = np.flatnonzero(out[0, 0].any(axis=0))
+    assert len(rows) == 4096 and len(cols) == 1 and cols[0] == 2047  # tall, 1 px wide, centred
+
+
+def test_sprite_images_none_when_a_cell_would_vanish():
+    # 17 samples need 5 tiles a side: a 4 px sprite has no pixel for each
+    assert sprite_images(np.ones((16, 8, 8)), max_size=4).shape == (16, 1, 1, 1)
+    assert sprite_images(np.ones((17, 8, 8)), max_size=4) is None
 
 
 # --------------------------------------------------------------------------- files on disk
@@ -383,8 +435,29 @@ def _get(url, timeout=10):
         return response.read()
 
 
+THUMBS, THUMB_LIMIT = 7, 90
+
+
 @pytest.fixture(scope="module")
-def tensorboard_url(board_run, tmp_path_factory):
+def thumbs_run(board_run):
+    """A second run beside board_run: 7 colour 120 x 80 pictures whose sprite would be 360
+    px wide, written as thumbnails for a 90 px limit (3 tiles a side, 30 px cells)."""
+    from mxboard import SummaryWriter
+
+    rng = np.random.default_rng(3)
+    x = _block_mean(rng.random((THUMBS, 3, 120 * 4, 80 * 4)), 4).astype(np.float32)
+    thumbs = sprite_images(x, max_size=THUMB_LIMIT)
+    w = SummaryWriter(logdir=os.path.join(board_run.logdir, "thumbs"), verbose=False)
+    try:
+        w.add_scalar("test/precision_at_1", 0.5, global_step=0)  # TensorBoard finds runs by events
+        write_projector(w, "embedding", x.reshape(THUMBS, -1)[:, :6], list(range(THUMBS)), thumbs)
+    finally:
+        w.close()
+    return SimpleNamespace(x=x, thumbs=thumbs)
+
+
+@pytest.fixture(scope="module")
+def tensorboard_url(board_run, thumbs_run, tmp_path_factory):
     """A TensorBoard server on board_run's logdir; killed when the module's tests are done."""
     exe = os.path.join(os.path.dirname(sys.executable), "tensorboard")
     if not os.path.exists(exe):
@@ -413,7 +486,7 @@ def tensorboard_url(board_run, tmp_path_factory):
                 pytest.fail(f"tensorboard exited with {proc.returncode}:\n{stderr_text()}")
             try:
                 runs = json.loads(_get(f"{url}/data/plugin/projector/runs", timeout=5))
-                if "run" in runs:
+                if "run" in runs and "thumbs" in runs:
                     break
             except (urllib.error.URLError, OSError, ValueError) as e:
                 last_error = e
@@ -460,3 +533,23 @@ def test_tensorboard_projector_data(tensorboard_url, board_run):
     assert metadata.decode().splitlines() == [CLASS_NAMES[v] for v in board_run.y]
     sprite = _plugin_get(tensorboard_url, "sprite_image", run="run", name="embedding")
     assert sprite.startswith(b"\x89PNG")
+
+
+def test_tensorboard_projector_reads_thumbnail_sprite(tensorboard_url, thumbs_run):
+    from io import BytesIO
+
+    from PIL import Image
+
+    info = json.loads(_plugin_get(tensorboard_url, "info", run="thumbs"))
+    (e,) = info["embeddings"]
+    assert e["sprite"]["singleImageDim"] == [30, 30]  # square cells, 3 a side in 90 px
+    png = _plugin_get(tensorboard_url, "sprite_image", run="thumbs", name="embedding")
+    with Image.open(BytesIO(png)) as im:
+        assert im.size == (THUMB_LIMIT, THUMB_LIMIT) and im.mode == "RGB"
+        sprite = np.asarray(im).transpose(2, 0, 1)
+    # picture 4 is the middle tile; 120 x 80 becomes 30 x 20, centred, colour kept
+    np.testing.assert_array_equal(sprite[:, 30:60, 30:60], thumbs_run.thumbs[4])
+    assert not sprite[:, 30:60, 30:35].any() and sprite[:, 30:60, 35:55].all()
+    colour = sprite[:, 30:60, 35:55].reshape(3, -1).mean(axis=1) / 255
+    np.testing.assert_allclose(colour, thumbs_run.x[4].reshape(3, -1).mean(axis=1), atol=0.02)
+    assert not sprite[:, 60:, 30:].any()  # tiles past the 7th stay blank
