@@ -19,6 +19,7 @@ from .config import Config
 from .metrics import clustering_metrics, evaluate_embeddings, per_class_precision_at_1
 from .mining import Miner
 from .model import embed
+from .report import command
 from .schedule import make_lr_scheduler
 from .triplets import TripletDataset
 
@@ -89,7 +90,8 @@ def create_kvstore(kind):
     if missing:
         raise ValueError(
             f"--kvstore {kind} needs a ps-lite job, but these are not set: {', '.join(missing)}; "
-            f"start one with: gluon-triplet launch -n WORKERS -s SERVERS -- --kvstore {kind} ..."
+            "start one with: "
+            + command("launch", "-n", "WORKERS", "-s", "SERVERS", "--", "--kvstore", kind, "...")
         )
     if role != "worker":
         raise ValueError(f"--kvstore {kind}: DMLC_ROLE is {role!r}; training runs as 'worker'")

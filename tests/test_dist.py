@@ -8,6 +8,7 @@ import io
 import json
 import os
 import re
+import shutil
 import signal
 import sys
 import time
@@ -100,6 +101,21 @@ def test_create_kvstore_refuses_to_run_outside_a_job(monkeypatch):
     monkeypatch.setenv("DMLC_ROLE", "worker")
     with pytest.raises(ValueError, match="ps-lite worker .* but --kvstore is 'device'"):
         create_kvstore("device")
+
+
+def test_launch_hint_is_a_command_that_works_as_printed(monkeypatch, tmp_path):
+    # rendered by report.command like every printed command; the placeholders stay readable
+    for name in ("DMLC_ROLE", "DMLC_PS_ROOT_URI", "DMLC_PS_ROOT_PORT"):
+        monkeypatch.delenv(name, raising=False)
+    script = os.path.join(os.path.dirname(sys.executable), "gluon-triplet")
+    hint = "start one with: {} launch -n WORKERS -s SERVERS -- --kvstore dist_async ...$"
+    monkeypatch.setattr(shutil, "which", lambda name: script)
+    with pytest.raises(ValueError, match=re.escape(hint.format("gluon-triplet")[:-1]) + "$"):
+        create_kvstore("dist_async")
+    monkeypatch.setattr(shutil, "which", lambda name: None)  # not on PATH: the script's path
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(ValueError, match=re.escape(hint.format(script)[:-1]) + "$"):
+        create_kvstore("dist_async")
 
 
 def job_children():
