@@ -177,9 +177,15 @@ def test_bad_input_one_error_line_exit_2(trained, capsys, tmp_path):
     fails(capsys, ["search", ix, "--query", "mnist-5k", "--run", moved], "changed since the index")
 
 
-def test_index_of_a_folder_records_each_pictures_path(tmp_path, digits, capsys):  # noqa: F811
+def test_index_of_a_folder_records_each_pictures_path(
+    tmp_path,
+    digits,  # noqa: F811
+    capsys,
+    monkeypatch,
+):
     """index --dataset folder:DIR (streamed: --max-memory 0) keeps each picture's file;
-    search --json names it, and a picture of the index finds itself at distance ~0."""
+    search --json names it, and a picture of the index finds itself at distance ~0;
+    search --montage draws the neighbours from those files (rec: from the dataset)."""
     folder = write_digits(tmp_path / "digits", digits, per_class=12)  # with 2 corrupt files
     logs, ix = tmp_path / "logs", str(tmp_path / "ix")
     argv = ["--dataset", f"folder:{folder}", "--epochs", "1", "-P", "4", "-K", "4"]
@@ -221,3 +227,38 @@ def test_index_of_a_folder_records_each_pictures_path(tmp_path, digits, capsys):
     assert main(["search", rec_ix, "--query", queries[0], "-k", "2", "--json", "-q"]) == 0
     row = json.loads(capsys.readouterr().out)
     assert [n["path"] for n in row["neighbours"]] == [None, None]
+
+    # --montage reads the neighbours from paths.json's files, not from the dataset: it
+    # works with folder: datasets refused, and names a file gone since in one warning
+    import gluon_triplet.data
+
+    real_load, loaded = gluon_triplet.data.load_dataset, []
+
+    def load_dataset(spec, *args, **kwargs):
+        loaded.append(spec)
+        assert not spec.startswith("folder:"), "montage reloaded the folder dataset"
+        return real_load(spec, *args, **kwargs)
+
+    monkeypatch.setattr(gluon_triplet.data, "load_dataset", load_dataset)
+    argv = ["search", ix, "--query", *queries, "-k", "5", "--json", "-q"]
+    capsys.readouterr()
+    assert main([*argv, "--montage", str(tmp_path / "m1.png")]) == 0
+    assert os.path.getsize(tmp_path / "m1.png") > 0
+    out, err = capsys.readouterr()
+    assert "WARNING" not in err
+    gone = json.loads(out.splitlines()[0])["neighbours"][1]["path"]
+    os.remove(gone)
+    assert main([*argv, "--montage", str(tmp_path / "m2.png")]) == 0
+    err = capsys.readouterr().err
+    warnings = [line for line in err.splitlines() if "WARNING" in line]
+    assert len(warnings) == 1 and gone in warnings[0], err
+    assert "1 neighbour picture(s) recorded in" in warnings[0]
+    assert os.path.join(ix, "paths.json") in warnings[0]
+    assert os.path.getsize(tmp_path / "m2.png") > 0
+    assert all(spec.startswith("image:") for spec in loaded), loaded  # the queries only
+
+    # rec: has no paths: its montage reads the pictures back from the .rec
+    loaded.clear()
+    argv = ["search", rec_ix, "--query", queries[0], "-k", "2", "-q"]
+    assert main([*argv, "--montage", str(tmp_path / "m3.png")]) == 0
+    assert loaded[-1] == f"rec:{tmp_path / 'p'}" and os.path.getsize(tmp_path / "m3.png") > 0

@@ -218,7 +218,7 @@ def _search(args: argparse.Namespace) -> None:
     if args.montage is not None:
         from ..images import ImageOptions
 
-        _montage(args.montage, index, x, rows, ImageOptions.from_config(config))
+        _montage(args.montage, index, args.index_dir, x, rows, ImageOptions.from_config(config))
         print(f"montage: {args.montage}", flush=True)
 
 
@@ -238,19 +238,60 @@ def _print_table(rows: List[Dict[str, Any]]) -> None:
     print("\n".join(lines), flush=True)
 
 
-def _gallery_pictures(index: Any, ids: np.ndarray, images: Any) -> np.ndarray:
-    """The indexed samples with these ids, read back from the dataset in the manifest."""
-    from ..data import load_dataset
+def _gallery_pictures(
+    index: Any, index_dir: str, ids: np.ndarray, images: Any, shape: Tuple[int, ...]
+) -> Tuple[np.ndarray, np.ndarray]:
+    """The indexed samples with these ids, ``(pictures, gone)``: ``(len(ids), *shape)``
+    float32 and a ``(len(ids),)`` bool mask of those whose recorded file is gone (blank).
 
-    info = index.info
-    data = load_dataset(info["dataset"], info.get("data_dir"), logger=logger, images=images)
-    x, _ = split_samples(data, info.get("split", "train"))
+    Rows with a source file in the index's ``paths.json`` (``folder:`` and ``image:`` data)
+    are decoded from that file to the run's size and channels; the others (``rec:`` data,
+    arrays) are read back from the dataset in the manifest.
+    """
     rows = index._rows_of(ids)
-    if rows.max() >= len(x):
-        raise ValueError(
-            f"{info['dataset']} no longer has the indexed samples (ids beyond {len(x)})"
-        )
-    return x[rows]
+    out = np.zeros((len(rows), *shape), np.float32)
+    gone = np.zeros(len(rows), bool)
+    paths = [index.paths[r] if index.paths else None for r in rows]
+    from_files = np.array([p is not None for p in paths], bool)
+    if from_files.any():
+        from ..images import DecodedImages, FolderImages, ImageFileError
+
+        channels = 1 if len(shape) == 2 else shape[0]
+        files = sorted({p for p in paths if p is not None})
+        decoded = DecodedImages(FolderImages(files), shape[-2:], channels, images.upscale)
+        pictures: Dict[str, Optional[np.ndarray]] = {}
+        for i, path in enumerate(files):
+            try:
+                pictures[path] = decoded.picture(i).astype(np.float32) / 255
+            except (OSError, ImageFileError):  # gone since indexing, or no longer a picture
+                pictures[path] = None
+        missing = [p for p in files if pictures[p] is None]
+        if missing:
+            logger.warning(
+                "%d neighbour picture(s) recorded in %s are gone or unreadable, drawn blank: %s",
+                len(missing),
+                os.path.join(index_dir, "paths.json"),
+                ", ".join(missing[:3]) + (", ..." if len(missing) > 3 else ""),
+            )
+        for j in np.flatnonzero(from_files):
+            picture = pictures[paths[j]]
+            if picture is None:
+                gone[j] = True
+            else:
+                out[j] = picture
+    if not from_files.all():
+        from ..data import load_dataset
+
+        info = index.info
+        data = load_dataset(info["dataset"], info.get("data_dir"), logger=logger, images=images)
+        x, _ = split_samples(data, info.get("split", "train"))
+        need = rows[~from_files]
+        if need.max() >= len(x):
+            raise ValueError(
+                f"{info['dataset']} no longer has the indexed samples (ids beyond {len(x)})"
+            )
+        out[~from_files] = x[need]
+    return out, gone
 
 
 def _as_picture(sample: np.ndarray) -> np.ndarray:
@@ -261,7 +302,14 @@ def _as_picture(sample: np.ndarray) -> np.ndarray:
     return (a - lo) / (hi - lo) if hi > lo else np.zeros_like(a)
 
 
-def _montage(path: str, index: Any, x: np.ndarray, rows: List[Dict[str, Any]], images: Any) -> None:
+def _montage(
+    path: str,
+    index: Any,
+    index_dir: str,
+    x: np.ndarray,
+    rows: List[Dict[str, Any]],
+    images: Any,
+) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -273,9 +321,9 @@ def _montage(path: str, index: Any, x: np.ndarray, rows: List[Dict[str, Any]], i
         raise ValueError("--montage needs picture samples; the index's run takes vectors")
     k = len(rows[0]["neighbours"])
     ids = np.array([[n["id"] for n in row["neighbours"]] for row in rows])
-    gallery = _gallery_pictures(index, np.where(ids < 0, 0, ids).ravel(), images).reshape(
-        ids.shape + x.shape[1:]
-    )
+    flat = np.where(ids < 0, 0, ids).ravel()
+    gallery, gone = _gallery_pictures(index, index_dir, flat, images, x.shape[1:])
+    gallery, gone = gallery.reshape(ids.shape + x.shape[1:]), gone.reshape(ids.shape)
     fig, axes = plt.subplots(
         len(rows), k + 1, figsize=(1.3 * (k + 1), 1.45 * len(rows)), squeeze=False
     )
@@ -294,6 +342,9 @@ def _montage(path: str, index: Any, x: np.ndarray, rows: List[Dict[str, Any]], i
                 continue
             ax.imshow(_as_picture(gallery[i, r - 1]), cmap="gray")
             ax.set_title(f"{n['label']}\n{n['distance']:.3f}", fontsize=7)
+            if gone[i, r - 1]:
+                ax.text(0.5, 0.5, "file gone", ha="center", va="center", fontsize=7,
+                        color="white", transform=ax.transAxes)  # fmt: skip
             if "label" in row:
                 color = "tab:green" if n["label"] == row["label"] else "tab:red"
                 for spine in ax.spines.values():
