@@ -298,3 +298,60 @@ def test_pack_subcommand(folder, tmp_path, capsys):
     assert os.path.getmtime(out + ".rec") == before
     assert main(["pack", folder, "--out", str(tmp_path / "s"), "--strict"]) == 2
     assert not os.path.exists(tmp_path / "s.rec")
+
+
+def write_gif_webp(root, digits, per_class=10):
+    """``root/<class>/`` with real digits as GIF (grey; some animated, their later
+    frames other digits) and lossless WebP (every other one tinted RGB); returns
+    ``{path: expected (28, 28, 3) uint8}``."""
+    x, y = digits
+    value = {"zero": 0, "one": 1, "two": 2, "three": 3}
+    expected = {}
+    for name in CLASSES:
+        os.makedirs(os.path.join(root, name))
+        picks = np.flatnonzero(y == value[name])[:per_class]
+        for j, i in enumerate(picks):
+            grey = Image.fromarray(x[i], "L")
+            if j % 2 == 0:
+                path = os.path.join(root, name, f"{j:02d}.gif")
+                if j % 3 == 0:  # animated: the first frame is the picture
+                    others = [Image.fromarray(x[k], "L") for k in np.flatnonzero(y != y[i])[:2]]
+                    grey.save(path, save_all=True, append_images=others, duration=100, loop=0)
+                else:
+                    grey.save(path)
+                want = np.repeat(x[i][..., None], 3, axis=-1)
+            else:
+                path = os.path.join(root, name, f"{j:02d}.webp")
+                want = (
+                    tint(x[i], (255, 120, 40)) if j % 4 == 1 else np.repeat(x[i][..., None], 3, -1)
+                )
+                Image.fromarray(want, "RGB").save(path, lossless=True)
+            expected[path] = want
+    return expected
+
+
+def test_gif_and_webp_pictures_load_and_train(tmp_path, digits, capsys):
+    from gluon_triplet.cli import main
+
+    root = tmp_path / "gw"
+    expected = write_gif_webp(root, digits)
+    with Image.open(next(p for p in expected if p.endswith("00.gif"))) as im:
+        assert im.n_frames == 3  # really animated
+    b = load_dataset(f"folder:{root}", images=ImageOptions(workers=0))
+    assert len(b.y_train) + len(b.y_test) == len(expected) == 40  # none skipped
+    assert b.x_train.shape[1:] == (3, 28, 28)  # tinted WebP: RGB
+    # every file reads back exactly (an animated GIF: its first frame)
+    got = np.concatenate([b.x_train, b.x_test]).transpose(0, 2, 3, 1)
+    want = np.stack(list(expected.values())) / 255
+    for picture in want:
+        assert np.abs(got - picture).max(axis=(1, 2, 3)).min() < 1e-6
+    assert len(np.unique(got.reshape(len(got), -1), axis=0)) == 40
+    # streamed, decoded by DataLoader workers, they train too
+    logs = tmp_path / "logs"
+    flags = ["--dataset", f"folder:{root}", "--epochs", "1", "-P", "4", "-K", "3"]
+    flags += ["--embedding-size", "8", "--max-memory", "0", "--workers", "2", "--no-plots"]
+    flags += ["--projector-samples", "4", "--logdir", str(logs), "--run-name", "r", "-q"]
+    assert main(flags) == 0, capsys.readouterr().err
+    metrics = json.loads((logs / "r" / "metrics.json").read_text())
+    assert metrics["finished"] and metrics["history"][-1]["train"]["triplets"] > 0
+    assert np.isfinite(metrics["history"][-1]["test"]["precision_at_1"])

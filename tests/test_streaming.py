@@ -186,3 +186,32 @@ def test_exif_orientation_is_applied(tmp_path):
     assert picture.shape == (3, 30, 20)
     # upright, the band runs down the right-hand side
     assert picture[0, :, -3:].mean() > 200 and picture[0, :, :3].mean() < 50
+
+
+def test_resume_of_a_streamed_run_ends_like_an_uninterrupted_one(
+    folder, tmp_path, monkeypatch, capsys
+):
+    """A streamed run (DataLoader workers decoding each batch) interrupted mid-epoch and
+    continued with --resume ends with the numbers and parameters of an uninterrupted one."""
+    import signal
+
+    from test_errors import assert_same_run, final_state, interrupt_at
+
+    from gluon_triplet.cli import main
+
+    logs = tmp_path / "logs"
+    flags = ["--dataset", f"folder:{folder}", "--epochs", "3", "--embedding-size", "8"]
+    flags += ["-P", "4", "-K", "4", "--max-memory", "0", "--workers", "2", "--no-plots"]
+    flags += ["--projector-samples", "6", "--logdir", str(logs), "-q"]
+    assert main([*flags, "--run-name", "straight"]) == 0
+    with monkeypatch.context() as patch:
+        interrupt_at(patch, epoch=2, batch=1, signum=signal.SIGINT)
+        assert main([*flags, "--run-name", "resumed"]) == 130
+    err = capsys.readouterr().err
+    assert "interrupted by SIGINT in epoch 2 of 3; the checkpoint of epoch 1" in err, err
+    run = str(logs / "resumed")
+    assert main(["--resume", run]) == 0, capsys.readouterr().err
+    assert "streaming them, decoded batch by batch by 2 DataLoader" in capsys.readouterr().err
+    straight = final_state(str(logs / "straight"))
+    assert straight[0]["history"][-1]["test"]  # evaluated, streamed
+    assert_same_run(final_state(run), straight)
