@@ -55,7 +55,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--montage",
         metavar="FILE.png",
         help="draw each query beside its neighbours (same-class ones framed green, others "
-        "red, when the query's label is known); the file must not exist",
+        "red, when the query's label is known), read from their recorded files when the "
+        "index has paths (folder:/image: data), else from its dataset; the file must not exist",
     )
     p.add_argument(
         "--run",
