@@ -5,10 +5,11 @@ the loop in :mod:`gluon_triplet.train` reads the same for both:
 
 - the epoch's batches (:meth:`BatchStrategy.batches`), cut into equal shares for the
   workers of a distributed job;
-- the step graph and the loss, with the one :class:`~gluon_triplet.distances.Distance`
-  the miner ranks by and the loss penalises (:meth:`BatchStrategy.losses`);
-- what is back-propagated (:meth:`BatchStrategy.objective`) and the divisor of the summed
-  gradients (:meth:`BatchStrategy.divisor`);
+- the step graph: gather, net, (mining,) loss and the batch's loss statistics as one
+  hybridized graph, with the one :class:`~gluon_triplet.distances.Distance` the miner
+  ranks by and the loss penalises (:meth:`BatchStrategy.forward`: what is
+  back-propagated, and the statistics the loop sums without reading them back);
+- the divisor of the summed gradients (:meth:`BatchStrategy.divisor`);
 - the random generators a checkpoint must hold (:meth:`BatchStrategy.generators`).
 
 :func:`make_strategy` picks one by ``config.miner``.
@@ -16,11 +17,11 @@ the loop in :mod:`gluon_triplet.train` reads the same for both:
 
 from __future__ import annotations
 
-from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
+from typing import Dict, Iterator, List, Sequence, Tuple
 
 import mxnet as mx
 import numpy as np
-from mxnet import autograd, gluon, nd
+from mxnet import gluon, nd
 
 from .augment import make_augmenter
 from .config import Config, ConfigError
@@ -33,7 +34,7 @@ from .triplets import TripletDataset
 
 __all__ = [
     "BatchStrategy",
-    "EmbedStep",
+    "MinedStep",
     "OfflineTriplets",
     "OnlineMining",
     "TripletStep",
@@ -51,7 +52,8 @@ class TripletStep(gluon.HybridBlock):
     fresh output every batch, which costs more than the gather itself.
 
     Inputs: ``data`` ``(N, ...)`` float32 (all training samples, on this context) and
-    ``idx`` ``(B, 3)`` int32 rows ``anchor, positive, negative``. Output: ``(B,)`` loss.
+    ``idx`` ``(B, 3)`` int32 rows ``anchor, positive, negative``. Outputs: the ``(B,)``
+    loss and its statistics, ``(3,)`` float32 (see :func:`loss_stats`).
     """
 
     def __init__(self, net, loss_fn, augment=None, **kwargs):
@@ -67,22 +69,62 @@ class TripletStep(gluon.HybridBlock):
             batch = self.augment(batch)
         emb = self.net(batch)
         a, p, n = F.split(emb, num_outputs=3, axis=0)
-        return self.loss_fn(a, p, n)
+        loss = self.loss_fn(a, p, n)
+        return loss, loss_stats(F, loss, F.sum(F.ones_like(loss)))
 
 
-class EmbedStep(gluon.HybridBlock):
-    """Gather + embed as one graph, for online mining: ``(N, ...), (B,) -> (B, D)``."""
+class MinedStep(gluon.HybridBlock):
+    """Gather + embed + mine + loss as one graph, for online mining.
 
-    def __init__(self, net, augment=None, **kwargs):
+    The miner's selection (:meth:`~gluon_triplet.mining.Miner.select`) runs inside the
+    graph, on the embeddings cut from the gradient: the ~200 small operations of a
+    semi-hard selection then cost no Python call and no allocation each. The result is
+    the same, to the bit, as the imperative ``Miner.mine`` + ``mined_loss``.
+
+    Inputs: ``data`` ``(N, ...)`` float32 and ``labels`` ``(N,)`` float32 (all samples on
+    this context), ``idx`` ``(B,)`` int32 (the slice of a P x K batch). Outputs: the mean
+    loss over the mined triplets ``(1,)`` (0 when there are none), and the statistics
+    ``(3,)`` float32 of the weighted per-triplet loss (see :func:`loss_stats`).
+
+    Parameters
+    ----------
+    net : gluon.HybridBlock
+    miner : Miner
+    loss_fn : gluon.loss.Loss
+        Called as ``loss_fn(anchor, positive, negative) -> (M,)``.
+    batch_size : int
+        ``B``: the selection's arrays are sized by it, so one step serves one slice size.
+    augment : gluon.HybridBlock, optional
+    """
+
+    def __init__(self, net, miner, loss_fn, batch_size, augment=None, **kwargs):
         super().__init__(**kwargs)
         self.net = net
+        self.loss_fn = loss_fn
         self.augment = augment
+        self.miner = miner
+        self.batch_size = int(batch_size)
 
-    def hybrid_forward(self, F, data, idx):
+    def hybrid_forward(self, F, data, labels, idx):
         batch = F.take(data, idx)
         if self.augment is not None:
             batch = self.augment(batch)
-        return self.net(batch)
+        emb = self.net(batch)
+        a, p, n, weight = self.miner.select(
+            F, F.BlockGrad(emb), F.take(labels, idx), self.batch_size
+        )
+        loss = self.loss_fn(F.take(emb, a), F.take(emb, p), F.take(emb, n)) * weight
+        count = F.sum(weight)
+        # Mean over the mined triplets of the slice; a slice with none gives 0.
+        objective = F.sum(loss) / F.maximum(count, 1.0)
+        return objective, loss_stats(F, loss, count)
+
+
+def loss_stats(F, loss, count):
+    """``(3,)`` float32: the summed loss, the number of active (> 0) triplets and the
+    number of triplets trained on, cut from the gradient; the loop adds them up on the
+    device and reads them back only every ``log_every`` batches."""
+    return F.BlockGrad(F.concat(F.sum(loss), F.sum(loss > 0), count, dim=0))
 
 
 def default_pk_classes(config: Config, num_classes: int) -> int:
@@ -179,17 +221,16 @@ class BatchStrategy:
         """This epoch's batches for this worker, int32: ``(num_batches, ...)``."""
         raise NotImplementedError
 
-    def losses(self, i: int, idx: nd.NDArray) -> Tuple[nd.NDArray, Optional[nd.NDArray]]:
-        """Per-triplet loss ``(M,)`` and weight ``(M,)`` (None: all count) of a batch slice
-        ``idx`` on context ``i``; called under ``autograd.record()``."""
-        raise NotImplementedError
+    def forward(self, i: int, idx: nd.NDArray) -> Tuple[nd.NDArray, nd.NDArray]:
+        """One batch slice ``idx`` on context ``i``, under ``autograd.record()``.
 
-    def objective(self, loss: nd.NDArray, weight: Optional[nd.NDArray]) -> nd.NDArray:
-        """What one context back-propagates."""
-        raise NotImplementedError
-
-    def count(self, loss: nd.NDArray, weight: Optional[nd.NDArray]) -> Any:
-        """How many triplets the slice trained on (a number or a ``(1,)`` NDArray)."""
+        Returns
+        -------
+        objective : NDArray
+            What the context back-propagates.
+        stats : (3,) NDArray float32
+            Summed per-triplet loss, active triplets, triplets trained on (no gradient).
+        """
         raise NotImplementedError
 
     def divisor(self, batch: nd.NDArray, parts: List[nd.NDArray]) -> int:
@@ -233,14 +274,8 @@ class OfflineTriplets(BatchStrategy):
         order = np.resize(order, len(order) + (-len(order) % (size * self.num_workers)))
         return self._share(triplets[order].astype(np.int32).reshape(-1, size, 3))
 
-    def losses(self, i, idx):
-        return self.step(self.data[i], idx), None
-
-    def objective(self, loss, weight):
-        return loss
-
-    def count(self, loss, weight):
-        return loss.shape[0]
+    def forward(self, i, idx):
+        return self.step(self.data[i], idx)
 
     def divisor(self, batch, parts):
         return batch.shape[0]
@@ -266,8 +301,9 @@ class OnlineMining(BatchStrategy):
         self.sampler = PKBatchSampler(
             train_set.labels, self.pk_classes, config.pk_samples, seed=config.seed
         )
-        self.step = EmbedStep(net, self.augment)
-        self.step.hybridize(static_alloc=True, static_shape=True)
+        self.net = net
+        # One step graph per slice size (contexts may get slices of unequal sizes).
+        self.steps: Dict[int, MinedStep] = {}
         self.num_batches = -(-len(self.sampler) // num_workers)
 
     def generators(self):
@@ -279,20 +315,17 @@ class OnlineMining(BatchStrategy):
         # np.resize repeats whole rows from the start: the group tops up cyclically.
         return self._share(np.resize(batches, (groups * self.num_workers, batches.shape[1])))
 
-    def losses(self, i, idx):
-        emb = self.step(self.data[i], idx)
-        with autograd.pause():
-            labels = nd.take(self.feed.labels[i], idx)
-            a, p, n, weight = self.miner.mine(emb.detach(), labels)
-        loss = self.loss_fn(nd.take(emb, a), nd.take(emb, p), nd.take(emb, n))
-        return loss * weight, weight
+    def step_for(self, batch_size: int) -> MinedStep:
+        """The hybridized step graph for slices of ``batch_size`` samples."""
+        step = self.steps.get(batch_size)
+        if step is None:
+            step = MinedStep(self.net, self.miner, self.loss_fn, batch_size, self.augment)
+            step.hybridize(static_alloc=True, static_shape=True)
+            self.steps[batch_size] = step
+        return step
 
-    def objective(self, loss, weight):
-        # Mean over the mined triplets of the slice; a slice with none gives 0.
-        return loss.sum() / nd.maximum(weight.sum(), 1.0)
-
-    def count(self, loss, weight):
-        return weight.sum()
+    def forward(self, i, idx):
+        return self.step_for(idx.shape[0])(self.data[i], self.feed.labels[i], idx)
 
     def divisor(self, batch, parts):
         return len(parts)

@@ -67,25 +67,31 @@ class Distance:
             Differentiable with finite gradients, including at zero distance.
         """
         _check_embeddings(emb)
-        b = emb.shape[0]
-        off_diag = 1 - nd.eye(b, ctx=emb.context, dtype=emb.dtype)
-        gram = nd.dot(emb, emb, transpose_b=True)
+        return self._pairwise(nd, emb, emb.shape[0], {"ctx": emb.context}, emb.dtype)
+
+    def _pairwise(
+        self, F: Any, emb: Any, b: int, where: Dict[str, Any], dtype: Any = "float32"
+    ) -> Any:
+        """:meth:`pairwise` for ``F = mx.nd`` or ``mx.sym`` (inside a hybridized graph),
+        for ``b`` rows; ``where`` holds the context new NDArrays go to (empty for symbols)."""
+        off_diag = 1 - F.eye(b, dtype=dtype, **where)
+        gram = F.dot(emb, emb, transpose_b=True)
         if self.name == "cosine":
             # Clamp before the root: sqrt's slope at 0 is infinite, the clamp's gradient is 0.
-            inv = nd.rsqrt(nd.maximum(nd.sum(emb * emb, axis=1), _EPS))
-            cos = gram * inv.reshape((-1, 1)) * inv.reshape((1, -1))
-            return nd.clip(1.0 - cos, 0.0, 2.0) * off_diag
-        sq_norm = nd.sum(emb * emb, axis=1)
+            inv = F.rsqrt(F.maximum(F.sum(emb * emb, axis=1), _EPS))
+            cos = F.broadcast_mul(F.broadcast_mul(gram, inv.reshape((-1, 1))), inv.reshape((1, -1)))
+            return F.clip(1.0 - cos, 0.0, 2.0) * off_diag
+        sq_norm = F.sum(emb * emb, axis=1)
         # |a|^2 + |b|^2 - 2 a.b can come out slightly negative by cancellation: clip it.
-        sq = nd.relu(
-            nd.broadcast_add(sq_norm.reshape((-1, 1)), sq_norm.reshape((1, -1))) - 2.0 * gram
+        sq = F.relu(
+            F.broadcast_add(sq_norm.reshape((-1, 1)), sq_norm.reshape((1, -1))) - 2.0 * gram
         )
         sq = sq * off_diag
         if self.name == "squared":
             return sq
         # sqrt has an infinite slope at 0: take it of 1 where the distance is 0, then zero it.
         zero = sq <= 0
-        return nd.sqrt(sq + zero) * (1 - zero)
+        return F.sqrt(sq + zero) * (1 - zero)
 
     def paired(self, F: Any, a: Any, b: Any) -> Any:
         """Distances of paired rows, ``(N, D), (N, D) -> (N,)``; ``F`` is ``mx.nd`` or

@@ -61,64 +61,82 @@ def _label_masks(labels, emb):
             f"labels must have shape (B,) = ({b},) to match embeddings {emb.shape}, "
             f"got {labels.shape}"
         )
-    labels = labels.as_in_context(emb.context)
-    same = nd.broadcast_equal(labels.reshape((-1, 1)), labels.reshape((1, -1)))
-    same = same.astype("float32")
-    pos = same * (1 - nd.eye(b, ctx=emb.context))
+    return _masks(nd, labels.as_in_context(emb.context), b, _where(nd, emb))
+
+
+def _where(F, like):
+    """Keyword arguments placing a new array beside ``like``: an NDArray needs its
+    context; a symbol's new arrays go where the graph runs."""
+    return {"ctx": like.context} if F is nd else {}
+
+
+def _masks(F, labels, b, where):
+    """Positive (same label, not the anchor) and negative ``(B, B)`` float32 masks."""
+    same = F.broadcast_equal(labels.reshape((-1, 1)), labels.reshape((1, -1)))
+    same = F.cast(same, "float32")
+    pos = same * (1 - F.eye(b, **where))
     neg = 1 - same
     return pos, neg
 
 
-def _bisect(sorted_rows, queries, strict):
+def _bisect(F, sorted_rows, queries, strict, shape, dtype, where):
     """Vectorised binary search, one search per query, all at once.
 
     Parameters
     ----------
-    sorted_rows : (R, L) NDArray
+    F : mx.nd or mx.sym
+    sorted_rows : (R, L) NDArray or Symbol
         Each row ascending (``inf`` allowed).
-    queries : (R, Q) NDArray, same dtype
+    queries : (R, Q), same dtype
         Query ``[i, j]`` searches row ``i``.
     strict : bool
         True: count of entries ``<= query``, i.e. the index of the first entry
         ``> query`` (``bisect_right``). False: count of entries ``< query``
         (``bisect_left``).
+    shape : (int, int)
+        ``(R, L)``: a symbol does not know its shape.
+    dtype : str
+        Of ``sorted_rows``.
+    where : dict
+        See :func:`_where`.
 
     Returns
     -------
-    (R, Q) NDArray of indices in ``[0, L]``, dtype of ``sorted_rows``.
+    (R, Q) indices in ``[0, L]``, dtype of ``sorted_rows``.
     """
-    rows, length = sorted_rows.shape
-    ctx, dtype = sorted_rows.context, sorted_rows.dtype
+    rows, length = shape
     steps = max(1, math.ceil(math.log2(length + 1)))
     # Pad each row with +inf to 2**steps entries: every probe below is then in range,
     # so the loop needs no clipping, and inf never counts as <= a finite query.
-    pad = nd.full((rows, 2**steps - length), np.inf, ctx=ctx, dtype=dtype)
-    flat = nd.concat(sorted_rows, pad, dim=1).reshape((-1,))
-    base = nd.broadcast_like(
-        (nd.arange(rows, ctx=ctx, dtype=dtype) * 2**steps).reshape((-1, 1)), queries
+    pad = F.full((rows, 2**steps - length), np.inf, dtype=dtype, **where)
+    flat = F.concat(sorted_rows, pad, dim=1).reshape((-1,))
+    base = F.broadcast_like(
+        (F.arange(rows, dtype=dtype, **where) * 2**steps).reshape((-1, 1)), queries
     )
     # Branchless search: try steps 2**(k-1), ..., 1 and keep each one whose last probed
     # entry still satisfies the test. A fixed number of rounds: no host sync.
     idx = base
     for k in reversed(range(steps)):
-        probe = nd.take(flat, idx + (2**k - 1))
+        probe = F.take(flat, idx + (2**k - 1))
         ok = (probe <= queries) if strict else (probe < queries)
         idx = idx + ok * 2**k
     return idx - base
 
 
-def _sorted_negatives(dist, neg):
+def _sorted_negatives(F, dist, neg, b, where):
     """Per anchor, negatives' distances ascending (non-negatives last, as ``inf``)."""
-    masked = nd.where(neg, dist, nd.full(dist.shape, np.inf, ctx=dist.context))
-    values, order = nd.topk(masked, axis=1, k=dist.shape[1], ret_typ="both", is_ascend=True)
+    masked = F.where(neg, dist, F.full((b, b), np.inf, **where))
+    values, order = F.topk(masked, axis=1, k=b, ret_typ="both", is_ascend=True)
     return values, order
 
 
 class Miner:
     """Base class: selects triplets from one batch of embeddings.
 
-    Subclasses implement :meth:`_select`; :meth:`mine` validates the inputs, computes the
-    distances without recording them for autograd and calls it.
+    Subclasses implement :meth:`_select`, written once for ``F = mx.nd`` and ``mx.sym``:
+    :meth:`mine` validates NDArray inputs and selects without recording for autograd;
+    :meth:`select` is the same selection inside a hybridized graph (the trainer's step,
+    :class:`~gluon_triplet.batching.MinedStep`), where it costs no Python per operation.
 
     Parameters
     ----------
@@ -165,15 +183,41 @@ class Miner:
         with autograd.pause():
             emb = emb.detach()
             pos, neg = _label_masks(labels, emb)
-            dist = self.distance.pairwise(emb)
-            a, p, n, w = self._select(dist, pos, neg)
-        return a.astype("int32"), p.astype("int32"), n.astype("int32"), w.astype("float32")
+            return self._finish(nd, emb, pos, neg, emb.shape[0], _where(nd, emb))
+
+    def select(self, F, emb, labels, batch_size):
+        """:meth:`mine` for ``F = mx.sym`` (or ``mx.nd``), without checks or autograd pause.
+
+        Parameters
+        ----------
+        F : mx.sym or mx.nd
+        emb : (B, D) float32
+            Cut from the gradient by the caller (``F.BlockGrad``).
+        labels : (B,) float32
+        batch_size : int
+            ``B``: a symbol has no shape, and the selection's arrays are sized by it.
+
+        Returns
+        -------
+        As :meth:`mine`.
+        """
+        where = _where(F, emb)
+        pos, neg = _masks(F, labels, batch_size, where)
+        return self._finish(F, emb, pos, neg, batch_size, where)
+
+    def _finish(self, F, emb, pos, neg, b, where):
+        dist = self.distance._pairwise(F, emb, b, where, emb.dtype if F is nd else "float32")
+        a, p, n, w = self._select(F, dist, pos, neg, b, where, emb)
+        cast = F.cast
+        return cast(a, "int32"), cast(p, "int32"), cast(n, "int32"), cast(w, "float32")
 
     def num_triplets(self, batch_size):
         """``M``, the number of rows :meth:`mine` returns for a batch of ``batch_size``."""
         raise NotImplementedError
 
-    def _select(self, dist, pos, neg):  # pragma: no cover - abstract
+    def _select(self, F, dist, pos, neg, b, where, emb):  # pragma: no cover - abstract
+        """Rows ``anchor, positive, negative, weight`` from the ``(b, b)`` distances and
+        masks; ``where`` places new arrays (see :func:`_where`)."""
         raise NotImplementedError
 
 
@@ -191,19 +235,17 @@ class BatchHardMiner(Miner):
         """``M = B``."""
         return int(batch_size)
 
-    def _select(self, dist, pos, neg):
-        b = dist.shape[0]
-        ctx = dist.context
-        far = nd.where(pos, dist, nd.full(dist.shape, -1.0, ctx=ctx))
-        near = nd.where(neg, dist, nd.full(dist.shape, np.inf, ctx=ctx))
-        anchor = nd.arange(b, ctx=ctx)
-        weight = (nd.sum(pos, axis=1) > 0) * (nd.sum(neg, axis=1) > 0)
-        positive = nd.where(weight, nd.argmax(far, axis=1), anchor)
-        negative = nd.where(weight, nd.argmin(near, axis=1), anchor)
+    def _select(self, F, dist, pos, neg, b, where, emb):
+        far = F.where(pos, dist, F.full((b, b), -1.0, **where))
+        near = F.where(neg, dist, F.full((b, b), np.inf, **where))
+        anchor = F.arange(b, **where)
+        weight = (F.sum(pos, axis=1) > 0) * (F.sum(neg, axis=1) > 0)
+        positive = F.where(weight, F.argmax(far, axis=1), anchor)
+        negative = F.where(weight, F.argmin(near, axis=1), anchor)
         return anchor, positive, negative, weight
 
 
-def _sample_ranks(count, m):
+def _sample_ranks(F, count, m, groups, where):
     """A fixed-size sample of the ``T = sum(count)`` items of a grouped list.
 
     Group ``g`` holds ``count[g]`` items; items are ranked group by group. Returns ``m``
@@ -213,9 +255,14 @@ def _sample_ranks(count, m):
 
     Parameters
     ----------
-    count : (G,) NDArray float64
+    F : mx.nd or mx.sym
+    count : (G,) float64
         Non-negative integers.
     m : int
+    groups : int
+        ``G``.
+    where : dict
+        See :func:`_where`.
 
     Returns
     -------
@@ -226,21 +273,27 @@ def _sample_ranks(count, m):
     weight : (m,) NDArray float64
         1 for a sampled item, 0 for padding.
     """
-    ctx = count.context
-    cum = nd.cumsum(count)
-    total = cum[-1:]
-    size = nd.array([m], ctx=ctx, dtype="float64")
-    rank = nd.arange(m, ctx=ctx, dtype="float64")
-    u = nd.random.uniform(shape=(1,), ctx=ctx, dtype="float64")
-    spread = nd.floor(nd.broadcast_div(nd.broadcast_mul(rank + u, total), size))
-    take_all = nd.broadcast_like(nd.broadcast_lesser_equal(total, size), rank)
-    rank = nd.where(take_all, rank, spread)
-    weight = nd.broadcast_lesser(rank, total)
+    cum = F.cumsum(count)
+    total = F.slice_axis(cum, axis=0, begin=-1, end=None)
+    size = F.full((1,), m, dtype="float64", **where)
+    rank = F.arange(m, dtype="float64", **where)
+    u = F.random.uniform(shape=(1,), dtype="float64", **where)
+    spread = F.floor(F.broadcast_div(F.broadcast_mul(F.broadcast_add(rank, u), total), size))
+    take_all = F.broadcast_like(F.broadcast_lesser_equal(total, size), rank)
+    rank = F.where(take_all, rank, spread)
+    weight = F.broadcast_lesser(rank, total)
     # Group of a rank: the first group whose cumulative count exceeds it.
-    group = _bisect(cum.reshape((1, -1)), rank.reshape((1, -1)), strict=True).reshape((-1,))
-    group = nd.minimum(group, count.shape[0] - 1)
-    offset = rank - (nd.take(cum, group) - nd.take(count, group))
+    group = _bisect(
+        F, cum.reshape((1, -1)), rank.reshape((1, -1)), True, (1, groups), "float64", where
+    ).reshape((-1,))
+    group = F.minimum(group, groups - 1)
+    offset = rank - (F.take(cum, group) - F.take(count, group))
     return group, offset, weight
+
+
+def _check_batch(miner, b):
+    if b > _MAX_BATCH:
+        raise ValueError(f"{type(miner).__name__}: batch size {b} > {_MAX_BATCH}")
 
 
 def _check_size(name, value):
@@ -292,38 +345,33 @@ class SemiHardMiner(Miner):
         """``M`` for a batch of ``batch_size`` rows."""
         return self.max_pairs if self.max_pairs is not None else int(batch_size) ** 2
 
-    def _select(self, dist, pos, neg):
-        b = dist.shape[0]
-        if b > _MAX_BATCH:
-            raise ValueError(f"{type(self).__name__}: batch size {b} > {_MAX_BATCH}")
-        ctx = dist.context
-        values, order = _sorted_negatives(dist, neg)
-        n_neg = nd.sum(neg, axis=1, keepdims=True)  # (B, 1)
+    def _select(self, F, dist, pos, neg, b, where, emb):
+        _check_batch(self, b)
+        values, order = _sorted_negatives(F, dist, neg, b, where)
+        n_neg = F.sum(neg, axis=1, keepdims=True)  # (B, 1)
         # First negative strictly farther than the positive...
-        first = _bisect(values, dist, strict=True)
-        slot = nd.broadcast_add(
-            (nd.arange(b, ctx=ctx) * b).reshape((-1, 1)), nd.minimum(first, b - 1)
-        )
-        semi_d = nd.take(values.reshape((-1,)), slot)
-        semi_n = nd.take(order.reshape((-1,)), slot)
+        first = _bisect(F, values, dist, True, (b, b), "float32", where)
+        slot = F.broadcast_add((F.arange(b, **where) * b).reshape((-1, 1)), F.minimum(first, b - 1))
+        semi_d = F.take(values.reshape((-1,)), slot)
+        semi_n = F.take(order.reshape((-1,)), slot)
         # ...is semi-hard if it exists and is still inside the margin.
-        semi = nd.broadcast_lesser(first, n_neg) * (semi_d < dist + self.margin)
-        hardest = nd.broadcast_like(order[:, 0:1], dist)
-        negative = nd.where(semi, semi_n, hardest).reshape((-1,))
-        weight = nd.broadcast_mul(pos, n_neg > 0).reshape((-1,))
+        semi = F.broadcast_lesser(first, n_neg) * (semi_d < dist + self.margin)
+        hardest = F.broadcast_like(F.slice_axis(order, axis=1, begin=0, end=1), dist)
+        negative = F.where(semi, semi_n, hardest).reshape((-1,))
+        weight = F.broadcast_mul(pos, n_neg > 0).reshape((-1,))
         if self.max_pairs is None:
-            pair = nd.arange(b * b, ctx=ctx)
-            anchor = nd.floor(pair / b)
-            positive = nd.where(weight, pair - anchor * b, anchor)
-            return anchor, positive, nd.where(weight, negative, anchor), weight
-        pair, _, weight = _sample_ranks(weight.astype("float64"), self.max_pairs)
-        anchor = nd.floor(pair / b)
-        negative = nd.take(negative, pair).astype("float64")
-        zero = nd.zeros_like(pair)
+            pair = F.arange(b * b, **where)
+            anchor = F.floor(pair / b)
+            positive = F.where(weight, pair - anchor * b, anchor)
+            return anchor, positive, F.where(weight, negative, anchor), weight
+        pair, _, weight = _sample_ranks(F, F.cast(weight, "float64"), self.max_pairs, b * b, where)
+        anchor = F.floor(pair / b)
+        negative = F.cast(F.take(negative, pair), "float64")
+        zero = F.zeros_like(pair)
         return (
-            nd.where(weight, anchor, zero),
-            nd.where(weight, pair - anchor * b, zero),
-            nd.where(weight, negative, zero),
+            F.where(weight, anchor, zero),
+            F.where(weight, pair - anchor * b, zero),
+            F.where(weight, negative, zero),
             weight,
         )
 
@@ -369,24 +417,22 @@ class BatchAllMiner(Miner):
         """``M`` for a batch of ``batch_size`` rows."""
         return self.max_triplets if self.max_triplets is not None else 4 * int(batch_size)
 
-    def _select(self, dist, pos, neg):
-        b = dist.shape[0]
-        if b > _MAX_BATCH:
-            raise ValueError(f"{type(self).__name__}: batch size {b} > {_MAX_BATCH}")
-        values, order = _sorted_negatives(dist, neg)
+    def _select(self, F, dist, pos, neg, b, where, emb):
+        _check_batch(self, b)
+        values, order = _sorted_negatives(F, dist, neg, b, where)
         # Active negatives of (a, p): those with d(a, n) < d(a, p) + margin, a prefix.
-        count = _bisect(values, dist + self.margin, strict=False) * pos
+        count = _bisect(F, values, dist + self.margin, False, (b, b), "float32", where) * pos
         # float64: cumulative counts reach B^3 / 4, past float32's exact integers.
-        count = count.reshape((-1,)).astype("float64")
-        pair, offset, weight = _sample_ranks(count, self.num_triplets(b))
-        anchor = nd.floor(pair / b)
-        slot = anchor * b + nd.clip(offset, 0, b - 1)
-        negative = nd.take(order.reshape((-1,)), slot).astype("float64")
-        zero = nd.zeros_like(pair)
+        count = F.cast(count.reshape((-1,)), "float64")
+        pair, offset, weight = _sample_ranks(F, count, self.num_triplets(b), b * b, where)
+        anchor = F.floor(pair / b)
+        slot = anchor * b + F.clip(offset, 0, b - 1)
+        negative = F.cast(F.take(order.reshape((-1,)), slot), "float64")
+        zero = F.zeros_like(pair)
         return (
-            nd.where(weight, anchor, zero),
-            nd.where(weight, pair - anchor * b, zero),
-            nd.where(weight, negative, zero),
+            F.where(weight, anchor, zero),
+            F.where(weight, pair - anchor * b, zero),
+            F.where(weight, negative, zero),
             weight,
         )
 
@@ -483,46 +529,46 @@ class DistanceWeightedMiner(Miner):
         """``M`` for a batch of ``batch_size`` rows."""
         return self.max_pairs if self.max_pairs is not None else int(batch_size) ** 2
 
-    def mine(self, emb, labels):
-        """As :meth:`Miner.mine`; the weights need the embedding dimension."""
-        _check_embeddings(emb)
-        self._dim = max(2, emb.shape[1])
-        return super().mine(emb, labels)
-
-    def _select(self, dist, pos, neg):
-        b = dist.shape[0]
-        if b > _MAX_BATCH:
-            raise ValueError(f"{type(self).__name__}: batch size {b} > {_MAX_BATCH}")
-        ctx = dist.context
+    def _select(self, F, dist, pos, neg, b, where, emb):
+        _check_batch(self, b)
+        m = self.num_triplets(b)
         sq = dist if self.metric == "squared" else dist * dist
-        log_w = distance_weights(nd.sqrt(sq), getattr(self, "_dim", 2), self.cutoff)
-        valid = nd.broadcast_mul(pos, nd.sum(neg, axis=1, keepdims=True) > 0).reshape((-1,))
+        # The embedding dimension n as a (1, 1) array: a symbol has no shape to read it from.
+        n = F.sum(F.ones_like(F.slice_axis(emb, axis=0, begin=0, end=1)), axis=1, keepdims=True)
+        n = F.maximum(n, 2.0)
+        d = F.maximum(F.sqrt(sq), self.cutoff)
+        inside = F.maximum(1.0 - 0.25 * d * d, 1e-6)
+        # distance_weights(), with n an array.
+        log_w = F.broadcast_mul(F.log(d), -(n - 2.0)) - F.broadcast_mul(
+            F.log(inside), (n - 3.0) / 2.0
+        )
+        valid = F.broadcast_mul(pos, F.sum(neg, axis=1, keepdims=True) > 0).reshape((-1,))
         if self.max_pairs is None:
-            pair = nd.arange(b * b, ctx=ctx)
+            pair = F.arange(b * b, **where)
             keep = valid
         else:
-            pair, _, keep = _sample_ranks(valid.astype("float64"), self.max_pairs)
-            pair = nd.where(keep, pair, nd.zeros_like(pair)).astype("float32")
-            keep = keep.astype("float32")
-        anchor = nd.floor(pair / b)
+            pair, _, keep = _sample_ranks(F, F.cast(valid, "float64"), m, b * b, where)
+            pair = F.cast(F.where(keep, pair, F.zeros_like(pair)), "float32")
+            keep = F.cast(keep, "float32")
+        anchor = F.floor(pair / b)
         positive = pair - anchor * b
         # (M, B): each row is one pair's candidate negatives, those with a nonzero loss,
         # in the loss's own distance (squared, or Euclidean: the loss shares the miner's).
-        d_ap = nd.take(dist.reshape((-1,)), pair).reshape((-1, 1))
-        cand = nd.take(neg, anchor) * nd.broadcast_lesser(nd.take(dist, anchor), d_ap + self.margin)
+        d_ap = F.take(dist.reshape((-1,)), pair).reshape((-1, 1))
+        cand = F.take(neg, anchor) * F.broadcast_lesser(F.take(dist, anchor), d_ap + self.margin)
         # Gumbel-max: argmax of log w + Gumbel noise is a draw with probability w / sum(w)
         # over the candidates, for any spread of log w (no exp to overflow, no cumsum).
         # u is kept inside (0, 1) so the noise stays finite; the clipped tails weigh 1e-7.
-        u = nd.random.uniform(1e-7, 1 - 1e-7, shape=cand.shape, ctx=ctx, dtype="float32")
-        score = nd.take(log_w, anchor) - nd.log(-nd.log(u))
-        score = nd.where(cand, score, nd.full(cand.shape, -np.inf, ctx=ctx))
-        negative = nd.argmax(score, axis=1)
-        weight = keep * nd.max(cand, axis=1)
-        fill = anchor if self.max_pairs is None else nd.zeros_like(anchor)
+        u = F.random.uniform(1e-7, 1 - 1e-7, shape=(m, b), dtype="float32", **where)
+        score = F.take(log_w, anchor) - F.log(-F.log(u))
+        score = F.where(cand, score, F.full((m, b), -np.inf, **where))
+        negative = F.argmax(score, axis=1)
+        weight = keep * F.max(cand, axis=1)
+        fill = anchor if self.max_pairs is None else F.zeros_like(anchor)
         return (
-            nd.where(weight, anchor, fill),
-            nd.where(weight, positive, fill),
-            nd.where(weight, negative, fill),
+            F.where(weight, anchor, fill),
+            F.where(weight, positive, fill),
+            F.where(weight, negative, fill),
             weight,
         )
 

@@ -371,45 +371,42 @@ class TripletTrainer:
         """This epoch's batches for this worker (see :meth:`BatchStrategy.batches`)."""
         return self.strategy.batches()
 
-    def _losses(self, i, idx):
-        """Per-triplet loss ``(M,)`` and weight ``(M,)`` (None: all count) on context i."""
-        return self.strategy.losses(i, idx)
+    def _forward(self, i, idx):
+        """The step graph on context i: ``(objective, (3,) stats)``, see
+        :meth:`BatchStrategy.forward`."""
+        return self.strategy.forward(i, idx)
 
     def _train_epoch(self):
         strategy = self.strategy
         batches = self._batches()
         self.num_batches = len(batches)
-        zeros = [nd.zeros((1,), ctx=c) for c in self.contexts]
-        loss_sum, active, count = list(zeros), list(zeros), list(zeros)
+        # Per context, the running sums of (loss, active triplets, triplets), kept on the
+        # device: one add per batch, read back every log_every batches.
+        totals = [nd.zeros((3,), ctx=c) for c in self.contexts]
         # In memory each batch is a row of `batches`; streamed, its pictures are decoded
         # ahead by DataLoader workers and the row is re-indexed into them.
         for b, batch in enumerate(strategy.epoch_batches(batches)):
             self.batch = b
             parts = gluon.utils.split_and_load(batch, self.contexts, even_split=False)
             with autograd.record():
-                outputs = [self._losses(i, idx) for i, idx in enumerate(parts)]
-                objectives = [strategy.objective(loss, weight) for loss, weight in outputs]
-            for objective in objectives:
+                outputs = [self._forward(i, idx) for i, idx in enumerate(parts)]
+            for objective, _ in outputs:
                 objective.backward()
-            for i, (loss, weight) in enumerate(outputs):
-                loss_sum[i] = loss_sum[i] + loss.sum()
-                active[i] = active[i] + (loss > 0).sum()
-                count[i] = count[i] + strategy.count(loss, weight)
+            for i, (_, stats) in enumerate(outputs):
+                totals[i] = totals[i] + stats
             # With dist_sync, over the batches of all workers (see __init__).
             self.trainer.step(strategy.divisor(batch, parts) * self._grad_workers)
             if (b + 1) % self.config.log_every == 0 or b + 1 == self.num_batches:
-                self.running_loss = _ratio(loss_sum, count)
+                loss, _, _ = _sums(totals)
+                self.running_loss = loss
                 if not np.isfinite(self.running_loss):
                     raise FloatingPointError(
                         f"non-finite training loss at epoch {self.epoch}, batch {b + 1}; "
                         "try a lower --lr"
                     )
             self.callbacks.on_batch_end(self)
-        return {
-            "loss": _ratio(loss_sum, count),
-            "active_fraction": _ratio(active, count),
-            "triplets": int(sum(float(c.asscalar()) for c in count)),
-        }
+        loss, active, count = _sums(totals)
+        return {"loss": loss, "active_fraction": active, "triplets": count}
 
 
 def _epoch_seed(seed, epoch):
@@ -417,6 +414,14 @@ def _epoch_seed(seed, epoch):
     return int(np.random.SeedSequence([seed % 2**63, epoch]).generate_state(1)[0] % 2**31)
 
 
-def _ratio(numerators, denominators):
-    den = sum(float(d.asscalar()) for d in denominators)
-    return sum(float(n.asscalar()) for n in numerators) / den if den else 0.0
+def _sums(totals):
+    """Mean loss, active fraction and triplet count from the contexts' running sums."""
+    loss, active, count = (sum(float(x) for x in column) for column in zip(*_host(totals)))
+    if not count:
+        return 0.0, 0.0, 0
+    return loss / count, active / count, int(count)
+
+
+def _host(totals):
+    """One read-back per context: its ``(3,)`` sums as float32 NumPy."""
+    return [t.asnumpy() for t in totals]

@@ -66,3 +66,56 @@ def test_check_batch_fits(train_set):
     with pytest.raises(ConfigError, match="--pk-classes 5 asks for more classes"):
         check_batch_fits(Config(pk_classes=5), train_set)
     check_batch_fits(Config(pk_classes=4), train_set)
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [{}, {"miner": "distance-weighted"}, {"miner": "batch-hard", "pk_samples": 4}],
+    ids=["default", "distance-weighted", "batch-hard"],
+)
+def test_mined_step_graph_trains_to_the_bit_like_the_imperative_path(overrides):
+    """The step graph (gather, net, miner, loss in one hybridized graph) takes the same
+    steps as the imperative path it replaced: EmbedStep-style embedding, ``Miner.mine``
+    and the loss on the gathered rows, back-propagated from the mean over the mined."""
+    from mxnet import autograd, gluon
+
+    from gluon_triplet.data import load_dataset
+    from gluon_triplet.model import model_from_config
+    from gluon_triplet.train import set_seed
+
+    data = load_dataset("mnist-5k")
+    x, y = data.x_train[:600], data.y_train[:600]
+    config = Config(**{"seed": 0, **overrides})  # the default recipe: CNN, semi-hard, Adam
+    nets, trainers = [], []
+    for _ in range(2):
+        set_seed(0)
+        net, _ = model_from_config(config, x.shape[1:], ctx=[mx.cpu()])
+        net(nd.array(net.prepare_input(x[:2])))  # deferred initialisation, same draws
+        nets.append(net)
+        trainers.append(gluon.Trainer(net.collect_params(), "adam", {"learning_rate": 0.01}))
+    strategy = make_strategy(nets[0], TripletDataset(x, y, seed=0), config, [mx.cpu()])
+    miner, loss_fn = strategy.miner, strategy.loss_fn
+    data_nd, labels_nd = strategy.data[0], strategy.feed.labels[0]
+    for step, idx in enumerate(strategy.batches()[:3]):
+        mx.random.seed(step)
+        with autograd.record():
+            objective, stats = strategy.forward(0, idx)
+        objective.backward()
+        trainers[0].step(1)
+
+        mx.random.seed(step)
+        with autograd.record():
+            emb = nets[1](nd.take(data_nd, idx))
+            with autograd.pause():
+                a, p, n, weight = miner.mine(emb.detach(), nd.take(labels_nd, idx))
+            loss = loss_fn(nd.take(emb, a), nd.take(emb, p), nd.take(emb, n)) * weight
+            expected = loss.sum() / nd.maximum(weight.sum(), 1.0)
+        expected.backward()
+        trainers[1].step(1)
+        assert objective.asnumpy().tolist() == expected.asnumpy().tolist()
+        sums = [loss.sum().asscalar(), (loss > 0).sum().asscalar(), weight.sum().asscalar()]
+        assert stats.asnumpy().tolist() == sums
+    for fused, imperative in zip(
+        nets[0].collect_params().values(), nets[1].collect_params().values()
+    ):
+        np.testing.assert_array_equal(fused.data().asnumpy(), imperative.data().asnumpy())

@@ -436,14 +436,14 @@ RESUMABLE += ["--optimizer", "adam", "--lr", "0.01", "--projector-samples", "10"
 
 def interrupt_at(monkeypatch, epoch, batch, signum):
     """Make the running trainer send itself ``signum`` in ``epoch``, before ``batch``."""
-    real = TripletTrainer._losses
+    real = TripletTrainer._forward
 
     def losses(self, i, idx):
         if (self.epoch, self.batch, i) == (epoch, batch, 0):
             os.kill(os.getpid(), signum)
         return real(self, i, idx)
 
-    monkeypatch.setattr(TripletTrainer, "_losses", losses)
+    monkeypatch.setattr(TripletTrainer, "_forward", losses)
 
 
 def final_state(run_dir):
@@ -676,15 +676,15 @@ def test_interrupt_from_outside_then_resume_subprocess(tmp_path, monkeypatch):
 def test_non_finite_loss_names_epoch_batch_and_last_good_checkpoint(
     inputs, workdir, capsys, monkeypatch
 ):
-    real = TripletTrainer._losses
+    real = TripletTrainer._forward
 
     def poisoned(self, i, idx):
-        loss, weight = real(self, i, idx)
-        return (
-            (loss * float("nan"), weight) if (self.epoch, self.batch) == (2, 3) else (loss, weight)
-        )
+        objective, stats = real(self, i, idx)
+        if (self.epoch, self.batch) == (2, 3):
+            return objective * float("nan"), stats * float("nan")
+        return objective, stats
 
-    monkeypatch.setattr(TripletTrainer, "_losses", poisoned)
+    monkeypatch.setattr(TripletTrainer, "_forward", poisoned)
     args = [*RESUMABLE, "--dataset", f"idx:{inputs['good_idx']}", "--logdir", "logs"]
     assert main([*args, "--run-name", "r", "--log-every", "1"]) == 2
     err = capsys.readouterr().err
@@ -796,7 +796,7 @@ def test_training_holds_the_run_dir_lock_and_releases_it(inputs, workdir, capsys
     from gluon_triplet.rundir import RunDir, RunDirInUse
 
     seen = []
-    real = TripletTrainer._losses
+    real = TripletTrainer._forward
 
     def losses(self, i, idx):
         if not seen:
@@ -807,7 +807,7 @@ def test_training_holds_the_run_dir_lock_and_releases_it(inputs, workdir, capsys
                 seen.append(str(e))
         return real(self, i, idx)
 
-    monkeypatch.setattr(TripletTrainer, "_losses", losses)
+    monkeypatch.setattr(TripletTrainer, "_forward", losses)
     args = [*FAST, "--logdir", "logs", "--run-name", "r", "--dataset", f"idx:{inputs['good_idx']}"]
     assert main(args) == 0, capsys.readouterr().err
     assert seen == [f"logs/r is in use by process {os.getpid()}"]
