@@ -679,9 +679,13 @@ def test_non_finite_loss_names_epoch_batch_and_last_good_checkpoint(
     real = TripletTrainer._forward
 
     def poisoned(self, i, idx):
+        from mxnet import nd
+
         objective, stats = real(self, i, idx)
         if (self.epoch, self.batch) == (2, 3):
-            return objective * float("nan"), stats * float("nan")
+            # (loss sum, active, count): a NaN loss leaves the count of triplets alone.
+            nan = nd.array([float("nan"), 1, 1], ctx=stats.context)
+            return objective * float("nan"), stats * nan
         return objective, stats
 
     monkeypatch.setattr(TripletTrainer, "_forward", poisoned)
