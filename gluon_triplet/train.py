@@ -405,6 +405,10 @@ class TripletTrainer:
                         "try a lower --lr"
                     )
             self.callbacks.on_batch_end(self)
+        # The epoch ends when its last update has been applied: in a ps-lite job the last
+        # push may still be queued, and a worker that leaves first would drop it (MXNet
+        # skips queued operations at exit) and stall the others' last pull.
+        nd.waitall()
         loss, active, count = _sums(totals)
         return {"loss": loss, "active_fraction": active, "triplets": count}
 
