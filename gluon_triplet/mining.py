@@ -79,7 +79,7 @@ def _masks(F, labels, b, where):
     return pos, neg
 
 
-def _bisect(F, sorted_rows, queries, strict, shape, dtype, where):
+def _bisect(F, sorted_rows, queries, strict, shape, dtype, where, rows_of=None):
     """Vectorised binary search, one search per query, all at once.
 
     Parameters
@@ -87,7 +87,7 @@ def _bisect(F, sorted_rows, queries, strict, shape, dtype, where):
     F : mx.nd or mx.sym
     sorted_rows : (R, L) NDArray or Symbol
         Each row ascending (``inf`` allowed).
-    queries : (R, Q), same dtype
+    queries : (R, Q), same dtype; or any shape with ``rows_of``
         Query ``[i, j]`` searches row ``i``.
     strict : bool
         True: count of entries ``<= query``, i.e. the index of the first entry
@@ -99,10 +99,13 @@ def _bisect(F, sorted_rows, queries, strict, shape, dtype, where):
         Of ``sorted_rows``.
     where : dict
         See :func:`_where`.
+    rows_of : same shape as ``queries``, dtype of ``sorted_rows``, optional
+        The row each query searches (then the queries need not form an ``(R, Q)`` grid:
+        only the searches needed are made).
 
     Returns
     -------
-    (R, Q) indices in ``[0, L]``, dtype of ``sorted_rows``.
+    Indices in ``[0, L]``, shaped as ``queries``, dtype of ``sorted_rows``.
     """
     rows, length = shape
     steps = max(1, math.ceil(math.log2(length + 1)))
@@ -110,9 +113,9 @@ def _bisect(F, sorted_rows, queries, strict, shape, dtype, where):
     # so the loop needs no clipping, and inf never counts as <= a finite query.
     pad = F.full((rows, 2**steps - length), np.inf, dtype=dtype, **where)
     flat = F.concat(sorted_rows, pad, dim=1).reshape((-1,))
-    base = F.broadcast_like(
-        (F.arange(rows, dtype=dtype, **where) * 2**steps).reshape((-1, 1)), queries
-    )
+    if rows_of is None:
+        rows_of = F.broadcast_like(F.arange(rows, dtype=dtype, **where).reshape((-1, 1)), queries)
+    base = rows_of * 2**steps
     # Branchless search: try steps 2**(k-1), ..., 1 and keep each one whose last probed
     # entry still satisfies the test. A fixed number of rounds: no host sync.
     idx = base
@@ -349,29 +352,34 @@ class SemiHardMiner(Miner):
         _check_batch(self, b)
         values, order = _sorted_negatives(F, dist, neg, b, where)
         n_neg = F.sum(neg, axis=1, keepdims=True)  # (B, 1)
+        valid = F.broadcast_mul(pos, n_neg > 0).reshape((-1,))
+        # The pairs first, then a negative for each of them only (not for all B * B).
+        if self.max_pairs is None:
+            pair, weight = F.arange(b * b, **where), valid
+        else:
+            pair, _, weight = _sample_ranks(
+                F, F.cast(valid, "float64"), self.max_pairs, b * b, where
+            )
+        anchor = F.floor(pair / b)
+        row = F.cast(anchor, "float32")
+        d_ap = F.take(dist.reshape((-1,)), pair)
         # First negative strictly farther than the positive...
-        first = _bisect(F, values, dist, True, (b, b), "float32", where)
-        slot = F.broadcast_add((F.arange(b, **where) * b).reshape((-1, 1)), F.minimum(first, b - 1))
+        first = _bisect(F, values, d_ap, True, (b, b), "float32", where, rows_of=row)
+        slot = row * b + F.minimum(first, b - 1)
         semi_d = F.take(values.reshape((-1,)), slot)
         semi_n = F.take(order.reshape((-1,)), slot)
         # ...is semi-hard if it exists and is still inside the margin.
-        semi = F.broadcast_lesser(first, n_neg) * (semi_d < dist + self.margin)
-        hardest = F.broadcast_like(F.slice_axis(order, axis=1, begin=0, end=1), dist)
-        negative = F.where(semi, semi_n, hardest).reshape((-1,))
-        weight = F.broadcast_mul(pos, n_neg > 0).reshape((-1,))
+        semi = (first < F.take(n_neg.reshape((-1,)), row)) * (semi_d < d_ap + self.margin)
+        hardest = F.take(order.reshape((-1,)), row * b)
+        negative = F.where(semi, semi_n, hardest)
         if self.max_pairs is None:
-            pair = F.arange(b * b, **where)
-            anchor = F.floor(pair / b)
             positive = F.where(weight, pair - anchor * b, anchor)
             return anchor, positive, F.where(weight, negative, anchor), weight
-        pair, _, weight = _sample_ranks(F, F.cast(weight, "float64"), self.max_pairs, b * b, where)
-        anchor = F.floor(pair / b)
-        negative = F.cast(F.take(negative, pair), "float64")
         zero = F.zeros_like(pair)
         return (
             F.where(weight, anchor, zero),
             F.where(weight, pair - anchor * b, zero),
-            F.where(weight, negative, zero),
+            F.where(weight, F.cast(negative, "float64"), zero),
             weight,
         )
 
