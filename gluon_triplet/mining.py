@@ -9,6 +9,9 @@ stays a separate, ordinary Gluon loss.
 Everything runs on the embeddings' context with NDArray operations (no per-anchor Python
 loop, no copy to the host), and every miner returns arrays whose length ``M`` depends
 only on the batch size ``B``, so a training loop built around them keeps fixed shapes.
+The selection is written once for ``mx.nd`` and ``mx.sym``: :meth:`Miner.mine` runs it
+imperatively, :meth:`Miner.select` inside a hybridized graph (the trainer's step, where
+its ~150 small operations then cost no Python call each).
 
 Examples
 --------
@@ -326,8 +329,9 @@ class SemiHardMiner(Miner):
     for ``B = 256, D = 128`` on a 2-core CPU, versus milliseconds for ``B * 16``), so
     pass ``max_pairs`` (e.g. ``16 * B``) for anything but small batches.
 
-    The search is a sort of each anchor's negatives plus a vectorised binary search:
-    ``O(B^2 log B)`` work, no ``(B, B, B)`` tensor. Batches are limited to 2048 rows.
+    The search is a sort of each anchor's negatives, then, for each of the ``M`` pairs
+    only, a vectorised binary search in its anchor's row: ``O(B^2 log B + M log B)``
+    work, no ``(B, B, B)`` tensor. Batches are limited to 2048 rows.
 
     Parameters
     ----------

@@ -167,8 +167,10 @@ class TripletTrainer:
     same formula under that distance (:mod:`gluon_triplet.losses`): the miner and the loss
     share one :class:`~gluon_triplet.distances.Distance`.
 
-    The training data sits on every context as one NDArray, and the loss is read back only
-    every ``config.log_every`` batches, so the host does not wait on every step.
+    The training data sits on every context as one NDArray; a step (gather, net, online
+    miner, loss and the batch's loss sums) is one hybridized graph; the sums are added up
+    on the device and read back only every ``config.log_every`` batches, so the host does
+    not wait on every step.
 
     With a ``dist_*`` kvstore every worker draws the same epoch (same seeds), cuts it into
     global batches of ``num_workers`` per-worker batches and trains on its own share, all
