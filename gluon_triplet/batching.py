@@ -77,7 +77,7 @@ class MinedStep(gluon.HybridBlock):
     """Gather + embed + mine + loss as one graph, for online mining.
 
     The miner's selection (:meth:`~gluon_triplet.mining.Miner.select`) runs inside the
-    graph, on the embeddings cut from the gradient: the ~200 small operations of a
+    graph, on the embeddings cut from the gradient: the ~150 small operations of a
     semi-hard selection then cost no Python call and no allocation each. The result is
     the same, to the bit, as the imperative ``Miner.mine`` + ``mined_loss``.
 
