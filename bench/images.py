@@ -9,6 +9,9 @@ folder   Fashion-MNIST written as PNG files (``train/<class>``, ``test/<class>``
          arrays. Target: ratio <= 1.25.
 rec      The same folder packed with ``pack_folder``: pack time, and the streamed epoch
          from the ``.rec`` against the in-memory one. Target: ratio <= 1.25.
+cpu      CPU seconds per training picture of one epoch (``--cpu-pictures`` of the 60k),
+         in memory and streamed from the folder and the .rec: the training process and
+         the decoding workers apart, independent of other jobs' load.
 large    A RecordIO of ``--n-large`` 64x64 RGB pictures made from Fashion-MNIST with random
          tints and crops: decode images/s with 1 and 2 workers, and one streamed epoch
          with the peak memory of the whole process tree (PSS, target < 2 GiB).
@@ -41,7 +44,7 @@ import numpy as np
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
-SECTIONS = ("folder", "rec", "large", "quality")
+SECTIONS = ("folder", "rec", "cpu", "large", "quality")
 FASHION = "/usr/share/datasets/fashion-mnist"
 EPOCH_RATIO_TARGET = 1.25
 RSS_TARGET = 2 << 30
@@ -346,6 +349,74 @@ def section_folder(args, rec=False):
     report("test P@1 after the epoch: in memory / streamed", f"{p_mem:.4f} / {p_str:.4f}")
 
 
+def _tree_cpu():
+    """CPU seconds of this process and of its reaped children (the decoding workers)."""
+    import resource
+
+    me = resource.getrusage(resource.RUSAGE_SELF)
+    kids = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return me.ru_utime + me.ru_stime, kids.ru_utime + kids.ru_stime
+
+
+def section_cpu(args):
+    """CPU seconds per training picture of one epoch: in memory, and streamed from the PNG
+    folder and the .rec (training process and decoding workers apart). Load-independent
+    where wall-clock ratios are not: the machine is shared."""
+    import mxnet as mx
+
+    from gluon_triplet.config import Config
+    from gluon_triplet.data import load_dataset
+    from gluon_triplet.images import ImageOptions
+    from gluon_triplet.model import model_from_config
+    from gluon_triplet.train import TripletTrainer, set_seed
+    from gluon_triplet.triplets import TripletDataset
+
+    root = os.path.join(args.workdir, "fashion-png-60000")
+    prefix = os.path.join(args.workdir, "fashion-60000")
+    if not (os.path.isdir(root) and os.path.exists(prefix + ".rec")):
+        sys.exit("run --only folder rec first (the cpu section reuses their 60k folder and .rec)")
+    n = args.cpu_pictures
+    rows = {}
+    sources = (("memory", f"folder:{root}"), ("folder", f"folder:{root}"), ("rec", f"rec:{prefix}"))
+    for what, spec in sources:
+        config = Config.from_dict(
+            {"dataset": spec, "epochs": 1, "workers": args.workers, "max_memory": 0.0}
+        )
+        data = load_dataset(spec, images=ImageOptions.from_config(config))
+        # the same random pictures from both sources (train records come in folder order)
+        pick = np.sort(np.random.default_rng(0).permutation(len(data.y_train))[:n])
+        x, y = data.x_train.subset(pick), data.y_train[pick]
+        if what == "memory":
+            x = x[:]  # decoded once, held as float32
+        set_seed(0)
+        net, _ = model_from_config(config, x.shape[1:], ctx=[mx.cpu()])
+        trainer = TripletTrainer(net, TripletDataset(x, y, seed=0), config, [mx.cpu()])
+        main0, kids0 = _tree_cpu()
+        t0 = time.perf_counter()
+        trainer.fit()
+        wall = time.perf_counter() - t0
+        trainer.strategy.feed.close()  # the workers exit: their CPU time is counted
+        main1, kids1 = _tree_cpu()
+        rows[what] = (wall, main1 - main0, kids1 - kids0)
+        report(
+            f"{what}: {n} pictures, wall / training-process CPU / worker CPU",
+            f"{wall:.1f} s / {main1 - main0:.1f} s / {kids1 - kids0:.1f} s",
+        )
+    train_us = rows["memory"][1] / n * 1e6
+    report("training CPU per picture, in memory", f"{train_us:.0f} us")
+    for what in ("folder", "rec"):
+        wall, main, kids = rows[what]
+        extra = (main - rows["memory"][1]) / n * 1e6
+        report(
+            f"streamed from the {what}: decoding CPU per picture (workers)",
+            f"{kids / n * 1e6:.0f} us",
+        )
+        report("  training-process CPU per picture beyond in memory", f"{extra:+.0f} us")
+        total = (main + kids) / rows["memory"][1]
+        report(f"  CPU ratio streamed / in memory ({what})", f"{total:.2f}")
+    report("load average (1, 5, 15 min) at the end", " ".join(f"{v:.1f}" for v in os.getloadavg()))
+
+
 def section_large(args):
     from gluon_triplet import images
     from gluon_triplet.streaming import stream_batches
@@ -459,6 +530,9 @@ def main(argv=None):
     )
     p.add_argument("--epochs", type=int, default=5, help="quality section epochs (default 5)")
     p.add_argument("--workers", type=int, default=None, help="DataLoader workers (default: CPUs)")
+    p.add_argument(
+        "--cpu-pictures", type=int, default=20_000, help="training pictures of the cpu section"
+    )
     args = p.parse_args(argv)
     if not os.path.isdir(FASHION):
         sys.exit(f"needs Fashion-MNIST in {FASHION}: apt-get install -y dataset-fashion-mnist")
@@ -470,6 +544,8 @@ def main(argv=None):
             section_folder(args)
         elif name == "rec":
             section_folder(args, rec=True)
+        elif name == "cpu":
+            section_cpu(args)
         elif name == "large":
             section_large(args)
         else:
