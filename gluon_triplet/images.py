@@ -340,6 +340,18 @@ class RecordImages:
         self.path = rec_path
         self.channels = channels
         self.dataset = ImageRecordDataset(rec_path, flag=0 if channels == 1 else 1)
+        record = self.dataset._record
+        self._offsets = np.fromiter(
+            (record.idx[k] for k in record.keys), dtype=np.int64, count=len(record.keys)
+        )
+        # pread takes its offset, not the file's position: one descriptor serves the
+        # forked DataLoader workers too.
+        self._fd = os.open(rec_path, os.O_RDONLY)
+
+    def __del__(self):
+        fd = getattr(self, "_fd", None)
+        if fd is not None:
+            os.close(fd)
 
     def __len__(self):
         return len(self.dataset)
@@ -348,6 +360,18 @@ class RecordImages:
         return f"{self.path}#{self.dataset._record.keys[i]}"
 
     def raw(self, i: int) -> bytes:
+        """Record ``i``'s bytes (IRHeader and payload)."""
+        # Read directly: two preads cost a fraction of MXNet's reader (several ctypes
+        # calls a record), which matters when every record is read each epoch.
+        pos = int(self._offsets[i])
+        head = os.pread(self._fd, 8, pos)
+        if len(head) == 8:
+            magic, length = struct.unpack("<II", head)
+            if magic == REC_MAGIC and length >> 29 == 0:  # a record in one part
+                data = os.pread(self._fd, length, pos + 8)
+                if len(data) == length:
+                    return data
+        # Records split in parts, and damaged ones: MXNet's reader decides.
         from mxnet.gluon.data import RecordFileDataset
 
         return RecordFileDataset.__getitem__(self.dataset, i)

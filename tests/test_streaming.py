@@ -88,6 +88,13 @@ def test_rec_streams_too(folder, tmp_path):
     memory = load_dataset(f"rec:{tmp_path / 'p'}", images=ImageOptions(workers=0))
     np.testing.assert_array_equal(lazy.x_test[:], memory.x_test)
     assert os.path.exists(tmp_path / "p.rec")
+    # records are read with pread, byte for byte what MXNet's reader returns
+    from mxnet.gluon.data import RecordFileDataset
+
+    reader = lazy.x_test.dataset.reader
+    assert len(reader) == 48
+    for i in range(len(reader)):
+        assert reader.raw(i) == RecordFileDataset.__getitem__(reader.dataset, i)
 
 
 @pytest.mark.parametrize("offline", [True, False])
