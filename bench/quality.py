@@ -93,6 +93,32 @@ RECIPES = {
     "bn": {"batch_norm": True},
     "bn-wide": {"batch_norm": True, "channels": (48, 64)},
     "bn-e64": {"batch_norm": True, "embedding_size": 64},
+    # Issue 15, second session: augmentation and a stronger CNN at the same cost.
+    "aug-digits": {"augment": "digits"},
+    "aug-photos": {"augment": "photos"},
+    "aug-objects": {"augment": "objects"},
+    "p3": {"conv_block": "pooled", "channels": (16, 32, 64)},
+    "p3-bn": {"conv_block": "pooled", "channels": (16, 32, 64), "batch_norm": True},
+    "p3-bn-lr3": {
+        "conv_block": "pooled",
+        "channels": (16, 32, 64),
+        "batch_norm": True,
+        "lr": 0.003,
+    },
+    "p4-bn-lr3": {
+        "conv_block": "pooled",
+        "channels": (16, 32, 64, 128),
+        "batch_norm": True,
+        "lr": 0.003,
+    },
+    "p3w-bn-lr3": {
+        "conv_block": "pooled",
+        "channels": (20, 40, 80),
+        "batch_norm": True,
+        "lr": 0.003,
+    },
+    "bn-lr3": {"batch_norm": True, "lr": 0.003},
+    "bn-lr10": {"batch_norm": True, "lr": 0.01},
 }
 # The recipes a plain run trains; the candidates are asked for by name (--recipes).
 STANDARD = ["raw", "reference", "batch-hard", "semi-hard", "batch-all", "default"]

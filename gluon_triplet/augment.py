@@ -8,11 +8,15 @@ evaluation or embedding, which call the net directly.
 ``digits``
     Small random shifts (up to 10% of the side) and rotations (up to 10 degrees), never
     flips: a mirrored 2 or 7 is not a digit.
+``objects``
+    Horizontal flip and small random shifts (up to 10% of the side), nothing else: for
+    centred objects whose mirror image is the same kind of thing (garments, products),
+    where a crop of 35% of a small picture would cut away what tells classes apart.
 ``photos``
     Random resized crop (35-100% of the area, aspect 3/4-4/3), horizontal flip, and colour
     jitter (brightness, contrast and saturation each scaled by 0.6-1.4).
 
-Both are one affine resampling (``GridGenerator`` + ``BilinearSampler``) per image, plus
+Each is one affine resampling (``GridGenerator`` + ``BilinearSampler``) per image, plus
 per-image colour factors for ``photos``.
 """
 
@@ -24,9 +28,9 @@ from mxnet import gluon
 
 __all__ = ["AUGMENTATIONS", "Augmenter", "make_augmenter"]
 
-AUGMENTATIONS = ("none", "digits", "photos")
+AUGMENTATIONS = ("none", "digits", "objects", "photos")
 
-_SHIFT = 0.1  # digits: fraction of the side
+_SHIFT = 0.1  # digits and objects: fraction of the side
 _ROTATE = math.radians(10.0)
 _AREA = (0.35, 1.0)  # photos: random resized crop
 _ASPECT = (3 / 4, 4 / 3)
@@ -38,7 +42,7 @@ class Augmenter(gluon.HybridBlock):
 
     Parameters
     ----------
-    kind : {"digits", "photos"}
+    kind : {"digits", "objects", "photos"}
     sample_shape : (H, W) or (C, H, W)
         Shape of one sample; ``(H, W)`` batches ``(B, H, W)`` get their channel axis
         added and removed here.
@@ -79,6 +83,18 @@ class Augmenter(gluon.HybridBlock):
                 uniform(-2 * _SHIFT, 2 * _SHIFT),
                 sin,
                 cos,
+                uniform(-2 * _SHIFT, 2 * _SHIFT),
+                dim=1,
+            )
+        elif self.kind == "objects":
+            flip = F.sign(uniform(-1.0, 1.0))
+            one = F.ones_like(row)
+            theta = F.concat(
+                flip,
+                zero,
+                uniform(-2 * _SHIFT, 2 * _SHIFT),
+                zero,
+                one,
                 uniform(-2 * _SHIFT, 2 * _SHIFT),
                 dim=1,
             )

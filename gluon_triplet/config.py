@@ -225,9 +225,10 @@ class Config:
     # Training-time augmentation on the data path (augment.py).
     augment: str = option(
         "none",
-        "training-time augmentation: none, digits or photos",
+        "training-time augmentation: none, digits (shifts, small rotations), objects "
+        "(horizontal flip, small shifts) or photos (random resized crop, flip, colour jitter)",
         "training",
-        choices=("none", "digits", "photos"),
+        choices=("none", "digits", "objects", "photos"),
     )
     warmup_epochs: float = option(
         0.0, "ramp the learning rate linearly from 0 over this many epochs", "training"
@@ -240,13 +241,20 @@ class Config:
     )
     channels: Optional[Tuple[int, ...]] = option(
         None,
-        "cnn: output channels of its 5x5 stride-2 convolutions",
+        "cnn: output channels of its convolutions (each halves the map)",
         "model",
         metavar="N",
         shown_default="32 64",
     )
     batch_norm: bool = option(
         False, "cnn: BatchNorm between each convolution and its ReLU", "model"
+    )
+    conv_block: str = option(
+        "strided",
+        "cnn: how each convolution halves the map: strided (5x5, stride 2) or pooled (3x3, "
+        "stride 1, then 2x2 max-pooling)",
+        "model",
+        choices=("strided", "pooled"),
     )
     ctx: str = option(
         "auto",
@@ -344,8 +352,12 @@ class Config:
             raise ConfigError(f"hidden sizes must be >= 1, got {list(self.hidden)}")
         if self.channels is not None and (not self.channels or any(c < 1 for c in self.channels)):
             raise ConfigError(f"channels must be one or more widths >= 1, got {self.channels}")
-        if (self.channels is not None or self.batch_norm) and self.model == "mlp":
-            raise ConfigError("channels and batch_norm apply to the cnn; model is 'mlp'")
+        if (
+            self.channels is not None or self.batch_norm or self.conv_block != "strided"
+        ) and self.model == "mlp":
+            raise ConfigError(
+                "channels, batch_norm and conv_block apply to the cnn; model is 'mlp'"
+            )
         for name in ("lr", "margin", "init_scale"):
             if not getattr(self, name) > 0:
                 raise ConfigError(f"{name} must be > 0, got {getattr(self, name)}")

@@ -9,6 +9,7 @@ from mxnet import gluon, init, nd
 
 __all__ = [
     "BACKBONES",
+    "CONV_BLOCKS",
     "MODELS",
     "BackboneEmbedding",
     "EmbeddingCNN",
@@ -20,6 +21,11 @@ __all__ = [
     "model_from_config",
     "resolve_model_name",
 ]
+
+
+#: How :class:`EmbeddingCNN` halves its feature maps: 5x5 stride-2 convolutions (the
+#: reference) or 3x3 convolutions each followed by 2x2 max-pooling.
+CONV_BLOCKS = ("strided", "pooled")
 
 
 class EmbeddingMLP(gluon.HybridBlock):
@@ -94,6 +100,11 @@ class EmbeddingCNN(gluon.HybridBlock):
     batch_norm : bool
         Put ``BatchNorm`` between each convolution (then without bias) and its ReLU.
         Batch statistics while training, running averages when embedding.
+    block : {"strided", "pooled"}
+        ``strided`` (the reference): each convolution is 5x5 with stride 2. ``pooled``: each
+        is 3x3 with stride 1 followed by 2x2 max-pooling (rounding up), which halves the
+        map as well at about a third of a 5x5 convolution's multiply-adds per output,
+        so the same budget buys more layers or channels.
     pool : {"flatten", "avg"}
         ``flatten`` (the reference) feeds every position of the last feature map to the
         Dense layer; ``avg`` global-average-pools it first, so the net takes any image
@@ -116,6 +127,7 @@ class EmbeddingCNN(gluon.HybridBlock):
         hidden: Sequence[int] = (),
         batch_norm: bool = False,
         pool: str = "flatten",
+        block: str = "strided",
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -125,7 +137,10 @@ class EmbeddingCNN(gluon.HybridBlock):
             raise ValueError("channels must list at least one convolution width")
         if pool not in ("flatten", "avg"):
             raise ValueError(f"pool must be 'flatten' or 'avg', got {pool!r}")
+        if block not in CONV_BLOCKS:
+            raise ValueError(f"block must be one of {', '.join(CONV_BLOCKS)}, got {block!r}")
         self.normalize = normalize
+        kernel, stride = (5, 2) if block == "strided" else (3, 1)
         with self.name_scope():
             self.body = gluon.nn.HybridSequential()
             for width in channels:
@@ -133,7 +148,7 @@ class EmbeddingCNN(gluon.HybridBlock):
                     # BatchNorm's shift makes the convolution's bias redundant.
                     self.body.add(
                         gluon.nn.Conv2D(
-                            int(width), kernel_size=5, strides=2, padding=2, use_bias=False
+                            int(width), kernel, strides=stride, padding=kernel // 2, use_bias=False
                         ),
                         gluon.nn.BatchNorm(),
                         gluon.nn.Activation("relu"),
@@ -141,9 +156,16 @@ class EmbeddingCNN(gluon.HybridBlock):
                 else:
                     self.body.add(
                         gluon.nn.Conv2D(
-                            int(width), kernel_size=5, strides=2, padding=2, activation="relu"
+                            int(width),
+                            kernel,
+                            strides=stride,
+                            padding=kernel // 2,
+                            activation="relu",
                         )
                     )
+                if block == "pooled":
+                    # Rounding up keeps the border rows, as the strided convolution does.
+                    self.body.add(gluon.nn.MaxPool2D(2, 2, ceil_mode=True))
             if pool == "avg":
                 # Any input size gives the same feature width: one value per channel.
                 self.body.add(gluon.nn.GlobalAvgPool2D())
@@ -503,6 +525,8 @@ def model_from_config(config, sample_shape, ctx=None):
         cnn_only["channels"] = tuple(config.channels)
     if getattr(config, "batch_norm", False):
         cnn_only["batch_norm"] = True
+    if getattr(config, "conv_block", "strided") != "strided":
+        cnn_only["block"] = config.conv_block
     if cnn_only and name != "cnn":
         raise ValueError(
             f"{' and '.join(sorted(cnn_only))} apply to the cnn; model {config.model!r} "

@@ -19,7 +19,7 @@ def colour(x):
     )
 
 
-@pytest.mark.parametrize("kind", ["digits", "photos"])
+@pytest.mark.parametrize("kind", ["digits", "objects", "photos"])
 @pytest.mark.parametrize("rgb", [False, True])
 def test_shape_range_and_seeded(digits, kind, rgb):
     x = colour(digits[0]) if rgb else digits[0]
@@ -77,11 +77,46 @@ def test_photos_flip_some(digits):
     assert 0.15 < mirrored < 0.85
 
 
+def shifted(p, dy, dx):
+    """``p`` moved by whole pixels, zeros coming in."""
+    out = np.zeros_like(p)
+    h, w = p.shape
+    out[max(dy, 0) : h + min(dy, 0), max(dx, 0) : w + min(dx, 0)] = p[
+        max(-dy, 0) : h + min(-dy, 0), max(-dx, 0) : w + min(-dx, 0)
+    ]
+    return out
+
+
+def test_objects_flip_about_half_and_only_shift(digits):
+    # Flip and shift only: no rotation, scaling or colour change. Brute force: every output
+    # matches the picture or its mirror moved by at most 3 whole pixels (10% of 28 = 2.8,
+    # bilinear in between), and about half match the mirror best.
+    x = colour(digits[0])
+    aug = make_augmenter("objects", x.shape[1:])
+    mx.random.seed(2)
+    out = aug(mx.nd.array(x)).asnumpy()
+    grey, out_grey = x.mean(axis=1), out.mean(axis=1)
+    moves = [(dy, dx) for dy in range(-3, 4) for dx in range(-3, 4)]
+
+    def best(o, g):
+        return max(np.corrcoef(o.ravel(), shifted(g, *m).ravel())[0, 1] for m in moves)
+
+    same = np.array([best(o, g) for o, g in zip(out_grey, grey)])
+    mirror = np.array([best(o, g[:, ::-1]) for o, g in zip(out_grey, grey)])
+    assert np.all(np.maximum(same, mirror) > 0.85)
+    assert 0.15 < np.mean(mirror > same) < 0.85
+    # Colours untouched: each channel is resampled alike, so the tint's ratios survive.
+    lit = out[:, 0] > 0.2
+    np.testing.assert_allclose(out[:, 1][lit] / out[:, 0][lit], 0.6, rtol=1e-4)
+    # Bilinear weights are a convex combination: no pixel brighter than the input's.
+    assert out.max() <= x.max() + 1e-6
+
+
 def test_refuses_non_images():
     assert make_augmenter("none", (784,)) is None
     with pytest.raises(ValueError, match="needs image samples"):
         make_augmenter("digits", (784,))
-    with pytest.raises(ValueError, match="augment must be one of none, digits, photos"):
+    with pytest.raises(ValueError, match="augment must be one of none, digits, objects, photos"):
         make_augmenter("flip", (28, 28))
     with pytest.raises(ValueError, match="augment must be one of"):
         Augmenter("none", (28, 28))

@@ -52,6 +52,7 @@ OTHER = {
     "soft_margin": [],  # --soft-margin
     "channels": ["16", "32"],
     "batch_norm": [],  # --batch-norm
+    "conv_block": ["pooled"],
     "ctx": ["cpu"],
     "kvstore": ["local"],
     "seed": ["5"],

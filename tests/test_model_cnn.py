@@ -126,3 +126,45 @@ def test_batch_norm_option_normalises_with_batch_statistics_when_training():
         model_from_config(Config(batch_norm=True), (784,))
     with pytest.raises(ConfigError, match="channels must be one or more"):
         Config(channels=(8, 0))
+
+
+def test_pooled_block_is_3x3_convolutions_each_followed_by_max_pooling():
+    from gluon_triplet.config import Config, ConfigError
+    from gluon_triplet.model import model_from_config
+
+    net, name = model_from_config(
+        Config(conv_block="pooled", channels=(4, 8, 16), batch_norm=True), (28, 28)
+    )
+    assert name == "cnn"
+    x = images(3, 28, 28)
+    assert net(mx.nd.array(x)).shape == (3, 128)
+    convs = [b for b in net.body if isinstance(b, gluon.nn.Conv2D)]
+    pools = [b for b in net.body if isinstance(b, gluon.nn.MaxPool2D)]
+    assert [c.weight.shape for c in convs] == [(4, 1, 3, 3), (8, 4, 3, 3), (16, 8, 3, 3)]
+    assert all(c._kwargs["stride"] == (1, 1) and c._kwargs["pad"] == (1, 1) for c in convs)
+    assert len(pools) == 3
+    # 28 -> 14 -> 7 -> 4 (rounding up, like the strided convolutions): 4 * 4 * 16 features.
+    assert net.body[-1].weight.shape == (128, 4 * 4 * 16)
+    # Against brute force: the first block (conv, BatchNorm at inference, ReLU, max-pool)
+    # computed with NumPy.
+    conv, bn = convs[0], net.body[1]
+    w, (gamma, beta) = conv.weight.data().asnumpy(), (bn.gamma.data(), bn.beta.data())
+    mean, var = bn.running_mean.data().asnumpy(), bn.running_var.data().asnumpy()
+    padded = np.pad(x, ((0, 0), (1, 1), (1, 1)))
+    windows = np.lib.stride_tricks.sliding_window_view(padded, (3, 3), axis=(1, 2))
+    z = np.einsum("nhwij,cij->nchw", windows, w[:, 0])
+    z = (z - mean[:, None, None]) / np.sqrt(var[:, None, None] + bn._kwargs["eps"])
+    z = np.maximum(z * gamma.asnumpy()[:, None, None] + beta.asnumpy()[:, None, None], 0)
+    want = z.reshape(3, 4, 14, 2, 14, 2).max(axis=(3, 5))
+    first = gluon.nn.HybridSequential()
+    first.add(*net.body[:4])
+    np.testing.assert_allclose(first(mx.nd.array(x[:, None])).asnumpy(), want, rtol=1e-4, atol=1e-5)
+    # The default stays the reference convnet's strided 5x5 convolutions.
+    default, _ = model_from_config(Config(), (28, 28))
+    assert [b.weight.shape[-1] for b in default.body if isinstance(b, gluon.nn.Conv2D)] == [5, 5]
+    with pytest.raises(ConfigError, match="conv_block must be one of strided, pooled"):
+        Config(conv_block="dilated")
+    with pytest.raises(ConfigError, match="conv_block apply to the cnn"):
+        Config(model="mlp", conv_block="pooled")
+    with pytest.raises(ValueError, match="block must be one of"):
+        EmbeddingCNN(block="dilated")
