@@ -103,7 +103,10 @@ RECIPES = {
     "bn-lr3-objects": {"batch_norm": True, "lr": 0.003, "augment": "objects"},
     "bn-lr3-digits": {"batch_norm": True, "lr": 0.003, "augment": "digits"},
     "lr2": {"lr": 0.002},
-    "p3": {"conv_block": "pooled", "channels": (16, 32, 64)},
+    "p3": {"conv_block": "pooled"},  # 16 32 64, the pooled default
+    "p3-lr2": {"conv_block": "pooled", "lr": 0.002},
+    "p3-digits": {"conv_block": "pooled", "augment": "digits"},
+    "p3-objects": {"conv_block": "pooled", "augment": "objects"},
     "p3-bn": {"conv_block": "pooled", "channels": (16, 32, 64), "batch_norm": True},
     "p3-bn-lr3": {
         "conv_block": "pooled",
@@ -116,6 +119,19 @@ RECIPES = {
         "channels": (16, 32, 64, 128),
         "batch_norm": True,
         "lr": 0.003,
+    },
+    "p3n-bn-lr3": {
+        "conv_block": "pooled",
+        "channels": (12, 24, 48),
+        "batch_norm": True,
+        "lr": 0.003,
+    },
+    "p3n-bn-lr3-objects": {
+        "conv_block": "pooled",
+        "channels": (12, 24, 48),
+        "batch_norm": True,
+        "lr": 0.003,
+        "augment": "objects",
     },
     "p3w-bn-lr3": {
         "conv_block": "pooled",

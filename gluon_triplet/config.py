@@ -244,7 +244,7 @@ class Config:
         "cnn: output channels of its convolutions (each halves the map)",
         "model",
         metavar="N",
-        shown_default="32 64",
+        shown_default="32 64 strided, 16 32 64 pooled, more above 32 px",
     )
     batch_norm: bool = option(
         False, "cnn: BatchNorm between each convolution and its ReLU", "model"

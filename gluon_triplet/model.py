@@ -11,6 +11,7 @@ __all__ = [
     "BACKBONES",
     "CONV_BLOCKS",
     "MODELS",
+    "POOLED_CHANNELS",
     "BackboneEmbedding",
     "EmbeddingCNN",
     "EmbeddingMLP",
@@ -448,24 +449,31 @@ def resolve_model_name(name, sample_shape):
     return name
 
 
-def cnn_architecture(sample_shape):
+#: Widths of the pooled CNN up to 32 pixels: three 3x3 convolutions, each followed by 2x2
+#: max-pooling (28 -> 14 -> 7 -> 4), about the reference convnet's training CPU time per
+#: sample (docs/quality.md).
+POOLED_CHANNELS = (16, 32, 64)
+
+
+def cnn_architecture(sample_shape, block="strided"):
     """Constructor arguments of :class:`EmbeddingCNN` for images of ``sample_shape``.
 
     Up to 32 pixels a side: the reference convnet (conv 32 -> conv 64, flattened), so
-    MNIST-sized runs keep their measured architecture. Larger images get more strided
+    MNIST-sized runs keep their measured architecture; with ``block="pooled"`` three
+    pooled 3x3 convolutions of :data:`POOLED_CHANNELS` instead. Larger images get more
     convolutions (128, then 256 channels) until the map is at most 8 pixels a side, and
     global average pooling before the embedding layer.
 
     Returns
     -------
     dict
-        ``{}`` (the defaults) or ``{"channels": (...), "pool": "avg"}``.
+        ``{}`` (the defaults), ``{"channels": (...)}`` or ``{"channels": (...), "pool": "avg"}``.
     """
     if sample_shape is None or not _is_image(tuple(sample_shape)):
         return {}
     side = min(int(s) for s in tuple(sample_shape)[-2:])
     if side <= 32:
-        return {}
+        return {"channels": POOLED_CHANNELS} if block == "pooled" else {}
     channels = [32, 64]
     side = -(-side // 4)
     while side > 8 and len(channels) < 6:
@@ -534,7 +542,7 @@ def model_from_config(config, sample_shape, ctx=None):
         )
     if name == "cnn":
         # The size decides the pooling; explicit --channels replace the automatic widths.
-        kwargs.update(cnn_architecture(sample_shape))
+        kwargs.update(cnn_architecture(sample_shape, getattr(config, "conv_block", "strided")))
     kwargs.update(cnn_only)
     return build_model(name, init_scale=config.init_scale, ctx=ctx, **kwargs), name
 

@@ -159,6 +159,10 @@ def test_pooled_block_is_3x3_convolutions_each_followed_by_max_pooling():
     first = gluon.nn.HybridSequential()
     first.add(*net.body[:4])
     np.testing.assert_allclose(first(mx.nd.array(x[:, None])).asnumpy(), want, rtol=1e-4, atol=1e-5)
+    # Without --channels the pooled CNN has three blocks of POOLED_CHANNELS up to 32 px.
+    pooled, _ = model_from_config(Config(conv_block="pooled"), (28, 28))
+    widths = [b.weight.shape[0] for b in pooled.body if isinstance(b, gluon.nn.Conv2D)]
+    assert widths == [16, 32, 64]
     # The default stays the reference convnet's strided 5x5 convolutions.
     default, _ = model_from_config(Config(), (28, 28))
     assert [b.weight.shape[-1] for b in default.body if isinstance(b, gluon.nn.Conv2D)] == [5, 5]
