@@ -251,10 +251,10 @@ class Config:
     )
     conv_block: str = option(
         "strided",
-        "cnn: how each convolution halves the map: strided (5x5, stride 2) or pooled (3x3, "
-        "stride 1, then 2x2 max-pooling)",
+        "cnn: how each convolution halves the map: strided (5x5, stride 2), pooled (3x3, "
+        "stride 1, then 2x2 max-pooling) or auto (pooled up to 32 px, strided above)",
         "model",
-        choices=("strided", "pooled"),
+        choices=("strided", "pooled", "auto"),
     )
     ctx: str = option(
         "auto",
@@ -353,7 +353,7 @@ class Config:
         if self.channels is not None and (not self.channels or any(c < 1 for c in self.channels)):
             raise ConfigError(f"channels must be one or more widths >= 1, got {self.channels}")
         if (
-            self.channels is not None or self.batch_norm or self.conv_block != "strided"
+            self.channels is not None or self.batch_norm or self.conv_block == "pooled"
         ) and self.model == "mlp":
             raise ConfigError(
                 "channels, batch_norm and conv_block apply to the cnn; model is 'mlp'"

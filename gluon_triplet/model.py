@@ -20,12 +20,14 @@ __all__ = [
     "embed",
     "load_backbone_params",
     "model_from_config",
+    "resolve_conv_block",
     "resolve_model_name",
 ]
 
 
 #: How :class:`EmbeddingCNN` halves its feature maps: 5x5 stride-2 convolutions (the
-#: reference) or 3x3 convolutions each followed by 2x2 max-pooling.
+#: reference) or 3x3 convolutions each followed by 2x2 max-pooling (the config's ``auto``
+#: picks one by image size, :func:`resolve_conv_block`).
 CONV_BLOCKS = ("strided", "pooled")
 
 
@@ -482,6 +484,19 @@ def cnn_architecture(sample_shape, block="strided"):
     return {"channels": tuple(channels), "pool": "avg"}
 
 
+def resolve_conv_block(block, sample_shape):
+    """The CNN block ``"auto"`` stands for: ``"pooled"`` for images up to 32 pixels a
+    side (measured in docs/quality.md), ``"strided"`` for larger ones (where the pooled
+    net's stride-1 convolutions at full resolution would cost several times more and
+    were not measured); other names pass through."""
+    if block != "auto":
+        return block
+    if sample_shape is not None and _is_image(tuple(sample_shape)):
+        if min(int(s) for s in tuple(sample_shape)[-2:]) <= 32:
+            return "pooled"
+    return "strided"
+
+
 def model_from_config(config, sample_shape, ctx=None):
     """Build and initialise the net a :class:`~gluon_triplet.config.Config` describes.
 
@@ -533,16 +548,20 @@ def model_from_config(config, sample_shape, ctx=None):
         cnn_only["channels"] = tuple(config.channels)
     if getattr(config, "batch_norm", False):
         cnn_only["batch_norm"] = True
-    if getattr(config, "conv_block", "strided") != "strided":
-        cnn_only["block"] = config.conv_block
+    block = getattr(config, "conv_block", "strided")
+    if block == "pooled":
+        cnn_only["block"] = block
     if cnn_only and name != "cnn":
         raise ValueError(
             f"{' and '.join(sorted(cnn_only))} apply to the cnn; model {config.model!r} "
             f"is {name!r} for these samples"
         )
     if name == "cnn":
+        block = resolve_conv_block(block, sample_shape)
+        if block != "strided":
+            kwargs["block"] = block
         # The size decides the pooling; explicit --channels replace the automatic widths.
-        kwargs.update(cnn_architecture(sample_shape, getattr(config, "conv_block", "strided")))
+        kwargs.update(cnn_architecture(sample_shape, block))
     kwargs.update(cnn_only)
     return build_model(name, init_scale=config.init_scale, ctx=ctx, **kwargs), name
 

@@ -189,7 +189,10 @@ def _check_memory(config, sample_shape, num_classes: int, num_contexts: int = 1)
     if model == "auto":
         model = "cnn" if len(shape) in (2, 3) and min(shape[-2:]) >= 8 else "mlp"
     if model == "cnn" and len(shape) in (2, 3):
-        channels = tuple(config.channels or (32, 64))
+        from .model import POOLED_CHANNELS, resolve_conv_block
+
+        pooled = resolve_conv_block(config.conv_block, shape) == "pooled"
+        channels = tuple(config.channels or (POOLED_CHANNELS if pooled else (32, 64)))
         h, w = shape[-2:]
         for _ in channels:
             h, w = -(-h // 2), -(-w // 2)

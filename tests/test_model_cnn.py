@@ -166,7 +166,13 @@ def test_pooled_block_is_3x3_convolutions_each_followed_by_max_pooling():
     # The default stays the reference convnet's strided 5x5 convolutions.
     default, _ = model_from_config(Config(), (28, 28))
     assert [b.weight.shape[-1] for b in default.body if isinstance(b, gluon.nn.Conv2D)] == [5, 5]
-    with pytest.raises(ConfigError, match="conv_block must be one of strided, pooled"):
+    # auto: pooled up to 32 px, strided above (three strided convs + pooling at 40 px).
+    small, _ = model_from_config(Config(conv_block="auto"), (3, 32, 32))
+    assert [b.weight.shape[-1] for b in small.body if isinstance(b, gluon.nn.Conv2D)] == [3] * 3
+    large, _ = model_from_config(Config(conv_block="auto"), (3, 40, 40))
+    assert {b.weight.shape[-1] for b in large.body if isinstance(b, gluon.nn.Conv2D)} == {5}
+    assert model_from_config(Config(conv_block="auto"), (784,))[1] == "mlp"
+    with pytest.raises(ConfigError, match="conv_block must be one of strided, pooled, auto"):
         Config(conv_block="dilated")
     with pytest.raises(ConfigError, match="conv_block apply to the cnn"):
         Config(model="mlp", conv_block="pooled")
