@@ -250,7 +250,7 @@ class Config:
         False, "cnn: BatchNorm between each convolution and its ReLU", "model"
     )
     conv_block: str = option(
-        "strided",
+        "auto",
         "cnn: how each convolution halves the map: strided (5x5, stride 2), pooled (3x3, "
         "stride 1, then 2x2 max-pooling) or auto (pooled up to 32 px, strided above)",
         "model",

@@ -96,7 +96,9 @@ def test_batch_norm_option_normalises_with_batch_statistics_when_training():
     from gluon_triplet.config import Config, ConfigError
     from gluon_triplet.model import model_from_config
 
-    net, name = model_from_config(Config(batch_norm=True, channels=(4, 8)), (28, 28))
+    net, name = model_from_config(
+        Config(batch_norm=True, channels=(4, 8), conv_block="strided"), (28, 28)
+    )
     assert name == "cnn"
     net(mx.nd.array(images(2, 28, 28)))  # deferred initialisation
     conv1, bn1, act1, conv2, bn2, act2, _, dense = net.body
@@ -163,9 +165,17 @@ def test_pooled_block_is_3x3_convolutions_each_followed_by_max_pooling():
     pooled, _ = model_from_config(Config(conv_block="pooled"), (28, 28))
     widths = [b.weight.shape[0] for b in pooled.body if isinstance(b, gluon.nn.Conv2D)]
     assert widths == [16, 32, 64]
-    # The default stays the reference convnet's strided 5x5 convolutions.
+    # The default (auto) is the pooled net for MNIST-sized pictures; --conv-block strided
+    # is the reference convnet's pair of strided 5x5 convolutions.
     default, _ = model_from_config(Config(), (28, 28))
-    assert [b.weight.shape[-1] for b in default.body if isinstance(b, gluon.nn.Conv2D)] == [5, 5]
+    default(mx.nd.array(x))  # deferred initialisation
+    assert [b.weight.shape for b in default.body if isinstance(b, gluon.nn.Conv2D)] == [
+        (16, 1, 3, 3),
+        (32, 16, 3, 3),
+        (64, 32, 3, 3),
+    ]
+    strided, _ = model_from_config(Config(conv_block="strided"), (28, 28))
+    assert [b.weight.shape[-1] for b in strided.body if isinstance(b, gluon.nn.Conv2D)] == [5, 5]
     # auto: pooled up to 32 px, strided above (three strided convs + pooling at 40 px).
     small, _ = model_from_config(Config(conv_block="auto"), (3, 32, 32))
     assert [b.weight.shape[-1] for b in small.body if isinstance(b, gluon.nn.Conv2D)] == [3] * 3
