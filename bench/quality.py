@@ -39,6 +39,14 @@ Candidates for the defaults (issue 15; each is the default recipe with one chang
     bn-wide             --batch-norm --channels 48 64
     bn-e64              --batch-norm --embedding-size 64
 
+Second pass (augmentation, the pooled CNN; docs/quality.md):
+
+    strided             --conv-block strided (the CNN default before the pooled one)
+    aug-digits, aug-objects, aug-photos   --augment digits / objects / photos
+    bn-lr3, bn-lr10     --batch-norm --lr 0.003 / 0.01
+    p3                  --conv-block pooled (16 32 64: today's default up to 32 px)
+    p3-digits, p3-objects, p3-lr2, p3-bn-lr3, ...   the pooled CNN with those changes
+
 ``--split test`` (default) trains on the train split and scores the test split.
 ``--split val`` never touches the test split: it carves a stratified validation split
 out of train (1/6 of Fashion-MNIST's 60k = 10k; 20% of mnist-5k's 4k = 800), trains on
@@ -75,6 +83,8 @@ RECIPES = {
     "semi-hard": {"model": "mlp", "miner": "semi-hard"},
     "batch-all": {"model": "mlp", "miner": "batch-all"},
     "default": {},
+    # The CNN default until issue 15's second pass (5x5 stride-2 convolutions).
+    "strided": {"conv_block": "strided"},
     "distance-weighted": {"miner": "distance-weighted"},
     "dw-bn": {"miner": "distance-weighted", "batch_norm": True},
     "hard": {"miner": "batch-hard"},
