@@ -124,6 +124,29 @@ def test_batch_feed_gathers_the_same_pixels(folder, offline):
         )
 
 
+def test_batch_feed_stops_its_workers_after_each_epoch(folder):
+    """Evaluation's own workers must not run beside an idle training pool (memory)."""
+    import mxnet as mx
+    from mxnet import nd
+
+    from gluon_triplet.streaming import BatchFeed
+
+    lazy = load_dataset(f"folder:{folder}", images=ImageOptions(workers=0, max_memory=0))
+    x, y = lazy.x_train, lazy.y_train
+    batches = nd.array(np.arange(len(y) // 2 * 2).reshape(2, -1), dtype=np.int32)
+    feed = BatchFeed(x, y, [mx.cpu()], workers=2)
+    for _ in range(2):  # the second epoch starts workers again
+        it = feed.epoch(batches)
+        next(it)
+        pool = feed.decoder._loader._worker_pool._pool
+        assert len(pool) == 2 and all(p.is_alive() for p in pool)
+        assert len(list(it)) == 1
+        assert feed.decoder is None
+        for p in pool:
+            p.join(timeout=10)
+        assert not any(p.is_alive() for p in pool)
+
+
 def _train(folder, tmp_path, name, *extra):
     import json
 
