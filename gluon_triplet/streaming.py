@@ -283,8 +283,8 @@ class BatchFeed:
     :attr:`labels`) and yields the batch re-indexed into them; the step's graph is the
     same either way. A batch of offline triplets ``(B, 3)`` becomes ``3B`` pictures
     (anchors, positives, negatives) with local indices ``[[i, B + i, 2B + i]]``; a P x K
-    batch ``(M,)`` becomes ``M`` pictures with indices ``0..M-1``. Shapes never change between batches, so the hybridized step
-    keeps its memory.
+    batch ``(M,)`` becomes ``M`` pictures with indices ``0..M-1``. Shapes never change
+    between batches, so the hybridized step keeps its memory.
 
     A streamed batch becomes an NDArray without a copy and without waiting for MXNet's
     engine (``nd.from_numpy``): ``nd.array`` would wait for every step already queued,
