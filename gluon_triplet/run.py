@@ -71,7 +71,7 @@ def _run(config, quiet, resume, progress):
     from .checkpoint import load_checkpoint, restore_outputs
     from .data import load_dataset
     from .images import ImageOptions
-    from .model import model_from_config
+    from .model import model_from_config, resolve_conv_block
     from .train import TripletTrainer, create_kvstore, resolve_contexts, set_seed
 
     t0 = time.perf_counter()
@@ -105,10 +105,15 @@ def _run(config, quiet, resume, progress):
     _check_memory(config, data.x_train.shape[1:], len(train_set.classes), len(contexts))
     net, model_name = model_from_config(config, data.x_train.shape[1:], ctx=contexts)
     if model_name != config.model:
-        logger.info("model: %s (auto: %s data)", model_name, shape_text(data.x_train.shape[1:]))
+        shown = model_name
+        if model_name == "cnn":
+            shown += f", {resolve_conv_block(config.conv_block, data.x_train.shape[1:])} blocks"
+        logger.info("model: %s (auto: %s data)", shown, shape_text(data.x_train.shape[1:]))
     # The run dir records what ran: "auto" resolved, so the config rebuilds this net.
+    shape = tuple(int(d) for d in data.x_train.shape[1:])
+    block = resolve_conv_block(config.conv_block, shape) if model_name == "cnn" else None
     config = dataclasses.replace(
-        config, model=model_name, input_shape=tuple(int(d) for d in data.x_train.shape[1:])
+        config, model=model_name, input_shape=shape, conv_block=block or config.conv_block
     )
     check_batch_fits(config, train_set)
     kvstore = create_kvstore(config.kvstore)  # None unless distributed; waits for the job

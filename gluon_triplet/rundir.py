@@ -18,6 +18,7 @@ Nothing here imports MXNet.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import datetime
 import fcntl
 import json
@@ -185,7 +186,14 @@ class RunDir:
 
     def load_config(self) -> Config:
         """The run's :class:`~gluon_triplet.config.Config`; a ConfigError names the file."""
-        return Config.load(self.config_path)
+        config = Config.load(self.config_path)
+        # Runs made before --conv-block existed trained the strided CNN; "auto" (the
+        # field's default now) would rebuild another net around their parameters.
+        with open(self.config_path, encoding="utf-8") as f:
+            recorded = json.load(f)
+        if "conv_block" not in recorded:
+            config = dataclasses.replace(config, conv_block="strided")
+        return config
 
     def params_path(self, params: str = "best") -> str:
         """Path of a parameter file, checked to exist.

@@ -151,3 +151,30 @@ def test_lock_held_by_another_process_names_its_pid(tmp_path):
     assert holder.returncode == 0
     with run.lock():  # the holder exited: free again
         pass
+
+
+def test_a_run_made_before_conv_block_existed_loads_its_strided_cnn(tmp_path, capsys):
+    import numpy as np
+
+    from gluon_triplet.cli import main
+
+    rng = np.random.default_rng(0)
+    y = np.repeat(np.arange(3), 16)
+    x = (rng.random((48, 12, 12)) + y[:, None, None]).astype(np.float32) / 3
+    np.savez(tmp_path / "d.npz", x=x, y=y)
+    flags = ["--dataset", f"npz:{tmp_path / 'd.npz'}", "--epochs", "1", "--embedding-size", "4"]
+    flags += ["--logdir", str(tmp_path), "--no-plots", "--projector-samples", "0", "-K", "4"]
+
+    # A new run records the block "auto" chose, and says which in its log.
+    assert main([*flags, "--run-name", "new"]) == 0
+    assert "model: cnn, pooled blocks (auto: 12 x 12 data)" in capsys.readouterr().err
+    assert RunDir(str(tmp_path / "new")).load_config().conv_block == "pooled"
+
+    # An older run's config.json has no conv_block: its net was the strided CNN.
+    assert main([*flags, "--run-name", "old", "--conv-block", "strided"]) == 0
+    path = tmp_path / "old" / RunDir.CONFIG
+    recorded = json.loads(path.read_text())
+    assert recorded.pop("conv_block") == "strided"
+    path.write_text(json.dumps(recorded))
+    assert RunDir(str(tmp_path / "old")).load_config().conv_block == "strided"
+    assert main(["evaluate", str(tmp_path / "old"), "-q"]) == 0
