@@ -102,16 +102,14 @@ def _run(config, quiet, resume, progress):
         # that --resume, embed and evaluate read the same data and never download.
         config = dataclasses.replace(config, dataset=data.name)
     train_set, test_triplets = _triplets(data, config)
-    _check_memory(config, data.x_train.shape[1:], len(train_set.classes), len(contexts))
-    net, model_name = model_from_config(config, data.x_train.shape[1:], ctx=contexts)
-    if model_name != config.model:
-        shown = model_name
-        if model_name == "cnn":
-            shown += f", {resolve_conv_block(config.conv_block, data.x_train.shape[1:])} blocks"
-        logger.info("model: %s (auto: %s data)", shown, shape_text(data.x_train.shape[1:]))
-    # The run dir records what ran: "auto" resolved, so the config rebuilds this net.
     shape = tuple(int(d) for d in data.x_train.shape[1:])
+    _check_memory(config, shape, len(train_set.classes), len(contexts))
+    net, model_name = model_from_config(config, shape, ctx=contexts)
     block = resolve_conv_block(config.conv_block, shape) if model_name == "cnn" else None
+    if model_name != config.model:
+        shown = f"{model_name}, {block} blocks" if block else model_name
+        logger.info("model: %s (auto: %s data)", shown, shape_text(shape))
+    # The run dir records what ran: "auto" resolved, so the config rebuilds this net.
     config = dataclasses.replace(
         config, model=model_name, input_shape=shape, conv_block=block or config.conv_block
     )
