@@ -293,6 +293,8 @@ def train(workdir, name, settings, measure_rss=False, budget=None, log=None, epo
     if epoch_cpu:
         hook += f"CPU_OUT = {cpu_out!r}\n" + _EPOCH_CPU_HOOK
     if hook:
+        # the checkout this bench belongs to, not whatever gluon_triplet is installed
+        hook = f"import sys\nsys.path.insert(0, {REPO!r})\n" + hook
         hook += f"import runpy, sys\nsys.argv = {argv!r}\n"
         hook += f"runpy.run_path({script!r}, run_name='__main__')"
         cmd = [sys.executable, "-c", hook]
@@ -391,24 +393,26 @@ def section_streamed(args, what):
     is what the target is checked on: on a shared machine a single pair of runs is noise.
     """
     specs, n_train = _fashion_sources(args, what)
-    base = dict(RECIPE, workers=args.workers)
-    names = list(specs)
+    # Each streamed source once per worker count asked for (--workers 1 2: both in the
+    # same rounds, to choose a default on the same machine state).
+    runs = {"memory": dict(RECIPE, dataset=specs["memory"], workers=args.workers[0])}
+    for source in what:
+        for w in args.workers:
+            label = source if len(args.workers) == 1 else f"{source}, {w} workers"
+            runs[label] = dict(RECIPE, dataset=specs[source], workers=w, max_memory=0.0)
+    names = list(runs)
     rows = {name: [] for name in names}  # (wall, cpu main, cpu workers) per round
     for r in range(args.rounds):
         for name in names[r % len(names) :] + names[: r % len(names)]:
-            settings = dict(base, dataset=specs[name])
-            if name != "memory":
-                settings["max_memory"] = 0.0
-            m, _, _ = train(args.workdir, name, settings, epoch_cpu=True)
+            m, _, _ = train(args.workdir, name.split(",")[0], runs[name], epoch_cpu=True)
             first = next(rec for rec in m["history"] if rec["epoch"] > 0)
             rows[name].append((first["time"], first["cpu"], first["cpu_workers"]))
             p1 = m["history"][-1]["test"]["precision_at_1"]
             report(
-                f"round {r + 1}: {name} epoch wall / CPU main + workers",
+                f"round {r + 1}: {name}: epoch wall / CPU main + workers",
                 f"{first['time']:.1f} s / {first['cpu']:.1f} + {first['cpu_workers']:.1f} s"
                 f"  (P@1 {p1:.4f}, load {os.getloadavg()[0]:.1f})",
             )
-    workers = args.workers if args.workers is not None else "default"
     mem = np.array(rows["memory"])
     report(
         f"in memory ({n_train} train): median epoch wall / CPU",
@@ -416,9 +420,10 @@ def section_streamed(args, what):
     )
     for name in names[1:]:
         got = np.array(rows[name])
-        label = "the .rec" if name == "rec" else "the PNG folder"
+        workers = runs[name]["workers"]
+        where = "the .rec" if name.startswith("rec") else "the PNG folder"
         report(
-            f"streamed from {label} (workers: {workers}): median wall / CPU",
+            f"streamed from {where} ({workers or 'default'} workers): median wall / CPU",
             f"{np.median(got[:, 0]):.1f} s / {np.median(got[:, 1] + got[:, 2]):.1f} s"
             f" (workers {np.median(got[:, 2]):.1f} s)",
         )
@@ -467,7 +472,7 @@ def section_cpu(args):
     sources = (("memory", f"folder:{root}"), ("folder", f"folder:{root}"), ("rec", f"rec:{prefix}"))
     for what, spec in sources:
         config = Config.from_dict(
-            {"dataset": spec, "epochs": 1, "workers": args.workers, "max_memory": 0.0}
+            {"dataset": spec, "epochs": 1, "workers": args.workers[0], "max_memory": 0.0}
         )
         data = load_dataset(spec, images=ImageOptions.from_config(config))
         # the same random pictures from both sources (train records come in folder order)
@@ -536,7 +541,7 @@ def section_large(args):
     metrics, wall, peak = train(
         args.workdir,
         "large",
-        dict(RECIPE, dataset=f"rec:{prefix}", image_size="64", workers=args.workers),
+        dict(RECIPE, dataset=f"rec:{prefix}", image_size="64", workers=args.workers[0]),
         measure_rss=True,
         budget=args.large_seconds,
         log=os.path.join(args.workdir, "large-train.log"),
@@ -567,7 +572,9 @@ def section_quality(args):
     x_tr, y_tr, x_te, y_te, names = fashion(args.n_train, args.n_test)
     root = os.path.join(args.workdir, f"fashion-colour-{len(y_tr)}")
     write_folder(root, x_tr, y_tr, x_te, y_te, names, tint_and_resize)
-    base = dict(dataset=f"folder:{root}", epochs=args.epochs, workers=args.workers, image_size="32")
+    base = dict(
+        dataset=f"folder:{root}", epochs=args.epochs, workers=args.workers[0], image_size="32"
+    )
     rows = []
     for augment in ("none", "photos"):
         m, wall, _ = train(args.workdir, f"colour-{augment}", dict(base, augment=augment))
@@ -622,7 +629,14 @@ def main(argv=None):
         help="folder/rec: interleaved rounds of in-memory and streamed epochs (default 3)",
     )
     p.add_argument("--epochs", type=int, default=5, help="quality section epochs (default 5)")
-    p.add_argument("--workers", type=int, default=None, help="DataLoader workers (default: CPUs)")
+    p.add_argument(
+        "--workers",
+        type=int,
+        nargs="+",
+        default=[None],
+        help="DataLoader workers (default: the run's default); folder/rec take several "
+        "(e.g. 1 2) and measure each in the same rounds; other sections use the first",
+    )
     p.add_argument(
         "--cpu-pictures", type=int, default=20_000, help="training pictures of the cpu section"
     )
