@@ -125,7 +125,7 @@ class Config:
         None,
         "pictures: worker processes that decode them (0: in this process)",
         "data",
-        shown_default="the usable CPUs",
+        shown_default="the usable CPUs; beside a streamed training epoch, one less",
     )
     max_memory: float = option(
         2.0,

@@ -902,13 +902,18 @@ def _streamed_bundle(
     from .streaming import LazyImages
 
     workers = options.workers if options.workers is not None else images.default_workers()
+    if options.workers is None:
+        # beside training, one CPU is left to the step (images.training_workers)
+        count = f"{images.training_workers()} during training, {workers} for evaluation"
+    else:
+        count = str(workers)
     logger.info(
         "%d images are %.2f GiB as float32, above --max-memory %g GiB: streaming them, "
-        "decoded batch by batch by %d DataLoader worker(s); plain PNGs by %s",
+        "decoded batch by batch by DataLoader workers (%s); plain PNGs by %s",
         len(dataset),
         need / 2**30,
         options.max_memory,
-        workers,
+        count,
         "OpenCV"
         if available()
         else "Pillow (pip install opencv-python-headless: the same pixels for a third of the CPU)",

@@ -57,6 +57,7 @@ __all__ = [
     "decode_all",
     "fit_picture",
     "default_workers",
+    "training_workers",
     "open_rec",
     "pack_folder",
     "parse_image_size",
@@ -570,6 +571,24 @@ def default_workers() -> int:
         return len(os.sched_getaffinity(0))
     except AttributeError:
         return os.cpu_count() or 1
+
+
+def training_workers(cpus: Optional[int] = None) -> int:
+    """Decoding workers beside a training epoch: the usable CPUs less one, at least one.
+
+    Training keeps every usable CPU busy with MXNet's OpenMP threads (one per CPU); a
+    decoding worker per CPU on top of them takes cores from the step instead of adding
+    speed, once one worker decodes faster than the step consumes. One CPU is left to
+    training. Evaluation and loading, where nothing else runs, keep
+    :func:`default_workers`. See docs/images.md for the measurements behind it.
+
+    Parameters
+    ----------
+    cpus : int, optional
+        Usable CPUs (default: :func:`default_workers`).
+    """
+    cpus = default_workers() if cpus is None else cpus
+    return max(1, cpus - 1)
 
 
 @contextlib.contextmanager

@@ -16,7 +16,7 @@ import numpy as np
 
 from . import fastpng
 from .data import DataError
-from .images import OK, DecodedImages, default_workers, worker_signals
+from .images import OK, DecodedImages, default_workers, training_workers, worker_signals
 
 __all__ = [
     "BatchDecoder",
@@ -303,7 +303,8 @@ class BatchFeed:
     prepare : callable
         The net's ``prepare_input`` (numpy layout the graph wants), or identity.
     workers : int, optional
-        DataLoader workers when streaming (default: the usable CPUs).
+        DataLoader workers when streaming (default: :func:`~gluon_triplet.images.
+        training_workers`, the usable CPUs less one: the step's threads need the rest).
     """
 
     def __init__(self, x, labels, contexts, prepare=None, workers=None):
@@ -348,7 +349,8 @@ class BatchFeed:
             local = np.arange(host.shape[1], dtype=np.int32)
         local = nd.array(local, ctx=batches.context, dtype=np.int32)
         if self.decoder is None:
-            self.decoder = BatchDecoder(self.stream.dataset, self.workers)
+            workers = training_workers() if self.workers is None else self.workers
+            self.decoder = BatchDecoder(self.stream.dataset, workers)
         for pixels, row in zip(self.decoder(rows), rows):
             arr = self.prepare(to_unit_float(pixels))
             self.data = self._on_contexts(arr)

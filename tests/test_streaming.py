@@ -25,7 +25,7 @@ def test_streamed_bundle_equals_the_decoded_one(folder, caplog):
     caplog.clear()
     with caplog.at_level(logging.INFO, logger="gluon_triplet"):
         lazy = load_dataset(f"folder:{folder}", images=ImageOptions(workers=2, max_memory=0))
-    assert "streaming them" in caplog.text and "2 DataLoader worker(s)" in caplog.text
+    assert "streaming them" in caplog.text and "DataLoader workers (2)" in caplog.text
     assert isinstance(lazy.x_train, LazyImages) and isinstance(lazy.x_test, LazyImages)
     assert lazy.x_train.shape == memory.x_train.shape and lazy.class_names == memory.class_names
     # each sample's file, the same in both, and none of the two skipped bad files
@@ -145,6 +145,37 @@ def test_batch_feed_stops_its_workers_after_each_epoch(folder):
         for p in pool:
             p.join(timeout=10)
         assert not any(p.is_alive() for p in pool)
+
+
+def test_training_workers_leave_one_cpu_to_the_step(monkeypatch):
+    from gluon_triplet import images
+
+    assert [images.training_workers(c) for c in (1, 2, 3, 8)] == [1, 1, 2, 7]
+    monkeypatch.setattr(images.os, "sched_getaffinity", lambda pid: {0, 1, 2, 3})
+    assert images.default_workers() == 4 and images.training_workers() == 3
+
+
+def test_batch_feed_by_default_starts_the_training_workers(folder, monkeypatch, caplog):
+    """Without ``workers`` the epoch's pool has the usable CPUs less one, evaluation's
+    reads keep one per CPU, and the log says both."""
+    import mxnet as mx
+    from mxnet import nd
+
+    from gluon_triplet import images
+    from gluon_triplet.streaming import BatchFeed
+
+    monkeypatch.setattr(images, "default_workers", lambda: 3)
+    with caplog.at_level(logging.INFO, logger="gluon_triplet"):
+        lazy = load_dataset(f"folder:{folder}", images=ImageOptions(max_memory=0))
+    assert "DataLoader workers (2 during training, 3 for evaluation)" in caplog.text
+    assert lazy.x_test.workers == 3
+    x, y = lazy.x_train, lazy.y_train
+    batches = nd.array(np.arange(len(y) // 2 * 2).reshape(2, -1), dtype=np.int32)
+    feed = BatchFeed(x, y, [mx.cpu()])
+    it = feed.epoch(batches)
+    next(it)
+    assert len(feed.decoder._loader._worker_pool._pool) == 2
+    assert len(list(it)) == 1
 
 
 def _train(folder, tmp_path, name, *extra):
