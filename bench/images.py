@@ -645,6 +645,14 @@ def main(argv=None):
         sys.exit(f"needs Fashion-MNIST in {FASHION}: apt-get install -y dataset-fashion-mnist")
     os.makedirs(args.workdir, exist_ok=True)
     print(f"machine: {_cpu_model()}, {os.cpu_count()} CPUs; {time.strftime('%Y-%m-%d %H:%M')}")
+    from gluon_triplet import fastpng
+
+    if fastpng.available():
+        import cv2
+
+        print(f"plain PNGs decoded by OpenCV {cv2.__version__} (gluon_triplet.fastpng)")
+    else:
+        print("plain PNGs decoded by Pillow: opencv-python-headless is not installed")
     for name in args.only:
         if name == "rec" and "folder" in args.only:
             continue  # measured in the folder's rounds
