@@ -272,7 +272,7 @@ def test_resume_of_a_streamed_run_ends_like_an_uninterrupted_one(
     assert "interrupted by SIGINT in epoch 2 of 3; the checkpoint of epoch 1" in err, err
     run = str(logs / "resumed")
     assert main(["--resume", run]) == 0, capsys.readouterr().err
-    assert "streaming them, decoded batch by batch by 2 DataLoader" in capsys.readouterr().err
+    assert "decoded batch by batch by DataLoader workers (2)" in capsys.readouterr().err
     straight = final_state(str(logs / "straight"))
     assert straight[0]["history"][-1]["test"]  # evaluated, streamed
     assert_same_run(final_state(run), straight)
