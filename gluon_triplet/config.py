@@ -246,8 +246,20 @@ class Config:
         metavar="N",
         shown_default="32 64 strided, 16 32 64 pooled, more above 32 px",
     )
-    batch_norm: bool = option(
-        False, "cnn: BatchNorm between each convolution and its ReLU", "model"
+    batch_norm: Optional[bool] = option(
+        None,
+        "cnn: BatchNorm between a convolution and its ReLU, for every convolution from "
+        "--batch-norm-from on; --no-batch-norm: none",
+        "model",
+        shown_default="auto = the pooled CNN's last convolution only, none for the strided",
+    )
+    batch_norm_from: Optional[int] = option(
+        None,
+        "cnn: the first convolution (1-based) with BatchNorm; 2 leaves out the "
+        "full-resolution first one, most of BatchNorm's cost",
+        "model",
+        metavar="N",
+        shown_default="1 with --batch-norm, the last convolution with the automatic one",
     )
     conv_block: str = option(
         "auto",
@@ -352,8 +364,10 @@ class Config:
             raise ConfigError(f"hidden sizes must be >= 1, got {list(self.hidden)}")
         if self.channels is not None and (not self.channels or any(c < 1 for c in self.channels)):
             raise ConfigError(f"channels must be one or more widths >= 1, got {self.channels}")
+        if self.batch_norm_from is not None and self.batch_norm_from < 1:
+            raise ConfigError(f"batch_norm_from must be >= 1, got {self.batch_norm_from}")
         if (
-            self.channels is not None or self.batch_norm or self.conv_block == "pooled"
+            self.channels is not None or self.batch_norm is True or self.conv_block == "pooled"
         ) and self.model == "mlp":
             raise ConfigError(
                 "channels, batch_norm and conv_block apply to the cnn; model is 'mlp'"
@@ -472,7 +486,18 @@ def _coerce(key: str, value: Any, default: Any) -> Any:
         if value is None or isinstance(value, str):
             return value
         raise ConfigError(f"config key {key!r} must be a string or null, got {value!r}")
-    if key in ("triplets_per_class", "pk_classes", "image_channels", "workers", "max_data_bytes"):
+    if key == "batch_norm":  # null: automatic
+        if value is None or isinstance(value, bool):
+            return value
+        raise ConfigError(f"config key {key!r} must be true, false or null, got {value!r}")
+    if key in (
+        "triplets_per_class",
+        "pk_classes",
+        "image_channels",
+        "workers",
+        "max_data_bytes",
+        "batch_norm_from",
+    ):
         if value is None or (isinstance(value, int) and not isinstance(value, bool)):
             return value
         raise ConfigError(f"config key {key!r} must be an integer or null, got {value!r}")

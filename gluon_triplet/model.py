@@ -20,6 +20,7 @@ __all__ = [
     "embed",
     "load_backbone_params",
     "model_from_config",
+    "resolve_batch_norm",
     "resolve_conv_block",
     "resolve_model_name",
 ]
@@ -103,6 +104,10 @@ class EmbeddingCNN(gluon.HybridBlock):
     batch_norm : bool
         Put ``BatchNorm`` between each convolution (then without bias) and its ReLU.
         Batch statistics while training, running averages when embedding.
+    batch_norm_from : int
+        With ``batch_norm``: the first convolution (1-based) that gets BatchNorm; the
+        ones before keep their bias and no normalisation. ``2`` skips the full-resolution
+        first convolution, whose map is most of BatchNorm's cost.
     block : {"strided", "pooled"}
         ``strided`` (the reference): each convolution is 5x5 with stride 2. ``pooled``: each
         is 3x3 with stride 1 followed by 2x2 max-pooling (rounding up), which halves the
@@ -131,11 +136,14 @@ class EmbeddingCNN(gluon.HybridBlock):
         batch_norm: bool = False,
         pool: str = "flatten",
         block: str = "strided",
+        batch_norm_from: int = 1,
         **kwargs,
     ):
         super().__init__(**kwargs)
         if output not in ("relu", "linear"):
             raise ValueError(f"output must be 'relu' or 'linear', got {output!r}")
+        if int(batch_norm_from) < 1:
+            raise ValueError(f"batch_norm_from must be >= 1, got {batch_norm_from}")
         if not len(channels):
             raise ValueError("channels must list at least one convolution width")
         if pool not in ("flatten", "avg"):
@@ -146,8 +154,8 @@ class EmbeddingCNN(gluon.HybridBlock):
         kernel, stride = (5, 2) if block == "strided" else (3, 1)
         with self.name_scope():
             self.body = gluon.nn.HybridSequential()
-            for width in channels:
-                if batch_norm:
+            for index, width in enumerate(channels, start=1):
+                if batch_norm and index >= int(batch_norm_from):
                     # BatchNorm's shift makes the convolution's bias redundant.
                     self.body.add(
                         gluon.nn.Conv2D(
@@ -497,6 +505,32 @@ def resolve_conv_block(block, sample_shape):
     return "strided"
 
 
+def resolve_batch_norm(config, block, depth):
+    """``(batch_norm, batch_norm_from)`` of the CNN a config describes.
+
+    ``config.batch_norm`` None (automatic) is BatchNorm on the pooled CNN's last
+    convolution only (where its map is smallest: most of the gain for little of the cost,
+    docs/quality.md) and none for the strided one; True is every convolution from
+    ``config.batch_norm_from`` (default 1) on, False is none.
+
+    Parameters
+    ----------
+    config : Config
+        Uses ``batch_norm`` and ``batch_norm_from``.
+    block : {"strided", "pooled"}
+        The resolved block (:func:`resolve_conv_block`).
+    depth : int
+        The number of convolutions.
+    """
+    chosen = getattr(config, "batch_norm", None)
+    start = getattr(config, "batch_norm_from", None)
+    if chosen is None:
+        if block != "pooled":
+            return False, 1
+        return True, int(start) if start is not None else depth
+    return bool(chosen), int(start) if start is not None else 1
+
+
 def model_from_config(config, sample_shape, ctx=None):
     """Build and initialise the net a :class:`~gluon_triplet.config.Config` describes.
 
@@ -546,7 +580,7 @@ def model_from_config(config, sample_shape, ctx=None):
     cnn_only = {}
     if getattr(config, "channels", None) is not None:
         cnn_only["channels"] = tuple(config.channels)
-    if getattr(config, "batch_norm", False):
+    if getattr(config, "batch_norm", None) is True:
         cnn_only["batch_norm"] = True
     block = getattr(config, "conv_block", "strided")
     if block == "pooled":
@@ -562,7 +596,11 @@ def model_from_config(config, sample_shape, ctx=None):
             kwargs["block"] = block
         # The size decides the pooling; explicit --channels replace the automatic widths.
         kwargs.update(cnn_architecture(sample_shape, block))
-    kwargs.update(cnn_only)
+        kwargs.update(cnn_only)
+        depth = len(kwargs.get("channels", (32, 64)))
+        batch_norm, start = resolve_batch_norm(config, block, depth)
+        if batch_norm:
+            kwargs.update(batch_norm=True, batch_norm_from=start)
     return build_model(name, init_scale=config.init_scale, ctx=ctx, **kwargs), name
 
 

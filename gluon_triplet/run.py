@@ -71,7 +71,12 @@ def _run(config, quiet, resume, progress):
     from .checkpoint import load_checkpoint, restore_outputs
     from .data import load_dataset
     from .images import ImageOptions
-    from .model import model_from_config, resolve_conv_block
+    from .model import (
+        cnn_architecture,
+        model_from_config,
+        resolve_batch_norm,
+        resolve_conv_block,
+    )
     from .train import TripletTrainer, create_kvstore, resolve_contexts, set_seed
 
     t0 = time.perf_counter()
@@ -106,12 +111,23 @@ def _run(config, quiet, resume, progress):
     _check_memory(config, shape, len(train_set.classes), len(contexts))
     net, model_name = model_from_config(config, shape, ctx=contexts)
     block = resolve_conv_block(config.conv_block, shape) if model_name == "cnn" else None
+    batch_norm = (config.batch_norm, config.batch_norm_from)
+    if block:
+        depth = len(config.channels or cnn_architecture(shape, block).get("channels", (32, 64)))
+        batch_norm = resolve_batch_norm(config, block, depth)
     if model_name != config.model:
         shown = f"{model_name}, {block} blocks" if block else model_name
+        if block and batch_norm[0]:
+            shown += f", BatchNorm from convolution {batch_norm[1]}"
         logger.info("model: %s (auto: %s data)", shown, shape_text(shape))
     # The run dir records what ran: "auto" resolved, so the config rebuilds this net.
     config = dataclasses.replace(
-        config, model=model_name, input_shape=shape, conv_block=block or config.conv_block
+        config,
+        model=model_name,
+        input_shape=shape,
+        conv_block=block or config.conv_block,
+        batch_norm=batch_norm[0],
+        batch_norm_from=batch_norm[1],
     )
     check_batch_fits(config, train_set)
     kvstore = create_kvstore(config.kvstore)  # None unless distributed; waits for the job

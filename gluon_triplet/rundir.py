@@ -193,6 +193,10 @@ class RunDir:
             recorded = json.load(f)
         if "conv_block" not in recorded:
             config = dataclasses.replace(config, conv_block="strided")
+        # Runs made before --batch-norm trained without it; the field's default now
+        # (null: automatic) would add it to a pooled CNN. Later runs record true or false.
+        if "batch_norm" not in recorded:
+            config = dataclasses.replace(config, batch_norm=False)
         return config
 
     def params_path(self, params: str = "best") -> str:

@@ -52,6 +52,7 @@ OTHER = {
     "soft_margin": [],  # --soft-margin
     "channels": ["16", "32"],
     "batch_norm": [],  # --batch-norm
+    "batch_norm_from": ["2"],
     "conv_block": ["pooled"],
     "ctx": ["cpu"],
     "kvstore": ["local"],

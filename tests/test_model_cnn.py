@@ -188,3 +188,51 @@ def test_pooled_block_is_3x3_convolutions_each_followed_by_max_pooling():
         Config(model="mlp", conv_block="pooled")
     with pytest.raises(ValueError, match="block must be one of"):
         EmbeddingCNN(block="dilated")
+
+
+def test_batch_norm_from_leaves_the_first_convolutions_without_batch_norm():
+    from gluon_triplet.config import Config, ConfigError
+    from gluon_triplet.model import model_from_config, resolve_batch_norm
+
+    def layers(config):
+        net, _ = model_from_config(config, (28, 28))
+        net(mx.nd.array(images(2, 28, 28)))  # deferred initialisation
+        return net, [type(b).__name__ for b in net.body]
+
+    net, kinds = layers(Config(conv_block="pooled", batch_norm=True, batch_norm_from=2))
+    # The full-resolution first convolution keeps its bias and ReLU; the others are
+    # conv (no bias) -> BatchNorm -> ReLU, each then max-pooled.
+    assert kinds == [
+        "Conv2D", "MaxPool2D",
+        "Conv2D", "BatchNorm", "Activation", "MaxPool2D",
+        "Conv2D", "BatchNorm", "Activation", "MaxPool2D",
+        "Flatten", "Dense",
+    ]  # fmt: skip
+    convs = [b for b in net.body if isinstance(b, gluon.nn.Conv2D)]
+    assert convs[0].bias is not None and convs[0].act is not None
+    assert convs[1].bias is None and convs[2].bias is None
+    _, kinds3 = layers(Config(conv_block="pooled", batch_norm=True, batch_norm_from=3))
+    assert kinds3.count("BatchNorm") == 1 and kinds3.index("BatchNorm") == 5
+    # --batch-norm alone is every convolution, as it always was; past the last
+    # convolution there is none; with --no-batch-norm the setting changes nothing.
+    assert layers(Config(conv_block="pooled", batch_norm=True))[1].count("BatchNorm") == 3
+    past = Config(conv_block="pooled", batch_norm=True, batch_norm_from=4)
+    assert "BatchNorm" not in layers(past)[1]
+    off = layers(Config(conv_block="pooled", batch_norm=False, batch_norm_from=2))[1]
+    assert "BatchNorm" not in off
+    assert off == layers(Config(conv_block="pooled", batch_norm=False))[1]
+    # Automatic (the default): the pooled CNN's last convolution only, as batch_norm_from=3
+    # builds it; --batch-norm-from moves it; none in the strided CNN.
+    assert layers(Config())[1] == kinds3
+    assert layers(Config(batch_norm_from=2))[1] == kinds
+    assert "BatchNorm" not in layers(Config(conv_block="strided"))[1]
+    assert resolve_batch_norm(Config(), "pooled", 3) == (True, 3)
+    assert resolve_batch_norm(Config(channels=(8, 8, 8, 8)), "pooled", 4) == (True, 4)
+    assert resolve_batch_norm(Config(), "strided", 2) == (False, 1)
+    assert resolve_batch_norm(Config(batch_norm=True), "strided", 2) == (True, 1)
+    deeper, _ = model_from_config(Config(conv_block="pooled", channels=(4, 4, 4, 4)), (28, 28))
+    assert [type(b).__name__ for b in deeper.body].count("BatchNorm") == 1
+    with pytest.raises(ConfigError, match="batch_norm_from must be >= 1, got 0"):
+        Config(batch_norm=True, batch_norm_from=0)
+    with pytest.raises(ValueError, match="batch_norm_from must be >= 1"):
+        EmbeddingCNN(batch_norm=True, batch_norm_from=0)

@@ -167,7 +167,10 @@ def test_a_run_made_before_conv_block_existed_loads_its_strided_cnn(tmp_path, ca
 
     # A new run records the block "auto" chose, and says which in its log.
     assert main([*flags, "--run-name", "new"]) == 0
-    assert "model: cnn, pooled blocks (auto: 12 x 12 data)" in capsys.readouterr().err
+    assert (
+        "model: cnn, pooled blocks, BatchNorm from convolution 3 (auto: 12 x 12 data)"
+        in capsys.readouterr().err
+    )
     assert RunDir(str(tmp_path / "new")).load_config().conv_block == "pooled"
 
     # An older run's config.json has no conv_block: its net was the strided CNN.
@@ -178,3 +181,35 @@ def test_a_run_made_before_conv_block_existed_loads_its_strided_cnn(tmp_path, ca
     path.write_text(json.dumps(recorded))
     assert RunDir(str(tmp_path / "old")).load_config().conv_block == "strided"
     assert main(["evaluate", str(tmp_path / "old"), "-q"]) == 0
+
+
+def test_a_run_made_before_automatic_batch_norm_loads_its_net_without_it(tmp_path, capsys):
+    import numpy as np
+
+    from gluon_triplet.cli import main
+
+    rng = np.random.default_rng(0)
+    y = np.repeat(np.arange(3), 16)
+    x = (rng.random((48, 12, 12)) + y[:, None, None]).astype(np.float32) / 3
+    np.savez(tmp_path / "d.npz", x=x, y=y)
+    flags = ["--dataset", f"npz:{tmp_path / 'd.npz'}", "--epochs", "1", "--embedding-size", "4"]
+    flags += ["--logdir", str(tmp_path), "--no-plots", "--projector-samples", "0", "-K", "4"]
+
+    # A new run records the BatchNorm the automatic setting chose: the last of 3.
+    assert main([*flags, "--run-name", "new"]) == 0
+    recorded = json.loads((tmp_path / "new" / RunDir.CONFIG).read_text())
+    assert (recorded["batch_norm"], recorded["batch_norm_from"]) == (True, 3)
+    # Runs of the pooled CNN made before: batch_norm false (or, older, absent) and no
+    # batch_norm_from; they load, evaluate and export the net they trained.
+    for name, drop in (("false", ()), ("absent", ("batch_norm",))):
+        assert main([*flags, "--run-name", name, "--no-batch-norm"]) == 0
+        path = tmp_path / name / RunDir.CONFIG
+        recorded = json.loads(path.read_text())
+        assert recorded.pop("batch_norm_from") == 1 and recorded["batch_norm"] is False
+        for key in drop:
+            recorded.pop(key)
+        path.write_text(json.dumps(recorded))
+        assert RunDir(str(tmp_path / name)).load_config().batch_norm is False
+        assert main(["evaluate", str(tmp_path / name), "-q"]) == 0
+    # Had the loader read the absent key as automatic, the net would have BatchNorm
+    # parameters the file lacks, and evaluate would fail (checked: it does without the fix).
