@@ -18,7 +18,8 @@ Recipes (every online one uses P x K batches and the default settings otherwise)
     batch-hard  MLP + batch-hard mining
     semi-hard   MLP + semi-hard mining
     batch-all   MLP + batch-all mining
-    default     the package defaults (semi-hard, CNN for images, Adam, cosine schedule)
+    default     the package defaults (semi-hard, CNN for images, Adam, cosine schedule);
+                what "default" meant changed with each pass that changed a default
 
 Candidates for the defaults (issue 15; each is the default recipe with one change):
 
@@ -46,6 +47,15 @@ Second pass (augmentation, the pooled CNN; docs/quality.md):
     bn-lr3, bn-lr10     --batch-norm --lr 0.003 / 0.01
     p3                  --conv-block pooled (16 32 64: today's default up to 32 px)
     p3-digits, p3-objects, p3-lr2, p3-bn-lr3, ...   the pooled CNN with those changes
+
+Third pass (BatchNorm where the maps are small, at the old cost; docs/quality.md):
+
+    p3-bn3              pooled CNN, BatchNorm on its 3rd (last) convolution only: today's
+                        default up to 32 px (--batch-norm automatic)
+    p3-bn2-lr3, p3-bn3-lr3, p3-bn3-lr5   BatchNorm from the 2nd / 3rd convolution, lr
+    p3-lr3              the pooled CNN without BatchNorm, lr 0.003
+    p3-bn3-lr3-m1, -m3, -k32, -h256      margin 0.1 / 0.3, K = 32, a hidden Dense 256
+    p3-bn3-digits, p3-bn3-lr3-digits     with --augment digits
 
 ``--split test`` (default) trains on the train split and scores the test split.
 ``--split val`` never touches the test split: it carves a stratified validation split
