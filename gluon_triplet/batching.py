@@ -95,15 +95,20 @@ class MinedStep(gluon.HybridBlock):
     batch_size : int
         ``B``: the selection's arrays are sized by it, so one step serves one slice size.
     augment : gluon.HybridBlock, optional
+    block : int, optional
+        The slices are blocks of ``block`` rows sharing a label, distinct between blocks
+        (whole classes of a P x K batch): the miner may list pairs from that layout
+        (:meth:`~gluon_triplet.mining.Miner.select`); the caller guarantees it.
     """
 
-    def __init__(self, net, miner, loss_fn, batch_size, augment=None, **kwargs):
+    def __init__(self, net, miner, loss_fn, batch_size, augment=None, block=None, **kwargs):
         super().__init__(**kwargs)
         self.net = net
         self.loss_fn = loss_fn
         self.augment = augment
         self.miner = miner
         self.batch_size = int(batch_size)
+        self.block = block
 
     def hybrid_forward(self, F, data, labels, idx):
         batch = F.take(data, idx)
@@ -111,7 +116,7 @@ class MinedStep(gluon.HybridBlock):
             batch = self.augment(batch)
         emb = self.net(batch)
         a, p, n, weight = self.miner.select(
-            F, F.BlockGrad(emb), F.take(labels, idx), self.batch_size
+            F, F.BlockGrad(emb), F.take(labels, idx), self.batch_size, self.block
         )
         loss = self.loss_fn(F.take(emb, a), F.take(emb, p), F.take(emb, n)) * weight
         count = F.sum(weight)
@@ -305,12 +310,19 @@ class OnlineMining(BatchStrategy):
         # One step graph per slice size (contexts may get slices of unequal sizes).
         self.steps: Dict[int, MinedStep] = {}
         self.num_batches = -(-len(self.sampler) // num_workers)
+        # When every context's slice is whole classes (split_and_load cuts at multiples
+        # of K), the miner may list each slice's pairs from the P x K layout.
+        k = config.pk_samples
+        cuts = np.cumsum(_slice_sizes(self.pk_classes * k, len(self.contexts)))
+        self.block = k if (cuts % k == 0).all() else None
 
     def generators(self):
         return {**super().generators(), "pk_sampler": self.sampler._rng}
 
     def batches(self):
-        batches = np.asarray(list(self.sampler), dtype=np.int32)
+        batches = self.sampler.epoch_batches().astype(np.int32)
+        if self.block is not None:
+            _check_layout(self.train_set.labels[batches], self.block)
         groups = -(-len(batches) // self.num_workers)
         # np.resize repeats whole rows from the start: the group tops up cyclically.
         return self._share(np.resize(batches, (groups * self.num_workers, batches.shape[1])))
@@ -319,7 +331,9 @@ class OnlineMining(BatchStrategy):
         """The hybridized step graph for slices of ``batch_size`` samples."""
         step = self.steps.get(batch_size)
         if step is None:
-            step = MinedStep(self.net, self.miner, self.loss_fn, batch_size, self.augment)
+            step = MinedStep(
+                self.net, self.miner, self.loss_fn, batch_size, self.augment, self.block
+            )
             step.hybridize(static_alloc=True, static_shape=True)
             self.steps[batch_size] = step
         return step
@@ -329,6 +343,21 @@ class OnlineMining(BatchStrategy):
 
     def divisor(self, batch, parts):
         return len(parts)
+
+
+def _slice_sizes(size: int, parts: int) -> List[int]:
+    """The slice sizes ``gluon.utils.split_and_load(..., even_split=False)`` cuts."""
+    each, extra = divmod(size, parts)
+    return [each + 1] * extra + [each] * (parts - extra)
+
+
+def _check_layout(labels: np.ndarray, k: int) -> None:
+    """Every batch row of ``labels`` ``(num_batches, P * K)`` is P blocks of K equal
+    labels, distinct between blocks: what the step's miner was told (a bug otherwise)."""
+    blocks = labels.reshape(len(labels), -1, k)
+    firsts = np.sort(blocks[:, :, 0], axis=1)
+    if not (blocks == blocks[:, :, :1]).all() or (firsts[:, 1:] == firsts[:, :-1]).any():
+        raise RuntimeError("P x K batches are not whole blocks of distinct classes; this is a bug")
 
 
 def _miner_options(miner: str, p: int, k: int) -> Dict[str, int]:

@@ -70,23 +70,33 @@ class Distance:
         return self._pairwise(nd, emb, emb.shape[0], {"ctx": emb.context}, emb.dtype)
 
     def _pairwise(
-        self, F: Any, emb: Any, b: int, where: Dict[str, Any], dtype: Any = "float32"
+        self,
+        F: Any,
+        emb: Any,
+        b: int,
+        where: Dict[str, Any],
+        dtype: Any = "float32",
+        diagonal: bool = True,
     ) -> Any:
         """:meth:`pairwise` for ``F = mx.nd`` or ``mx.sym`` (inside a hybridized graph),
-        for ``b`` rows; ``where`` holds the context new NDArrays go to (empty for symbols)."""
-        off_diag = 1 - F.eye(b, dtype=dtype, **where)
+        for ``b`` rows; ``where`` holds the context new NDArrays go to (empty for symbols).
+        ``diagonal=False`` skips zeroing the diagonal (it then holds rounding noise >= 0)
+        for callers that never read it; every other entry is the same to the bit."""
+        off_diag = 1 - F.eye(b, dtype=dtype, **where) if diagonal else None
         gram = F.dot(emb, emb, transpose_b=True)
         if self.name == "cosine":
             # Clamp before the root: sqrt's slope at 0 is infinite, the clamp's gradient is 0.
             inv = F.rsqrt(F.maximum(F.sum(emb * emb, axis=1), _EPS))
             cos = F.broadcast_mul(F.broadcast_mul(gram, inv.reshape((-1, 1))), inv.reshape((1, -1)))
-            return F.clip(1.0 - cos, 0.0, 2.0) * off_diag
+            cos_dist = F.clip(1.0 - cos, 0.0, 2.0)
+            return cos_dist * off_diag if diagonal else cos_dist
         sq_norm = F.sum(emb * emb, axis=1)
         # |a|^2 + |b|^2 - 2 a.b can come out slightly negative by cancellation: clip it.
         sq = F.relu(
             F.broadcast_add(sq_norm.reshape((-1, 1)), sq_norm.reshape((1, -1))) - 2.0 * gram
         )
-        sq = sq * off_diag
+        if diagonal:
+            sq = sq * off_diag
         if self.name == "squared":
             return sq
         # sqrt has an infinite slope at 0: take it of 1 where the distance is 0, then zero it.

@@ -52,8 +52,8 @@ __all__ = [
 _MAX_BATCH = 2048
 
 
-def _label_masks(labels, emb):
-    """``(B,)`` labels as NDArray on ``emb``'s context, plus positive/negative masks."""
+def _labels_like(labels, emb):
+    """``(B,)`` labels as NDArray on ``emb``'s context (validated)."""
     b = emb.shape[0]
     if not isinstance(labels, nd.NDArray):
         labels = nd.array(np.asarray(labels), ctx=emb.context)
@@ -64,7 +64,7 @@ def _label_masks(labels, emb):
             f"labels must have shape (B,) = ({b},) to match embeddings {emb.shape}, "
             f"got {labels.shape}"
         )
-    return _masks(nd, labels.as_in_context(emb.context), b, _where(nd, emb))
+    return labels.as_in_context(emb.context)
 
 
 def _where(F, like):
@@ -129,6 +129,69 @@ def _bisect(F, sorted_rows, queries, strict, shape, dtype, where, rows_of=None):
     return idx - base
 
 
+def _search_sorted(F, sorted_rows, queries, rows_of, shape, dtype, where):
+    """For each query, the count of entries ``<= query`` in its row (``bisect_right``).
+
+    The same result as :func:`_bisect` with ``strict=True``, in two rounds of a
+    ``w``-ary search (``w = ceil(sqrt(L + 1))``) instead of ``log2(L)`` binary rounds:
+    about 12 graph operations instead of 5 per round, which is what a step graph pays
+    for (each operation is an engine push and often an OpenMP fork), at ``2 w`` probes
+    per query instead of ``log2(L)``.
+
+    Parameters
+    ----------
+    F : mx.nd or mx.sym
+    sorted_rows : (R, L)
+        Each row ascending (``inf`` allowed).
+    queries : (Q,)
+        Query ``i`` searches row ``rows_of[i]``.
+    rows_of : (Q,), dtype of ``sorted_rows``
+    shape : (int, int)
+        ``(R, L)``.
+    dtype : str
+        Of ``sorted_rows``.
+    where : dict
+        See :func:`_where`.
+
+    Returns
+    -------
+    (Q,) counts in ``[0, L]``, dtype of ``sorted_rows``.
+    """
+    rows, length = shape
+    width = max(2, math.isqrt(length) + 1)  # width**2 >= length + 1
+    span = width * width
+    # Pad each row with +inf to width**2 entries: the last probe of the first round is
+    # then padding, never <= a query, so the block it finds is always inside the row.
+    pad = F.full((rows, span - length), np.inf, dtype=dtype, **where)
+    flat = F.concat(sorted_rows, pad, dim=1).reshape((-1,))
+    base = (rows_of * span).reshape((-1, 1))
+    query = queries.reshape((-1, 1))
+    probe = F.arange(width, dtype=dtype, **where).reshape((1, -1))
+    # Round 1: the last entry of each block of `width`; the hits are a prefix (sorted),
+    # so their count is the block holding the first entry > query.
+    hit = F.broadcast_lesser_equal(
+        F.take(flat, F.broadcast_add(base, probe * width + (width - 1))), query
+    )
+    block = F.sum(hit, axis=1, keepdims=True) * width
+    # Round 2: every entry of that block (its last one is > query).
+    hit = F.broadcast_lesser_equal(F.take(flat, F.broadcast_add(base + block, probe)), query)
+    return (block + F.sum(hit, axis=1, keepdims=True)).reshape((-1,))
+
+
+def _block_pairs(F, b, k, where):
+    """Every ordered pair of distinct rows inside each block of ``k`` consecutive rows.
+
+    Returns ``anchor, positive``, each ``(b * (k - 1),)`` float32, in ``(a, p)`` order
+    (anchor ascending, then positive ascending): the order in which the other path
+    lists valid pairs. Index arithmetic is float32: exact for ``b <= _MAX_BATCH``.
+    """
+    rank = F.arange(b * (k - 1), **where)
+    anchor = F.floor(rank / (k - 1))
+    j = rank - anchor * (k - 1)  # the anchor's j-th other row of its block
+    start = F.floor(anchor / k) * k
+    return anchor, start + j + (j >= anchor - start)
+
+
 def _sorted_negatives(F, dist, neg, b, where):
     """Per anchor, negatives' distances ascending (non-negatives last, as ``inf``)."""
     masked = F.where(neg, dist, F.full((b, b), np.inf, **where))
@@ -162,7 +225,7 @@ class Miner:
     def __repr__(self):
         return f"{type(self).__name__}(margin={self.margin}, metric={self.metric!r})"
 
-    def mine(self, emb, labels):
+    def mine(self, emb, labels, block=None):
         """Select triplets.
 
         Parameters
@@ -171,6 +234,12 @@ class Miner:
             The batch's embeddings (the selection does not backpropagate).
         labels : (B,) NDArray float32 or int, same context
             ``(B, 1)`` is accepted; array-likes are copied to ``emb``'s context.
+        block : int, optional
+            Declares the batch's layout: blocks of ``block`` consecutive rows sharing a
+            label, each block's label different (a P x K batch of
+            :class:`~gluon_triplet.samplers.PKBatchSampler`, ``block = K``). A miner
+            with a faster path for that layout takes it (see :meth:`uses_blocks`); the
+            result is the same as without ``block``.
 
         Returns
         -------
@@ -183,15 +252,21 @@ class Miner:
         Raises
         ------
         ValueError
-            ``emb`` not ``(B, D)``, or labels not ``(B,)``.
+            ``emb`` not ``(B, D)``, labels not ``(B,)``, or not laid out in ``block``\ s.
         """
         _check_embeddings(emb)
+        b = emb.shape[0]
         with autograd.pause():
             emb = emb.detach()
-            pos, neg = _label_masks(labels, emb)
-            return self._finish(nd, emb, pos, neg, emb.shape[0], _where(nd, emb))
+            labels = _labels_like(labels, emb)
+            where = _where(nd, emb)
+            if self.uses_blocks(b, block):
+                _check_blocks(labels, b, block)
+                return self._cast(nd, *self._select_blocks(nd, emb, labels, b, block, where))
+            pos, neg = _masks(nd, labels, b, where)
+            return self._finish(nd, emb, pos, neg, b, where)
 
-    def select(self, F, emb, labels, batch_size):
+    def select(self, F, emb, labels, batch_size, block=None):
         """:meth:`mine` for ``F = mx.sym`` (or ``mx.nd``), without checks or autograd pause.
 
         Parameters
@@ -202,20 +277,45 @@ class Miner:
         labels : (B,) float32
         batch_size : int
             ``B``: a symbol has no shape, and the selection's arrays are sized by it.
+        block : int, optional
+            As in :meth:`mine`, but not checked: the caller guarantees the layout.
 
         Returns
         -------
         As :meth:`mine`.
         """
         where = _where(F, emb)
+        if self.uses_blocks(batch_size, block):
+            return self._cast(F, *self._select_blocks(F, emb, labels, batch_size, block, where))
         pos, neg = _masks(F, labels, batch_size, where)
         return self._finish(F, emb, pos, neg, batch_size, where)
 
+    def uses_blocks(self, batch_size, block):
+        """Whether :meth:`select` takes its block-layout path for these sizes (base: never).
+
+        Parameters
+        ----------
+        batch_size : int
+        block : int or None
+
+        Returns
+        -------
+        bool
+        """
+        return False
+
+    def _select_blocks(self, F, emb, labels, b, k, where):  # pragma: no cover - abstract
+        """Rows ``anchor, positive, negative, weight`` of a batch laid out in blocks of
+        ``k`` (see :meth:`mine`); the same rows :meth:`_select` returns for it."""
+        raise NotImplementedError
+
+    @staticmethod
+    def _cast(F, a, p, n, w):
+        return F.cast(a, "int32"), F.cast(p, "int32"), F.cast(n, "int32"), F.cast(w, "float32")
+
     def _finish(self, F, emb, pos, neg, b, where):
         dist = self.distance._pairwise(F, emb, b, where, emb.dtype if F is nd else "float32")
-        a, p, n, w = self._select(F, dist, pos, neg, b, where, emb)
-        cast = F.cast
-        return cast(a, "int32"), cast(p, "int32"), cast(n, "int32"), cast(w, "float32")
+        return self._cast(F, *self._select(F, dist, pos, neg, b, where, emb))
 
     def num_triplets(self, batch_size):
         """``M``, the number of rows :meth:`mine` returns for a batch of ``batch_size``."""
@@ -302,6 +402,19 @@ def _check_batch(miner, b):
         raise ValueError(f"{type(miner).__name__}: batch size {b} > {_MAX_BATCH}")
 
 
+def _check_blocks(labels, b, block):
+    """Raise ValueError unless ``labels`` form blocks of ``block`` rows, one label each,
+    the blocks' labels distinct (the layout ``block=`` declares)."""
+    host = labels.asnumpy() if isinstance(labels, nd.NDArray) else np.asarray(labels)
+    blocks = host.reshape(b // block, block)
+    firsts = blocks[:, 0]
+    if not (blocks == firsts[:, None]).all() or len(np.unique(firsts)) != len(firsts):
+        raise ValueError(
+            f"block={block}: the labels are not {b // block} blocks of {block} rows with "
+            "one label each, distinct between blocks"
+        )
+
+
 def _check_size(name, value):
     if value is not None and int(value) < 1:
         raise ValueError(f"{name} must be >= 1, got {value}")
@@ -351,6 +464,47 @@ class SemiHardMiner(Miner):
     def num_triplets(self, batch_size):
         """``M`` for a batch of ``batch_size`` rows."""
         return self.max_pairs if self.max_pairs is not None else int(batch_size) ** 2
+
+    def uses_blocks(self, batch_size, block):
+        """True for whole blocks of ``block >= 2`` rows when every pair fits in
+        ``max_pairs``: the pairs are then known from the layout, not searched for."""
+        if block is None or self.max_pairs is None:
+            return False
+        b, k = int(batch_size), int(block)
+        return k >= 2 and b % k == 0 and b // k >= 2 and b * (k - 1) <= self.max_pairs
+
+    def _select_blocks(self, F, emb, labels, b, k, where):
+        # The other path's valid pairs are exactly the blocks' pairs, all of them kept
+        # (at most max_pairs), in the same order: list them instead of ranking B * B
+        # flags. Everything else is the other path's arithmetic, so the rows are equal
+        # to the bit (ties included: the same topk).
+        _check_batch(self, b)
+        dtype = emb.dtype if F is nd else "float32"
+        # Only off-diagonal distances are read (pairs and negatives).
+        dist = self.distance._pairwise(F, emb, b, where, dtype, diagonal=False)
+        neg = F.broadcast_not_equal(labels.reshape((-1, 1)), labels.reshape((1, -1)))
+        neg = F.cast(neg, "float32")
+        values, order = _sorted_negatives(F, dist, neg, b, where)
+        n_neg = F.sum(neg, axis=1).reshape((-1,))
+        anchor, positive = _block_pairs(F, b, k, where)
+        pair = anchor * b + positive
+        d_ap = F.take(dist.reshape((-1,)), pair)
+        first = _search_sorted(F, values, d_ap, anchor, (b, b), "float32", where)
+        slot = anchor * b + F.minimum(first, b - 1)
+        semi_d = F.take(values.reshape((-1,)), slot)
+        semi_n = F.take(order.reshape((-1,)), slot)
+        n_neg = F.take(n_neg, anchor)
+        semi = (first < n_neg) * (semi_d < d_ap + self.margin)
+        negative = F.where(semi, semi_n, F.take(order.reshape((-1,)), anchor * b))
+        # Valid as the other path defines it; every pair is, when the layout holds.
+        weight = (1 - F.take(neg.reshape((-1,)), pair)) * (n_neg > 0)
+        zero = F.zeros_like(anchor)
+        rows = [F.where(weight, x, zero) for x in (anchor, positive, negative)] + [weight]
+        padding = self.max_pairs - b * (k - 1)
+        if padding:
+            fill = F.zeros((padding,), **where)
+            rows = [F.concat(x, fill, dim=0) for x in rows]
+        return rows
 
     def _select(self, F, dist, pos, neg, b, where, emb):
         _check_batch(self, b)

@@ -60,6 +60,23 @@ def test_online_batches_are_p_by_k_and_the_divisor_counts_slices(train_set):
     assert set(s.generators()) == {"batch_order", "triplets", "pk_sampler"}
 
 
+def test_online_mining_tells_the_miner_the_p_by_k_layout_only_for_whole_classes(train_set):
+    from gluon_triplet.batching import _check_layout
+
+    config = Config(model="mlp", miner="semi-hard", pk_classes=3, pk_samples=4)
+    for contexts, block in (([mx.cpu()], 4), ([mx.cpu(0), mx.cpu(1), mx.cpu(2)], 4)):
+        s = make_strategy(build_model("mlp"), train_set, config, contexts)
+        assert s.block == block and s.step_for(12 // len(contexts)).block == block
+    # Five slices of 3, 3, 2, 2, 2 rows cut through classes: no layout hint.
+    five = [mx.cpu(i) for i in range(5)]
+    assert make_strategy(build_model("mlp"), train_set, config, five).block is None
+    labels = np.array([[0, 0, 1, 1], [2, 2, 3, 3]])
+    _check_layout(labels, 2)
+    for bad in ([[0, 0, 0, 0]], [[0, 1, 1, 1]]):
+        with pytest.raises(RuntimeError, match="not whole blocks of distinct classes"):
+            _check_layout(np.array(bad), 2)
+
+
 def test_check_batch_fits(train_set):
     with pytest.raises(ConfigError, match="--batch-size 1000 is larger than the"):
         check_batch_fits(offline(batch_size=1000), train_set)

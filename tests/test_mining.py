@@ -97,6 +97,98 @@ def test_miners_match_brute_force(batch):
         assert set(rows) == active
 
 
+# --- the block layout (P x K batches) -----------------------------------------------------
+
+pk_batches = st.tuples(
+    st.integers(2, 5),  # P
+    st.integers(2, 5),  # K
+    st.integers(1, 3),  # D
+    st.integers(0, 4),  # padding rows beyond the P * K * (K - 1) pairs
+    st.sampled_from(["squared", "euclidean", "cosine"]),
+    st.sampled_from([0.5, 1.0, 3.5]),
+    st.integers(0, 2**32 - 1),
+)
+
+
+class _Select(gluon.HybridBlock):
+    def __init__(self, miner, b, block):
+        super().__init__()
+        self.miner, self.b, self.block = miner, b, block
+
+    def hybrid_forward(self, F, emb, labels):
+        return self.miner.select(F, F.BlockGrad(emb), labels, self.b, self.block)
+
+
+@settings(max_examples=40, deadline=None)
+@given(pk_batches)
+def test_semi_hard_block_layout_gives_the_same_rows(case):
+    """Told the batch is P blocks of K (block=K), semi-hard lists the pairs from the layout
+    instead of ranking B * B flags: the rows are the same to the bit, ties included
+    (integer coordinates tie often), imperatively and inside a hybridized graph."""
+    p, k, d, padding, metric, margin, seed = case
+    rng = np.random.default_rng(seed)
+    b = p * k
+    emb = nd.array(rng.integers(-2, 3, size=(b, d)).astype(np.float32))
+    labels = nd.array(np.repeat(rng.permutation(9)[:p], k))
+    miner = SemiHardMiner(margin, metric, max_pairs=b * (k - 1) + padding)
+    assert miner.uses_blocks(b, k)
+    want = [o.asnumpy() for o in miner.mine(emb, labels)]
+    step = _Select(miner, b, k)
+    step.hybridize(static_alloc=True, static_shape=True)
+    for got in (miner.mine(emb, labels, block=k), step(emb, labels)):
+        for g, w in zip(got, want):
+            assert g.dtype == w.dtype
+            np.testing.assert_array_equal(g.asnumpy(), w)
+
+
+def test_block_layout_is_checked_and_used_only_where_it_applies():
+    emb = nd.array(np.random.default_rng(0).normal(size=(6, 2)).astype(np.float32))
+    miner = SemiHardMiner(max_pairs=12)
+    for labels in ([0, 0, 1, 1, 0, 0], [0, 0, 1, 2, 2, 2]):  # a label twice; a mixed block
+        with pytest.raises(ValueError, match="block=2: the labels are not 3 blocks of 2"):
+            miner.mine(emb, nd.array(labels), block=2)
+    assert miner.uses_blocks(6, 2) and miner.uses_blocks(6, 3)
+    assert not miner.uses_blocks(6, None) and not miner.uses_blocks(6, 4)  # 4 does not divide 6
+    assert not miner.uses_blocks(6, 6)  # one block: no negatives
+    assert not SemiHardMiner(max_pairs=5).uses_blocks(6, 2)  # 6 pairs, room for 5: sampled
+    assert not SemiHardMiner().uses_blocks(6, 2)  # B * B rows
+    assert not BatchHardMiner().uses_blocks(6, 2)
+    # A miner without a block path ignores the hint.
+    labels = nd.array([0, 0, 1, 1, 2, 2])
+    for got, want in zip(
+        BatchHardMiner().mine(emb, labels, block=2), BatchHardMiner().mine(emb, labels)
+    ):
+        np.testing.assert_array_equal(got.asnumpy(), want.asnumpy())
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    st.integers(1, 4),
+    st.integers(1, 200),
+    st.integers(0, 2**32 - 1),
+)
+def test_search_sorted_matches_numpy(rows, length, seed):
+    from gluon_triplet.mining import _search_sorted
+
+    rng = np.random.default_rng(seed)
+    sorted_rows = rng.integers(0, 9, size=(rows, length)).astype(np.float32)
+    sorted_rows[:, length - int(rng.integers(0, length + 1)) :] = np.inf  # a padded tail
+    sorted_rows.sort(axis=1)
+    queries = rng.integers(-1, 10, size=40).astype(np.float32)
+    rows_of = rng.integers(0, rows, size=40)
+    got = _search_sorted(
+        nd,
+        nd.array(sorted_rows),
+        nd.array(queries),
+        nd.array(rows_of),
+        (rows, length),
+        "float32",
+        {"ctx": mx.cpu()},
+    ).asnumpy()
+    want = [np.searchsorted(sorted_rows[r], q, side="right") for r, q in zip(rows_of, queries)]
+    np.testing.assert_array_equal(got, want)
+
+
 # --- distances ----------------------------------------------------------------------------
 
 
