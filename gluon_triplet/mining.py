@@ -252,7 +252,7 @@ class Miner:
         Raises
         ------
         ValueError
-            ``emb`` not ``(B, D)``, labels not ``(B,)``, or not laid out in ``block``\ s.
+            ``emb`` not ``(B, D)``, labels not ``(B,)``, or not laid out in blocks of ``block``.
         """
         _check_embeddings(emb)
         b = emb.shape[0]
