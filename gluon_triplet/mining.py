@@ -11,7 +11,7 @@ loop, no copy to the host), and every miner returns arrays whose length ``M`` de
 only on the batch size ``B``, so a training loop built around them keeps fixed shapes.
 The selection is written once for ``mx.nd`` and ``mx.sym``: :meth:`Miner.mine` runs it
 imperatively, :meth:`Miner.select` inside a hybridized graph (the trainer's step, where
-its ~150 small operations then cost no Python call each).
+its small operations then cost no Python call each).
 
 Examples
 --------
@@ -129,67 +129,66 @@ def _bisect(F, sorted_rows, queries, strict, shape, dtype, where, rows_of=None):
     return idx - base
 
 
-def _search_sorted(F, sorted_rows, queries, rows_of, shape, dtype, where):
+def _search_sorted(F, flat_rows, queries, row_starts, length, dtype, where):
     """For each query, the count of entries ``<= query`` in its row (``bisect_right``).
 
-    The same result as :func:`_bisect` with ``strict=True``, in two rounds of a
-    ``w``-ary search (``w = ceil(sqrt(L + 1))``) instead of ``log2(L)`` binary rounds:
-    about 12 graph operations instead of 5 per round, which is what a step graph pays
-    for (each operation is an engine push and often an OpenMP fork), at ``2 w`` probes
-    per query instead of ``log2(L)``.
+    The same result as :func:`_bisect` with ``strict=True``, from two rounds of a
+    ``w``-ary search (``w = isqrt(L) + 1``, so ``w * w > L``) instead of ``log2(L)``
+    binary rounds. Inside a step graph every operation costs an engine push and often an
+    OpenMP fork and join, which on a loaded 2-core machine dominates small arrays: this
+    search has 2 gathers and 2 sums, the binary one 8 gathers and 40 operations.
 
     Parameters
     ----------
     F : mx.nd or mx.sym
-    sorted_rows : (R, L)
-        Each row ascending (``inf`` allowed).
+    flat_rows : (R * L,)
+        ``R`` rows of ``L`` entries, each row ascending (``inf`` allowed), flattened.
     queries : (Q,)
-        Query ``i`` searches row ``rows_of[i]``.
-    rows_of : (Q,), dtype of ``sorted_rows``
-    shape : (int, int)
-        ``(R, L)``.
+    row_starts : (Q,), dtype of the rows
+        ``L`` times the row each query searches.
+    length : int
+        ``L``.
     dtype : str
-        Of ``sorted_rows``.
+        Of the rows.
     where : dict
         See :func:`_where`.
 
     Returns
     -------
-    (Q,) counts in ``[0, L]``, dtype of ``sorted_rows``.
+    (Q,) counts in ``[0, L]``, dtype of the rows.
     """
-    rows, length = shape
-    width = max(2, math.isqrt(length) + 1)  # width**2 >= length + 1
-    span = width * width
-    # Pad each row with +inf to width**2 entries: the last probe of the first round is
-    # then padding, never <= a query, so the block it finds is always inside the row.
-    pad = F.full((rows, span - length), np.inf, dtype=dtype, **where)
-    flat = F.concat(sorted_rows, pad, dim=1).reshape((-1,))
-    base = (rows_of * span).reshape((-1, 1))
+    width = math.isqrt(length) + 1
+    start = row_starts.reshape((-1, 1))
     query = queries.reshape((-1, 1))
-    probe = F.arange(width, dtype=dtype, **where).reshape((1, -1))
-    # Round 1: the last entry of each block of `width`; the hits are a prefix (sorted),
-    # so their count is the block holding the first entry > query.
-    hit = F.broadcast_lesser_equal(
-        F.take(flat, F.broadcast_add(base, probe * width + (width - 1))), query
-    )
+    step = F.arange(width, dtype=dtype, **where).reshape((1, -1))
+    # Round 1 probes the last entry of each block of `width` entries (positions past the
+    # row read its last entry). The hits are a prefix (sorted rows): their count names
+    # the block where the first entry > query lies, or all of them hit (all <= query).
+    last = F.minimum(step * width + (width - 1), length - 1)
+    hit = F.broadcast_lesser_equal(F.take(flat_rows, F.broadcast_add(start, last)), query)
     block = F.sum(hit, axis=1, keepdims=True) * width
-    # Round 2: every entry of that block (its last one is > query).
-    hit = F.broadcast_lesser_equal(F.take(flat, F.broadcast_add(base + block, probe)), query)
-    return (block + F.sum(hit, axis=1, keepdims=True)).reshape((-1,))
+    # Round 2 counts the hits inside that block; clipped probes re-read the last entry,
+    # which counts more than once only when every entry is <= query: hence the minimum.
+    inside = F.minimum(F.broadcast_add(block, step), length - 1)
+    hit = F.broadcast_lesser_equal(F.take(flat_rows, F.broadcast_add(start, inside)), query)
+    return F.minimum(F.broadcast_add(block, F.sum(hit, axis=1, keepdims=True)), length).reshape(
+        (-1,)
+    )
 
 
 def _block_pairs(F, b, k, where):
     """Every ordered pair of distinct rows inside each block of ``k`` consecutive rows.
 
-    Returns ``anchor, positive``, each ``(b * (k - 1),)`` float32, in ``(a, p)`` order
+    Returns ``anchor, positive``, each ``(b * (k - 1),)`` float64, in ``(a, p)`` order
     (anchor ascending, then positive ascending): the order in which the other path
-    lists valid pairs. Index arithmetic is float32: exact for ``b <= _MAX_BATCH``.
+    lists valid pairs.
     """
-    rank = F.arange(b * (k - 1), **where)
+    rank = F.arange(b * (k - 1), dtype="float64", **where)
     anchor = F.floor(rank / (k - 1))
     j = rank - anchor * (k - 1)  # the anchor's j-th other row of its block
     start = F.floor(anchor / k) * k
-    return anchor, start + j + (j >= anchor - start)
+    # broadcast_add, not +: elemwise_add dispatches to MKL-DNN's sum, costlier here.
+    return anchor, F.broadcast_add(F.broadcast_add(start, j), j >= anchor - start)
 
 
 def _sorted_negatives(F, dist, neg, b, where):
@@ -197,6 +196,80 @@ def _sorted_negatives(F, dist, neg, b, where):
     masked = F.where(neg, dist, F.full((b, b), np.inf, **where))
     values, order = F.topk(masked, axis=1, k=b, ret_typ="both", is_ascend=True)
     return values, order
+
+
+# Sort keys for semi-hard mining: a float32 distance d >= 0 in column n (< 2**11 = the
+# largest batch) becomes the float64 key (d + 2**-1000) * (1 + n * 2**-40). Exactly:
+# - d + 2**-1000 is d itself for d > 0 (d >= 2**-149, so 2**-1000 is below half its
+#   float64 ulp) and 2**-1000 for d = 0; 1 + n * 2**-40 needs 41 bits: exact.
+# - The product has at most 24 + 41 bits, so it rounds by at most 2**-53 of itself,
+#   while one column step adds (d + 2**-1000) * 2**-40: keys of equal d grow with n.
+# - Every key of d lies in [d, d * (1 + 2**-29)), below the next float32 above d
+#   (>= d * (1 + 2**-24); >= 2**-149 above 0): keys of different d keep their order.
+# So an ascending sort of the keys lists a row's distances ascending, ties by column,
+# and a plain sort of values replaces topk (whose index output costs about as much as
+# the sort itself on the CPU, and whose order among ties is unspecified). The column
+# comes back from the key (_key_column), a distance d's place from _key_query.
+_KEY_FLOOR = 2.0**-1000
+_KEY_STEP = 2.0**-40
+
+
+def _tie_keys(F, dist, neg, b, where):
+    """``(B, B)`` float64 keys of the negatives' distances (``+inf`` elsewhere): ascending
+    order is distance ascending, ties by column (see above)."""
+    column = F.arange(b, dtype="float64", **where) * _KEY_STEP + 1.0
+    keys = F.broadcast_mul(F.cast(dist, "float64") + _KEY_FLOOR, column.reshape((1, -1)))
+    return F.where(neg, keys, F.full((b, b), np.inf, dtype="float64", **where))
+
+
+def _key_query(F, d):
+    """float64 queries above every key of a distance ``<= d`` (float32, >= 0) and below
+    every key of a distance ``> d``: keys ``<= query`` count the distances ``<= d``."""
+    return (F.cast(d, "float64") + _KEY_FLOOR) * (1.0 + 2.0**-28)
+
+
+def _key_limit(F, d):
+    """float64 limits with ``key < limit`` exactly when the key's distance is ``< d``."""
+    return F.cast(d, "float64") + _KEY_FLOOR
+
+
+def _key_column(F, key):
+    """The column a key was made for (float64; NaN for ``inf``)."""
+    # The nearest float32 of a key is its distance (keys sit within 2**-29 above it).
+    base = F.cast(F.cast(key, "float32"), "float64") + _KEY_FLOOR
+    return F.round((key - base) / base * 2.0**40)
+
+
+def _semi_hard_negatives(F, keys, d_ap, start, n_neg, b, margin, where):
+    """Column of each pair's semi-hard negative, or of its hardest when none is.
+
+    Parameters
+    ----------
+    keys : (B * B,) float64
+        :func:`_tie_keys` sorted along each row, flattened.
+    d_ap : (Q,) float32
+        Each pair's distance anchor - positive.
+    start : (Q,) float64
+        ``B`` times each pair's anchor.
+    n_neg : (Q,) float64 or number
+        The anchor's negatives.
+    b : int
+    margin : float
+    where : dict
+
+    Returns
+    -------
+    (Q,) float64
+        NaN for an anchor with no negative.
+    """
+    # The first negative strictly farther than the positive...
+    first = _search_sorted(F, keys, _key_query(F, d_ap), start, b, "float64", where)
+    slot = F.broadcast_add(start, F.minimum(first, b - 1))
+    # ...is semi-hard if it exists and is inside the margin; else the hardest, the
+    # first of the row.
+    inside = F.take(keys, slot) < _key_limit(F, d_ap + margin)
+    semi = (first < n_neg) * inside
+    return _key_column(F, F.take(keys, F.where(semi, slot, start)))
 
 
 class Miner:
@@ -262,7 +335,9 @@ class Miner:
             where = _where(nd, emb)
             if self.uses_blocks(b, block):
                 _check_blocks(labels, b, block)
-                return self._cast(nd, *self._select_blocks(nd, emb, labels, b, block, where))
+                return self._cast_indices(
+                    nd, *self._select_blocks(nd, emb, labels, b, block, where)
+                )
             pos, neg = _masks(nd, labels, b, where)
             return self._finish(nd, emb, pos, neg, b, where)
 
@@ -286,7 +361,8 @@ class Miner:
         """
         where = _where(F, emb)
         if self.uses_blocks(batch_size, block):
-            return self._cast(F, *self._select_blocks(F, emb, labels, batch_size, block, where))
+            rows = self._select_blocks(F, emb, labels, batch_size, block, where)
+            return self._cast_indices(F, *rows)
         pos, neg = _masks(F, labels, batch_size, where)
         return self._finish(F, emb, pos, neg, batch_size, where)
 
@@ -305,13 +381,18 @@ class Miner:
         return False
 
     def _select_blocks(self, F, emb, labels, b, k, where):  # pragma: no cover - abstract
-        """Rows ``anchor, positive, negative, weight`` of a batch laid out in blocks of
-        ``k`` (see :meth:`mine`); the same rows :meth:`_select` returns for it."""
+        """Rows ``anchor, positive, negative, weight`` (the weight float32) of a batch
+        laid out in blocks of ``k`` (see :meth:`mine`); the same rows :meth:`_select`
+        returns for it."""
         raise NotImplementedError
 
     @staticmethod
     def _cast(F, a, p, n, w):
         return F.cast(a, "int32"), F.cast(p, "int32"), F.cast(n, "int32"), F.cast(w, "float32")
+
+    @staticmethod
+    def _cast_indices(F, a, p, n, w):
+        return F.cast(a, "int32"), F.cast(p, "int32"), F.cast(n, "int32"), w
 
     def _finish(self, F, emb, pos, neg, b, where):
         dist = self.distance._pairwise(F, emb, b, where, emb.dtype if F is nd else "float32")
@@ -427,7 +508,8 @@ class SemiHardMiner(Miner):
     A pair ``(a, p)`` is valid when ``p != a`` has ``a``'s label and the batch holds at
     least one negative for ``a``. Its negative is the *nearest semi-hard* one, the
     smallest ``d(a, n)`` with ``d(a, p) < d(a, n) < d(a, p) + margin``, or, when no
-    negative is semi-hard, the hardest negative (smallest ``d(a, n)``).
+    negative is semi-hard, the hardest negative (smallest ``d(a, n)``). Among negatives
+    at equal distance the lowest index is taken.
 
     Rows returned, for a batch of ``B`` (a P x K batch has ``B * (K - 1)`` valid pairs):
 
@@ -442,9 +524,11 @@ class SemiHardMiner(Miner):
     for ``B = 256, D = 128`` on a 2-core CPU, versus milliseconds for ``B * 16``), so
     pass ``max_pairs`` (e.g. ``16 * B``) for anything but small batches.
 
-    The search is a sort of each anchor's negatives, then, for each of the ``M`` pairs
-    only, a vectorised binary search in its anchor's row: ``O(B^2 log B + M log B)``
-    work, no ``(B, B, B)`` tensor. Batches are limited to 2048 rows.
+    The search is a sort of each anchor's negatives (by distance, then index), then, for
+    each of the ``M`` pairs only, a search in its anchor's row: ``O(B^2 log B + M sqrt B)``
+    work, no ``(B, B, B)`` tensor. With ``block=K`` (:meth:`Miner.mine`) the pairs of a
+    P x K batch are listed from its layout instead of found among ``B * B`` flags.
+    Batches are limited to 2048 rows.
 
     Parameters
     ----------
@@ -474,70 +558,49 @@ class SemiHardMiner(Miner):
         return k >= 2 and b % k == 0 and b // k >= 2 and b * (k - 1) <= self.max_pairs
 
     def _select_blocks(self, F, emb, labels, b, k, where):
-        # The other path's valid pairs are exactly the blocks' pairs, all of them kept
-        # (at most max_pairs), in the same order: list them instead of ranking B * B
-        # flags. Everything else is the other path's arithmetic, so the rows are equal
-        # to the bit (ties included: the same topk).
+        # The other path's valid pairs are exactly the blocks' pairs, all kept (at most
+        # max_pairs) in the same order, and every anchor has b - k negatives: list them
+        # instead of ranking B * B flags and counting. The rest is the other path's
+        # arithmetic, so the rows are equal to the bit.
         _check_batch(self, b)
         dtype = emb.dtype if F is nd else "float32"
         # Only off-diagonal distances are read (pairs and negatives).
         dist = self.distance._pairwise(F, emb, b, where, dtype, diagonal=False)
         neg = F.broadcast_not_equal(labels.reshape((-1, 1)), labels.reshape((1, -1)))
-        neg = F.cast(neg, "float32")
-        values, order = _sorted_negatives(F, dist, neg, b, where)
-        n_neg = F.sum(neg, axis=1).reshape((-1,))
+        keys = F.sort(_tie_keys(F, dist, neg, b, where), axis=1).reshape((-1,))
         anchor, positive = _block_pairs(F, b, k, where)
-        pair = anchor * b + positive
-        d_ap = F.take(dist.reshape((-1,)), pair)
-        first = _search_sorted(F, values, d_ap, anchor, (b, b), "float32", where)
-        slot = anchor * b + F.minimum(first, b - 1)
-        semi_d = F.take(values.reshape((-1,)), slot)
-        semi_n = F.take(order.reshape((-1,)), slot)
-        n_neg = F.take(n_neg, anchor)
-        semi = (first < n_neg) * (semi_d < d_ap + self.margin)
-        negative = F.where(semi, semi_n, F.take(order.reshape((-1,)), anchor * b))
-        # Valid as the other path defines it; every pair is, when the layout holds.
-        weight = (1 - F.take(neg.reshape((-1,)), pair)) * (n_neg > 0)
-        zero = F.zeros_like(anchor)
-        rows = [F.where(weight, x, zero) for x in (anchor, positive, negative)] + [weight]
+        start = anchor * b
+        d_ap = F.take(dist.reshape((-1,)), F.broadcast_add(start, positive))
+        negative = _semi_hard_negatives(F, keys, d_ap, start, b - k, b, self.margin, where)
+        rows = [anchor, positive, negative, F.ones_like(d_ap)]
         padding = self.max_pairs - b * (k - 1)
         if padding:
-            fill = F.zeros((padding,), **where)
-            rows = [F.concat(x, fill, dim=0) for x in rows]
+            rows = [
+                F.concat(x, F.zeros((padding,), dtype=t, **where), dim=0)
+                for x, t in zip(rows, ("float64", "float64", "float64", "float32"))
+            ]
         return rows
 
     def _select(self, F, dist, pos, neg, b, where, emb):
         _check_batch(self, b)
-        values, order = _sorted_negatives(F, dist, neg, b, where)
+        keys = F.sort(_tie_keys(F, dist, neg, b, where), axis=1).reshape((-1,))
         n_neg = F.sum(neg, axis=1, keepdims=True)  # (B, 1)
-        valid = F.broadcast_mul(pos, n_neg > 0).reshape((-1,))
+        valid = F.cast(F.broadcast_mul(pos, n_neg > 0).reshape((-1,)), "float64")
         # The pairs first, then a negative for each of them only (not for all B * B).
         if self.max_pairs is None:
-            pair, weight = F.arange(b * b, **where), valid
+            pair, weight = F.arange(b * b, dtype="float64", **where), valid
         else:
-            pair, _, weight = _sample_ranks(
-                F, F.cast(valid, "float64"), self.max_pairs, b * b, where
-            )
+            pair, _, weight = _sample_ranks(F, valid, self.max_pairs, b * b, where)
         anchor = F.floor(pair / b)
-        row = F.cast(anchor, "float32")
+        start = anchor * b
         d_ap = F.take(dist.reshape((-1,)), pair)
-        # First negative strictly farther than the positive...
-        first = _bisect(F, values, d_ap, True, (b, b), "float32", where, rows_of=row)
-        slot = row * b + F.minimum(first, b - 1)
-        semi_d = F.take(values.reshape((-1,)), slot)
-        semi_n = F.take(order.reshape((-1,)), slot)
-        # ...is semi-hard if it exists and is still inside the margin.
-        semi = (first < F.take(n_neg.reshape((-1,)), row)) * (semi_d < d_ap + self.margin)
-        hardest = F.take(order.reshape((-1,)), row * b)
-        negative = F.where(semi, semi_n, hardest)
-        if self.max_pairs is None:
-            positive = F.where(weight, pair - anchor * b, anchor)
-            return anchor, positive, F.where(weight, negative, anchor), weight
-        zero = F.zeros_like(pair)
+        n_neg = F.take(F.cast(n_neg, "float64").reshape((-1,)), anchor)
+        negative = _semi_hard_negatives(F, keys, d_ap, start, n_neg, b, self.margin, where)
+        fill = anchor if self.max_pairs is None else F.zeros_like(pair)
         return (
-            F.where(weight, anchor, zero),
-            F.where(weight, pair - anchor * b, zero),
-            F.where(weight, F.cast(negative, "float64"), zero),
+            F.where(weight, anchor, fill),
+            F.where(weight, pair - start, fill),
+            F.where(weight, negative, fill),
             weight,
         )
 

@@ -36,7 +36,10 @@ def selected(a, p, n, w):
 
 
 def brute_force(dist, labels, margin):
-    """Hardest p/n distances per anchor, semi-hard negative distance per pair, batch-all set."""
+    """Hardest p/n distances per anchor, semi-hard negative per pair, batch-all set.
+
+    The semi-hard negative of ``(a, p)`` is ``(distance, index)``: the nearest negative
+    inside the window, else the nearest; equal distances go to the lowest index."""
     b = len(labels)
     margin = np.float32(margin)
     hard, semi, active = {}, {}, set()
@@ -48,8 +51,8 @@ def brute_force(dist, labels, margin):
         hard[a] = (max(dist[a, p] for p in pos), min(dist[a, n] for n in neg))
         for p in pos:
             limit = np.float32(dist[a, p] + margin)
-            window = [dist[a, n] for n in neg if dist[a, p] < dist[a, n] < limit]
-            semi[a, p] = min(window) if window else min(dist[a, n] for n in neg)
+            window = [(dist[a, n], n) for n in neg if dist[a, p] < dist[a, n] < limit]
+            semi[a, p] = min(window) if window else min((dist[a, n], n) for n in neg)
             active.update((a, p, n) for n in neg if dist[a, n] < limit)
     return hard, semi, active
 
@@ -84,8 +87,11 @@ def test_miners_match_brute_force(batch):
     assert len(a) == b * b
     rows = selected(a, p, n, w)
     assert {(i, j) for i, j, _ in rows} == set(semi)
-    for i, j, k in rows:
-        assert labels[k] != labels[i] and dist[i, k] == semi[i, j]
+    for i, j, k in rows:  # the same negative, ties included
+        assert labels[k] != labels[i] and (dist[i, k], k) == semi[i, j]
+    # Compact rows: the valid pairs in (a, p) order, each with the same negative.
+    compact = selected(*mined(SemiHardMiner(margin, max_pairs=b * b), emb, labels))
+    assert compact == [(i, j, semi[i, j][1]) for i, j in sorted(semi)]
 
     miner = BatchAllMiner(margin, max_triplets=4 * b)
     a, p, n, w = mined(miner, emb, labels)
@@ -95,6 +101,19 @@ def test_miners_match_brute_force(batch):
     assert len(set(rows)) == len(rows) and set(rows) <= active
     if len(active) <= 4 * b:
         assert set(rows) == active
+
+
+def test_semi_hard_ties_go_to_the_lowest_index_in_large_batches():
+    """Rows longer than 16 are where a sort's order among equal keys is unspecified
+    (introsort): equal distances must still go to the lowest index, as brute force."""
+    rng = np.random.default_rng(5)
+    for b, d in ((48, 1), (96, 2), (160, 2)):
+        emb = nd.array(rng.integers(-2, 3, size=(b, d)).astype(np.float32))
+        labels = np.repeat(np.arange(4), b // 4)
+        dist = pairwise_distances(emb).asnumpy()
+        _, semi, _ = brute_force(dist, labels, 1.0)
+        rows = selected(*mined(SemiHardMiner(1.0, max_pairs=b * b), emb, labels))
+        assert rows == [(i, j, semi[i, j][1]) for i, j in sorted(semi)]
 
 
 # --- the block layout (P x K batches) -----------------------------------------------------
@@ -129,7 +148,7 @@ def test_semi_hard_block_layout_gives_the_same_rows(case):
     rng = np.random.default_rng(seed)
     b = p * k
     emb = nd.array(rng.integers(-2, 3, size=(b, d)).astype(np.float32))
-    labels = nd.array(np.repeat(rng.permutation(9)[:p], k))
+    labels = nd.array(np.repeat(rng.permutation(9)[:p], k), dtype=rng.choice(["float32", "int32"]))
     miner = SemiHardMiner(margin, metric, max_pairs=b * (k - 1) + padding)
     assert miner.uses_blocks(b, k)
     want = [o.asnumpy() for o in miner.mine(emb, labels)]
@@ -139,6 +158,9 @@ def test_semi_hard_block_layout_gives_the_same_rows(case):
         for g, w in zip(got, want):
             assert g.dtype == w.dtype
             np.testing.assert_array_equal(g.asnumpy(), w)
+    dist = miner.distance.pairwise(emb).asnumpy()
+    _, semi, _ = brute_force(dist, labels.asnumpy(), margin)
+    assert selected(*want) == [(i, j, semi[i, j][1]) for i, j in sorted(semi)]
 
 
 def test_block_layout_is_checked_and_used_only_where_it_applies():
@@ -178,10 +200,10 @@ def test_search_sorted_matches_numpy(rows, length, seed):
     rows_of = rng.integers(0, rows, size=40)
     got = _search_sorted(
         nd,
-        nd.array(sorted_rows),
+        nd.array(sorted_rows.reshape(-1)),
         nd.array(queries),
-        nd.array(rows_of),
-        (rows, length),
+        nd.array(rows_of * length),
+        length,
         "float32",
         {"ctx": mx.cpu()},
     ).asnumpy()
