@@ -56,6 +56,7 @@ Third pass (BatchNorm where the maps are small, at the old cost; docs/quality.md
     p3-lr3              the pooled CNN without BatchNorm, lr 0.003
     p3-bn3-lr3-m1, -m3, -k32, -h256      margin 0.1 / 0.3, K = 32, a hidden Dense 256
     p3-bn3-digits, p3-bn3-lr3-digits     with --augment digits
+    p3m-bn3, p3m-bn3-lr3                 widths 16 40 80 (about the whole CPU budget)
 
 ``--split test`` (default) trains on the train split and scores the test split.
 ``--split val`` never touches the test split: it carves a stratified validation split
@@ -176,6 +177,13 @@ RECIPES = {
         "batch_norm_from": 3,
         "lr": 0.003,
         "augment": "digits",
+    },
+    "p3m-bn3": {"conv_block": "pooled", "channels": (16, 40, 80), "batch_norm_from": 3},
+    "p3m-bn3-lr3": {
+        "conv_block": "pooled",
+        "channels": (16, 40, 80),
+        "batch_norm_from": 3,
+        "lr": 0.003,
     },
     "p3-bn3-lr5": {"conv_block": "pooled", "batch_norm": True, "batch_norm_from": 3, "lr": 0.005},
     "p3-bn3-lr3-h256": {
