@@ -168,20 +168,31 @@ def test_projector_renders_in_chromium(tools, served, tmp_path):
     assert {"embedding", "embedding_000001", "raw_input"} <= set(served["tensors"])
 
 
+def _axis_pixels(rgb: np.ndarray) -> int:
+    """Pixels of the scene's green y axis (TensorBoard's page has no other green)."""
+    r, g, b = rgb[..., 0], rgb[..., 1], rgb[..., 2]
+    return int(((g > 150) & (r < 120) & (b < 120)).sum())
+
+
 def test_projector_screenshot(tools, served, tmp_path):
-    png = tmp_path / "projector.png"
-    _chromium(tools, tmp_path, served["url"], f"--screenshot={png}", 20000)
-    with open(png, "rb") as f:
-        assert f.read(8) == b"\x89PNG\r\n\x1a\n"
     from PIL import Image
 
-    with Image.open(png) as im:
-        assert im.size == (1400, 1000)
-        rgb = np.asarray(im.convert("RGB")).astype(int)
+    # As in the PDF test: on a loaded machine the first virtual-time budget may end before
+    # the projector has fetched and drawn the tensor, so allow one longer try.
+    for budget in (20000, 60000):
+        png = tmp_path / f"projector-{budget}.png"
+        _chromium(tools, tmp_path, served["url"], f"--screenshot={png}", budget)
+        with open(png, "rb") as f:
+            assert f.read(8) == b"\x89PNG\r\n\x1a\n"
+        with Image.open(png) as im:
+            assert im.size == (1400, 1000)
+            rgb = np.asarray(im.convert("RGB")).astype(int)
+        if _axis_pixels(rgb) > 50:
+            break
     r, g, b = rgb[..., 0], rgb[..., 1], rgb[..., 2]
-    # WebGL drew the scene: its green y axis (TensorBoard's page has no other green), and
-    # the black sprite tiles fill more of the canvas than text on a page without data does.
-    assert ((g > 150) & (r < 120) & (b < 120)).sum() > 50
+    # WebGL drew the scene: its axis, and the black sprite tiles fill more of the canvas
+    # than text on a page without data does.
+    assert _axis_pixels(rgb) > 50
     assert ((r < 40) & (g < 40) & (b < 40))[120:, 330:1100].mean() > 0.015
     os.makedirs(ARTIFACTS, exist_ok=True)
     shutil.copy(png, os.path.join(ARTIFACTS, "projector.png"))
