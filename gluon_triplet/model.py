@@ -17,6 +17,7 @@ __all__ = [
     "EmbeddingMLP",
     "build_model",
     "cnn_architecture",
+    "cnn_arguments",
     "embed",
     "load_backbone_params",
     "model_from_config",
@@ -531,6 +532,29 @@ def resolve_batch_norm(config, block, depth):
     return bool(chosen), int(start) if start is not None else 1
 
 
+def cnn_arguments(config, sample_shape):
+    """The :class:`EmbeddingCNN` arguments a config resolves to for ``sample_shape``.
+
+    ``block`` (``"auto"`` resolved, :func:`resolve_conv_block`), ``channels`` (the
+    config's, else :func:`cnn_architecture`'s, else the reference's), ``pool`` where the
+    size calls for it, and ``batch_norm`` / ``batch_norm_from`` (automatic resolved,
+    :func:`resolve_batch_norm`). :func:`model_from_config` builds the CNN from them, and
+    a run records them, so that a config rebuilds the net it trained.
+
+    Returns
+    -------
+    dict
+    """
+    block = resolve_conv_block(getattr(config, "conv_block", "strided"), sample_shape)
+    args = {"block": block, "channels": (32, 64), **cnn_architecture(sample_shape, block)}
+    if getattr(config, "channels", None) is not None:
+        args["channels"] = tuple(config.channels)
+    args["batch_norm"], args["batch_norm_from"] = resolve_batch_norm(
+        config, block, len(args["channels"])
+    )
+    return args
+
+
 def model_from_config(config, sample_shape, ctx=None):
     """Build and initialise the net a :class:`~gluon_triplet.config.Config` describes.
 
@@ -591,16 +615,7 @@ def model_from_config(config, sample_shape, ctx=None):
             f"is {name!r} for these samples"
         )
     if name == "cnn":
-        block = resolve_conv_block(block, sample_shape)
-        if block != "strided":
-            kwargs["block"] = block
-        # The size decides the pooling; explicit --channels replace the automatic widths.
-        kwargs.update(cnn_architecture(sample_shape, block))
-        kwargs.update(cnn_only)
-        depth = len(kwargs.get("channels", (32, 64)))
-        batch_norm, start = resolve_batch_norm(config, block, depth)
-        if batch_norm:
-            kwargs.update(batch_norm=True, batch_norm_from=start)
+        kwargs.update(cnn_arguments(config, sample_shape))
     return build_model(name, init_scale=config.init_scale, ctx=ctx, **kwargs), name
 
 

@@ -71,12 +71,7 @@ def _run(config, quiet, resume, progress):
     from .checkpoint import load_checkpoint, restore_outputs
     from .data import load_dataset
     from .images import ImageOptions
-    from .model import (
-        cnn_architecture,
-        model_from_config,
-        resolve_batch_norm,
-        resolve_conv_block,
-    )
+    from .model import cnn_arguments, model_from_config
     from .train import TripletTrainer, create_kvstore, resolve_contexts, set_seed
 
     t0 = time.perf_counter()
@@ -110,25 +105,22 @@ def _run(config, quiet, resume, progress):
     shape = tuple(int(d) for d in data.x_train.shape[1:])
     _check_memory(config, shape, len(train_set.classes), len(contexts))
     net, model_name = model_from_config(config, shape, ctx=contexts)
-    block = resolve_conv_block(config.conv_block, shape) if model_name == "cnn" else None
-    batch_norm = (config.batch_norm, config.batch_norm_from)
-    if block:
-        depth = len(config.channels or cnn_architecture(shape, block).get("channels", (32, 64)))
-        batch_norm = resolve_batch_norm(config, block, depth)
+    # The same resolution model_from_config built the net with, for the log and the record.
+    cnn = cnn_arguments(config, shape) if model_name == "cnn" else None
     if model_name != config.model:
-        shown = f"{model_name}, {block} blocks" if block else model_name
-        if block and batch_norm[0]:
-            shown += f", BatchNorm from convolution {batch_norm[1]}"
+        shown = f"{model_name}, {cnn['block']} blocks" if cnn else model_name
+        if cnn and cnn["batch_norm"]:
+            shown += f", BatchNorm from convolution {cnn['batch_norm_from']}"
         logger.info("model: %s (auto: %s data)", shown, shape_text(shape))
     # The run dir records what ran: "auto" resolved, so the config rebuilds this net.
-    config = dataclasses.replace(
-        config,
-        model=model_name,
-        input_shape=shape,
-        conv_block=block or config.conv_block,
-        batch_norm=batch_norm[0],
-        batch_norm_from=batch_norm[1],
-    )
+    config = dataclasses.replace(config, model=model_name, input_shape=shape)
+    if cnn:
+        config = dataclasses.replace(
+            config,
+            conv_block=cnn["block"],
+            batch_norm=cnn["batch_norm"],
+            batch_norm_from=cnn["batch_norm_from"],
+        )
     check_batch_fits(config, train_set)
     kvstore = create_kvstore(config.kvstore)  # None unless distributed; waits for the job
     if kvstore is not None:
