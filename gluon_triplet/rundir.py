@@ -33,6 +33,14 @@ PathLike = Union[str, "os.PathLike[str]"]
 __all__ = ["RunDir", "RunDirInUse"]
 
 
+# What runs made before a field existed trained with, where the field's default now
+# would rebuild another net around their parameters: the strided CNN (before
+# --conv-block, whose default "auto" picks pooled for small images) and no BatchNorm
+# (before --batch-norm, whose default null adds it to a pooled CNN). Later runs record
+# the resolved value.
+_BEFORE_THE_FIELD: Dict[str, Any] = {"conv_block": "strided", "batch_norm": False}
+
+
 class RunDirInUse(OSError):
     """Another process trains in the run directory (holds its lock)."""
 
@@ -187,17 +195,10 @@ class RunDir:
     def load_config(self) -> Config:
         """The run's :class:`~gluon_triplet.config.Config`; a ConfigError names the file."""
         config = Config.load(self.config_path)
-        # Runs made before --conv-block existed trained the strided CNN; "auto" (the
-        # field's default now) would rebuild another net around their parameters.
         with open(self.config_path, encoding="utf-8") as f:
             recorded = json.load(f)
-        if "conv_block" not in recorded:
-            config = dataclasses.replace(config, conv_block="strided")
-        # Runs made before --batch-norm trained without it; the field's default now
-        # (null: automatic) would add it to a pooled CNN. Later runs record true or false.
-        if "batch_norm" not in recorded:
-            config = dataclasses.replace(config, batch_norm=False)
-        return config
+        missing = {k: v for k, v in _BEFORE_THE_FIELD.items() if k not in recorded}
+        return dataclasses.replace(config, **missing) if missing else config
 
     def params_path(self, params: str = "best") -> str:
         """Path of a parameter file, checked to exist.
