@@ -153,10 +153,9 @@ def test_lock_held_by_another_process_names_its_pid(tmp_path):
         pass
 
 
-def test_a_run_made_before_conv_block_existed_loads_its_strided_cnn(tmp_path, capsys):
+def _tiny_image_run_flags(tmp_path):
+    """Train flags for a one-epoch CNN run on 48 small 12 x 12 images of 3 classes."""
     import numpy as np
-
-    from gluon_triplet.cli import main
 
     rng = np.random.default_rng(0)
     y = np.repeat(np.arange(3), 16)
@@ -164,6 +163,13 @@ def test_a_run_made_before_conv_block_existed_loads_its_strided_cnn(tmp_path, ca
     np.savez(tmp_path / "d.npz", x=x, y=y)
     flags = ["--dataset", f"npz:{tmp_path / 'd.npz'}", "--epochs", "1", "--embedding-size", "4"]
     flags += ["--logdir", str(tmp_path), "--no-plots", "--projector-samples", "0", "-K", "4"]
+    return flags
+
+
+def test_a_run_made_before_conv_block_existed_loads_its_strided_cnn(tmp_path, capsys):
+    from gluon_triplet.cli import main
+
+    flags = _tiny_image_run_flags(tmp_path)
 
     # A new run records the block "auto" chose, and says which in its log.
     assert main([*flags, "--run-name", "new"]) == 0
@@ -184,16 +190,9 @@ def test_a_run_made_before_conv_block_existed_loads_its_strided_cnn(tmp_path, ca
 
 
 def test_a_run_made_before_automatic_batch_norm_loads_its_net_without_it(tmp_path, capsys):
-    import numpy as np
-
     from gluon_triplet.cli import main
 
-    rng = np.random.default_rng(0)
-    y = np.repeat(np.arange(3), 16)
-    x = (rng.random((48, 12, 12)) + y[:, None, None]).astype(np.float32) / 3
-    np.savez(tmp_path / "d.npz", x=x, y=y)
-    flags = ["--dataset", f"npz:{tmp_path / 'd.npz'}", "--epochs", "1", "--embedding-size", "4"]
-    flags += ["--logdir", str(tmp_path), "--no-plots", "--projector-samples", "0", "-K", "4"]
+    flags = _tiny_image_run_flags(tmp_path)
 
     # A new run records the BatchNorm the automatic setting chose: the last of 3.
     assert main([*flags, "--run-name", "new"]) == 0
