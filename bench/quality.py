@@ -58,6 +58,16 @@ Third pass (BatchNorm where the maps are small, at the old cost; docs/quality.md
     p3-bn3-digits, p3-bn3-lr3-digits     with --augment digits
     p3m-bn3, p3m-bn3-lr3                 widths 16 40 80 (about the whole CPU budget)
 
+Fourth pass, the net (BatchNorm's first-convolution gain cheaper, multiply-adds re-spent;
+docs/quality.md "Fourth pass: the net"; the options built for it lost and did not land:
+--input-norm, --weight-init and --conv-block stem and their recipes are on the branch
+fashion-b-options, commit b0ac31e):
+
+    p3c8-bn, p3c8-bn-lr3       widths 8 32 64, BatchNorm on every convolution, lr
+    p4-bn3, p4-bn3-lr3         widths 16 32 64 64: a 4th convolution at 4x4 (pooled to
+                               2x2), BatchNorm on the 3rd and 4th
+    p3-bn3-e64, p3-bn3-e256    embedding size 64 / 256
+
 ``--split test`` (default) trains on the train split and scores the test split.
 ``--split val`` never touches the test split: it carves a stratified validation split
 out of train (1/6 of Fashion-MNIST's 60k = 10k; 20% of mnist-5k's 4k = 800), trains on
@@ -218,6 +228,24 @@ RECIPES = {
     "p3-bn2-lr5": {"conv_block": "pooled", "batch_norm": True, "batch_norm_from": 2, "lr": 0.005},
     "p3-bn-lr5": {"conv_block": "pooled", "batch_norm": True, "lr": 0.005},
     "p3-bn-lr10": {"conv_block": "pooled", "batch_norm": True, "lr": 0.01},
+    # Issue 15, fourth pass (the net): BatchNorm's gain on the first convolution, cheaper,
+    # and the same multiply-adds spent elsewhere.
+    "p3c8-bn": {"conv_block": "pooled", "channels": (8, 32, 64), "batch_norm": True},
+    "p3c8-bn-lr3": {
+        "conv_block": "pooled",
+        "channels": (8, 32, 64),
+        "batch_norm": True,
+        "lr": 0.003,
+    },
+    "p4-bn3": {"conv_block": "pooled", "channels": (16, 32, 64, 64), "batch_norm_from": 3},
+    "p4-bn3-lr3": {
+        "conv_block": "pooled",
+        "channels": (16, 32, 64, 64),
+        "batch_norm_from": 3,
+        "lr": 0.003,
+    },
+    "p3-bn3-e64": {"conv_block": "pooled", "batch_norm_from": 3, "embedding_size": 64},
+    "p3-bn3-e256": {"conv_block": "pooled", "batch_norm_from": 3, "embedding_size": 256},
     "bn-lr3": {"batch_norm": True, "lr": 0.003},
     "bn-lr10": {"batch_norm": True, "lr": 0.01},
 }
