@@ -10,8 +10,12 @@ folder   Fashion-MNIST written as PNG files (``train/<class>``, ``test/<class>``
 rec      The same folder packed with ``pack_folder``: pack time, and the streamed epoch
          from the ``.rec`` against the in-memory one. Target: ratio <= 1.25.
          Both run ``--rounds`` interleaved rounds (each source once a round, the order
-         rotating) and report each epoch's wall and process-tree CPU seconds, the medians,
-         and the median of the per-round ratios (the target's check).
+         rotating) and report each epoch's wall and CPU seconds (training process and
+         decoding workers apart), the training process's voluntary context switches
+         ("sleeps": few of them beside much CPU mean threads that spin), the medians, and
+         the median of the per-round ratios (the target's check). ``--spinning`` adds every
+         source again with GNU OpenMP's spinning waits instead of the passive waits the
+         package sets (see docs/images.md), in the same rounds.
 cpu      CPU seconds per training picture of one epoch (``--cpu-pictures`` of the 60k),
          in memory and streamed from the folder and the .rec: the training process and
          the decoding workers apart, independent of other jobs' load.
@@ -25,6 +29,7 @@ Usage::
 
     python bench/images.py --workdir /tmp/bench-images              # everything
     python bench/images.py --only folder rec --rounds 3             # the epoch ratios
+    python bench/images.py --only folder rec --rounds 3 --spinning  # and without PASSIVE
     python bench/images.py --only folder rec --n-train 20000        # smaller
     python bench/images.py --only large --n-large 200000
 
@@ -249,15 +254,15 @@ _cpu = []
 
 def _tree():
     me, kids = (resource.getrusage(w) for w in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN))
-    return me.ru_utime + me.ru_stime, kids.ru_utime + kids.ru_stime
+    return me.ru_utime + me.ru_stime, kids.ru_utime + kids.ru_stime, me.ru_nvcsw
 
 def _train_epoch(self):
-    m0, k0 = _tree()
+    m0, k0, v0 = _tree()
     try:
         return _inner(self)
     finally:
-        m1, k1 = _tree()
-        _cpu.append({"main": m1 - m0, "workers": k1 - k0})
+        m1, k1, v1 = _tree()
+        _cpu.append({"main": m1 - m0, "workers": k1 - k0, "sleeps": v1 - v0})
         with open(CPU_OUT, "w") as f:
             json.dump(_cpu, f)
 
@@ -265,7 +270,9 @@ _t.TripletTrainer._train_epoch = _train_epoch
 """
 
 
-def train(workdir, name, settings, measure_rss=False, budget=None, log=None, epoch_cpu=False):
+def train(
+    workdir, name, settings, measure_rss=False, budget=None, log=None, epoch_cpu=False, env=None
+):
     """One run of ``run_train.py --config`` in a subprocess; returns its metrics and RSS.
 
     ``budget``: seconds after which the run is stopped with SIGTERM (its graceful
@@ -273,7 +280,9 @@ def train(workdir, name, settings, measure_rss=False, budget=None, log=None, epo
     (otherwise it runs with ``-q``); the run then also dumps every thread's stack there on
     SIGUSR1 (``faulthandler``), to see where a long run spends its time. ``epoch_cpu``:
     each history record of the metrics gets ``cpu`` (seconds of the training process) and
-    ``cpu_workers`` (its decoding workers) spent in the epoch."""
+    ``cpu_workers`` (its decoding workers) spent in the epoch, and ``sleeps`` (the training
+    process's voluntary context switches in it: few of them with much CPU means threads that
+    spin instead of sleeping). ``env``: the run's environment (default: this process's)."""
     logs = os.path.join(workdir, "logs")
     os.makedirs(logs, exist_ok=True)
     settings = dict(settings, logdir=logs, run_name=f"{name}-{int(time.time() * 1000)}")
@@ -307,6 +316,7 @@ def train(workdir, name, settings, measure_rss=False, budget=None, log=None, epo
         stdout=sink or subprocess.PIPE,
         stderr=sink or subprocess.PIPE,
         text=True,
+        env=env,
     )
     trace = None if log is None else os.path.splitext(log)[0] + "-memory.txt"
     rss = TreeRSS(proc.pid, trace=trace) if measure_rss else None
@@ -337,6 +347,7 @@ def train(workdir, name, settings, measure_rss=False, budget=None, log=None, epo
             cpu = json.load(f)
         for record, used in zip((r for r in metrics["history"] if r["epoch"] > 0), cpu):
             record["cpu"], record["cpu_workers"] = used["main"], used["workers"]
+            record["sleeps"] = used["sleeps"]
     return metrics, wall, peak
 
 
@@ -400,32 +411,50 @@ def section_streamed(args, what):
         for w in args.workers:
             label = source if len(args.workers) == 1 else f"{source}, {w} workers"
             runs[label] = dict(RECIPE, dataset=specs[source], workers=w, max_memory=0.0)
+    envs = {name: None for name in runs}
+    if args.spinning:
+        # The same runs with GNU OpenMP's own waiting (spin, then sleep) instead of the
+        # passive waits the package sets: what the spinning costs, in the same rounds.
+        spin_env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
+        spin_env["GOMP_SPINCOUNT"] = "300000"  # libgomp's default without a wait policy
+        for name in list(runs):
+            runs[f"{name}, spinning"] = runs[name]
+            envs[f"{name}, spinning"] = spin_env
     names = list(runs)
-    rows = {name: [] for name in names}  # (wall, cpu main, cpu workers) per round
+    rows = {name: [] for name in names}  # (wall, cpu main, cpu workers, sleeps) per round
     for r in range(args.rounds):
         for name in names[r % len(names) :] + names[: r % len(names)]:
-            m, _, _ = train(args.workdir, name.split(",")[0], runs[name], epoch_cpu=True)
+            m, _, _ = train(
+                args.workdir, name.split(",")[0], runs[name], epoch_cpu=True, env=envs[name]
+            )
             first = next(rec for rec in m["history"] if rec["epoch"] > 0)
-            rows[name].append((first["time"], first["cpu"], first["cpu_workers"]))
+            rows[name].append((first["time"], first["cpu"], first["cpu_workers"], first["sleeps"]))
             p1 = m["history"][-1]["test"]["precision_at_1"]
             report(
                 f"round {r + 1}: {name}: epoch wall / CPU main + workers",
                 f"{first['time']:.1f} s / {first['cpu']:.1f} + {first['cpu_workers']:.1f} s"
-                f"  (P@1 {p1:.4f}, load {os.getloadavg()[0]:.1f})",
+                f"  (P@1 {p1:.4f}, {first['sleeps']} sleeps, load {os.getloadavg()[0]:.1f})",
             )
-    mem = np.array(rows["memory"])
-    report(
-        f"in memory ({n_train} train): median epoch wall / CPU",
-        f"{np.median(mem[:, 0]):.1f} s / {np.median(mem[:, 1] + mem[:, 2]):.1f} s",
-    )
-    for name in names[1:]:
+    for base in [n for n in names if n.startswith("memory")]:
+        mem = np.array(rows[base])
+        report(
+            f"{base} ({n_train} train): median epoch wall / CPU main + workers",
+            f"{np.median(mem[:, 0]):.1f} s / {np.median(mem[:, 1]):.1f} + 0 s"
+            f" ({np.median(mem[:, 3]):.0f} sleeps)",
+        )
+    for name in names:
+        if name.startswith("memory"):
+            continue
+        spinning = name.endswith(", spinning")
+        mem = np.array(rows["memory, spinning" if spinning else "memory"])
         got = np.array(rows[name])
         workers = runs[name]["workers"]
         where = "the .rec" if name.startswith("rec") else "the PNG folder"
         report(
-            f"streamed from {where} ({workers or 'default'} workers): median wall / CPU",
-            f"{np.median(got[:, 0]):.1f} s / {np.median(got[:, 1] + got[:, 2]):.1f} s"
-            f" (workers {np.median(got[:, 2]):.1f} s)",
+            f"{name}: streamed from {where} ({workers or 'default'} workers): median wall /"
+            " CPU main + workers",
+            f"{np.median(got[:, 0]):.1f} s / {np.median(got[:, 1]):.1f}"
+            f" + {np.median(got[:, 2]):.1f} s ({np.median(got[:, 3]):.0f} sleeps)",
         )
         wall_ratios = got[:, 0] / mem[:, 0]
         cpu_ratios = (got[:, 1] + got[:, 2]) / (mem[:, 1] + mem[:, 2])
@@ -640,6 +669,12 @@ def main(argv=None):
     p.add_argument(
         "--cpu-pictures", type=int, default=20_000, help="training pictures of the cpu section"
     )
+    p.add_argument(
+        "--spinning",
+        action="store_true",
+        help="folder/rec: also run every source with GNU OpenMP's spinning waits "
+        "(GOMP_SPINCOUNT=300000) instead of the package's OMP_WAIT_POLICY=PASSIVE",
+    )
     args = p.parse_args(argv)
     if not os.path.isdir(FASHION):
         sys.exit(f"needs Fashion-MNIST in {FASHION}: apt-get install -y dataset-fashion-mnist")
@@ -647,6 +682,14 @@ def main(argv=None):
     print(f"machine: {_cpu_model()}, {os.cpu_count()} CPUs; {time.strftime('%Y-%m-%d %H:%M')}")
     from gluon_triplet import fastpng
 
+    # importing the package chose them (unless set before): the training runs inherit them
+    print(
+        "OpenMP: "
+        + ", ".join(
+            f"{k}={os.environ.get(k, '(unset)')}"
+            for k in ("OMP_NUM_THREADS", "OMP_WAIT_POLICY", "GOMP_SPINCOUNT")
+        )
+    )
     if fastpng.available():
         import cv2
 
