@@ -12,7 +12,8 @@ rec      The same folder packed with ``pack_folder``: pack time, and the streame
          Both run ``--rounds`` interleaved rounds (each source once a round, the order
          rotating) and report each epoch's wall and CPU seconds (training process and
          decoding workers apart), the training process's voluntary context switches
-         ("sleeps": few of them beside much CPU mean threads that spin), the medians, and
+         ("sleeps": few of them beside much CPU mean threads that spin), the CPU of its
+         Python thread, the machine's interrupts and disk reads in the epoch, the medians, and
          the median of the per-round ratios (the target's check). ``--spinning`` adds every
          source again with GNU OpenMP's spinning waits instead of the passive waits the
          package sets (see docs/images.md), in the same rounds.
@@ -252,17 +253,35 @@ from gluon_triplet import train as _t
 _inner = _t.TripletTrainer._train_epoch
 _cpu = []
 
+import time
+
+def _machine():
+    # Machine-wide counters (other jobs' share included): all interrupts, IPIs too, and
+    # KiB read from disk. On an idle machine an interrupt is charged to whichever thread
+    # it interrupts, often a training thread (this kernel has no IRQ time accounting).
+    with open("/proc/stat") as f:
+        intr = next(int(line.split()[1]) for line in f if line.startswith("intr "))
+    with open("/proc/vmstat") as f:
+        read = next(int(line.split()[1]) for line in f if line.startswith("pgpgin "))
+    return intr, read
+
 def _tree():
     me, kids = (resource.getrusage(w) for w in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN))
-    return me.ru_utime + me.ru_stime, kids.ru_utime + kids.ru_stime, me.ru_nvcsw
+    return (
+        me.ru_utime + me.ru_stime, kids.ru_utime + kids.ru_stime, me.ru_nvcsw,
+        time.thread_time(), *_machine(),
+    )
 
 def _train_epoch(self):
-    m0, k0, v0 = _tree()
+    m0, k0, v0, p0, i0, r0 = _tree()
     try:
         return _inner(self)
     finally:
-        m1, k1, v1 = _tree()
-        _cpu.append({"main": m1 - m0, "workers": k1 - k0, "sleeps": v1 - v0})
+        m1, k1, v1, p1, i1, r1 = _tree()
+        _cpu.append({
+            "main": m1 - m0, "workers": k1 - k0, "sleeps": v1 - v0, "python": p1 - p0,
+            "interrupts": i1 - i0, "disk_kib": r1 - r0,
+        })
         with open(CPU_OUT, "w") as f:
             json.dump(_cpu, f)
 
@@ -282,7 +301,10 @@ def train(
     each history record of the metrics gets ``cpu`` (seconds of the training process) and
     ``cpu_workers`` (its decoding workers) spent in the epoch, and ``sleeps`` (the training
     process's voluntary context switches in it: few of them with much CPU means threads that
-    spin instead of sleeping). ``env``: the run's environment (default: this process's)."""
+    spin instead of sleeping), ``python`` (the CPU of its Python thread: the rest of
+    ``cpu`` is MXNet's engine and OpenMP threads and the worker pool's helper threads), and
+    the machine's ``interrupts`` and ``disk_kib`` read during the epoch. ``env``: the run's
+    environment (default: this process's)."""
     logs = os.path.join(workdir, "logs")
     os.makedirs(logs, exist_ok=True)
     settings = dict(settings, logdir=logs, run_name=f"{name}-{int(time.time() * 1000)}")
@@ -347,7 +369,8 @@ def train(
             cpu = json.load(f)
         for record, used in zip((r for r in metrics["history"] if r["epoch"] > 0), cpu):
             record["cpu"], record["cpu_workers"] = used["main"], used["workers"]
-            record["sleeps"] = used["sleeps"]
+            for key in ("sleeps", "python", "interrupts", "disk_kib"):
+                record[key] = used[key]
     return metrics, wall, peak
 
 
@@ -434,6 +457,10 @@ def section_streamed(args, what):
                 f"round {r + 1}: {name}: epoch wall / CPU main + workers",
                 f"{first['time']:.1f} s / {first['cpu']:.1f} + {first['cpu_workers']:.1f} s"
                 f"  (P@1 {p1:.4f}, {first['sleeps']} sleeps, load {os.getloadavg()[0]:.1f})",
+            )
+            report(
+                "    Python thread CPU; machine: interrupts, disk read",
+                f"{first['python']:.1f} s; {first['interrupts']}, {first['disk_kib'] >> 10} MiB",
             )
     for base in [n for n in names if n.startswith("memory")]:
         mem = np.array(rows[base])
