@@ -68,6 +68,14 @@ fashion-b-options, commit b0ac31e):
                                2x2), BatchNorm on the 3rd and 4th
     p3-bn3-e64, p3-bn3-e256    embedding size 64 / 256
 
+Fourth pass, the training side (p3-bn3's net; docs/quality.md "Fourth pass: the training
+side"; --ema-decay lost and did not land: it and its recipes are on the branch
+fashion-a-ema):
+
+    p3-bn3-k8, p3-bn3-k12    K = 8 / 12 samples per class (P = 10): more updates per pass
+    p3-bn3-wd1, p3-bn3-wd5   --weight-decay 1e-4 / 5e-4 (Adam's L2 penalty)
+    p3-bn3-lr2w              --lr 0.002 --warmup-epochs 0.3
+
 ``--split test`` (default) trains on the train split and scores the test split.
 ``--split val`` never touches the test split: it carves a stratified validation split
 out of train (1/6 of Fashion-MNIST's 60k = 10k; 20% of mnist-5k's 4k = 800), trains on
@@ -96,6 +104,9 @@ from gluon_triplet.metrics import clustering_metrics, evaluate_embeddings  # noq
 from gluon_triplet.model import embed, model_from_config  # noqa: E402
 from gluon_triplet.train import TripletTrainer, resolve_contexts, set_seed  # noqa: E402
 from gluon_triplet.triplets import TripletDataset, create_pairs  # noqa: E402
+
+# Today's default net (issue 15, third pass); the fourth pass changes only training.
+_P3_BN3 = {"conv_block": "pooled", "batch_norm": True, "batch_norm_from": 3}
 
 RECIPES = {
     "raw": None,
@@ -248,6 +259,13 @@ RECIPES = {
     "p3-bn3-e256": {"conv_block": "pooled", "batch_norm_from": 3, "embedding_size": 256},
     "bn-lr3": {"batch_norm": True, "lr": 0.003},
     "bn-lr10": {"batch_norm": True, "lr": 0.01},
+    # Issue 15, fourth pass (training side): more updates per pass, weight decay, lr with a
+    # warm-up; the net is p3-bn3's. The --ema-decay recipes are on branch fashion-a-ema.
+    "p3-bn3-k8": {**_P3_BN3, "pk_samples": 8},
+    "p3-bn3-k12": {**_P3_BN3, "pk_samples": 12},
+    "p3-bn3-wd1": {**_P3_BN3, "weight_decay": 1e-4},
+    "p3-bn3-wd5": {**_P3_BN3, "weight_decay": 5e-4},
+    "p3-bn3-lr2w": {**_P3_BN3, "lr": 0.002, "warmup_epochs": 0.3},
 }
 # The recipes a plain run trains; the candidates are asked for by name (--recipes).
 STANDARD = ["raw", "reference", "batch-hard", "semi-hard", "batch-all", "default"]
