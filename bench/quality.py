@@ -69,12 +69,15 @@ fashion-b-options, commit b0ac31e):
     p3-bn3-e64, p3-bn3-e256    embedding size 64 / 256
 
 Fourth pass, the training side (p3-bn3's net; docs/quality.md "Fourth pass: the training
-side"; --ema-decay lost and did not land: it and its recipes are on the branch
-fashion-a-ema):
+side"):
 
     p3-bn3-k8, p3-bn3-k12    K = 8 / 12 samples per class (P = 10): more updates per pass
     p3-bn3-wd1, p3-bn3-wd5   --weight-decay 1e-4 / 5e-4 (Adam's L2 penalty)
     p3-bn3-lr2w              --lr 0.002 --warmup-epochs 0.3
+    p3-bn3-ema99, -ema998, -ema999   --ema-decay 0.99 / 0.998 / 0.999 (weight averaging)
+    p3-bn3-const-ema998      --lr-schedule constant --ema-decay 0.998 (the average in
+                             place of the cosine decay)
+    p3-bn3-lr2w-const-ema998 the two above together
 
 ``--split test`` (default) trains on the train split and scores the test split.
 ``--split val`` never touches the test split: it carves a stratified validation split
@@ -260,12 +263,23 @@ RECIPES = {
     "bn-lr3": {"batch_norm": True, "lr": 0.003},
     "bn-lr10": {"batch_norm": True, "lr": 0.01},
     # Issue 15, fourth pass (training side): more updates per pass, weight decay, lr with a
-    # warm-up; the net is p3-bn3's. The --ema-decay recipes are on branch fashion-a-ema.
+    # warm-up, weight averaging; the net is p3-bn3's.
     "p3-bn3-k8": {**_P3_BN3, "pk_samples": 8},
     "p3-bn3-k12": {**_P3_BN3, "pk_samples": 12},
     "p3-bn3-wd1": {**_P3_BN3, "weight_decay": 1e-4},
     "p3-bn3-wd5": {**_P3_BN3, "weight_decay": 5e-4},
     "p3-bn3-lr2w": {**_P3_BN3, "lr": 0.002, "warmup_epochs": 0.3},
+    "p3-bn3-ema99": {**_P3_BN3, "ema_decay": 0.99},
+    "p3-bn3-ema998": {**_P3_BN3, "ema_decay": 0.998},
+    "p3-bn3-ema999": {**_P3_BN3, "ema_decay": 0.999},
+    "p3-bn3-const-ema998": {**_P3_BN3, "lr_schedule": "constant", "ema_decay": 0.998},
+    "p3-bn3-lr2w-const-ema998": {
+        **_P3_BN3,
+        "lr": 0.002,
+        "warmup_epochs": 0.3,
+        "lr_schedule": "constant",
+        "ema_decay": 0.998,
+    },
 }
 # The recipes a plain run trains; the candidates are asked for by name (--recipes).
 STANDARD = ["raw", "reference", "batch-hard", "semi-hard", "batch-all", "default"]

@@ -29,6 +29,8 @@ __version__ = "0.1.0"
 
 from .api import evaluate
 from .api import load_run
+from .averaging import WeightAverage
+from .averaging import average_decay
 from .batching import BatchStrategy
 from .batching import OfflineTriplets
 from .batching import OnlineMining
@@ -107,6 +109,8 @@ __all__ = [
     "SoftMarginTripletLoss",
     "distance_weights",
     "make_lr_scheduler",
+    "WeightAverage",
+    "average_decay",
     "BatchStrategy",
     "Distance",
     "DistanceTripletLoss",

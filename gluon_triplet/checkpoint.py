@@ -6,6 +6,8 @@ A checkpoint is taken at an epoch boundary and holds
 - ``optimizer-e<epoch>.params``: the optimizer state arrays (momentum, Adam's moments),
   saved with ``mx.nd.save``: an MXNet params file, never a pickle, unlike
   ``gluon.Trainer.save_states`` (which pickles the optimizer and would run code on load);
+- with ``--ema-decay``, ``training-e<epoch>.params``: the training weights, one array per
+  parameter (``model-e<epoch>.params`` then holds the averaged weights, the run's net);
 - the parameters of the best epoch so far, when it is an earlier one: its
   ``model-e<best>.params``, kept from the checkpoint that epoch wrote;
 - ``checkpoint.json``, the manifest, written last: the epoch, the best epoch, the
@@ -246,6 +248,20 @@ def save_checkpoint(trainer, directory, best_epoch=None, before_commit=None):
         check=_check_params_file(optimizer_path),
     )
     sha256 = {params_name: _sha256(params_path), optimizer_name: _sha256(optimizer_path)}
+    average = getattr(trainer, "average", None)
+    training_name = None
+    if average is not None:
+        training_name = f"training-e{epoch:04d}.params"
+        training_path = os.path.join(directory, training_name)
+        arrays = {
+            str(i): a.as_in_context(mx.cpu()) for i, a in enumerate(average.training_arrays())
+        }
+        atomic_save(
+            training_path,
+            lambda tmp: mx.nd.save(tmp, arrays),
+            check=_check_params_file(training_path),
+        )
+        sha256[training_name] = _sha256(training_path)
     best = None
     if best_epoch is not None:
         best_name = _params_name(best_epoch)
@@ -262,6 +278,7 @@ def save_checkpoint(trainer, directory, best_epoch=None, before_commit=None):
         "epoch": epoch,
         "params": params_name,
         "optimizer": optimizer_name,
+        "training": training_name,
         "best": best,
         "sha256": sha256,
         "optimizer_state": optimizer_meta,
@@ -346,8 +363,10 @@ def read_manifest(directory):
         raise CheckpointError(f"{path}: not a checkpoint manifest (no {', '.join(missing)})")
     if manifest["format"] != _FORMAT:
         raise CheckpointError(f"{path}: checkpoint format {manifest['format']!r} is unknown")
-    for key in ("params", "optimizer"):
-        name = manifest[key]
+    for key in ("params", "optimizer", "training"):
+        name = manifest.get(key)
+        if key == "training" and name is None:
+            continue  # saved without --ema-decay
         if not isinstance(name, str) or os.path.basename(name) != name:
             raise CheckpointError(f"{path}: bad file name {name!r}")
         file = os.path.join(directory, name)
@@ -409,10 +428,33 @@ def load_checkpoint(trainer, directory, manifest=None):
         arrays = {}
     _load_optimizer_state(trainer.trainer, arrays, manifest["optimizer_state"], where)
     trainer.load_state_dict(manifest["trainer"])
+    _load_training_weights(trainer, directory, manifest)
     bad = _non_finite(trainer.net)
     if bad:
         raise CheckpointError(f"{params_file}: parameter {bad} holds NaN or infinite values")
     return int(manifest["epoch"])
+
+
+def _load_training_weights(trainer, directory, manifest):
+    """With ``--ema-decay``: the loaded parameters are the averages, the checkpoint's
+    training weights go into the net."""
+    average = getattr(trainer, "average", None)
+    name = manifest.get("training")
+    if average is None and name is None:
+        return
+    if average is None or name is None:
+        raise CheckpointError(
+            f"{os.path.join(directory, MANIFEST)}: saved "
+            f"{'with' if name else 'without'} --ema-decay, resumed "
+            f"{'with' if average is not None else 'without'} it"
+        )
+    where = os.path.join(directory, name)
+    try:
+        arrays = mx.nd.load(where)
+        training = [arrays[str(i)] for i in range(len(arrays))]
+        average.restore(training, manifest["trainer"].get("average_updates", 0))
+    except (mx.base.MXNetError, KeyError, ValueError) as e:
+        raise CheckpointError(f"{where}: does not fit the model ({error_line(e)})") from None
 
 
 def _non_finite(net):

@@ -233,6 +233,13 @@ class Config:
     warmup_epochs: float = option(
         0.0, "ramp the learning rate linearly from 0 over this many epochs", "training"
     )
+    ema_decay: float = option(
+        0.0,
+        "evaluate and save an exponential moving average of the weights with this decay "
+        "(e.g. 0.999; ramped up over the first updates as min(decay, (1+n)/(10+n))); "
+        "0: the last weights",
+        "training",
+    )
     soft_margin: bool = option(
         False,
         "soft-margin triplet loss softplus(d(a,p) - d(a,n)) on Euclidean distances "
@@ -378,6 +385,8 @@ class Config:
         for name in ("momentum", "weight_decay"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"{name} must be >= 0, got {getattr(self, name)}")
+        if not 0.0 <= self.ema_decay < 1.0:
+            raise ConfigError(f"ema_decay must be in [0, 1), got {self.ema_decay}")
         if self.warmup_epochs < 0:
             raise ConfigError(f"warmup_epochs must be >= 0, got {self.warmup_epochs}")
         if self.epochs > 0 and self.warmup_epochs >= self.epochs:

@@ -13,6 +13,7 @@ import mxnet as mx
 import numpy as np
 from mxnet import autograd, gluon, nd
 
+from .averaging import WeightAverage
 from .batching import default_pk_classes, make_strategy
 from .callbacks import Callback, CallbackList
 from .config import Config
@@ -256,6 +257,14 @@ class TripletTrainer:
         self.trainer = gluon.Trainer(
             net.collect_params(), config.optimizer, optimizer_params, kvstore=kvstore
         )
+        # With --ema-decay, the averaged weights are the run's net: evaluated, handed to the
+        # epoch-end callbacks (saving) and left in the net after fit(); training continues
+        # from the training weights.
+        self.average = (
+            WeightAverage(net.collect_params(), config.ema_decay)
+            if getattr(config, "ema_decay", 0.0) > 0
+            else None
+        )
 
     @property
     def miner(self) -> Optional[Miner]:
@@ -292,7 +301,9 @@ class TripletTrainer:
         """Train up to epoch ``config.epochs``; returns :attr:`history`.
 
         After :meth:`load_state_dict`, training continues with the epoch after the
-        restored one, and its history is kept.
+        restored one, and its history is kept. With ``config.ema_decay`` the net holds the
+        averaged weights (:attr:`average`) during evaluation, the epoch-end callbacks and
+        after this returns.
         """
         if not self.history:
             self.history.append({"epoch": 0, "time": 0.0, "train": {}, "test": self.evaluate()})
@@ -303,9 +314,13 @@ class TripletTrainer:
             # an epoch's randomness then depends only on state a checkpoint holds.
             mx.random.seed(_epoch_seed(self.config.seed, epoch))
             self.strategy.begin_epoch(epoch)
+            if self.average is not None:
+                self.average.swap_out()
             start = time.perf_counter()
             self.callbacks.on_epoch_begin(self)
             train_stats = self._train_epoch()
+            if self.average is not None:
+                self.average.swap_in()
             record = {
                 "epoch": epoch,
                 "time": time.perf_counter() - start,
@@ -316,6 +331,8 @@ class TripletTrainer:
             self.callbacks.on_epoch_end(self)
             if self.stop_training:
                 break
+        if self.average is not None:
+            self.average.swap_in()  # also when a resumed run had no epoch left
         if self.test_x is not None:
             # Once, at the end: a per-class report costs another retrieval pass, and k-means
             # for NMI/AMI about a second on 10k test samples.
@@ -334,13 +351,17 @@ class TripletTrainer:
         dict
             JSON-serialisable: ``epoch`` (the last finished epoch), ``history`` and
             ``rng``, the states of the NumPy generators that draw the triplets, the batch
-            order and the P x K batches.
+            order and the P x K batches; with ``config.ema_decay``, ``average_updates``
+            (the weight average's update count; the arrays are the checkpoint's).
         """
-        return {
+        state = {
             "epoch": self.epoch,
             "history": self.history,
             "rng": {name: gen.bit_generator.state for name, gen in self._generators().items()},
         }
+        if self.average is not None:
+            state["average_updates"] = self.average.updates
+        return state
 
     def load_state_dict(self, state: Dict[str, Any]) -> None:
         """Restore :meth:`state_dict`'s output; :meth:`fit` then continues after its epoch.
@@ -380,6 +401,7 @@ class TripletTrainer:
 
     def _train_epoch(self):
         strategy = self.strategy
+        average = self.average
         batches = self._batches()
         self.num_batches = len(batches)
         # Per context, the running sums of (loss, active triplets, triplets), kept on the
@@ -398,6 +420,8 @@ class TripletTrainer:
                 totals[i] = totals[i] + stats
             # With dist_sync, over the batches of all workers (see __init__).
             self.trainer.step(strategy.divisor(batch, parts) * self._grad_workers)
+            if average is not None:
+                average.update()
             if (b + 1) % self.config.log_every == 0 or b + 1 == self.num_batches:
                 loss, _, _ = _sums(totals)
                 self.running_loss = loss

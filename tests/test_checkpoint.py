@@ -131,6 +131,48 @@ def test_resumed_trainer_equals_uninterrupted(tmp_path, overrides):
     assert json.dumps(got, sort_keys=True) == json.dumps(want, sort_keys=True)
 
 
+@pytest.mark.parametrize("miner", ["offline", "semi-hard"])
+def test_resumed_weight_average_equals_uninterrupted(tmp_path, miner):
+    """With --ema-decay the checkpoint's model file is the average (the run's net) and
+    training-e*.params the training weights; a resumed run ends with the same average,
+    training weights and history as one that was not interrupted."""
+    straight = make_trainer(miner=miner, ema_decay=0.9)
+    straight.fit()
+    first = make_trainer(callbacks=[SaveAfter(str(tmp_path))], miner=miner, ema_decay=0.9)
+    first.stop_training = True
+    first.fit()
+    manifest = read_manifest(str(tmp_path))
+    assert manifest["training"] == "training-e0001.params"
+    assert manifest["trainer"]["average_updates"] == first.average.updates > 0
+    averaged = params_of(first)  # fit() leaves the average in the net
+
+    resumed = make_trainer(miner=miner, ema_decay=0.9)
+    load_checkpoint(resumed, str(tmp_path))
+    for got, want in zip(params_of(resumed).values(), first.average.training_arrays()):
+        np.testing.assert_array_equal(got, want.asnumpy())
+    resumed.average.swap_in()
+    for (name, want), got in zip(averaged.items(), params_of(resumed).values()):
+        np.testing.assert_array_equal(got, want, err_msg=name)
+    resumed.average.swap_out()
+    resumed.fit()
+    assert resumed.average.updates == straight.average.updates
+    for (name, want), got in zip(params_of(straight).items(), params_of(resumed).values()):
+        np.testing.assert_array_equal(got, want, err_msg=name)
+    straight.average.swap_out()
+    resumed.average.swap_out()
+    for (name, want), got in zip(params_of(straight).items(), params_of(resumed).values()):
+        np.testing.assert_array_equal(got, want, err_msg=name)
+    got, want = history_without_times(resumed.history), history_without_times(straight.history)
+    assert json.dumps(got, sort_keys=True) == json.dumps(want, sort_keys=True)
+
+
+def test_weight_average_and_checkpoint_must_agree(tmp_path):
+    without = make_trainer(callbacks=[SaveAfter(str(tmp_path))], epochs=1)
+    without.fit()
+    with pytest.raises(CheckpointError, match="saved without --ema-decay, resumed with it"):
+        load_checkpoint(make_trainer(ema_decay=0.9), str(tmp_path))
+
+
 def test_checkpoint_files_and_old_ones_removed(tmp_path):
     trainer = make_trainer(callbacks=[SaveAfter(str(tmp_path))], epochs=2)
     trainer.fit()

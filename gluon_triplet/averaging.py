@@ -1,0 +1,128 @@
+"""Weight averaging: an exponential moving average of a net's parameters (Polyak averaging).
+
+The averaged net is often a better embedding than the last weights of a noisy run
+(Polyak and Juditsky 1992; the ``use_ema`` of Keras' optimizers, timm's ``ModelEma``).
+:class:`WeightAverage` keeps one average per parameter and context, updates it after each
+optimizer step, and swaps it into the net for evaluation and saving.
+"""
+
+from __future__ import annotations
+
+from typing import List, Optional
+
+from mxnet import gluon, nd
+
+__all__ = ["WeightAverage", "average_decay"]
+
+
+def average_decay(decay: float, updates: int) -> float:
+    """The decay of the ``updates``-th update: ``min(decay, (1 + updates) / (10 + updates))``.
+
+    The ramp (TensorFlow's ``ExponentialMovingAverage`` with ``num_updates``) keeps the
+    random initial weights from dominating a short run: with a fixed 0.999 they would still
+    weigh 0.999 ** 1000 = 37% after 1,000 updates.
+
+    Parameters
+    ----------
+    decay : float
+        In [0, 1).
+    updates : int
+        1 for the first update.
+    """
+    return min(float(decay), (1.0 + updates) / (10.0 + updates))
+
+
+class WeightAverage:
+    """Exponential moving average of every parameter of ``params`` (BatchNorm's running
+    statistics included), on every context the parameters live on.
+
+    The first :meth:`update` copies the weights (the net's parameters may be initialised
+    only by the first forward pass); after the ``n``-th (n >= 2) each average is
+    ``a = d_n * a + (1 - d_n) * w`` with ``d_n = average_decay(decay, n)``. Until the
+    first update the average is the net itself.
+
+    Parameters
+    ----------
+    params : gluon.ParameterDict
+        Initialised; ``net.collect_params()``.
+    decay : float
+        In (0, 1).
+    """
+
+    def __init__(self, params: gluon.ParameterDict, decay: float) -> None:
+        if not 0.0 < decay < 1.0:
+            raise ValueError(f"decay must be in (0, 1), got {decay}")
+        self.decay = float(decay)
+        self.updates = 0
+        self._params = list(params.values())
+        self._averages: Optional[List[List[nd.NDArray]]] = None
+        # The training weights while the averages are in the net (see swap_in).
+        self._training: Optional[List[List[nd.NDArray]]] = None
+
+    @property
+    def swapped_in(self) -> bool:
+        """True while the net holds the averages."""
+        return self._training is not None
+
+    def update(self) -> None:
+        """Fold the net's current weights into the averages (after an optimizer step)."""
+        if self._training is not None:
+            raise RuntimeError("update() while the averages are swapped in")
+        self.updates += 1
+        if self._averages is None:
+            self._averages = [[w.copy() for w in p.list_data()] for p in self._params]
+            return
+        rate = 1.0 - average_decay(self.decay, self.updates)
+        for averages, param in zip(self._averages, self._params):
+            for average, weight in zip(averages, param.list_data()):
+                # a - (1 - d) * (a - w) = d * a + (1 - d) * w, in place: one subtraction
+                # and one fused update, no allocation beyond the difference.
+                nd.sgd_update(average, average - weight, lr=rate, wd=0.0, out=average)
+
+    def swap_in(self) -> None:
+        """Put the averages into the net, keeping the training weights aside."""
+        if self._training is not None or self._averages is None:
+            return
+        self._training = [[w.copy() for w in p.list_data()] for p in self._params]
+        for averages, param in zip(self._averages, self._params):
+            for average, weight in zip(averages, param.list_data()):
+                average.copyto(weight)
+
+    def swap_out(self) -> None:
+        """Put the training weights back into the net."""
+        if self._training is None:
+            return
+        for kept, param in zip(self._training, self._params):
+            for value, weight in zip(kept, param.list_data()):
+                value.copyto(weight)
+        self._training = None
+
+    def training_arrays(self) -> List[nd.NDArray]:
+        """The training weights, one array per parameter (first context), in
+        ``params`` order: the net's own while not swapped in."""
+        source = self._training or [p.list_data() for p in self._params]
+        return [arrays[0] for arrays in source]
+
+    def restore(self, training: List[nd.NDArray], updates: int) -> None:
+        """Resume: the net's current weights become the averages, ``training`` (in
+        :meth:`training_arrays` order) goes into the net.
+
+        Raises
+        ------
+        ValueError
+            ``training`` does not match the parameters' number or shapes.
+        """
+        if len(training) != len(self._params):
+            raise ValueError(f"{len(training)} training arrays for {len(self._params)} parameters")
+        for value, param in zip(training, self._params):
+            if value.shape != param.shape:
+                raise ValueError(
+                    f"training array of shape {value.shape} for parameter {param.name} "
+                    f"of shape {param.shape}"
+                )
+        self._training = None
+        self._averages = [[w.copy() for w in p.list_data()] for p in self._params]
+        for value, param in zip(training, self._params):
+            for weight in param.list_data():
+                value.as_in_context(weight.context).copyto(weight)
+        self.updates = int(updates)
