@@ -14,6 +14,9 @@ from mxnet import gluon, nd
 
 __all__ = ["WeightAverage", "average_decay"]
 
+# Weights per multi_sgd_update call (MXNet's kernel takes at most 60).
+_CHUNK = 50
+
 
 def average_decay(decay: float, updates: int) -> float:
     """The decay of the ``updates``-th update: ``min(decay, (1 + updates) / (10 + updates))``.
@@ -72,12 +75,24 @@ class WeightAverage:
         if self._averages is None:
             self._averages = [[w.copy() for w in p.list_data()] for p in self._params]
             return
-        rate = 1.0 - average_decay(self.decay, self.updates)
-        for averages, param in zip(self._averages, self._params):
-            for average, weight in zip(averages, param.list_data()):
-                # a - (1 - d) * (a - w) = d * a + (1 - d) * w, in place: one subtraction
-                # and one fused update, no allocation beyond the difference.
-                nd.sgd_update(average, average - weight, lr=rate, wd=0.0, out=average)
+        decay = average_decay(self.decay, self.updates)
+        # SGD's update (1 - lr * wd) * a - lr * rescale_grad * w with lr 1, wd 1 - d and
+        # rescale_grad -(1 - d) is d * a + (1 - d) * w: one fused, in-place operation for
+        # up to _CHUNK parameters of a context, no temporary array.
+        for c in range(len(self._averages[0])):
+            averages = [a[c] for a in self._averages]
+            weights = [p.list_data()[c] for p in self._params]
+            for start in range(0, len(averages), _CHUNK):
+                outs = averages[start : start + _CHUNK]
+                pairs = [x for pair in zip(outs, weights[start : start + _CHUNK]) for x in pair]
+                nd.multi_sgd_update(
+                    *pairs,
+                    lrs=[1.0] * len(outs),
+                    wds=[1.0 - decay] * len(outs),
+                    rescale_grad=-(1.0 - decay),
+                    num_weights=len(outs),
+                    out=outs,
+                )
 
     def swap_in(self) -> None:
         """Put the averages into the net, keeping the training weights aside."""
