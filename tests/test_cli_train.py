@@ -49,6 +49,7 @@ OTHER = {
     "lr_schedule": ["constant"],
     "augment": ["digits"],
     "warmup_epochs": ["1.5"],
+    "ema_decay": ["0.998"],
     "soft_margin": [],  # --soft-margin
     "channels": ["16", "32"],
     "batch_norm": [],  # --batch-norm
