@@ -47,7 +47,7 @@ class WeightAverage:
     Parameters
     ----------
     params : gluon.ParameterDict
-        Initialised; ``net.collect_params()``.
+        ``net.collect_params()``; deferred initialisation may still be pending.
     decay : float
         In (0, 1).
     """
