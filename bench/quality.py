@@ -260,6 +260,9 @@ RECIPES = {
     },
     "p3-bn3-e64": {"conv_block": "pooled", "batch_norm_from": 3, "embedding_size": 64},
     "p3-bn3-e256": {"conv_block": "pooled", "batch_norm_from": 3, "embedding_size": 256},
+    "pf-bn": {"conv_block": "pooled", "batch_norm": True, "pool_first": True},
+    "pf-bn-lr3": {"conv_block": "pooled", "batch_norm": True, "pool_first": True, "lr": 0.003},
+    "pf-bn3": {"conv_block": "pooled", "batch_norm_from": 3, "pool_first": True},
     "bn-lr3": {"batch_norm": True, "lr": 0.003},
     "bn-lr10": {"batch_norm": True, "lr": 0.01},
     # Issue 15, fourth pass (training side): more updates per pass, weight decay, lr with a

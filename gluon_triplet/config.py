@@ -268,6 +268,12 @@ class Config:
         metavar="N",
         shown_default="1 with --batch-norm, the last convolution with the automatic one",
     )
+    pool_first: bool = option(
+        False,
+        "cnn, pooled blocks: max-pool each convolution's output before its BatchNorm and "
+        "ReLU, which then work on a quarter of the map",
+        "model",
+    )
     conv_block: str = option(
         "auto",
         "cnn: how each convolution halves the map: strided (5x5, stride 2), pooled (3x3, "

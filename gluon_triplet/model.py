@@ -138,6 +138,7 @@ class EmbeddingCNN(gluon.HybridBlock):
         pool: str = "flatten",
         block: str = "strided",
         batch_norm_from: int = 1,
+        pool_first: bool = False,
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -156,6 +157,24 @@ class EmbeddingCNN(gluon.HybridBlock):
         with self.name_scope():
             self.body = gluon.nn.HybridSequential()
             for index, width in enumerate(channels, start=1):
+                if pool_first and block == "pooled":
+                    # Max-pooling before BatchNorm and ReLU: they then touch a quarter of
+                    # the map (ReLU commutes with max; BatchNorm normalises pooled values).
+                    normed = batch_norm and index >= int(batch_norm_from)
+                    self.body.add(
+                        gluon.nn.Conv2D(
+                            int(width),
+                            kernel,
+                            strides=stride,
+                            padding=kernel // 2,
+                            use_bias=not normed,
+                        ),
+                        gluon.nn.MaxPool2D(2, 2, ceil_mode=True),
+                    )
+                    if normed:
+                        self.body.add(gluon.nn.BatchNorm())
+                    self.body.add(gluon.nn.Activation("relu"))
+                    continue
                 if batch_norm and index >= int(batch_norm_from):
                     # BatchNorm's shift makes the convolution's bias redundant.
                     self.body.add(
@@ -552,6 +571,8 @@ def cnn_arguments(config, sample_shape):
     args["batch_norm"], args["batch_norm_from"] = resolve_batch_norm(
         config, block, len(args["channels"])
     )
+    if getattr(config, "pool_first", False):
+        args["pool_first"] = True
     return args
 
 

@@ -54,6 +54,7 @@ OTHER = {
     "channels": ["16", "32"],
     "batch_norm": [],  # --batch-norm
     "batch_norm_from": ["2"],
+    "pool_first": [],  # --pool-first
     "conv_block": ["pooled"],
     "ctx": ["cpu"],
     "kvstore": ["local"],

@@ -236,3 +236,41 @@ def test_batch_norm_from_leaves_the_first_convolutions_without_batch_norm():
         Config(batch_norm=True, batch_norm_from=0)
     with pytest.raises(ValueError, match="batch_norm_from must be >= 1"):
         EmbeddingCNN(batch_norm=True, batch_norm_from=0)
+
+
+def test_pool_first_max_pools_before_batch_norm_and_relu():
+    import dataclasses
+
+    from gluon_triplet.config import Config
+    from gluon_triplet.model import model_from_config
+
+    config = Config(conv_block="pooled", batch_norm=True, batch_norm_from=2, pool_first=True)
+    net, _ = model_from_config(config, (28, 28))
+    x = mx.nd.array(images(4, 28, 28))
+    assert net(x).shape == (4, 128)
+    assert [type(b).__name__ for b in net.body] == [
+        "Conv2D", "MaxPool2D", "Activation",
+        "Conv2D", "MaxPool2D", "BatchNorm", "Activation",
+        "Conv2D", "MaxPool2D", "BatchNorm", "Activation",
+        "Flatten", "Dense",
+    ]  # fmt: skip
+    convs = [b for b in net.body if isinstance(b, gluon.nn.Conv2D)]
+    assert convs[0].bias is not None and convs[0].act is None and convs[1].bias is None
+    # Without BatchNorm the order changes nothing: ReLU commutes with max-pooling, so the
+    # same weights give the same embedding as the usual conv -> ReLU -> pool.
+    plain = Config(conv_block="pooled", batch_norm=False)
+    first, _ = model_from_config(dataclasses.replace(plain, pool_first=True), (28, 28))
+    usual, _ = model_from_config(plain, (28, 28))
+    first(x), usual(x)
+    for a, b in zip(first.collect_params().values(), usual.collect_params().values()):
+        b.set_data(a.data())
+    np.testing.assert_allclose(embed(first, x), embed(usual, x), atol=1e-6)
+    # BatchNorm normalises the pooled map: zero mean, unit variance per channel in training.
+    probe = gluon.nn.HybridSequential()
+    probe.add(*list(net.body)[3:6])  # conv 2, its pooling, its BatchNorm
+    with autograd.record():
+        z = probe(mx.nd.array(images(8, 16, 14, 14) * 4 + 1)).asnumpy()
+    assert z.shape == (8, 32, 7, 7)
+    per_channel = z.transpose(1, 0, 2, 3).reshape(32, -1)
+    np.testing.assert_allclose(per_channel.mean(axis=1), 0, atol=1e-3)
+    np.testing.assert_allclose(per_channel.std(axis=1), 1, atol=1e-2)
