@@ -380,11 +380,16 @@ class Config:
         if self.batch_norm_from is not None and self.batch_norm_from < 1:
             raise ConfigError(f"batch_norm_from must be >= 1, got {self.batch_norm_from}")
         if (
-            self.channels is not None or self.batch_norm is True or self.conv_block == "pooled"
+            self.channels is not None
+            or self.batch_norm is True
+            or self.conv_block == "pooled"
+            or self.pool_first
         ) and self.model == "mlp":
             raise ConfigError(
-                "channels, batch_norm and conv_block apply to the cnn; model is 'mlp'"
+                "channels, batch_norm, conv_block and pool_first apply to the cnn; model is 'mlp'"
             )
+        if self.pool_first and self.conv_block == "strided":
+            raise ConfigError("pool_first applies to pooled blocks; conv_block is 'strided'")
         for name in ("lr", "margin", "init_scale"):
             if not getattr(self, name) > 0:
                 raise ConfigError(f"{name} must be > 0, got {getattr(self, name)}")

@@ -119,6 +119,11 @@ class EmbeddingCNN(gluon.HybridBlock):
         Dense layer; ``avg`` global-average-pools it first, so the net takes any image
         size and the Dense layer does not grow with it (:func:`cnn_architecture` picks it
         for images larger than 32 pixels).
+    pool_first : bool
+        ``pooled`` blocks only: max-pool each convolution's output before its BatchNorm
+        and ReLU (conv -> pool -> BatchNorm -> ReLU), so that they work on a quarter of
+        the map. Without BatchNorm the net computes the same function (ReLU commutes with
+        max-pooling); with it, BatchNorm normalises the pooled values.
 
     Inputs: ``(B, H, W)`` or ``(B, C, H, W)`` float32. A 3-D NDArray gets its channel
     axis (``C = 1``) in :meth:`forward`, before the (possibly hybridized) graph, which
@@ -152,12 +157,14 @@ class EmbeddingCNN(gluon.HybridBlock):
             raise ValueError(f"pool must be 'flatten' or 'avg', got {pool!r}")
         if block not in CONV_BLOCKS:
             raise ValueError(f"block must be one of {', '.join(CONV_BLOCKS)}, got {block!r}")
+        if pool_first and block != "pooled":
+            raise ValueError(f"pool_first applies to pooled blocks, not {block!r} ones")
         self.normalize = normalize
         kernel, stride = (5, 2) if block == "strided" else (3, 1)
         with self.name_scope():
             self.body = gluon.nn.HybridSequential()
             for index, width in enumerate(channels, start=1):
-                if pool_first and block == "pooled":
+                if pool_first:
                     # Max-pooling before BatchNorm and ReLU: they then touch a quarter of
                     # the map (ReLU commutes with max; BatchNorm normalises pooled values).
                     normed = batch_norm and index >= int(batch_norm_from)
@@ -627,6 +634,8 @@ def model_from_config(config, sample_shape, ctx=None):
         cnn_only["channels"] = tuple(config.channels)
     if getattr(config, "batch_norm", None) is True:
         cnn_only["batch_norm"] = True
+    if getattr(config, "pool_first", False):
+        cnn_only["pool_first"] = True
     block = getattr(config, "conv_block", "strided")
     if block == "pooled":
         cnn_only["block"] = block

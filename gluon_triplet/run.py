@@ -111,6 +111,8 @@ def _run(config, quiet, resume, progress):
         shown = f"{model_name}, {cnn['block']} blocks" if cnn else model_name
         if cnn and cnn["batch_norm"]:
             shown += f", BatchNorm from convolution {cnn['batch_norm_from']}"
+        if cnn and cnn.get("pool_first"):
+            shown += ", pooling first"
         logger.info("model: %s (auto: %s data)", shown, shape_text(shape))
     # The run dir records what ran: "auto" resolved, so the config rebuilds this net.
     config = dataclasses.replace(config, model=model_name, input_shape=shape)

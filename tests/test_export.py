@@ -139,3 +139,21 @@ def test_missing_optional_package_names_pip_package(monkeypatch):
     monkeypatch.setitem(sys.modules, "onnxruntime", None)
     with pytest.raises(ImportError, match="needs the onnxruntime package: pip install onnxruntime"):
         require("onnxruntime", "running an ONNX export")
+
+
+def test_pool_first_cnn_with_batch_norm_to_onnx(tmp_path):
+    # --pool-first --batch-norm: BatchNorm's running statistics (set away from 0 and 1)
+    # on the pooled maps travel with the export.
+    from gluon_triplet.config import Config
+    from gluon_triplet.model import model_from_config
+
+    config = Config(conv_block="pooled", batch_norm=True, pool_first=True)
+    net, _ = model_from_config(config, (28, 28))
+    x = real_images()
+    net(mx.nd.array(x))  # deferred initialisation
+    for bn in (b for b in net.body if isinstance(b, gluon.nn.BatchNorm)):
+        bn.running_mean.set_data(mx.nd.full(bn.running_mean.shape, 0.05))
+        bn.running_var.set_data(mx.nd.full(bn.running_var.shape, 0.5))
+    export_model(net, (1, 28, 28), str(tmp_path / "cnn"), format="onnx")
+    got = run_onnx(str(tmp_path / "cnn" / "model.onnx"), x[:, None])
+    np.testing.assert_allclose(got, embed(net, x), atol=1e-4)

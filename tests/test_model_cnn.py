@@ -184,7 +184,7 @@ def test_pooled_block_is_3x3_convolutions_each_followed_by_max_pooling():
     assert model_from_config(Config(conv_block="auto"), (784,))[1] == "mlp"
     with pytest.raises(ConfigError, match="conv_block must be one of strided, pooled, auto"):
         Config(conv_block="dilated")
-    with pytest.raises(ConfigError, match="conv_block apply to the cnn"):
+    with pytest.raises(ConfigError, match="conv_block and pool_first apply to the cnn"):
         Config(model="mlp", conv_block="pooled")
     with pytest.raises(ValueError, match="block must be one of"):
         EmbeddingCNN(block="dilated")
@@ -274,3 +274,12 @@ def test_pool_first_max_pools_before_batch_norm_and_relu():
     per_channel = z.transpose(1, 0, 2, 3).reshape(32, -1)
     np.testing.assert_allclose(per_channel.mean(axis=1), 0, atol=1e-3)
     np.testing.assert_allclose(per_channel.std(axis=1), 1, atol=1e-2)
+    # Pooled blocks only; not for the MLP.
+    from gluon_triplet.config import ConfigError
+
+    with pytest.raises(ConfigError, match="pool_first applies to pooled blocks"):
+        Config(conv_block="strided", pool_first=True)
+    with pytest.raises(ValueError, match="pool_first applies to pooled blocks, not 'strided'"):
+        model_from_config(Config(pool_first=True), (3, 40, 40))  # auto: strided above 32 px
+    with pytest.raises(ConfigError, match="pool_first apply to the cnn"):
+        Config(model="mlp", pool_first=True)

@@ -212,3 +212,22 @@ def test_a_run_made_before_automatic_batch_norm_loads_its_net_without_it(tmp_pat
         assert main(["evaluate", str(tmp_path / name), "-q"]) == 0
     # Had the loader read the absent key as automatic, the net would have BatchNorm
     # parameters the file lacks, and evaluate would fail (checked: it does without the fix).
+
+
+def test_a_pool_first_run_records_it_and_reloads_its_net(tmp_path, capsys):
+    from gluon_triplet.cli import main
+
+    flags = _tiny_image_run_flags(tmp_path)
+    assert main([*flags, "--run-name", "pf", "--pool-first", "--batch-norm"]) == 0
+    assert "BatchNorm from convolution 1, pooling first" in capsys.readouterr().err
+    recorded = json.loads((tmp_path / "pf" / RunDir.CONFIG).read_text())
+    assert recorded["pool_first"] is True and recorded["batch_norm"] is True
+    assert main(["evaluate", str(tmp_path / "pf"), "-q"]) == 0
+    # The record rebuilds the net it trained: pooling right after each convolution (the
+    # parameters alone would also fit the usual order, so the record is what decides).
+    from gluon_triplet.model import model_from_config
+
+    config = RunDir(str(tmp_path / "pf")).load_config()
+    net, _ = model_from_config(config, None)
+    kinds = [type(b).__name__ for b in net.body]
+    assert kinds[:4] == ["Conv2D", "MaxPool2D", "BatchNorm", "Activation"]
