@@ -67,6 +67,10 @@ fashion-b-options, commit b0ac31e):
     p4-bn3, p4-bn3-lr3         widths 16 32 64 64: a 4th convolution at 4x4 (pooled to
                                2x2), BatchNorm on the 3rd and 4th
     p3-bn3-e64, p3-bn3-e256    embedding size 64 / 256
+    pf-bn, pf-bn-lr3           --pool-first --batch-norm (conv -> max-pool -> BatchNorm ->
+                               ReLU, BatchNorm on all three), lr 1e-3 / 3e-3; pf-bn-lr3
+                               is the recipe chosen for 3 passes on Fashion-MNIST
+    pf-bn3                     --pool-first, BatchNorm on the last convolution only
 
 Fourth pass, the training side (p3-bn3's net; docs/quality.md "Fourth pass: the training
 side"):
