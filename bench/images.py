@@ -16,7 +16,9 @@ rec      The same folder packed with ``pack_folder``: pack time, and the streame
          Python thread, the machine's interrupts and disk reads in the epoch, the medians, and
          the median of the per-round ratios (the target's check). ``--spinning`` adds every
          source again with GNU OpenMP's spinning waits instead of the passive waits the
-         package sets (see docs/images.md), in the same rounds.
+         package sets (see docs/images.md), in the same rounds. ``--warm`` adds the folder
+         again with every file read just before its run (untimed): the folder's epoch with
+         its files in the page cache, against the same folder as the rounds leave it.
 cpu      CPU seconds per training picture of one epoch (``--cpu-pictures`` of the 60k),
          in memory and streamed from the folder and the .rec: the training process and
          the decoding workers apart, independent of other jobs' load.
@@ -31,6 +33,7 @@ Usage::
     python bench/images.py --workdir /tmp/bench-images              # everything
     python bench/images.py --only folder rec --rounds 3             # the epoch ratios
     python bench/images.py --only folder rec --rounds 3 --spinning  # and without PASSIVE
+    python bench/images.py --only folder rec --rounds 3 --warm      # and the folder cached
     python bench/images.py --only folder rec --n-train 20000        # smaller
     python bench/images.py --only large --n-large 200000
 
@@ -443,10 +446,15 @@ def section_streamed(args, what):
         for name in list(runs):
             runs[f"{name}, spinning"] = runs[name]
             envs[f"{name}, spinning"] = spin_env
+    if args.warm and "folder" in runs:
+        runs["folder, warm"] = runs["folder"]
+        envs["folder, warm"] = envs["folder"]
     names = list(runs)
     rows = {name: [] for name in names}  # (wall, cpu main, cpu workers, sleeps) per round
     for r in range(args.rounds):
         for name in names[r % len(names) :] + names[: r % len(names)]:
+            if name.endswith(", warm"):
+                report(f"round {r + 1}: read every file of the folder", f"{_warm(specs):.1f} s")
             m, _, _ = train(
                 args.workdir, name.split(",")[0], runs[name], epoch_cpu=True, env=envs[name]
             )
@@ -495,6 +503,16 @@ def section_streamed(args, what):
         )
         report(f"  median CPU ratio streamed / in memory ({name})", f"{np.median(cpu_ratios):.2f}")
     report("load average (1, 5, 15 min) at the end", " ".join(f"{v:.1f}" for v in os.getloadavg()))
+
+
+def _warm(specs):
+    """Read every file of the folder (its page cache), returning the seconds it took."""
+    t0 = time.perf_counter()
+    for top, _, files in os.walk(specs["folder"].split(":", 1)[1]):
+        for f in files:
+            with open(os.path.join(top, f), "rb") as fh:
+                fh.read()
+    return time.perf_counter() - t0
 
 
 def _tree_cpu():
@@ -701,6 +719,11 @@ def main(argv=None):
         action="store_true",
         help="folder/rec: also run every source with GNU OpenMP's spinning waits "
         "(GOMP_SPINCOUNT=300000) instead of the package's OMP_WAIT_POLICY=PASSIVE",
+    )
+    p.add_argument(
+        "--warm",
+        action="store_true",
+        help="folder: also run it with every file read just before (in the page cache)",
     )
     args = p.parse_args(argv)
     if not os.path.isdir(FASHION):
