@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from typing import Sequence
 
 import numpy as np
@@ -164,43 +165,28 @@ class EmbeddingCNN(gluon.HybridBlock):
         with self.name_scope():
             self.body = gluon.nn.HybridSequential()
             for index, width in enumerate(channels, start=1):
+                normed = batch_norm and index >= int(batch_norm_from)
+                conv = functools.partial(
+                    gluon.nn.Conv2D, int(width), kernel, strides=stride, padding=kernel // 2
+                )
+
                 if pool_first:
                     # Max-pooling before BatchNorm and ReLU: they then touch a quarter of
                     # the map (ReLU commutes with max; BatchNorm normalises pooled values).
-                    normed = batch_norm and index >= int(batch_norm_from)
                     self.body.add(
-                        gluon.nn.Conv2D(
-                            int(width),
-                            kernel,
-                            strides=stride,
-                            padding=kernel // 2,
-                            use_bias=not normed,
-                        ),
-                        gluon.nn.MaxPool2D(2, 2, ceil_mode=True),
+                        conv(use_bias=not normed), gluon.nn.MaxPool2D(2, 2, ceil_mode=True)
                     )
                     if normed:
                         self.body.add(gluon.nn.BatchNorm())
                     self.body.add(gluon.nn.Activation("relu"))
                     continue
-                if batch_norm and index >= int(batch_norm_from):
+                if normed:
                     # BatchNorm's shift makes the convolution's bias redundant.
                     self.body.add(
-                        gluon.nn.Conv2D(
-                            int(width), kernel, strides=stride, padding=kernel // 2, use_bias=False
-                        ),
-                        gluon.nn.BatchNorm(),
-                        gluon.nn.Activation("relu"),
+                        conv(use_bias=False), gluon.nn.BatchNorm(), gluon.nn.Activation("relu")
                     )
                 else:
-                    self.body.add(
-                        gluon.nn.Conv2D(
-                            int(width),
-                            kernel,
-                            strides=stride,
-                            padding=kernel // 2,
-                            activation="relu",
-                        )
-                    )
+                    self.body.add(conv(activation="relu"))
                 if block == "pooled":
                     # Rounding up keeps the border rows, as the strided convolution does.
                     self.body.add(gluon.nn.MaxPool2D(2, 2, ceil_mode=True))
