@@ -614,17 +614,18 @@ def model_from_config(config, sample_shape, ctx=None):
         )
     if config.hidden is not None:
         kwargs["hidden"] = tuple(config.hidden)
-    # Only the CNN has these; a default value leaves the constructor call as it was.
-    cnn_only = {}
-    if getattr(config, "channels", None) is not None:
-        cnn_only["channels"] = tuple(config.channels)
-    if getattr(config, "batch_norm", None) is True:
-        cnn_only["batch_norm"] = True
-    if getattr(config, "pool_first", False):
-        cnn_only["pool_first"] = True
-    block = getattr(config, "conv_block", "strided")
-    if block == "pooled":
-        cnn_only["block"] = block
+    # Settings only the CNN has, named away from their defaults: an error for another
+    # model (the CNN itself is built from cnn_arguments).
+    cnn_only = [
+        key
+        for key, given in (
+            ("channels", getattr(config, "channels", None) is not None),
+            ("batch_norm", getattr(config, "batch_norm", None) is True),
+            ("pool_first", bool(getattr(config, "pool_first", False))),
+            ("block", getattr(config, "conv_block", "strided") == "pooled"),
+        )
+        if given
+    ]
     if cnn_only and name != "cnn":
         raise ValueError(
             f"{' and '.join(sorted(cnn_only))} apply to the cnn; model {config.model!r} "
