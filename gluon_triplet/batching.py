@@ -27,7 +27,7 @@ from .augment import make_augmenter
 from .config import Config, ConfigError
 from .distances import get_distance
 from .losses import triplet_loss_from_config
-from .mining import get_miner
+from .mining import _in_blocks, get_miner
 from .samplers import PKBatchSampler
 from .streaming import BatchFeed
 from .triplets import TripletDataset
@@ -360,9 +360,7 @@ def _slice_sizes(size: int, parts: int) -> List[int]:
 def _check_layout(labels: np.ndarray, k: int) -> None:
     """Every batch row of ``labels`` ``(num_batches, P * K)`` is P blocks of K equal
     labels, distinct between blocks: what the step's miner was told (a bug otherwise)."""
-    blocks = labels.reshape(len(labels), -1, k)
-    firsts = np.sort(blocks[:, :, 0], axis=1)
-    if not (blocks == blocks[:, :, :1]).all() or (firsts[:, 1:] == firsts[:, :-1]).any():
+    if not _in_blocks(labels, k):
         raise RuntimeError("P x K batches are not whole blocks of distinct classes; this is a bug")
 
 

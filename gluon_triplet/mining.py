@@ -483,13 +483,18 @@ def _check_batch(miner, b):
         raise ValueError(f"{type(miner).__name__}: batch size {b} > {_MAX_BATCH}")
 
 
-def _check_blocks(labels, b, block):
-    """Raise ValueError unless ``labels`` form blocks of ``block`` rows, one label each,
+def _in_blocks(labels: np.ndarray, block: int) -> bool:
+    """Whether every row of ``labels`` ``(R, B)`` is blocks of ``block`` equal labels,
     the blocks' labels distinct (the layout ``block=`` declares)."""
+    blocks = labels.reshape(len(labels), -1, block)
+    firsts = np.sort(blocks[:, :, 0], axis=1)
+    return bool((blocks == blocks[:, :, :1]).all() and (firsts[:, 1:] != firsts[:, :-1]).all())
+
+
+def _check_blocks(labels, b, block):
+    """Raise ValueError unless ``labels`` ``(B,)`` are laid out as ``block=`` declares."""
     host = labels.asnumpy() if isinstance(labels, nd.NDArray) else np.asarray(labels)
-    blocks = host.reshape(b // block, block)
-    firsts = blocks[:, 0]
-    if not (blocks == firsts[:, None]).all() or len(np.unique(firsts)) != len(firsts):
+    if not _in_blocks(host.reshape(1, b), block):
         raise ValueError(
             f"block={block}: the labels are not {b // block} blocks of {block} rows with "
             "one label each, distinct between blocks"
