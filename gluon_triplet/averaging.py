@@ -73,7 +73,7 @@ class WeightAverage:
             raise RuntimeError("update() while the averages are swapped in")
         self.updates += 1
         if self._averages is None:
-            self._averages = [[w.copy() for w in p.list_data()] for p in self._params]
+            self._averages = self._copy_of_net()
             return
         decay = average_decay(self.decay, self.updates)
         # SGD's update (1 - lr * wd) * a - lr * rescale_grad * w with lr 1, wd 1 - d and
@@ -98,18 +98,14 @@ class WeightAverage:
         """Put the averages into the net, keeping the training weights aside."""
         if self._training is not None or self._averages is None:
             return
-        self._training = [[w.copy() for w in p.list_data()] for p in self._params]
-        for averages, param in zip(self._averages, self._params):
-            for average, weight in zip(averages, param.list_data()):
-                average.copyto(weight)
+        self._training = self._copy_of_net()
+        self._into_net(self._averages)
 
     def swap_out(self) -> None:
         """Put the training weights back into the net."""
         if self._training is None:
             return
-        for kept, param in zip(self._training, self._params):
-            for value, weight in zip(kept, param.list_data()):
-                value.copyto(weight)
+        self._into_net(self._training)
         self._training = None
 
     def training_arrays(self) -> List[nd.NDArray]:
@@ -136,8 +132,18 @@ class WeightAverage:
                     f"of shape {param.shape}"
                 )
         self._training = None
-        self._averages = [[w.copy() for w in p.list_data()] for p in self._params]
-        for value, param in zip(training, self._params):
-            for weight in param.list_data():
-                value.as_in_context(weight.context).copyto(weight)
+        self._averages = self._copy_of_net()
+        self._into_net(
+            [[value] * len(param.list_data()) for value, param in zip(training, self._params)]
+        )
         self.updates = int(updates)
+
+    def _copy_of_net(self) -> List[List[nd.NDArray]]:
+        """The net's weights, copied: per parameter, one array per context."""
+        return [[w.copy() for w in p.list_data()] for p in self._params]
+
+    def _into_net(self, values: List[List[nd.NDArray]]) -> None:
+        """Write ``values`` (per parameter, one array per context) into the net."""
+        for arrays, param in zip(values, self._params):
+            for value, weight in zip(arrays, param.list_data()):
+                value.as_in_context(weight.context).copyto(weight)
