@@ -472,6 +472,12 @@ class Config:
     @classmethod
     def load(cls, path: Union[str, os.PathLike[str]]) -> Config:
         """Read a JSON config file; every problem is a ConfigError naming the file."""
+        return cls.load_recorded(path)[0]
+
+    @classmethod
+    def load_recorded(cls, path: Union[str, os.PathLike[str]]) -> Tuple[Config, Dict[str, Any]]:
+        """:meth:`load`, and the JSON object as the file holds it (the keys it records),
+        from one read of the file; every problem is a ConfigError naming the file."""
         try:
             with open(path, encoding="utf-8") as f:
                 d = json.load(f)
@@ -482,7 +488,7 @@ class Config:
         except (OSError, UnicodeDecodeError) as e:
             raise ConfigError(f"{path}: cannot read config file ({e})") from None
         try:
-            return cls.from_dict(d)
+            return cls.from_dict(d), d
         except ConfigError as e:
             raise ConfigError(f"{path}: {e}") from None
 

@@ -194,9 +194,8 @@ class RunDir:
 
     def load_config(self) -> Config:
         """The run's :class:`~gluon_triplet.config.Config`; a ConfigError names the file."""
-        config = Config.load(self.config_path)
-        with open(self.config_path, encoding="utf-8") as f:
-            recorded = json.load(f)
+        # One read: the keys the file records are those of the Config it gives.
+        config, recorded = Config.load_recorded(self.config_path)
         missing = {k: v for k, v in _BEFORE_THE_FIELD.items() if k not in recorded}
         return dataclasses.replace(config, **missing) if missing else config
 

@@ -89,6 +89,27 @@ def test_a_bad_config_is_named_once(tmp_path):
     assert str(e.value) == f"{run.config_path}: config key 'epochs' must be of type int, got '3'"
 
 
+def test_load_config_reads_the_file_once(tmp_path, monkeypatch):
+    import builtins
+
+    run = make_run(str(tmp_path / "r"))
+    recorded = json.loads(open(run.config_path).read())
+    recorded.pop("conv_block")  # an older run's record: the loader fills in its net
+    with open(run.config_path, "w") as f:
+        json.dump(recorded, f)
+    opened, real_open = [], builtins.open
+
+    def counting_open(file, *args, **kwargs):
+        if os.fspath(file) == run.config_path:
+            opened.append(file)
+        return real_open(file, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "open", counting_open)
+    config = run.load_config()
+    assert len(opened) == 1
+    assert config.epochs == 3 and config.conv_block == "strided"
+
+
 def test_load_run_names_a_bad_config_once(tmp_path):
     from gluon_triplet import load_run
 
