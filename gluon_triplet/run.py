@@ -186,8 +186,9 @@ def _check_memory(config, sample_shape, num_classes: int, num_contexts: int = 1)
     """Refuse, before anything is allocated, a net or a batch that cannot fit in memory.
 
     A lower bound, in float32 bytes: the parameters of the net's Dense layers (the first
-    one fed by the flattened sample; a CNN's by its last feature map), times 2 + the
-    optimizer's state arrays (gradients; Adam's 2 moments, SGD's momentum), per context;
+    one fed by the flattened sample; a CNN's by its last feature map, or one value per
+    channel when it pools globally: :func:`_dense_widths`), times 2 + the optimizer's
+    state arrays (gradients; Adam's 2 moments, SGD's momentum), per context;
     a batch's inputs and activations, forward and backward; and for the online miners the
     batch's pairwise distance matrix.
     """
@@ -196,26 +197,7 @@ def _check_memory(config, sample_shape, num_classes: int, num_contexts: int = 1)
     available = available_memory()
     if available is None:
         return
-    shape = [int(d) for d in sample_shape]
-    features = math.prod(shape)
-    model = config.model
-    if model == "auto":
-        model = "cnn" if len(shape) in (2, 3) and min(shape[-2:]) >= 8 else "mlp"
-    if model == "cnn" and len(shape) in (2, 3):
-        from .model import POOLED_CHANNELS, resolve_conv_block
-
-        pooled = resolve_conv_block(config.conv_block, shape) == "pooled"
-        channels = tuple(config.channels or (POOLED_CHANNELS if pooled else (32, 64)))
-        h, w = shape[-2:]
-        for _ in channels:
-            h, w = -(-h // 2), -(-w // 2)
-        features = channels[-1] * h * w
-    elif model != "mlp":
-        features = 1  # a backbone's features: unknown here, and no bound needed for it
-    hidden = (
-        tuple(config.hidden) if config.hidden is not None else ((256,) if model == "mlp" else ())
-    )
-    widths = [*hidden, config.embedding_size]
+    features, widths = _dense_widths(config, sample_shape)
     params = sum(a * b + b for a, b in zip([features, *widths[:-1]], widths))
     states = 2 if config.optimizer == "adam" else (1 if config.momentum else 0)
     model_bytes = params * 4 * (2 + states) * num_contexts
@@ -244,6 +226,35 @@ def _check_memory(config, sample_shape, num_classes: int, num_contexts: int = 1)
         f"this run needs at least {format_bytes(total)} of memory: {reason}; only "
         f"{format_bytes(available)} is available; use a smaller {flags}"
     )
+
+
+def _dense_widths(config, sample_shape):
+    """The net's Dense layers as ``(features, [width, ...])``: the width of what the first
+    one is fed, then each layer's output width. A CNN's are read from
+    :func:`~gluon_triplet.model.cnn_arguments`, the settings the net is built from."""
+    from .model import cnn_arguments, resolve_model_name
+
+    shape = tuple(int(d) for d in sample_shape)
+    features = math.prod(shape)
+    # Only "auto" is resolved here: a name that does not fit the data is
+    # model_from_config's error to report, after this check.
+    model = resolve_model_name("auto", shape) if config.model == "auto" else config.model
+    if model == "cnn" and len(shape) in (2, 3):
+        args = cnn_arguments(config, shape)
+        channels = args["channels"]
+        if args.get("pool") == "avg":
+            features = channels[-1]  # global average pooling: one value per channel
+        else:
+            h, w = shape[-2:]
+            for _ in channels:  # each block halves the map, rounding up
+                h, w = -(-h // 2), -(-w // 2)
+            features = channels[-1] * h * w
+    elif model != "mlp":
+        features = 1  # a backbone's features: unknown here, and no bound needed for it
+    hidden = (
+        tuple(config.hidden) if config.hidden is not None else ((256,) if model == "mlp" else ())
+    )
+    return features, [*hidden, config.embedding_size]
 
 
 def _names(contexts) -> str:
