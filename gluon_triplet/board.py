@@ -6,7 +6,8 @@
   ``time/epoch_seconds``, one step per epoch;
 * projector tensors that share labels and sprite, so the projector can switch between them:
   ``raw_input`` (the flattened input samples) and ``embedding`` (the learned embedding at the
-  end of training, plus ``embedding_0000NN`` every ``projector_every`` epochs if asked).
+  end of training, plus ``embedding_0000NN`` every ``projector_every`` epochs if asked). The
+  sprite is written once, with ``raw_input``: every embedding tensor's entry points at it.
 
 mxboard 0.1.0 writes what TensorBoard's projector plugin parses, but :func:`write_projector`
 repairs three things the projector otherwise shows wrongly: ``projector_config.pbtxt`` is only
@@ -180,8 +181,12 @@ def _pad_sprite_square(path, side_w, side_h):
     atomic_save(path, lambda tmp: canvas.save(tmp, format="PNG"))
 
 
-def _dedupe_projector_config(logdir):
-    """Keep one entry per tensor name in the run's pbtxt: the newest, in the first's place."""
+def _tidy_projector_config(logdir, shared_sprite=None):
+    """Keep one entry per tensor name in the run's pbtxt: the newest, in the first's place.
+
+    ``shared_sprite`` ``(name, image_path, (width, height))``: tensor ``name``'s newest
+    entry gets that sprite (mxboard writes an entry's sprite only with its images).
+    """
     from google.protobuf import text_format
 
     # Only this proto of TensorBoard's: tensorboard.compat.proto (events, summaries) defines
@@ -202,7 +207,13 @@ def _dedupe_projector_config(logdir):
         if emb.tensor_name not in latest:
             order.append(emb.tensor_name)
         latest[emb.tensor_name] = emb
-    if len(order) == len(config.embeddings):
+    if shared_sprite is not None:
+        name, image_path, dims = shared_sprite
+        sprite = latest[name].sprite
+        sprite.image_path = image_path
+        del sprite.single_image_dim[:]
+        sprite.single_image_dim.extend(dims)
+    elif len(order) == len(config.embeddings):
         return
     kept = ProjectorConfig()
     kept.CopyFrom(config)
@@ -212,7 +223,7 @@ def _dedupe_projector_config(logdir):
     atomic_write_text(path, text_format.MessageToString(kept))
 
 
-def write_projector(writer, tag, embedding, labels, images=None, global_step=None):
+def write_projector(writer, tag, embedding, labels, images=None, global_step=None, sprite_of=None):
     """Write one tensor for TensorBoard's embedding projector.
 
     Writes ``tensors.tsv``, ``metadata.tsv`` (one label per line) and ``sprite.png`` into
@@ -232,6 +243,10 @@ def write_projector(writer, tag, embedding, labels, images=None, global_step=Non
         ``C`` 1 or 3, float in [0, 1] or uint8 (see :func:`sprite_images`).
     global_step : int, optional
         When given, the folder and tensor name get the suffix ``_<global_step:06d>``.
+    sprite_of : str, optional
+        With ``images``: the folder (under the writer's logdir) of a tensor written earlier
+        whose ``sprite.png`` shows these same images. This tensor's entry points at that
+        sprite instead of writing another copy (``images`` still give the tile size).
 
     Returns
     -------
@@ -241,7 +256,8 @@ def write_projector(writer, tag, embedding, labels, images=None, global_step=Non
     Raises
     ------
     ValueError
-        On a bad tag or step, or shapes and values that do not fit together.
+        On a bad tag or step, shapes and values that do not fit together, or no sprite in
+        ``sprite_of``.
     """
     if not isinstance(tag, str) or not _TAG_RE.match(tag):
         raise ValueError(
@@ -301,19 +317,34 @@ def write_projector(writer, tag, embedding, labels, images=None, global_step=Non
             # mxboard truncates floats to uint8; rounding keeps a pixel within 0.5/255
             images = np.rint(images * 255).astype(np.uint8)
 
-    writer.add_embedding(tag, embedding, labels=labels, images=images, global_step=global_step)
+    logdir = writer.get_logdir()
+    shared = None
+    if images is not None and sprite_of is not None:
+        if not isinstance(sprite_of, str) or not _TAG_RE.match(sprite_of):
+            raise ValueError(f"write_projector: sprite_of must be a folder name, got {sprite_of!r}")
+        if not os.path.isfile(os.path.join(logdir, sprite_of, "sprite.png")):
+            raise ValueError(f"write_projector: no sprite.png in {sprite_of!r} to point at")
+        # The projector resolves a relative image path against the pbtxt's directory.
+        shared = f"{sprite_of}/sprite.png", (images.shape[3], images.shape[2])
+
+    writer.add_embedding(
+        tag,
+        embedding,
+        labels=labels,
+        images=None if shared else images,
+        global_step=global_step,
+    )
 
     # Same rule as mxboard's folder naming, which is not public API.
     folder = tag if global_step is None else f"{tag}_{global_step:06d}"
-    logdir = writer.get_logdir()
-    if images is not None:
+    if images is not None and shared is None:
         per_side = _tiles_per_side(m)
         _pad_sprite_square(
             os.path.join(logdir, folder, "sprite.png"),
             per_side * images.shape[3],
             per_side * images.shape[2],
         )
-    _dedupe_projector_config(logdir)
+    _tidy_projector_config(logdir, (folder, *shared) if shared else None)
     return folder
 
 
@@ -380,6 +411,9 @@ class BoardCallback(Callback):
         self.sprite = sprite_images(x)
         if self.sprite is None:
             logger.info("projector: no sprite for samples of shape %s (not images)", x.shape)
+        # The folder whose sprite.png the later tensors point at: the sprite shows the same
+        # samples all run, and a large one takes minutes to write (docs/projector.md).
+        self._sprite_folder = None
 
         self._writer = None
 
@@ -399,9 +433,27 @@ class BoardCallback(Callback):
         # Right after the event file appears: TensorBoard reads a run's projector config
         # once, when it first sees the run.
         if os.path.isdir(os.path.join(self.logdir, "raw_input")):
-            return  # a resumed run: written by its first part, and the same samples
+            # A resumed run: written by its first part, and the same samples.
+            if os.path.isfile(os.path.join(self.logdir, "raw_input", "sprite.png")):
+                self._sprite_folder = "raw_input" if self.sprite is not None else None
+            return
         raw = self.projector_x.reshape(len(self.projector_x), -1)
-        write_projector(self._writer, "raw_input", raw, self.labels, self.sprite)
+        self._write("raw_input", raw)
+
+    def _write(self, tag, emb, global_step=None):
+        """One projector tensor; the first with a sprite writes it, the next point at it."""
+        folder = write_projector(
+            self._writer,
+            tag,
+            emb,
+            self.labels,
+            self.sprite,
+            global_step=global_step,
+            sprite_of=self._sprite_folder,
+        )
+        if self.sprite is not None and self._sprite_folder is None:
+            self._sprite_folder = folder
+        return folder
 
     def _write_scalars(self, record):
         step = int(record["epoch"])
@@ -415,9 +467,7 @@ class BoardCallback(Callback):
 
     def _write_embedding(self, trainer, global_step):
         emb = np.asarray(trainer.embed(self.projector_x), dtype=np.float32)
-        return write_projector(
-            self._writer, "embedding", emb, self.labels, self.sprite, global_step=global_step
-        )
+        return self._write("embedding", emb, global_step=global_step)
 
     def on_train_begin(self, trainer):
         self._open()

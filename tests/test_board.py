@@ -236,7 +236,8 @@ def test_projector_config(board_run):
         assert f'tensor_name: "{name}"' in text
         assert f'tensor_path: "{name}/tensors.tsv"' in text
         assert f'metadata_path: "{name}/metadata.tsv"' in text
-        assert f'image_path: "{name}/sprite.png"' in text
+    # one sprite, written with raw_input; the embedding points at it
+    assert text.count('image_path: "raw_input/sprite.png"') == 2
     embeddings, _ = _read_config(board_run.run_dir)
     assert sorted(embeddings) == ["embedding", "raw_input"]
     for e in embeddings.values():
@@ -261,16 +262,16 @@ def test_metadata_tsv(board_run):
 def test_sprite_png(board_run):
     side = math.ceil(math.sqrt(M)) * 28
     expected = np.rint(board_run.x * 255).astype(np.uint8)
-    for name in ("raw_input", "embedding"):
-        sprite = _sprite(os.path.join(board_run.run_dir, name, "sprite.png"))
-        assert sprite.shape == (side, side, 3)
-        np.testing.assert_array_equal(sprite[:28, :28, 0], expected[0])
-        np.testing.assert_array_equal(sprite[:28, :28, 2], expected[0])
-        # image 9 is the second tile of the third row of four
-        np.testing.assert_array_equal(sprite[56:84, 28:56, 1], expected[9])
-        # tiles past the last image, and the row mxboard leaves out, are blank
-        assert not sprite[56:, 56:].any()
-        assert not sprite[84:].any()
+    sprite = _sprite(os.path.join(board_run.run_dir, "raw_input", "sprite.png"))
+    assert sprite.shape == (side, side, 3)
+    np.testing.assert_array_equal(sprite[:28, :28, 0], expected[0])
+    np.testing.assert_array_equal(sprite[:28, :28, 2], expected[0])
+    # image 9 is the second tile of the third row of four
+    np.testing.assert_array_equal(sprite[56:84, 28:56, 1], expected[9])
+    # tiles past the last image, and the row mxboard leaves out, are blank
+    assert not sprite[56:, 56:].any()
+    assert not sprite[84:].any()
+    assert not os.path.exists(os.path.join(board_run.run_dir, "embedding", "sprite.png"))
 
 
 # mxboard's generated protos and tensorboard.compat.proto define the same message names and
@@ -318,7 +319,16 @@ def test_writer_closed(board_run):
     assert board_run.callback._writer is None
 
 
-def test_projector_every(tmp_path):
+def test_projector_every(tmp_path, monkeypatch):
+    import mxboard.writer
+
+    sprites = []
+    make_sprite = mxboard.writer._make_sprite_image
+    monkeypatch.setattr(
+        mxboard.writer,
+        "_make_sprite_image",
+        lambda images, path: sprites.append(path) or make_sprite(images, path),
+    )
     x = np.random.default_rng(2).random((4, 784)).astype(np.float32)
     y = np.array([3, 1, 4, 1])
     trainer = _fake_trainer(784, dim_out=3)
@@ -326,12 +336,21 @@ def test_projector_every(tmp_path):
     embeddings, _ = _read_config(str(tmp_path))
     # every 2 epochs of 3, and the final one
     assert sorted(embeddings) == ["embedding", "embedding_000002", "raw_input"]
-    for name in embeddings:
+    for name, e in embeddings.items():
         assert _read_lines(tmp_path / name / "metadata.tsv") == ["3", "1", "4", "1"]
-        assert _sprite(tmp_path / name / "sprite.png").shape == (56, 56, 3)
+        assert e.sprite.image_path == "raw_input/sprite.png"
+        assert list(e.sprite.single_image_dim) == [28, 28]
+    # the sprite does not change between epochs: written once, with raw_input
+    assert sprites == [str(tmp_path / "raw_input")]
+    assert _sprite(tmp_path / "raw_input" / "sprite.png").shape == (56, 56, 3)
     np.testing.assert_allclose(
         _read_tsv(tmp_path / "embedding" / "tensors.tsv"), trainer.embed(x), rtol=1e-6
     )
+    # A resumed run (same directory, raw_input already there) points at the same sprite.
+    _train(BoardCallback(str(tmp_path), x, y, projector_every=1), _fake_trainer(784, 3))
+    embeddings, _ = _read_config(str(tmp_path))
+    assert len(embeddings) == 5 and len(sprites) == 1
+    assert {e.sprite.image_path for e in embeddings.values()} == {"raw_input/sprite.png"}
 
 
 def test_no_sprite_for_non_images(tmp_path):
@@ -381,6 +400,21 @@ def test_write_projector_rewrite_keeps_one_entry(writer, tmp_path):
     np.testing.assert_array_equal(_read_tsv(tmp_path / "emb" / "tensors.tsv"), second)
     assert _read_lines(tmp_path / "emb" / "metadata.tsv") == list("abcde")
     assert _sprite(tmp_path / "emb" / "sprite.png").shape == (18, 18, 3)
+
+
+def test_write_projector_points_at_an_earlier_sprite(writer, tmp_path):
+    images = np.random.default_rng(5).random((5, 1, 6, 8)).astype(np.float32)
+    emb = np.zeros((5, 2), np.float32)
+    write_projector(writer, "raw", emb, None, images)
+    assert write_projector(writer, "emb", emb, None, images, 3, sprite_of="raw") == "emb_000003"
+    embeddings, _ = _read_config(str(tmp_path))
+    assert embeddings["emb_000003"].sprite.image_path == "raw/sprite.png"
+    assert list(embeddings["emb_000003"].sprite.single_image_dim) == [8, 6]
+    assert not os.path.exists(tmp_path / "emb_000003" / "sprite.png")
+    with pytest.raises(ValueError, match="no sprite.png in 'emb_000003'"):
+        write_projector(writer, "emb", emb, None, images, sprite_of="emb_000003")
+    with pytest.raises(ValueError, match="sprite_of must be a folder name"):
+        write_projector(writer, "emb", emb, None, images, sprite_of="../raw")
 
 
 def test_write_projector_cleans_labels(writer, tmp_path):
@@ -519,7 +553,7 @@ def test_tensorboard_projector_info(tensorboard_url):
     assert tensors["raw_input"]["tensorShape"] == [M, 28 * 28]
     for name, e in tensors.items():
         assert e["metadataPath"] == f"{name}/metadata.tsv"
-        assert e["sprite"]["imagePath"] == f"{name}/sprite.png"
+        assert e["sprite"]["imagePath"] == "raw_input/sprite.png"
         assert e["sprite"]["singleImageDim"] == [28, 28]
 
 
@@ -531,8 +565,12 @@ def test_tensorboard_projector_data(tensorboard_url, board_run):
     )
     metadata = _plugin_get(tensorboard_url, "metadata", run="run", name="raw_input")
     assert metadata.decode().splitlines() == [CLASS_NAMES[v] for v in board_run.y]
-    sprite = _plugin_get(tensorboard_url, "sprite_image", run="run", name="embedding")
-    assert sprite.startswith(b"\x89PNG")
+    # the embedding's sprite is raw_input's file, served by TensorBoard for either tensor
+    with open(os.path.join(board_run.run_dir, "raw_input", "sprite.png"), "rb") as f:
+        written = f.read()
+    for name in ("embedding", "raw_input"):
+        sprite = _plugin_get(tensorboard_url, "sprite_image", run="run", name=name)
+        assert sprite.startswith(b"\x89PNG") and sprite == written
 
 
 def test_tensorboard_projector_reads_thumbnail_sprite(tensorboard_url, thumbs_run):
