@@ -23,6 +23,7 @@ from typing import Any, Dict, Iterator, List, Optional
 import numpy as np
 
 from . import __version__
+from .callbacks import Callback
 from .config import Config, ConfigError
 from .report import class_name, command, done_line, shape_text, summary_table
 from .resources import DISK_FULL_ERRNOS, DiskFullError, disk_full_error
@@ -72,6 +73,7 @@ def _run(config, quiet, resume, progress):
     from .data import load_dataset
     from .images import ImageOptions
     from .model import cnn_arguments, model_from_config
+    from .streaming import shared_pool
     from .train import TripletTrainer, create_kvstore, resolve_contexts, set_seed
 
     t0 = time.perf_counter()
@@ -173,11 +175,14 @@ def _run(config, quiet, resume, progress):
         )
         if config.augment != "none":
             logger.info("augment: %s (training batches only, in the step's graph)", config.augment)
-        raw = _raw_baseline(data, test_triplets, config)
-        callbacks = _callbacks(run_dir, data, config, raw, contexts, kvstore, quiet, requested)
-        trainer.callbacks = CallbackList(callbacks)
-        progress["callbacks"] = callbacks
-        history = _fit(trainer, callbacks, run_dir)
+        # A streamed test split is embedded in chunks: each evaluation pass decodes them
+        # in one pool of workers, stopped when a training epoch starts its own.
+        with shared_pool(data.x_test):
+            raw = _raw_baseline(data, test_triplets, config)
+            callbacks = _callbacks(run_dir, data, config, raw, contexts, kvstore, quiet, requested)
+            trainer.callbacks = CallbackList(callbacks)
+            progress["callbacks"] = callbacks
+            history = _fit(trainer, callbacks, run_dir)
         _report(history, raw, data, config, run_dir, contexts, time.perf_counter() - t0)
     return run_dir.path
 
@@ -352,6 +357,22 @@ def _file_log(path: str) -> Iterator[None]:
         handler.close()
 
 
+class _EvaluationPool(Callback):
+    """Stops the worker pool a streamed test split's evaluation passes share
+    (:meth:`~gluon_triplet.streaming.LazyImages.one_pool`) when a training epoch begins,
+    which starts its own: an idle pool beside it would add its processes' memory to the
+    run's peak. The next evaluation starts another; the last is stopped when training ends."""
+
+    def __init__(self, test_x):
+        self.test_x = test_x
+
+    def on_epoch_begin(self, trainer):
+        self.test_x.release_workers()
+
+    def on_train_end(self, trainer):
+        self.test_x.release_workers()
+
+
 def _callbacks(run_dir, data, config, raw, contexts, kvstore, quiet, requested) -> List[Any]:
     """What writes the run's outputs: progress, checkpoints, metrics.json, the projector,
     the pictures."""
@@ -372,6 +393,8 @@ def _callbacks(run_dir, data, config, raw, contexts, kvstore, quiet, requested) 
         CheckpointCallback(run_dir.path),
         CollapseCallback(),
     ]
+    if hasattr(data.x_test, "release_workers"):
+        callbacks.insert(0, _EvaluationPool(data.x_test))
     if m:
         callbacks.append(
             BoardCallback(

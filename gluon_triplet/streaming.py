@@ -10,7 +10,8 @@ memory is bounded by the batches in flight, not by the dataset.
 
 from __future__ import annotations
 
-from typing import Any, Iterable, Iterator, List, Optional
+import contextlib
+from typing import Any, ContextManager, Iterable, Iterator, List, Optional
 
 import numpy as np
 
@@ -23,6 +24,7 @@ __all__ = [
     "BatchFeed",
     "LazyImages",
     "concat_lazy",
+    "shared_pool",
     "stream_batches",
     "to_unit_float",
 ]
@@ -40,6 +42,10 @@ class LazyImages:
     (:class:`~gluon_triplet.mapped.MappedSamples`): whatever ``dataset`` is, it has
     ``sample_shape``, ``decode_batch``, ``subset``, ``concat`` and ``name``.
 
+    A bulk read (``_IN_PROCESS`` pictures or more) decodes in DataLoader worker processes,
+    started for that read and stopped after it; within :meth:`one_pool`, the reads share
+    one pool (an evaluation pass embeds the split in chunks, each a read).
+
     Parameters
     ----------
     dataset : DecodedImages or MappedSamples
@@ -53,6 +59,28 @@ class LazyImages:
     def __init__(self, dataset: Any, workers: Optional[int] = None):
         self.dataset = dataset
         self.workers = default_workers() if workers is None else workers
+        self._sharing = False
+        self._decoder: Optional[BatchDecoder] = None
+
+    @contextlib.contextmanager
+    def one_pool(self) -> Iterator[LazyImages]:
+        """Within this, the bulk reads share one pool of worker processes, started by the
+        first and stopped at the end (or by :meth:`release_workers`, after which the next
+        read starts another)."""
+        outer = self._sharing
+        self._sharing = True
+        try:
+            yield self
+        finally:
+            self._sharing = outer
+            if not outer:
+                self.release_workers()
+
+    def release_workers(self) -> None:
+        """Stop the shared pool of :meth:`one_pool`, if it runs."""
+        decoder, self._decoder = self._decoder, None
+        if decoder is not None:
+            decoder.close()
 
     def __len__(self) -> int:
         return len(self.dataset)
@@ -102,13 +130,24 @@ class LazyImages:
         chunks = np.array_split(idx, -(-len(idx) // _CHUNK))
         out = np.empty((len(idx), *self.dataset.sample_shape), np.float32)
         start, scale = 0, False
-        for pixels in stream_batches(self.dataset, chunks, self.workers, as_uint8=True):
+        if self._sharing:
+            if self._decoder is None:
+                self._decoder = BatchDecoder(self.dataset, self.workers)
+            pieces = self._decoder(chunks)
+        else:
+            pieces = stream_batches(self.dataset, chunks, self.workers, as_uint8=True)
+        for pixels in pieces:
             out[start : start + len(pixels)] = pixels
             start += len(pixels)
             scale = pixels.dtype == np.uint8
         if scale:
             out /= 255  # as to_unit_float: the in-memory loaders' float32 values
         return out
+
+
+def shared_pool(x: Any) -> ContextManager[Any]:
+    """``x.one_pool()`` when ``x`` is :class:`LazyImages`; for an array, nothing to do."""
+    return x.one_pool() if isinstance(x, LazyImages) else contextlib.nullcontext(x)
 
 
 def concat_lazy(first: LazyImages, second: LazyImages) -> LazyImages:

@@ -276,3 +276,72 @@ def test_resume_of_a_streamed_run_ends_like_an_uninterrupted_one(
     straight = final_state(str(logs / "straight"))
     assert straight[0]["history"][-1]["test"]  # evaluated, streamed
     assert_same_run(final_state(run), straight)
+
+
+def test_lazy_images_share_one_pool_within_one_pool(digits, tmp_path):  # noqa: F811
+    folder = write_digits(tmp_path / "digits", digits, per_class=25)  # 80 training pictures
+    lazy = load_dataset(f"folder:{folder}", images=ImageOptions(workers=2, max_memory=0)).x_train
+    assert len(lazy) >= 70  # reads of 64 or more decode in workers
+    expected = lazy[:]  # a pool of its own, stopped after the read
+    assert lazy._decoder is None
+    with lazy.one_pool():
+        np.testing.assert_array_equal(lazy[:20], expected[:20])  # few: in-process
+        assert lazy._decoder is None
+        np.testing.assert_array_equal(lazy[: len(lazy) - 1], expected[:-1])
+        pool = lazy._decoder._loader._worker_pool._pool
+        pids = sorted(p.pid for p in pool)
+        np.testing.assert_array_equal(lazy[::-1], expected[::-1])
+        assert sorted(p.pid for p in lazy._decoder._loader._worker_pool._pool) == pids
+        lazy.release_workers()  # stopped; the next read starts another pool
+        np.testing.assert_array_equal(np.asarray(lazy), expected)
+        assert sorted(p.pid for p in lazy._decoder._loader._worker_pool._pool) != pids
+        pool = lazy._decoder._loader._worker_pool._pool
+    assert lazy._decoder is None
+    for p in pool:
+        p.join(timeout=10)
+    assert not any(p.is_alive() for p in pool)
+
+
+def test_a_streamed_run_starts_one_evaluation_pool_per_evaluation(digits, tmp_path, monkeypatch):  # noqa: F811
+    """Evaluation embeds the test split in --eval-batch-size chunks: they share one pool of
+    workers, stopped before each training epoch starts its own."""
+    from gluon_triplet import streaming
+
+    root = tmp_path / "split"
+    write_digits(root / "train", digits, per_class=12, colour=False, corrupt=False)
+    write_digits(root / "test", digits, per_class=40, colour=False, corrupt=False)
+    events = []  # ("start" | "stop", pictures of the split)
+
+    class Recorded(streaming._WholeBatches):  # one per DataLoader, that is per pool
+        def __init__(self, dataset):
+            super().__init__(dataset)
+            events.append(("start", len(dataset)))
+
+    close = streaming.BatchDecoder.close
+
+    def recorded_close(self):
+        if self._loader is not None:
+            events.append(("stop", len(self.dataset)))
+        close(self)
+
+    monkeypatch.setattr(streaming, "_WholeBatches", Recorded)
+    monkeypatch.setattr(streaming.BatchDecoder, "close", recorded_close)
+    # 160 test pictures: chunks of 64, 64 and 32 (that one in-process), and the norm sample
+    _train(str(root), tmp_path, "run", "--max-memory", "0", "--eval-batch-size", "64")
+    test = [e for e in events if e[1] == 160]
+    # epoch 0 (with the raw-pixel baseline), epochs 1 and 2 (with the final embedding)
+    assert test == [("start", 160), ("stop", 160)] * 3
+    # no evaluation pool runs beside a training epoch's
+    open_test = 0
+    for kind, n in events:
+        if n == 160:
+            open_test += 1 if kind == "start" else -1
+        elif kind == "start":
+            assert open_test == 0
+    assert [e for e in events if e[1] == 48] == [("start", 48), ("stop", 48)] * 2
+    # `evaluate` embeds the streamed test split in the same chunks, in one pool too
+    from gluon_triplet.cli import main
+
+    events.clear()
+    assert main(["evaluate", str(tmp_path / "logs" / "run"), "-q"]) == 0
+    assert [e for e in events if e[1] == 160] == [("start", 160), ("stop", 160)]

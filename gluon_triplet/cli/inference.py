@@ -112,6 +112,7 @@ def embed_checked(net: Any, x: np.ndarray, config: Any, run_dir: str) -> np.ndar
     import mxnet as mx
 
     from ..api import embed
+    from ..streaming import shared_pool
 
     try:
         embed(net, x[:1], ctx=None)
@@ -121,4 +122,5 @@ def embed_checked(net: Any, x: np.ndarray, config: Any, run_dir: str) -> np.ndar
             f"samples of shape {tuple(x.shape[1:])} do not fit the model of {run_dir} "
             f"({config.model}): {first}"
         ) from None
-    return embed(net, x, batch_size=config.eval_batch_size)
+    with shared_pool(x):  # streamed pictures: one pool of workers for every chunk
+        return embed(net, x, batch_size=config.eval_batch_size)
