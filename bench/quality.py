@@ -287,6 +287,13 @@ RECIPES = {
         "lr_schedule": "constant",
         "ema_decay": 0.998,
     },
+    # Issue 15, fifth pass: how P@1 after 10 epochs grows with the net's width, against
+    # its cost per sample (the budget's edge and well past it).
+    "p3-bn3-c96": {**_P3_BN3, "channels": (16, 32, 96)},
+    "p3-bn3-c128": {**_P3_BN3, "channels": (16, 32, 128)},
+    "pf-bn-c128": {**_P3_BN3, "channels": (16, 32, 128), "pool_first": True, "batch_norm_from": 1},
+    "p3-bn3-w24": {**_P3_BN3, "channels": (24, 48, 96)},
+    "p3-bn-w32": {**_P3_BN3, "channels": (32, 64, 128), "batch_norm_from": 1},
 }
 # The recipes a plain run trains; the candidates are asked for by name (--recipes).
 STANDARD = ["raw", "reference", "batch-hard", "semi-hard", "batch-all", "default"]
