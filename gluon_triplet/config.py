@@ -251,7 +251,7 @@ class Config:
         "cnn: output channels of its convolutions (each halves the map)",
         "model",
         metavar="N",
-        shown_default="32 64 strided, 16 32 64 pooled, more above 32 px",
+        shown_default="32 64 strided, 16 32 128 pooled, more above 32 px",
     )
     batch_norm: Optional[bool] = option(
         None,

@@ -164,7 +164,7 @@ def test_pooled_block_is_3x3_convolutions_each_followed_by_max_pooling():
     # Without --channels the pooled CNN has three blocks of POOLED_CHANNELS up to 32 px.
     pooled, _ = model_from_config(Config(conv_block="pooled"), (28, 28))
     widths = [b.weight.shape[0] for b in pooled.body if isinstance(b, gluon.nn.Conv2D)]
-    assert widths == [16, 32, 64]
+    assert widths == [16, 32, 128]
     # The default (auto) is the pooled net for MNIST-sized pictures; --conv-block strided
     # is the reference convnet's pair of strided 5x5 convolutions.
     default, _ = model_from_config(Config(), (28, 28))
@@ -172,7 +172,7 @@ def test_pooled_block_is_3x3_convolutions_each_followed_by_max_pooling():
     assert [b.weight.shape for b in default.body if isinstance(b, gluon.nn.Conv2D)] == [
         (16, 1, 3, 3),
         (32, 16, 3, 3),
-        (64, 32, 3, 3),
+        (128, 32, 3, 3),
     ]
     strided, _ = model_from_config(Config(conv_block="strided"), (28, 28))
     assert [b.weight.shape[-1] for b in strided.body if isinstance(b, gluon.nn.Conv2D)] == [5, 5]
