@@ -205,3 +205,24 @@ def test_preset_json_and_flags_layer_in_that_order(tmp_path):
     c = config("--preset", "reference", "--config", str(tmp_path / "c.json"), "--epochs", "4")
     assert (c.miner, c.lr, c.epochs) == ("offline", 0.1, 4)
     assert config("--no-normalize").normalize is False and config().normalize is True
+
+
+def test_config_file_is_read_once(tmp_path, monkeypatch):
+    import builtins
+    import os
+
+    from gluon_triplet.cli import build_parser, config_from_args
+
+    path = tmp_path / "c.json"
+    path.write_text(json.dumps({"lr": 0.1, "epochs": 2}))
+    opened, real_open = [], builtins.open
+
+    def counting_open(file, *args, **kwargs):
+        if isinstance(file, (str, os.PathLike)) and os.fspath(file) == str(path):
+            opened.append(file)
+        return real_open(file, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "open", counting_open)
+    c = config_from_args(build_parser().parse_args(["--config", str(path)]))
+    assert len(opened) == 1
+    assert (c.lr, c.epochs, c.miner) == (0.1, 2, "semi-hard")

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import typing
 from typing import Any, Dict, List, Optional, Sequence
 
@@ -145,10 +144,10 @@ def config_from_args(args: argparse.Namespace) -> Config:
     """Defaults <- preset <- JSON file <- explicit flags."""
     values: Dict[str, Any] = dict(PRESETS[getattr(args, "preset", "default")])
     if "config_file" in args:
-        loaded = Config.load(args.config_file)  # validates every key and type
-        with open(args.config_file, encoding="utf-8") as f:
-            # Only the keys the file sets: the others keep the preset's values.
-            values.update({key: getattr(loaded, key) for key in json.load(f)})
+        # Validates every key and type; one read, so the keys are those of the same file.
+        loaded, recorded = Config.load_recorded(args.config_file)
+        # Only the keys the file sets: the others keep the preset's values.
+        values.update({key: getattr(loaded, key) for key in recorded})
     for key, value in vars(args).items():
         if key in _FIELDS:
             values[key] = list(value) if isinstance(value, tuple) else value
