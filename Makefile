@@ -40,7 +40,7 @@ bench: install
 	$(BIN)/python bench/speed.py
 
 docs: install
-	$(BIN)/python -m gluon_triplet.cli_reference --out docs/cli.md
+	$(BIN)/python -m gluon_triplet.cli.reference --out docs/cli.md
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .ruff_cache .hypothesis

@@ -26,10 +26,10 @@ import numpy as np  # noqa: E402
 from quality import RECIPES  # noqa: E402
 
 from gluon_triplet.config import Config  # noqa: E402
-from gluon_triplet.data import load_dataset  # noqa: E402
-from gluon_triplet.model import model_from_config  # noqa: E402
-from gluon_triplet.train import TripletTrainer, resolve_contexts, set_seed  # noqa: E402
-from gluon_triplet.triplets import TripletDataset  # noqa: E402
+from gluon_triplet.data.datasets import load_dataset  # noqa: E402
+from gluon_triplet.data.triplets import TripletDataset  # noqa: E402
+from gluon_triplet.nets.model import model_from_config  # noqa: E402
+from gluon_triplet.training.trainer import TripletTrainer, resolve_contexts, set_seed  # noqa: E402
 
 
 def build(recipe, x, y, seed, rounds):

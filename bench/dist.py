@@ -33,10 +33,10 @@ def train(dataset, epochs, batch_size, kvstore):
     import mxnet as mx
 
     from gluon_triplet.config import PRESETS, Config
-    from gluon_triplet.data import load_dataset
-    from gluon_triplet.model import build_model
-    from gluon_triplet.train import TripletTrainer, set_seed
-    from gluon_triplet.triplets import TripletDataset
+    from gluon_triplet.data.datasets import load_dataset
+    from gluon_triplet.data.triplets import TripletDataset
+    from gluon_triplet.nets.model import build_model
+    from gluon_triplet.training.trainer import TripletTrainer, set_seed
 
     data = load_dataset(dataset)
     config = Config(
@@ -86,7 +86,7 @@ def main():
 
     import io
 
-    from gluon_triplet.launch import launch
+    from gluon_triplet.training.launch import launch
 
     cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     print(f"{args.dataset}, batch {args.batch_size} per worker, {args.epochs} epochs, {cpus} CPUs")

@@ -64,7 +64,7 @@ RSS_TARGET = 2 << 30
 
 
 def fashion(n_train=None, n_test=None):
-    from gluon_triplet.data import load_dataset
+    from gluon_triplet.data.datasets import load_dataset
 
     b = load_dataset("fashion-mnist")
     to8 = lambda x: (x * 255).round().astype(np.uint8)  # noqa: E731
@@ -251,7 +251,7 @@ def _proc_kib(path, key):
 # epoch's last batch) beside the wall time the run's metrics give.
 _EPOCH_CPU_HOOK = """
 import json, resource, sys
-from gluon_triplet import train as _t
+from gluon_triplet.training import trainer as _t
 
 _inner = _t.TripletTrainer._train_epoch
 _cpu = []
@@ -406,7 +406,7 @@ def _fashion_sources(args, what):
     if "folder" in what:
         specs["folder"] = f"folder:{root}"
     if "rec" in what:
-        from gluon_triplet.images import pack_folder
+        from gluon_triplet.data.recordio import pack_folder
 
         prefix = os.path.join(args.workdir, f"fashion-{len(y_tr)}")
         if not os.path.exists(prefix + ".rec"):
@@ -531,11 +531,11 @@ def section_cpu(args):
     import mxnet as mx
 
     from gluon_triplet.config import Config
-    from gluon_triplet.data import load_dataset
-    from gluon_triplet.images import ImageOptions
-    from gluon_triplet.model import model_from_config
-    from gluon_triplet.train import TripletTrainer, set_seed
-    from gluon_triplet.triplets import TripletDataset
+    from gluon_triplet.data.datasets import load_dataset
+    from gluon_triplet.data.decoding import ImageOptions
+    from gluon_triplet.data.triplets import TripletDataset
+    from gluon_triplet.nets.model import model_from_config
+    from gluon_triplet.training.trainer import TripletTrainer, set_seed
 
     root = os.path.join(args.workdir, "fashion-png-60000")
     prefix = os.path.join(args.workdir, "fashion-60000")
@@ -584,8 +584,8 @@ def section_cpu(args):
 
 
 def section_large(args):
-    from gluon_triplet import images
-    from gluon_triplet.streaming import stream_batches
+    from gluon_triplet.data import decoding, recordio
+    from gluon_triplet.data.streaming import stream_batches
 
     prefix = os.path.join(args.workdir, f"large-{args.n_large}")
     if not os.path.exists(prefix + ".rec"):
@@ -596,13 +596,13 @@ def section_large(args):
             f"{time.perf_counter() - t0:.1f} s",
         )
     size = os.path.getsize(prefix + ".rec")
-    reader, labels, meta = images.open_rec(prefix)
+    reader, labels, meta = recordio.open_rec(prefix)
     n = len(labels)
     report(
         f"RecordIO: {n} records, {size / 2**20:.0f} MiB on disk",
         f"{n * 3 * 64 * 64 * 4 / 2**30:.1f} GiB as float32",
     )
-    ds = images.DecodedImages(reader, (64, 64), 3)
+    ds = decoding.DecodedImages(reader, (64, 64), 3)
     count = min(n, args.decode_count)
     order = np.random.default_rng(0).permutation(n)[:count]
     batches = np.array_split(order, max(1, count // 256))
@@ -730,7 +730,7 @@ def main(argv=None):
         sys.exit(f"needs Fashion-MNIST in {FASHION}: apt-get install -y dataset-fashion-mnist")
     os.makedirs(args.workdir, exist_ok=True)
     print(f"machine: {_cpu_model()}, {os.cpu_count()} CPUs; {time.strftime('%Y-%m-%d %H:%M')}")
-    from gluon_triplet import fastpng
+    from gluon_triplet.data import fastpng
 
     # importing the package chose them (unless set before): the training runs inherit them
     print(
@@ -743,7 +743,7 @@ def main(argv=None):
     if fastpng.available():
         import cv2
 
-        print(f"plain PNGs decoded by OpenCV {cv2.__version__} (gluon_triplet.fastpng)")
+        print(f"plain PNGs decoded by OpenCV {cv2.__version__} (gluon_triplet.data.fastpng)")
     else:
         print("plain PNGs decoded by Pillow: opencv-python-headless is not installed")
     for name in args.only:

@@ -104,13 +104,13 @@ os.environ.setdefault("OMP_NUM_THREADS", str(os.cpu_count() or 1))
 
 import numpy as np  # noqa: E402
 
-from gluon_triplet.callbacks import Callback  # noqa: E402
 from gluon_triplet.config import PRESETS, Config  # noqa: E402
-from gluon_triplet.data import load_dataset  # noqa: E402
-from gluon_triplet.metrics import clustering_metrics, evaluate_embeddings  # noqa: E402
-from gluon_triplet.model import embed, model_from_config  # noqa: E402
-from gluon_triplet.train import TripletTrainer, resolve_contexts, set_seed  # noqa: E402
-from gluon_triplet.triplets import TripletDataset, create_pairs  # noqa: E402
+from gluon_triplet.data.datasets import load_dataset  # noqa: E402
+from gluon_triplet.data.triplets import TripletDataset, create_pairs  # noqa: E402
+from gluon_triplet.evaluation.metrics import clustering_metrics, evaluate_embeddings  # noqa: E402
+from gluon_triplet.nets.model import embed, model_from_config  # noqa: E402
+from gluon_triplet.training.callbacks import Callback  # noqa: E402
+from gluon_triplet.training.trainer import TripletTrainer, resolve_contexts, set_seed  # noqa: E402
 
 # Today's default net (issue 15, third pass); the fourth pass changes only training.
 _P3_BN3 = {"conv_block": "pooled", "batch_norm": True, "batch_norm_from": 3}
@@ -329,7 +329,7 @@ def stratified_split(y, fraction, seed):
 def load_split(name, split, seed, image_size=None):
     images = None
     if image_size:
-        from gluon_triplet.images import ImageOptions
+        from gluon_triplet.data.decoding import ImageOptions
 
         images = ImageOptions(size=(image_size, image_size))
     data = load_dataset(name, images=images)

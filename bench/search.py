@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""Nearest-neighbour search with :class:`gluon_triplet.index.Index`: build time, queries/s,
+"""Nearest-neighbour search with :class:`gluon_triplet.search.index.Index`: build time, queries/s,
 recall against exact search, and peak memory.
 
 Vectors. Fashion-MNIST's 60,000 training images as 128-d unit vectors: by default the
@@ -81,7 +81,7 @@ def fashion_vectors(run_dir, dim):
 
 def jittered(base, total, seed=0):
     """``base`` plus jittered copies up to ``total`` rows, renormalised to unit length."""
-    from gluon_triplet.index import Index
+    from gluon_triplet.search.index import Index
 
     # Noise norm ~ the median distance from a vector to its nearest other vector.
     sample = base[np.random.default_rng(seed).choice(len(base), 2000, replace=False)]
@@ -103,7 +103,7 @@ def child(args):
     """One index: build, search, report JSON on stdout (runs in its own process)."""
     import resource
 
-    from gluon_triplet.index import Index
+    from gluon_triplet.search.index import Index
 
     base = np.load(args.base)
     queries = np.load(args.queries)

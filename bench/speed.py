@@ -296,7 +296,7 @@ def _pairs_worker(spec: str, repeat: int) -> Dict[str, object]:
     it -- an upper bound on the extra memory, since it includes any earlier peak.
     """
     _import_stack()
-    from gluon_triplet.triplets import create_pairs
+    from gluon_triplet.data.triplets import create_pairs
 
     n, classes = _parse_size(spec)
     labels = _random_labels(n, classes)

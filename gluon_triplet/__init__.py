@@ -27,159 +27,160 @@ if "mxnet" not in _sys.modules:
 
 __version__ = "0.1.0"
 
-from .api import evaluate
-from .api import load_run
-from .averaging import WeightAverage
-from .averaging import average_decay
-from .batching import BatchStrategy
-from .batching import OfflineTriplets
-from .batching import OnlineMining
-from .batching import make_strategy
-from .board import BoardCallback
-from .board import write_projector
-from .callbacks import Callback
-from .callbacks import CheckpointCallback
-from .callbacks import CollapseCallback
-from .callbacks import MetricsCallback
-from .callbacks import ProgressCallback
-from .checkpoint import CheckpointError
-from .checkpoint import load_checkpoint
-from .checkpoint import save_checkpoint
-from .config import PRESETS
-from .config import Config
-from .data import DataBundle
-from .distances import Distance
-from .distances import get_distance
-from .data import DataError
-from .data import load_dataset
-from .data import read_idx
-from .data import write_idx
-from .images import ImageOptions
-from .images import pack_folder
-from .images import scan_folder
-from .export import ExportError
-from .export import export_model
-from .index import Index
-from .index import IndexFileError
-from .metrics import ami
-from .metrics import clustering_metrics
-from .losses import DistanceTripletLoss
-from .losses import triplet_loss
-from .metrics import evaluate_embeddings
-from .metrics import gallery_retrieval_metrics
-from .metrics import nmi
-from .metrics import per_class_precision_at_1
-from .metrics import retrieval_metrics
-from .metrics import strict_triplet_accuracy
-from .metrics import triplet_distances
-from .losses import SoftMarginTripletLoss
-from .model import BACKBONES
-from .model import MODELS
-from .model import BackboneEmbedding
-from .mining import MINERS
-from .mining import BatchAllMiner
-from .mining import BatchHardMiner
-from .mining import DistanceWeightedMiner
-from .mining import Miner
-from .mining import SemiHardMiner
-from .mining import distance_weights
-from .mining import get_miner
-from .mining import mined_loss
-from .mining import pairwise_distances
-from .model import EmbeddingCNN
-from .model import EmbeddingMLP
-from .model import build_model
-from .model import embed
-from .model import model_from_config
-from .plots import PlotCallback
-from .schedule import make_lr_scheduler
-from .rundir import RunDir
-from .rundir import RunDirInUse
-from .samplers import PKBatchSampler
-from .train import TripletTrainer
-from .train import create_kvstore
-from .train import resolve_contexts
-from .train import set_seed
-from .triplets import TripletDataset
-from .triplets import create_pairs
-from .triplets import encode_labels
+from typing import TYPE_CHECKING
 
-__all__ = [
-    "DistanceWeightedMiner",
-    "SoftMarginTripletLoss",
-    "distance_weights",
-    "make_lr_scheduler",
-    "WeightAverage",
-    "average_decay",
-    "BatchStrategy",
-    "Distance",
-    "DistanceTripletLoss",
-    "OfflineTriplets",
-    "OnlineMining",
-    "PKBatchSampler",
-    "RunDir",
-    "RunDirInUse",
-    "get_distance",
-    "make_strategy",
-    "triplet_loss",
-    "model_from_config",
-    "EmbeddingCNN",
-    "pairwise_distances",
-    "mined_loss",
-    "get_miner",
-    "SemiHardMiner",
-    "Miner",
-    "BatchHardMiner",
-    "BatchAllMiner",
-    "MINERS",
-    "PRESETS",
-    "BoardCallback",
-    "Callback",
-    "CheckpointCallback",
-    "CheckpointError",
-    "CollapseCallback",
-    "Config",
-    "DataBundle",
-    "DataError",
-    "ExportError",
-    "Index",
-    "IndexFileError",
-    "EmbeddingMLP",
-    "MODELS",
-    "BACKBONES",
-    "BackboneEmbedding",
-    "MetricsCallback",
-    "PlotCallback",
-    "ProgressCallback",
-    "TripletDataset",
-    "TripletTrainer",
-    "__version__",
-    "ami",
-    "clustering_metrics",
-    "export_model",
-    "gallery_retrieval_metrics",
-    "nmi",
-    "build_model",
-    "create_kvstore",
-    "create_pairs",
-    "embed",
-    "encode_labels",
-    "evaluate",
-    "evaluate_embeddings",
-    "load_dataset",
-    "load_checkpoint",
-    "load_run",
-    "per_class_precision_at_1",
-    "read_idx",
-    "resolve_contexts",
-    "retrieval_metrics",
-    "save_checkpoint",
-    "set_seed",
-    "strict_triplet_accuracy",
-    "triplet_distances",
-    "write_idx",
-    "ImageOptions",
-    "pack_folder",
-    "scan_folder",
-    "write_projector",
-]
+from ._lazy import attach as _attach
+
+# The public API: module -> names. Each module is imported when one of its names is first
+# read, so importing the package costs no MXNet.
+_EXPORTS = {
+    ".config": ("Config", "PRESETS"),
+    ".data.datasets": ("DataBundle", "load_dataset"),
+    ".data.idx": ("read_idx", "write_idx"),
+    ".data.decoding": ("ImageOptions",),
+    ".data.folder": ("scan_folder",),
+    ".data.recordio": ("pack_folder",),
+    ".data.samplers": ("PKBatchSampler",),
+    ".data.triplets": ("TripletDataset", "create_pairs", "encode_labels"),
+    ".errors": (
+        "CheckpointError",
+        "ConfigError",
+        "DataError",
+        "DiskFullError",
+        "ExportError",
+        "ImageFileError",
+        "IndexFileError",
+        "MissingDependency",
+        "RunDirInUse",
+    ),
+    ".evaluation.metrics": (
+        "ami",
+        "clustering_metrics",
+        "evaluate_embeddings",
+        "gallery_retrieval_metrics",
+        "nmi",
+        "per_class_precision_at_1",
+        "retrieval_metrics",
+        "strict_triplet_accuracy",
+        "triplet_distances",
+    ),
+    ".nets.export": ("export_model",),
+    ".nets.model": (
+        "BACKBONES",
+        "BackboneEmbedding",
+        "EmbeddingCNN",
+        "EmbeddingMLP",
+        "MODELS",
+        "build_model",
+        "embed",
+        "model_from_config",
+    ),
+    ".runs.api": ("evaluate", "load_run"),
+    ".runs.board": ("BoardCallback", "write_projector"),
+    ".runs.checkpoint": ("load_checkpoint", "save_checkpoint"),
+    ".runs.plots": ("PlotCallback",),
+    ".runs.rundir": ("RunDir",),
+    ".search.index": ("Index",),
+    ".training.averaging": ("WeightAverage", "average_decay"),
+    ".training.batching": ("BatchStrategy", "OfflineTriplets", "OnlineMining", "make_strategy"),
+    ".training.callbacks": (
+        "Callback",
+        "CheckpointCallback",
+        "CollapseCallback",
+        "MetricsCallback",
+        "ProgressCallback",
+    ),
+    ".training.distances": ("Distance", "get_distance"),
+    ".training.losses": ("DistanceTripletLoss", "SoftMarginTripletLoss", "triplet_loss"),
+    ".training.mining": (
+        "BatchAllMiner",
+        "BatchHardMiner",
+        "DistanceWeightedMiner",
+        "MINERS",
+        "Miner",
+        "SemiHardMiner",
+        "distance_weights",
+        "get_miner",
+        "mined_loss",
+        "pairwise_distances",
+    ),
+    ".training.schedule": ("make_lr_scheduler",),
+    ".training.trainer": ("TripletTrainer", "create_kvstore", "resolve_contexts", "set_seed"),
+}
+
+__getattr__, __dir__, _names = _attach(__name__, _EXPORTS)
+__all__ = ["__version__", *_names]
+
+if TYPE_CHECKING:  # what a type checker and an IDE see
+    from .config import PRESETS, Config
+    from .data.datasets import DataBundle, load_dataset
+    from .data.decoding import ImageOptions
+    from .data.folder import scan_folder
+    from .data.idx import read_idx, write_idx
+    from .data.recordio import pack_folder
+    from .data.samplers import PKBatchSampler
+    from .data.triplets import TripletDataset, create_pairs, encode_labels
+    from .errors import (
+        CheckpointError,
+        ConfigError,
+        DataError,
+        DiskFullError,
+        ExportError,
+        ImageFileError,
+        IndexFileError,
+        MissingDependency,
+        RunDirInUse,
+    )
+    from .evaluation.metrics import (
+        ami,
+        clustering_metrics,
+        evaluate_embeddings,
+        gallery_retrieval_metrics,
+        nmi,
+        per_class_precision_at_1,
+        retrieval_metrics,
+        strict_triplet_accuracy,
+        triplet_distances,
+    )
+    from .nets.export import export_model
+    from .nets.model import (
+        BACKBONES,
+        MODELS,
+        BackboneEmbedding,
+        EmbeddingCNN,
+        EmbeddingMLP,
+        build_model,
+        embed,
+        model_from_config,
+    )
+    from .runs.api import evaluate, load_run
+    from .runs.board import BoardCallback, write_projector
+    from .runs.checkpoint import load_checkpoint, save_checkpoint
+    from .runs.plots import PlotCallback
+    from .runs.rundir import RunDir
+    from .search.index import Index
+    from .training.averaging import WeightAverage, average_decay
+    from .training.batching import BatchStrategy, OfflineTriplets, OnlineMining, make_strategy
+    from .training.callbacks import (
+        Callback,
+        CheckpointCallback,
+        CollapseCallback,
+        MetricsCallback,
+        ProgressCallback,
+    )
+    from .training.distances import Distance, get_distance
+    from .training.losses import DistanceTripletLoss, SoftMarginTripletLoss, triplet_loss
+    from .training.mining import (
+        MINERS,
+        BatchAllMiner,
+        BatchHardMiner,
+        DistanceWeightedMiner,
+        Miner,
+        SemiHardMiner,
+        distance_weights,
+        get_miner,
+        mined_loss,
+        pairwise_distances,
+    )
+    from .training.schedule import make_lr_scheduler
+    from .training.trainer import TripletTrainer, create_kvstore, resolve_contexts, set_seed

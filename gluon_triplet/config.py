@@ -9,9 +9,10 @@ import os
 from dataclasses import dataclass, fields
 from typing import Any, Dict, Optional, Tuple, Union
 
+from .errors import ConfigError
 from .io import atomic_write_text
 
-__all__ = ["KVSTORES", "PRESETS", "Config", "ConfigError", "option"]
+__all__ = ["DIST_KVSTORES", "KVSTORES", "PRESETS", "Config", "ConfigError", "option"]
 
 # Named bundles of settings, applied under a JSON config and explicit flags.
 PRESETS = {
@@ -35,10 +36,6 @@ PRESETS = {
     },
     "default": {},
 }
-
-
-class ConfigError(ValueError):
-    """A configuration value or file is invalid; the message names the key."""
 
 
 def option(
@@ -73,6 +70,8 @@ def option(
 
 #: MXNet's kvstore types; dist_* run under a ps-lite job (gluon-triplet launch).
 KVSTORES = ("device", "local", "nccl", "dist_sync", "dist_device_sync", "dist_async")
+#: The kvstores that need a ps-lite job (``gluon-triplet launch``).
+DIST_KVSTORES = tuple(k for k in KVSTORES if k.startswith("dist_"))
 
 
 @dataclass
@@ -429,7 +428,7 @@ class Config:
         if self.output not in ("relu", "linear"):
             raise ConfigError(f"output must be 'relu' or 'linear', got {self.output!r}")
         if self.image_size is not None:
-            from .images import parse_image_size
+            from .data.decoding import parse_image_size
 
             try:
                 parse_image_size(self.image_size)

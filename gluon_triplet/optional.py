@@ -10,6 +10,8 @@ from __future__ import annotations
 import importlib
 from types import ModuleType
 
+from .errors import MissingDependency
+
 __all__ = ["PIP_NAMES", "MissingDependency", "require"]
 
 #: The pip package that provides each optional module.
@@ -18,10 +20,6 @@ PIP_NAMES = {
     "onnx": "onnx",
     "onnxruntime": "onnxruntime",
 }
-
-
-class MissingDependency(ImportError):
-    """An optional package is not installed; the message names the pip package."""
 
 
 def require(module: str, feature: str) -> ModuleType:

@@ -12,6 +12,8 @@ import os
 import shutil
 from typing import Optional
 
+from .errors import DiskFullError
+
 __all__ = [
     "DISK_FULL_ERRNOS",
     "DiskFullError",
@@ -80,11 +82,6 @@ def free_space(path: str) -> Optional[int]:
         return shutil.disk_usage(directory).free
     except OSError:
         return None
-
-
-class DiskFullError(OSError):
-    """A write failed because the disk (or the quota) is full, or MXNet could not write
-    a file; the message names the file and the space left. ``errno`` is ENOSPC."""
 
 
 def disk_full_error(path: str, reason: Optional[str] = None) -> DiskFullError:

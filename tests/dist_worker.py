@@ -17,10 +17,10 @@ def make_trainer(kvstore, batch_size):
     import mxnet as mx
 
     from gluon_triplet.config import PRESETS, Config
-    from gluon_triplet.data import load_dataset
-    from gluon_triplet.model import build_model
-    from gluon_triplet.train import TripletTrainer, set_seed
-    from gluon_triplet.triplets import TripletDataset
+    from gluon_triplet.data.datasets import load_dataset
+    from gluon_triplet.data.triplets import TripletDataset
+    from gluon_triplet.nets.model import build_model
+    from gluon_triplet.training.trainer import TripletTrainer, set_seed
 
     data = load_dataset("mnist-5k")
     config = Config(

@@ -21,8 +21,8 @@ from gluon_triplet import (
     load_run,
     per_class_precision_at_1,
 )
-from gluon_triplet.callbacks import Callback
 from gluon_triplet.config import ConfigError
+from gluon_triplet.training.callbacks import Callback
 
 
 class _KeepEmbeddings(Callback):

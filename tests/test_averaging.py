@@ -5,11 +5,11 @@ import numpy as np
 import pytest
 from mxnet import gluon
 
-from gluon_triplet.averaging import WeightAverage, average_decay
 from gluon_triplet.config import Config, ConfigError
-from gluon_triplet.model import build_model
-from gluon_triplet.train import TripletTrainer, set_seed
-from gluon_triplet.triplets import TripletDataset, create_pairs
+from gluon_triplet.data.triplets import TripletDataset, create_pairs
+from gluon_triplet.nets.model import build_model
+from gluon_triplet.training.averaging import WeightAverage, average_decay
+from gluon_triplet.training.trainer import TripletTrainer, set_seed
 
 
 def small_net(contexts=None):

@@ -5,15 +5,15 @@ import numpy as np
 import pytest
 from mxnet import nd
 
-from gluon_triplet.batching import (
+from gluon_triplet.config import PRESETS, Config, ConfigError
+from gluon_triplet.data.triplets import TripletDataset
+from gluon_triplet.nets.model import build_model
+from gluon_triplet.training.batching import (
     OfflineTriplets,
     OnlineMining,
     check_batch_fits,
     make_strategy,
 )
-from gluon_triplet.config import PRESETS, Config, ConfigError
-from gluon_triplet.model import build_model
-from gluon_triplet.triplets import TripletDataset
 
 
 @pytest.fixture
@@ -61,7 +61,7 @@ def test_online_batches_are_p_by_k_and_the_divisor_counts_slices(train_set):
 
 
 def test_online_mining_tells_the_miner_the_p_by_k_layout_only_for_whole_classes(train_set):
-    from gluon_triplet.batching import _check_layout
+    from gluon_triplet.training.batching import _check_layout
 
     config = Config(model="mlp", miner="semi-hard", pk_classes=3, pk_samples=4)
     for contexts, block in (([mx.cpu()], 4), ([mx.cpu(0), mx.cpu(1), mx.cpu(2)], 4)):
@@ -96,9 +96,9 @@ def test_mined_step_graph_trains_to_the_bit_like_the_imperative_path(overrides):
     and the loss on the gathered rows, back-propagated from the mean over the mined."""
     from mxnet import autograd, gluon
 
-    from gluon_triplet.data import load_dataset
-    from gluon_triplet.model import model_from_config
-    from gluon_triplet.train import set_seed
+    from gluon_triplet.data.datasets import load_dataset
+    from gluon_triplet.nets.model import model_from_config
+    from gluon_triplet.training.trainer import set_seed
 
     data = load_dataset("mnist-5k")
     x, y = data.x_train[:600], data.y_train[:600]

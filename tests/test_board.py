@@ -17,7 +17,7 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from gluon_triplet.board import MAX_SPRITE_SIZE, BoardCallback, sprite_images, write_projector
+from gluon_triplet.runs.board import MAX_SPRITE_SIZE, BoardCallback, sprite_images, write_projector
 
 M, D, EPOCHS = 10, 5, 3
 CLASS_NAMES = ("zero", "one", "two")

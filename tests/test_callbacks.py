@@ -6,9 +6,9 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from gluon_triplet.callbacks import CollapseCallback, collapse_reason
-from gluon_triplet.metrics import evaluate_embeddings
-from gluon_triplet.triplets import create_pairs
+from gluon_triplet.data.triplets import create_pairs
+from gluon_triplet.evaluation.metrics import evaluate_embeddings
+from gluon_triplet.training.callbacks import CollapseCallback, collapse_reason
 
 LABELS = np.repeat(np.arange(5), 20)
 TRIPLETS = create_pairs(LABELS, seed=0)

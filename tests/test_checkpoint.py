@@ -8,18 +8,18 @@ import mxnet as mx
 import numpy as np
 import pytest
 
-from gluon_triplet import checkpoint
-from gluon_triplet.callbacks import Callback
-from gluon_triplet.checkpoint import (
+from gluon_triplet.config import Config
+from gluon_triplet.data.triplets import TripletDataset, create_pairs
+from gluon_triplet.nets.model import build_model
+from gluon_triplet.runs import checkpoint
+from gluon_triplet.runs.checkpoint import (
     CheckpointError,
     load_checkpoint,
     read_manifest,
     save_checkpoint,
 )
-from gluon_triplet.config import Config
-from gluon_triplet.model import build_model
-from gluon_triplet.train import TripletTrainer, set_seed
-from gluon_triplet.triplets import TripletDataset, create_pairs
+from gluon_triplet.training.callbacks import Callback
+from gluon_triplet.training.trainer import TripletTrainer, set_seed
 
 
 def tiny_data(seed=0, n_per_class=12, classes=4, dim=10):
@@ -274,7 +274,7 @@ def test_non_finite_parameters_are_never_checkpointed(tmp_path):
 def test_best_epoch_kept_and_model_files_restored(tmp_path):
     """The checkpoint keeps the best epoch's parameters; restore_outputs rewrites model
     files that differ from the checkpoint's (and only those)."""
-    from gluon_triplet.checkpoint import restore_outputs
+    from gluon_triplet.runs.checkpoint import restore_outputs
 
     ckpt, run = tmp_path / "checkpoint", tmp_path
     trainer = make_trainer(epochs=2)

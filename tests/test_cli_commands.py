@@ -198,9 +198,9 @@ def test_bad_inputs_one_error_line_nothing_written(run, tmp_path, capsys):
 
 def test_launch_dispatch(monkeypatch, capsys):
     seen = []
-    fake = types.ModuleType("gluon_triplet.launch")
+    fake = types.ModuleType("gluon_triplet.training.launch")
     fake.main = lambda argv: seen.append(argv) or 7
-    monkeypatch.setitem(sys.modules, "gluon_triplet.launch", fake)
+    monkeypatch.setitem(sys.modules, "gluon_triplet.training.launch", fake)
     assert main(["launch", "-n", "2", "--", "--epochs", "1"]) == 7
     assert seen == [["-n", "2", "--", "--epochs", "1"]]
 

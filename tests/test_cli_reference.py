@@ -4,7 +4,7 @@ import argparse
 import importlib
 import os
 
-from gluon_triplet import cli_reference
+from gluon_triplet.cli import reference as cli_reference
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -16,7 +16,7 @@ def test_cli_reference_is_current():
         current = f.read()
     assert current == expected, (
         "docs/cli.md is stale: run `make docs` "
-        "(python -m gluon_triplet.cli_reference --out docs/cli.md)"
+        "(python -m gluon_triplet.cli.reference --out docs/cli.md)"
     )
 
 

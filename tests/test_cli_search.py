@@ -13,8 +13,8 @@ from test_images import digits, write_digits  # noqa: F401
 
 from gluon_triplet import embed, load_dataset, load_run
 from gluon_triplet.cli import main
-from gluon_triplet.images import pack_folder
-from gluon_triplet.metrics import gallery_retrieval_metrics
+from gluon_triplet.data.recordio import pack_folder
+from gluon_triplet.evaluation.metrics import gallery_retrieval_metrics
 
 
 def error_lines(text):
@@ -111,7 +111,7 @@ def test_search_picture_files_table_and_montage(trained, capsys):
 
 
 def test_export_onnx_embeds_like_the_run(trained, capsys):
-    from gluon_triplet.export import load_onnx_session
+    from gluon_triplet.nets.export import load_onnx_session
 
     out = str(trained["root"] / "served")
     assert main(["export", trained["run"], "--format", "onnx", "--out", out, "-q"]) == 0
@@ -230,16 +230,16 @@ def test_index_of_a_folder_records_each_pictures_path(
 
     # --montage reads the neighbours from paths.json's files, not from the dataset: it
     # works with folder: datasets refused, and names a file gone since in one warning
-    import gluon_triplet.data
+    import gluon_triplet.data.datasets
 
-    real_load, loaded = gluon_triplet.data.load_dataset, []
+    real_load, loaded = gluon_triplet.data.datasets.load_dataset, []
 
     def load_dataset(spec, *args, **kwargs):
         loaded.append(spec)
         assert not spec.startswith("folder:"), "montage reloaded the folder dataset"
         return real_load(spec, *args, **kwargs)
 
-    monkeypatch.setattr(gluon_triplet.data, "load_dataset", load_dataset)
+    monkeypatch.setattr(gluon_triplet.data.datasets, "load_dataset", load_dataset)
     argv = ["search", ix, "--query", *queries, "-k", "5", "--json", "-q"]
     capsys.readouterr()
     assert main([*argv, "--montage", str(tmp_path / "m1.png")]) == 0

@@ -9,8 +9,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from gluon_triplet import data
-from gluon_triplet.data import DataBundle, DataError, load_dataset, read_idx, write_idx
+from gluon_triplet.data import datasets as data
+from gluon_triplet.data.datasets import DataBundle, DataError, load_dataset
+from gluon_triplet.data.idx import read_idx, write_idx
 
 IDX_DTYPES = ["uint8", "int8", "int16", "int32", "float32", "float64"]
 REAL_FASHION = "/usr/share/datasets/fashion-mnist"

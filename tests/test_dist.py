@@ -1,7 +1,7 @@
 """Distributed training: rank sharding, the kvstore factory and the ps-lite launcher.
 
 The job tests run real ps-lite jobs (scheduler, server, workers) on 127.0.0.1 through
-:func:`gluon_triplet.launch.launch`, always with a timeout.
+:func:`gluon_triplet.training.launch.launch`, always with a timeout.
 """
 
 import io
@@ -19,13 +19,13 @@ import numpy as np
 import pytest
 
 from gluon_triplet.config import PRESETS, Config
-from gluon_triplet.data import load_dataset
-from gluon_triplet.launch import launch
-from gluon_triplet.launch import main as launch_main
-from gluon_triplet.launch import run_job as launch_job
-from gluon_triplet.model import build_model
-from gluon_triplet.train import TripletTrainer, create_kvstore, set_seed
-from gluon_triplet.triplets import TripletDataset
+from gluon_triplet.data.datasets import load_dataset
+from gluon_triplet.data.triplets import TripletDataset
+from gluon_triplet.nets.model import build_model
+from gluon_triplet.training.launch import launch
+from gluon_triplet.training.launch import main as launch_main
+from gluon_triplet.training.launch import run_job as launch_job
+from gluon_triplet.training.trainer import TripletTrainer, create_kvstore, set_seed
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 JOB_TIMEOUT = 120  # seconds; a job takes ~10 s on 2 cores

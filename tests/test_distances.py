@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from mxnet import autograd, nd
 
-from gluon_triplet.distances import METRICS, Distance, get_distance, pairwise_distances
+from gluon_triplet.training.distances import METRICS, Distance, get_distance, pairwise_distances
 
 
 def brute(a, b, metric):

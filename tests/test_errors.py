@@ -23,11 +23,13 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
-from gluon_triplet import TripletDataset, checkpoint
+from gluon_triplet import TripletDataset
 from gluon_triplet.cli import main
-from gluon_triplet.data import DataError, load_dataset, read_idx, write_idx
-from gluon_triplet.report import command
-from gluon_triplet.train import TripletTrainer
+from gluon_triplet.data.datasets import DataError, load_dataset
+from gluon_triplet.data.idx import read_idx, write_idx
+from gluon_triplet.runs import checkpoint
+from gluon_triplet.runs.report import command
+from gluon_triplet.training.trainer import TripletTrainer
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # A small, fast model on tiny data; every case adds its own --dataset.
@@ -797,7 +799,7 @@ def test_fuzz_triplet_dataset_label_layouts(labels, n, seed):
 
 
 def test_training_holds_the_run_dir_lock_and_releases_it(inputs, workdir, capsys, monkeypatch):
-    from gluon_triplet.rundir import RunDir, RunDirInUse
+    from gluon_triplet.runs.rundir import RunDir, RunDirInUse
 
     seen = []
     real = TripletTrainer._forward
@@ -968,7 +970,7 @@ def test_sighup_and_sigquit_stop_training_like_sigterm(
 def test_offline_fallback_is_recorded_and_rereading_the_run_never_downloads(
     workdir, capsys, monkeypatch
 ):
-    from gluon_triplet import data
+    from gluon_triplet.data import datasets as data
 
     monkeypatch.setenv("MXNET_HOME", str(workdir / "mxnet-home"))  # no cached MNIST
     calls = []

@@ -7,7 +7,7 @@ import pytest
 from mxnet import gluon
 
 from gluon_triplet import build_model, embed
-from gluon_triplet.export import ExportError, export_model, load_onnx_session
+from gluon_triplet.nets.export import ExportError, export_model, load_onnx_session
 
 
 def run_onnx(path, x):
@@ -98,7 +98,7 @@ def test_unsupported_operator_is_named_and_nothing_written(tmp_path):
 
 
 def test_mismatch_is_an_error(tmp_path, monkeypatch):
-    from gluon_triplet import export
+    from gluon_triplet.nets import export
 
     net = build_model("mlp")
     original = export._verify_onnx
@@ -145,7 +145,7 @@ def test_pool_first_cnn_with_batch_norm_to_onnx(tmp_path):
     # --pool-first --batch-norm: BatchNorm's running statistics (set away from 0 and 1)
     # on the pooled maps travel with the export.
     from gluon_triplet.config import Config
-    from gluon_triplet.model import model_from_config
+    from gluon_triplet.nets.model import model_from_config
 
     config = Config(conv_block="pooled", batch_norm=True, pool_first=True)
     net, _ = model_from_config(config, (28, 28))

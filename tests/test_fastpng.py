@@ -7,8 +7,10 @@ import pytest
 from PIL import Image
 from test_images import digits, tint, write_digits  # noqa: F401
 
-from gluon_triplet import fastpng
-from gluon_triplet.images import CORRUPT, DecodedImages, FolderImages, _decode
+from gluon_triplet.data import fastpng
+from gluon_triplet.data.decoding import CORRUPT, DecodedImages
+from gluon_triplet.data.decoding import decode_picture as _decode
+from gluon_triplet.data.folder import FolderImages
 
 
 def _png(img, **options):
@@ -110,17 +112,17 @@ def test_decoded_images_equal_with_and_without_opencv(
     pixels and statuses whether plain PNGs go through OpenCV or not (the 32x24 case
     resizes every picture, from OpenCV's pixels or Pillow's)."""
     pytest.importorskip("cv2")
-    import gluon_triplet.images as images
+    from gluon_triplet.data import decoding, folder
 
     root = write_digits(tmp_path / "d", digits, per_class=6)
-    scan = images.scan_folder(root)
+    scan = folder.scan_folder(root)
     dataset = DecodedImages(FolderImages(scan.paths), size, channels)
     items = np.arange(len(dataset))
     fast = dataset.decode_batch(items)
     reader = FolderImages(scan.paths)
     taken = [i for i in items if fastpng.decode_png(reader.encoded(i), channels) is not None]
     assert len(taken) >= 8  # the fast path did run
-    monkeypatch.setattr(images, "decode_png", lambda buf, channels: None)
+    monkeypatch.setattr(decoding, "decode_png", lambda buf, channels: None)
     pillow = dataset.decode_batch(items)
     np.testing.assert_array_equal(fast[1], pillow[1])
     assert (pillow[1] == CORRUPT).sum() == 2

@@ -8,9 +8,12 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from gluon_triplet import images
-from gluon_triplet.data import DataError, _stratified_split, load_dataset
-from gluon_triplet.images import ImageOptions, pack_folder, parse_image_size, to_canonical_layout
+from gluon_triplet.data import decoding
+from gluon_triplet.data.datasets import DataError, _stratified_split, load_dataset
+from gluon_triplet.data.decoding import ImageOptions, parse_image_size
+from gluon_triplet.data.layout import to_canonical_layout
+from gluon_triplet.data.recordio import pack_folder
+from gluon_triplet.errors import ImageFileError
 
 PER_CLASS = 8
 CLASSES = ("three", "one", "zero", "two")  # folder names; sorted they are one, three, two, zero
@@ -18,7 +21,7 @@ CLASSES = ("three", "one", "zero", "two")  # folder names; sorted they are one, 
 
 @pytest.fixture(scope="module")
 def digits():
-    from gluon_triplet.data import _mnist_5k_arrays
+    from gluon_triplet.data.datasets import _mnist_5k_arrays
 
     x, y = _mnist_5k_arrays()
     return (np.asarray(x) * 255).round().astype(np.uint8), np.asarray(y)
@@ -125,12 +128,12 @@ def test_image_size_crop_and_upscale(folder):
 
 def test_fit_picture_covers_then_centre_crops():
     arr = np.arange(40 * 60, dtype=np.uint8).reshape(40, 60)  # height 40, width 60
-    out = np.asarray(images.fit_picture(Image.fromarray(arr), (40, 40)))
+    out = np.asarray(decoding.fit_picture(Image.fromarray(arr), (40, 40)))
     np.testing.assert_array_equal(out, arr[:, 10:50])  # no resize needed, centre columns
-    up = images.fit_picture(Image.fromarray(arr), (80, 80))
+    up = decoding.fit_picture(Image.fromarray(arr), (80, 80))
     assert up.size == (80, 80)
-    with pytest.raises(images.ImageFileError, match="smaller than"):
-        images.fit_picture(Image.fromarray(arr), (80, 80), upscale=False)
+    with pytest.raises(ImageFileError, match="smaller than"):
+        decoding.fit_picture(Image.fromarray(arr), (80, 80), upscale=False)
 
 
 @pytest.mark.parametrize(

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from gluon_triplet import build_model, embed
-from gluon_triplet.index import Index, IndexFileError, metric_for_distance
+from gluon_triplet.search.index import Index, IndexFileError, metric_for_distance
 
 
 def brute_force_knn(base, queries, k):
@@ -201,7 +201,7 @@ def test_unreadable_faiss_file_with_matching_checksum(tmp_path, vectors):
     blob = (out / "index.faiss").read_bytes()[:100]
     (out / "index.faiss").write_bytes(blob)
     doc = json.loads((out / "manifest.json").read_text())
-    from gluon_triplet.index import sha256_file
+    from gluon_triplet.search.index import sha256_file
 
     doc["files"]["index.faiss"] = sha256_file(str(out / "index.faiss"))
     (out / "manifest.json").write_text(json.dumps(doc))

@@ -9,16 +9,16 @@ from hypothesis import strategies as st
 from mxnet import autograd, gluon, nd
 
 from gluon_triplet.config import PRESETS, Config
-from gluon_triplet.distances import METRICS
-from gluon_triplet.losses import (
+from gluon_triplet.data.triplets import TripletDataset
+from gluon_triplet.nets.model import build_model
+from gluon_triplet.training.distances import METRICS
+from gluon_triplet.training.losses import (
     DistanceTripletLoss,
     SoftMarginTripletLoss,
     triplet_loss,
     triplet_loss_from_config,
 )
-from gluon_triplet.model import build_model
-from gluon_triplet.train import TripletTrainer
-from gluon_triplet.triplets import TripletDataset
+from gluon_triplet.training.trainer import TripletTrainer
 
 
 def brute_force(a, p, n, squared):

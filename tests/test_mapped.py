@@ -6,10 +6,11 @@ import logging
 import numpy as np
 import pytest
 
-from gluon_triplet.data import DataError, load_dataset, write_idx
-from gluon_triplet.images import ImageOptions
-from gluon_triplet.mapped import MappedSamples, map_idx, map_npz_member
-from gluon_triplet.streaming import LazyImages, concat_lazy
+from gluon_triplet.data.datasets import DataError, load_dataset
+from gluon_triplet.data.decoding import ImageOptions
+from gluon_triplet.data.idx import write_idx
+from gluon_triplet.data.mapped import MappedSamples, map_idx, map_npz_member
+from gluon_triplet.data.streaming import LazyImages, concat_lazy
 
 STREAM = ImageOptions(max_memory=0, workers=0)
 KEEP = ImageOptions(max_memory=100, workers=0)

@@ -6,8 +6,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from gluon_triplet import metrics
-from gluon_triplet.metrics import (
+from gluon_triplet.evaluation import metrics
+from gluon_triplet.evaluation.metrics import (
     active_triplet_fraction,
     ami,
     clustering_metrics,
@@ -397,7 +397,7 @@ def test_bad_input_raises_a_specific_value_error(call, message):
 
 
 def test_triplet_difficulty_by_hand():
-    from gluon_triplet.metrics import triplet_difficulty
+    from gluon_triplet.evaluation.metrics import triplet_difficulty
 
     ap = np.array([1.0, 1.0, 1.0, 1.0, 2.0])
     an = np.array([0.5, 1.0, 1.5, 2.0, 4.0])  # hard, hard (tie), semi-hard, easy (= ap + m), easy

@@ -5,7 +5,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from mxnet import autograd, gluon, nd
 
-from gluon_triplet.mining import (
+from gluon_triplet.training.mining import (
     MINERS,
     BatchAllMiner,
     BatchHardMiner,
@@ -190,7 +190,7 @@ def test_block_layout_is_checked_and_used_only_where_it_applies():
     st.integers(0, 2**32 - 1),
 )
 def test_search_sorted_matches_numpy(rows, length, seed):
-    from gluon_triplet.mining import _search_sorted
+    from gluon_triplet.training.mining import _search_sorted
 
     rng = np.random.default_rng(seed)
     sorted_rows = rng.integers(0, 9, size=(rows, length)).astype(np.float32)

@@ -7,7 +7,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from mxnet import autograd, gluon, nd
 
-from gluon_triplet.mining import (
+from gluon_triplet.training.mining import (
     MINERS,
     DistanceWeightedMiner,
     distance_weights,
@@ -195,10 +195,10 @@ def test_registry_and_errors():
 
 def test_trainer_learns_with_distance_weighted_sampling():
     from gluon_triplet.config import Config
-    from gluon_triplet.data import load_dataset
-    from gluon_triplet.model import model_from_config
-    from gluon_triplet.train import TripletTrainer, set_seed
-    from gluon_triplet.triplets import TripletDataset, create_pairs
+    from gluon_triplet.data.datasets import load_dataset
+    from gluon_triplet.data.triplets import TripletDataset, create_pairs
+    from gluon_triplet.nets.model import model_from_config
+    from gluon_triplet.training.trainer import TripletTrainer, set_seed
 
     data = load_dataset("mnist-5k")
     config = Config(model="mlp", miner="distance-weighted", epochs=2, seed=0)

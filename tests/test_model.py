@@ -2,7 +2,7 @@ import mxnet as mx
 import numpy as np
 import pytest
 
-from gluon_triplet.model import EmbeddingMLP, build_model, embed
+from gluon_triplet.nets.model import EmbeddingMLP, build_model, embed
 
 
 def test_default_is_the_reference_net():

@@ -9,7 +9,7 @@ import pytest
 from mxnet import nd
 
 from gluon_triplet import Config, load_run
-from gluon_triplet.model import (
+from gluon_triplet.nets.model import (
     BackboneEmbedding,
     EmbeddingCNN,
     build_model,
@@ -148,7 +148,7 @@ def test_pretrained_params_load_into_a_fresh_run(tmp_path):
 
 def test_train_a_backbone_run_and_load_it(tmp_path, capsys):
     from gluon_triplet.cli import main
-    from gluon_triplet.data import _mnist_5k_arrays
+    from gluon_triplet.data.datasets import _mnist_5k_arrays
 
     x, y = _mnist_5k_arrays()
     pick = np.concatenate([np.flatnonzero(y == c)[:12] for c in range(3)])

@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 from mxnet import autograd, gluon
 
-from gluon_triplet.model import MODELS, EmbeddingCNN, build_model, embed
+from gluon_triplet.nets.model import MODELS, EmbeddingCNN, build_model, embed
 
 
 def images(n, *shape, seed=0):
@@ -94,7 +94,7 @@ def test_trains_through_the_hybridized_graph():
 
 def test_batch_norm_option_normalises_with_batch_statistics_when_training():
     from gluon_triplet.config import Config, ConfigError
-    from gluon_triplet.model import model_from_config
+    from gluon_triplet.nets.model import model_from_config
 
     net, name = model_from_config(
         Config(batch_norm=True, channels=(4, 8), conv_block="strided"), (28, 28)
@@ -132,7 +132,7 @@ def test_batch_norm_option_normalises_with_batch_statistics_when_training():
 
 def test_pooled_block_is_3x3_convolutions_each_followed_by_max_pooling():
     from gluon_triplet.config import Config, ConfigError
-    from gluon_triplet.model import model_from_config
+    from gluon_triplet.nets.model import model_from_config
 
     net, name = model_from_config(
         Config(conv_block="pooled", channels=(4, 8, 16), batch_norm=True), (28, 28)
@@ -192,7 +192,7 @@ def test_pooled_block_is_3x3_convolutions_each_followed_by_max_pooling():
 
 def test_batch_norm_from_leaves_the_first_convolutions_without_batch_norm():
     from gluon_triplet.config import Config, ConfigError
-    from gluon_triplet.model import model_from_config, resolve_batch_norm
+    from gluon_triplet.nets.model import model_from_config, resolve_batch_norm
 
     def layers(config):
         net, _ = model_from_config(config, (28, 28))
@@ -242,7 +242,7 @@ def test_pool_first_max_pools_before_batch_norm_and_relu():
     import dataclasses
 
     from gluon_triplet.config import Config
-    from gluon_triplet.model import model_from_config
+    from gluon_triplet.nets.model import model_from_config
 
     config = Config(conv_block="pooled", batch_norm=True, batch_norm_from=2, pool_first=True)
     net, _ = model_from_config(config, (28, 28))

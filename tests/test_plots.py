@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from gluon_triplet.plots import (
+from gluon_triplet.runs.plots import (
     PLOT_FILES,
     PlotCallback,
     grid_shape,
@@ -155,7 +155,7 @@ def _text_inside(fig):
 
 def test_titles_and_legend_stay_inside_the_picture(tmp_path, monkeypatch):
     """The Fashion-MNIST pictures had their title cut on the left by the legend's room."""
-    import gluon_triplet.plots as plots
+    import gluon_triplet.runs.plots as plots
 
     figures = []
     real_save = plots._save
@@ -230,7 +230,7 @@ def test_plot_callback_writes_every_picture(tmp_path):
 
 
 def test_plot_callback_picks_evenly_spaced_epochs_and_says_so(tmp_path, monkeypatch):
-    import gluon_triplet.plots as plots
+    import gluon_triplet.runs.plots as plots
 
     calls = []
     monkeypatch.setattr(plots, "plot_pca_grid", lambda *a, **k: calls.append((a, k)) or a[0])

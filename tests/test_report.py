@@ -5,7 +5,7 @@ import shutil
 import subprocess
 import sys
 
-from gluon_triplet import report
+from gluon_triplet.runs import report
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SCRIPT = os.path.join(os.path.dirname(sys.executable), "gluon-triplet")

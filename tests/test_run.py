@@ -1,12 +1,12 @@
-"""Tests of gluon_triplet.run's helpers (whole runs are in test_cli_train.py)."""
+"""Tests of gluon_triplet.runs.run's helpers (whole runs are in test_cli_train.py)."""
 
 import numpy as np
 import pytest
 from mxnet import nd
 
 from gluon_triplet.config import Config
-from gluon_triplet.model import model_from_config
-from gluon_triplet.run import _dense_widths
+from gluon_triplet.nets.model import model_from_config
+from gluon_triplet.runs.run import _dense_widths
 
 
 def _dense_parameters(net, sample_shape):

@@ -8,7 +8,7 @@ import sys
 import pytest
 
 from gluon_triplet.config import Config, ConfigError
-from gluon_triplet.rundir import RunDir, RunDirInUse
+from gluon_triplet.runs.rundir import RunDir, RunDirInUse
 
 # Another process holding a run directory's lock as RunDir.lock does (flock, PID inside),
 # without importing MXNet.
@@ -246,7 +246,7 @@ def test_a_pool_first_run_records_it_and_reloads_its_net(tmp_path, capsys):
     assert main(["evaluate", str(tmp_path / "pf"), "-q"]) == 0
     # The record rebuilds the net it trained: pooling right after each convolution (the
     # parameters alone would also fit the usual order, so the record is what decides).
-    from gluon_triplet.model import model_from_config
+    from gluon_triplet.nets.model import model_from_config
 
     config = RunDir(str(tmp_path / "pf")).load_config()
     net, _ = model_from_config(config, None)

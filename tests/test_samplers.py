@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from gluon_triplet.samplers import PKBatchSampler
+from gluon_triplet.data.samplers import PKBatchSampler
 
 
 def make_labels(sizes, seed=0):

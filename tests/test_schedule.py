@@ -1,7 +1,7 @@
 import pytest
 
 from gluon_triplet.config import Config, ConfigError
-from gluon_triplet.schedule import make_lr_scheduler
+from gluon_triplet.training.schedule import make_lr_scheduler
 
 
 def rates(scheduler, updates):

@@ -9,9 +9,9 @@ import pytest
 # the digit folders of test_images (real MNIST digits, PNG and JPEG, some RGB, two corrupt)
 from test_images import digits, write_digits  # noqa: F401
 
-from gluon_triplet.data import DataError, load_dataset
-from gluon_triplet.images import ImageOptions
-from gluon_triplet.streaming import LazyImages, stream_batches
+from gluon_triplet.data.datasets import DataError, load_dataset
+from gluon_triplet.data.decoding import ImageOptions
+from gluon_triplet.data.streaming import LazyImages, stream_batches
 
 
 @pytest.fixture
@@ -81,7 +81,7 @@ def test_lazy_images_refuse_other_keys(folder):
 
 
 def test_rec_streams_too(folder, tmp_path):
-    from gluon_triplet.images import pack_folder
+    from gluon_triplet.data.recordio import pack_folder
 
     pack_folder(folder, str(tmp_path / "p"), progress=False)
     lazy = load_dataset(f"rec:{tmp_path / 'p'}", images=ImageOptions(workers=2, max_memory=0))
@@ -102,7 +102,7 @@ def test_batch_feed_gathers_the_same_pixels(folder, offline):
     import mxnet as mx
     from mxnet import nd
 
-    from gluon_triplet.streaming import BatchFeed
+    from gluon_triplet.data.streaming import BatchFeed
 
     lazy = load_dataset(f"folder:{folder}", images=ImageOptions(workers=0, max_memory=0))
     x, y = lazy.x_train, lazy.y_train
@@ -129,7 +129,7 @@ def test_batch_feed_stops_its_workers_after_each_epoch(folder):
     import mxnet as mx
     from mxnet import nd
 
-    from gluon_triplet.streaming import BatchFeed
+    from gluon_triplet.data.streaming import BatchFeed
 
     lazy = load_dataset(f"folder:{folder}", images=ImageOptions(workers=0, max_memory=0))
     x, y = lazy.x_train, lazy.y_train
@@ -148,11 +148,11 @@ def test_batch_feed_stops_its_workers_after_each_epoch(folder):
 
 
 def test_training_workers_leave_one_cpu_to_the_step(monkeypatch):
-    from gluon_triplet import images
+    from gluon_triplet.data import decoding
 
-    assert [images.training_workers(c) for c in (1, 2, 3, 8)] == [1, 1, 2, 7]
-    monkeypatch.setattr(images.os, "sched_getaffinity", lambda pid: {0, 1, 2, 3})
-    assert images.default_workers() == 4 and images.training_workers() == 3
+    assert [decoding.training_workers(c) for c in (1, 2, 3, 8)] == [1, 1, 2, 7]
+    monkeypatch.setattr(decoding.os, "sched_getaffinity", lambda pid: {0, 1, 2, 3})
+    assert decoding.default_workers() == 4 and decoding.training_workers() == 3
 
 
 def test_batch_feed_by_default_starts_the_training_workers(folder, monkeypatch, caplog):
@@ -161,10 +161,10 @@ def test_batch_feed_by_default_starts_the_training_workers(folder, monkeypatch, 
     import mxnet as mx
     from mxnet import nd
 
-    from gluon_triplet import images
-    from gluon_triplet.streaming import BatchFeed
+    from gluon_triplet.data import decoding
+    from gluon_triplet.data.streaming import BatchFeed
 
-    monkeypatch.setattr(images, "default_workers", lambda: 3)
+    monkeypatch.setattr(decoding, "default_workers", lambda: 3)
     with caplog.at_level(logging.INFO, logger="gluon_triplet"):
         lazy = load_dataset(f"folder:{folder}", images=ImageOptions(max_memory=0))
     assert "DataLoader workers (2 during training, 3 for evaluation)" in caplog.text
@@ -212,7 +212,7 @@ def test_streamed_training_equals_in_memory_training(folder, tmp_path, miner):
 
 
 def test_batch_decoder_keeps_its_workers_from_pass_to_pass(folder):
-    from gluon_triplet.streaming import BatchDecoder
+    from gluon_triplet.data.streaming import BatchDecoder
 
     lazy = load_dataset(f"folder:{folder}", images=ImageOptions(workers=0, max_memory=0)).x_train
     everything = (lazy[:] * 255).round().astype(np.uint8)
@@ -235,7 +235,8 @@ def test_batch_decoder_keeps_its_workers_from_pass_to_pass(folder):
 def test_exif_orientation_is_applied(tmp_path):
     from PIL import Image
 
-    from gluon_triplet.images import DecodedImages, FolderImages
+    from gluon_triplet.data.decoding import DecodedImages
+    from gluon_triplet.data.folder import FolderImages
 
     pixels = np.zeros((20, 30, 3), np.uint8)
     pixels[:5, :, 0] = 255  # a red band along the top
@@ -305,7 +306,7 @@ def test_lazy_images_share_one_pool_within_one_pool(digits, tmp_path):  # noqa: 
 def test_a_streamed_run_starts_one_evaluation_pool_per_evaluation(digits, tmp_path, monkeypatch):  # noqa: F811
     """Evaluation embeds the test split in --eval-batch-size chunks: they share one pool of
     workers, stopped before each training epoch starts its own."""
-    from gluon_triplet import streaming
+    from gluon_triplet.data import streaming
 
     root = tmp_path / "split"
     write_digits(root / "train", digits, per_class=12, colour=False, corrupt=False)

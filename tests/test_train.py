@@ -4,12 +4,12 @@ import pytest
 from mxnet import autograd, gluon, nd
 
 from gluon_triplet.config import PRESETS, Config
-from gluon_triplet.data import load_dataset
-from gluon_triplet.mining import get_miner, mined_loss
-from gluon_triplet.model import build_model
-from gluon_triplet.samplers import PKBatchSampler
-from gluon_triplet.train import TripletTrainer, resolve_contexts, set_seed
-from gluon_triplet.triplets import TripletDataset, create_pairs
+from gluon_triplet.data.datasets import load_dataset
+from gluon_triplet.data.samplers import PKBatchSampler
+from gluon_triplet.data.triplets import TripletDataset, create_pairs
+from gluon_triplet.nets.model import build_model
+from gluon_triplet.training.mining import get_miner, mined_loss
+from gluon_triplet.training.trainer import TripletTrainer, resolve_contexts, set_seed
 
 
 @pytest.mark.parametrize(

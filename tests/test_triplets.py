@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from gluon_triplet.triplets import TripletDataset, create_pairs, encode_labels
+from gluon_triplet.data.triplets import TripletDataset, create_pairs, encode_labels
 
 # Label layouts: a list of class sizes (singletons included) and a label style.
 class_sizes = st.lists(st.integers(min_value=1, max_value=12), min_size=2, max_size=8)

@@ -3,17 +3,16 @@
 
 Each subcommand is a module of this package named in :data:`SUBCOMMANDS`, with a one-line
 ``HELP`` and ``main(argv) -> exit status``; a new subcommand is a new module and one line
-here. The modules import MXNet only when they run, so ``--help`` stays instant. Without a
-subcommand, the options are ``train``'s.
+in :mod:`.commands`. The modules import MXNet only when they run, so ``--help`` stays
+instant. Without a subcommand, the options are ``train``'s.
 """
 
 from __future__ import annotations
 
-import importlib
 import sys
-from types import ModuleType
 from typing import List, Optional, Sequence
 
+from .commands import SUBCOMMANDS, subcommand
 from .common import setup_logging
 from .train import build_parser, config_from_args, resume_config
 
@@ -26,35 +25,6 @@ __all__ = [
     "setup_logging",
     "subcommand",
 ]
-
-#: ``gluon-triplet <name> ...`` runs ``gluon_triplet.cli.<module>.main``.
-SUBCOMMANDS = {
-    "train": "train",
-    "embed": "embed",
-    "evaluate": "evaluate",
-    "view": "view",
-    "launch": "launch",
-    "index": "index",
-    "search": "search",
-    "export": "export",
-    "pack": "pack",
-}
-
-
-def subcommand(name: str) -> ModuleType:
-    """The module of subcommand ``name``.
-
-    Raises
-    ------
-    ValueError
-        Unknown name; the message lists the valid ones.
-    """
-    if name not in SUBCOMMANDS:
-        raise ValueError(
-            f"unknown subcommand {name!r}; choose one of: {', '.join(sorted(SUBCOMMANDS))} "
-            "(or train options alone)"
-        )
-    return importlib.import_module(f"{__name__}.{SUBCOMMANDS[name]}")
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:

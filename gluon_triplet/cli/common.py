@@ -17,8 +17,7 @@ import signal
 import sys
 from typing import Any, Callable
 
-from ..config import ConfigError
-from ..optional import MissingDependency
+from ..errors import ConfigError, MissingDependency
 
 __all__ = ["BAD_INPUT", "add_common_flags", "guarded", "setup_logging"]
 

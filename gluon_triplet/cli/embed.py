@@ -9,7 +9,7 @@ from typing import List, Sequence
 import numpy as np
 
 from ..io import atomic_save
-from ..report import command
+from ..runs.report import command
 from .common import add_common_flags, guarded, setup_logging
 from .inference import add_inference_flags, embed_checked, load_for_inference
 
@@ -94,7 +94,7 @@ def _embed(args: argparse.Namespace) -> None:
     if args.projector is not None:
         from mxboard import SummaryWriter
 
-        from ..board import sprite_images, write_projector
+        from ..runs.board import sprite_images, write_projector
 
         n = len(emb) if args.projector_samples == -1 else min(args.projector_samples, len(emb))
         pick = np.sort(np.random.default_rng(config.seed).choice(len(emb), size=n, replace=False))

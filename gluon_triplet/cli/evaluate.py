@@ -8,7 +8,7 @@ from typing import Optional, Sequence
 
 import numpy as np
 
-from ..report import class_name
+from ..runs.report import class_name
 from .common import add_common_flags, guarded, setup_logging
 from .inference import add_inference_flags, embed_checked, load_for_inference, split_samples
 
@@ -69,12 +69,12 @@ def _comparable(
 def _evaluate_gallery(args: argparse.Namespace) -> None:
     import logging
 
-    from ..api import load_run
-    from ..data import load_dataset
-    from ..images import ImageOptions
-    from ..metrics import gallery_retrieval_metrics
-    from ..rundir import RunDir
-    from ..train import resolve_contexts
+    from ..data.datasets import load_dataset
+    from ..data.decoding import ImageOptions
+    from ..evaluation.metrics import gallery_retrieval_metrics
+    from ..runs.api import load_run
+    from ..runs.rundir import RunDir
+    from ..training.trainer import resolve_contexts
 
     if args.query is None or args.gallery is None:
         raise ValueError("--query and --gallery go together: give both datasets")
@@ -129,7 +129,7 @@ def _recall_text(result: dict) -> str:
 
 
 def _evaluate(args: argparse.Namespace) -> None:
-    from ..api import evaluate
+    from ..runs.api import evaluate
 
     if args.query is not None or args.gallery is not None:
         return _evaluate_gallery(args)

@@ -49,12 +49,12 @@ def build_parser() -> argparse.ArgumentParser:
 def _export(args: argparse.Namespace) -> None:
     import logging
 
-    from ..api import load_run
-    from ..data import load_dataset
-    from ..export import export_model
-    from ..images import ImageOptions
-    from ..index import sha256_file
-    from ..rundir import RunDir
+    from ..data.datasets import load_dataset
+    from ..data.decoding import ImageOptions
+    from ..nets.export import export_model
+    from ..runs.api import load_run
+    from ..runs.rundir import RunDir
+    from ..search.index import sha256_file
 
     if os.path.exists(args.out):
         raise FileExistsError(f"{args.out} already exists; choose a new --out directory")

@@ -16,7 +16,7 @@ HELP = "build a nearest-neighbour index (faiss) of a dataset embedded by a run"
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from ..index import DEFAULT_PARAMS
+    from ..search.index import DEFAULT_PARAMS
 
     p = argparse.ArgumentParser(
         prog="gluon-triplet index",
@@ -64,8 +64,8 @@ def _parse_params(items: Sequence[str]) -> Dict[str, Any]:
 
 
 def _index(args: argparse.Namespace) -> None:
-    from ..index import Index, metric_for_distance, sha256_file
-    from ..rundir import RunDir
+    from ..runs.rundir import RunDir
+    from ..search.index import Index, metric_for_distance, sha256_file
 
     out = args.out
     if os.path.exists(out):

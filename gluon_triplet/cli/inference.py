@@ -11,7 +11,7 @@ from typing import Any, List, Optional, Tuple
 import numpy as np
 
 from ..resources import mxnet_reason
-from ..rundir import RunDir
+from ..runs.rundir import RunDir
 
 __all__ = ["add_inference_flags", "embed_checked", "load_for_inference", "split_paths"]
 
@@ -44,10 +44,10 @@ def add_inference_flags(p: argparse.ArgumentParser) -> None:
 def load_for_inference(args: argparse.Namespace) -> Tuple[Any, Any, Any, np.ndarray, np.ndarray]:
     """The run's net and config, the dataset, and the samples and labels the flags ask for:
     ``(net, config, data, x, y)``."""
-    from ..api import load_run
-    from ..data import load_dataset
-    from ..images import ImageOptions
-    from ..train import resolve_contexts
+    from ..data.datasets import load_dataset
+    from ..data.decoding import ImageOptions
+    from ..runs.api import load_run
+    from ..training.trainer import resolve_contexts
 
     run = RunDir.open(args.run_dir)
     run.params_path(args.params)
@@ -78,7 +78,7 @@ def split_samples(data: Any, split: str) -> Tuple[Any, np.ndarray]:
         return data.x_test, data.y_test
     if split == "train":
         return data.x_train, data.y_train
-    from ..streaming import LazyImages, concat_lazy
+    from ..data.streaming import LazyImages, concat_lazy
 
     if isinstance(data.x_train, LazyImages):  # streamed pictures: still not decoded
         x = concat_lazy(data.x_train, data.x_test)
@@ -111,8 +111,8 @@ def embed_checked(net: Any, x: np.ndarray, config: Any, run_dir: str) -> np.ndar
     """``embed``, with a shape mismatch reported as one line instead of MXNet's trace."""
     import mxnet as mx
 
-    from ..api import embed
-    from ..streaming import shared_pool
+    from ..data.streaming import shared_pool
+    from ..runs.api import embed
 
     try:
         embed(net, x[:1], ctx=None)

@@ -1,7 +1,7 @@
 """``gluon-triplet launch -n WORKERS -- [train options]``: a distributed job on this host.
 
 The job itself (ps-lite scheduler, servers, workers, their supervision) is
-:mod:`gluon_triplet.launch`, which this subcommand runs.
+:mod:`gluon_triplet.training.launch`, which this subcommand runs.
 """
 
 from __future__ import annotations
@@ -18,4 +18,4 @@ def main(argv: Sequence[str]) -> int:
     """``gluon-triplet launch ...``; returns the exit status."""
     # By name at call time, not at import: importing the job module starts nothing, but
     # it should only be loaded by the subcommand that uses it.
-    return importlib.import_module("gluon_triplet.launch").main(list(argv))
+    return importlib.import_module("gluon_triplet.training.launch").main(list(argv))

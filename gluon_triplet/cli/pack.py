@@ -2,7 +2,7 @@
 
 Writes ``PREFIX.rec`` + ``PREFIX.idx`` (the layout of MXNet's ``tools/im2rec.py``) and the
 sidecar ``PREFIX.json`` with the class names, for ``--dataset rec:PREFIX``; see
-:func:`~gluon_triplet.images.pack_folder`. Nothing is written on an error.
+:func:`~gluon_triplet.data.recordio.pack_folder`. Nothing is written on an error.
 """
 
 from __future__ import annotations
@@ -52,7 +52,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _pack(args: argparse.Namespace) -> None:
-    from ..images import pack_folder
+    from ..data.recordio import pack_folder
 
     info = pack_folder(
         args.source,

@@ -75,8 +75,8 @@ def _is_dataset(q: str) -> bool:
 
 def _check_run(index: Any, run_dir: str) -> Tuple[Any, Any]:
     """The run's params file, checked to be the one the index was built with."""
-    from ..index import metric_for_distance, sha256_file
-    from ..rundir import RunDir
+    from ..runs.rundir import RunDir
+    from ..search.index import metric_for_distance, sha256_file
 
     info = index.info
     if "params_sha256" not in info or "params_file" not in info:
@@ -109,8 +109,8 @@ def _queries(
     """``(x, names, labels, class_names)`` of the queries the flags name."""
     import dataclasses
 
-    from ..data import load_dataset
-    from ..images import ImageOptions
+    from ..data.datasets import load_dataset
+    from ..data.decoding import ImageOptions
 
     # Pictures are decoded to the run's recorded size and channels, whatever the source.
     images = ImageOptions.from_config(config)
@@ -163,9 +163,9 @@ def _label_text(label: Any, class_names: Optional[Sequence[str]]) -> Any:
 
 
 def _search(args: argparse.Namespace) -> None:
-    from ..api import load_run
-    from ..index import Index
-    from ..train import resolve_contexts
+    from ..runs.api import load_run
+    from ..search.index import Index
+    from ..training.trainer import resolve_contexts
     from .inference import embed_checked
 
     if args.k < 1:
@@ -217,7 +217,7 @@ def _search(args: argparse.Namespace) -> None:
     else:
         _print_table(rows)
     if args.montage is not None:
-        from ..images import ImageOptions
+        from ..data.decoding import ImageOptions
 
         _montage(args.montage, index, args.index_dir, x, rows, ImageOptions.from_config(config))
         print(f"montage: {args.montage}", flush=True)
@@ -255,7 +255,9 @@ def _gallery_pictures(
     paths = [index.paths[r] if index.paths else None for r in rows]
     from_files = np.array([p is not None for p in paths], bool)
     if from_files.any():
-        from ..images import DecodedImages, FolderImages, ImageFileError
+        from ..data.decoding import DecodedImages
+        from ..data.folder import FolderImages
+        from ..errors import ImageFileError
 
         channels = 1 if len(shape) == 2 else shape[0]
         files = sorted({p for p in paths if p is not None})
@@ -281,7 +283,7 @@ def _gallery_pictures(
             else:
                 out[j] = picture
     if not from_files.all():
-        from ..data import load_dataset
+        from ..data.datasets import load_dataset
 
         info = index.info
         data = load_dataset(info["dataset"], info.get("data_dir"), logger=logger, images=images)

@@ -14,8 +14,9 @@ import typing
 from typing import Any, Dict, List, Optional, Sequence
 
 from .. import __version__
-from ..config import PRESETS, Config, ConfigError
-from ..rundir import RunDir
+from ..config import PRESETS, Config
+from ..errors import ConfigError
+from ..runs.rundir import RunDir
 from .common import guarded, setup_logging
 
 __all__ = ["HELP", "add_config_options", "build_parser", "config_from_args", "main"]
@@ -92,7 +93,7 @@ def add_config_options(
 def build_parser(prog: str = "gluon-triplet train") -> argparse.ArgumentParser:
     """The train parser: the Config options plus ``--preset``, ``--config``, ``--resume``
     and the output switches."""
-    from . import SUBCOMMANDS  # the registry, loaded before any subcommand runs
+    from .commands import SUBCOMMANDS
 
     others = "|".join(name for name in SUBCOMMANDS if name != "train")
     p = argparse.ArgumentParser(
@@ -170,7 +171,7 @@ def resume_config(args: argparse.Namespace) -> Config:
 
 
 def _train(args: argparse.Namespace) -> None:
-    from ..run import run
+    from ..runs.run import run
 
     resume: Optional[str] = getattr(args, "resume", None)
     config = resume_config(args) if resume else config_from_args(args)

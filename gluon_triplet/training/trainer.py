@@ -13,16 +13,16 @@ import mxnet as mx
 import numpy as np
 from mxnet import autograd, gluon, nd
 
+from ..config import DIST_KVSTORES, Config
+from ..data.triplets import TripletDataset
+from ..evaluation.metrics import clustering_metrics, evaluate_embeddings, per_class_precision_at_1
+from ..nets.model import embed
+from ..runs.report import command
 from .averaging import WeightAverage
 from .batching import default_pk_classes, make_strategy
 from .callbacks import Callback, CallbackList
-from .config import Config
-from .metrics import clustering_metrics, evaluate_embeddings, per_class_precision_at_1
 from .mining import Miner
-from .model import embed
-from .report import command
 from .schedule import make_lr_scheduler
-from .triplets import TripletDataset
 
 __all__ = [
     "DIST_KVSTORES",
@@ -45,7 +45,6 @@ def set_seed(seed):
 
 
 #: kvstore types that train over ps-lite: several worker processes, possibly on several hosts.
-DIST_KVSTORES = ("dist_sync", "dist_device_sync", "dist_async")
 
 # What a ps-lite process reads to find the job; gluon-triplet launch sets them all.
 _DMLC_VARIABLES = (
@@ -154,19 +153,20 @@ class TripletTrainer:
     """Trains an embedding net with the triplet loss.
 
     Where the triplets come from is the job of a
-    :class:`~gluon_triplet.batching.BatchStrategy`, chosen by ``config.miner``:
+    :class:`~gluon_triplet.training.batching.BatchStrategy`, chosen by ``config.miner``:
 
     ``offline`` (the reference recipe)
         The class-balanced triples of ``train_set`` (redrawn every epoch) in shuffled
-        batches of ``config.batch_size`` (:class:`~gluon_triplet.batching.OfflineTriplets`).
+        batches of ``config.batch_size``
+        (:class:`~gluon_triplet.training.batching.OfflineTriplets`).
     ``batch-hard`` / ``semi-hard`` / ``batch-all``
         P x K batches (``config.pk_classes`` classes x ``config.pk_samples`` samples, see
-        :class:`~gluon_triplet.samplers.PKBatchSampler`) go through the net once and the
-        miner picks triplets inside each (:class:`~gluon_triplet.batching.OnlineMining`).
+        :class:`~gluon_triplet.data.samplers.PKBatchSampler`) go through the net once and the
+        miner picks triplets inside each (:class:`~gluon_triplet.training.batching.OnlineMining`).
 
     The loss is ``gluon.loss.TripletLoss`` for ``config.distance == "squared"``, else the
-    same formula under that distance (:mod:`gluon_triplet.losses`): the miner and the loss
-    share one :class:`~gluon_triplet.distances.Distance`.
+    same formula under that distance (:mod:`gluon_triplet.training.losses`): the miner and the loss
+    share one :class:`~gluon_triplet.training.distances.Distance`.
 
     The training data sits on every context as one NDArray; a step (gather, net, online
     miner, loss and the batch's loss sums) is one hybridized graph; the sums are added up

@@ -29,8 +29,8 @@ import re
 
 import numpy as np
 
-from .callbacks import Callback
-from .io import atomic_save, atomic_write_text
+from ..io import atomic_save, atomic_write_text
+from ..training.callbacks import Callback
 
 __all__ = ["MAX_SPRITE_SIZE", "BoardCallback", "sprite_images", "write_projector"]
 

@@ -3,7 +3,7 @@
 An uncompressed npz member or IDX file holds its array as raw bytes at a known offset, so
 NumPy can map it (``np.memmap``) instead of reading it: :func:`map_npz_member` and
 :func:`map_idx` return such maps, and :class:`MappedSamples` serves them to
-:class:`~gluon_triplet.streaming.LazyImages` one batch at a time, in the package's layout
+:class:`~gluon_triplet.data.streaming.LazyImages` one batch at a time, in the package's layout
 and as float32 exactly as the in-memory loaders would have made them. A compressed member
 or a gzipped IDX file cannot be read in place; it raises a :class:`DataError` that says
 what to do.
@@ -18,8 +18,10 @@ from typing import Optional, Tuple
 
 import numpy as np
 
-from .data import DataError, idx_header
-from .images import OK, apply_layout, array_layout
+from ..errors import DataError
+from .decoding import OK
+from .idx import idx_header
+from .layout import apply_layout, array_layout
 
 __all__ = ["MappedSamples", "map_idx", "map_npz_member"]
 
@@ -30,7 +32,7 @@ _LOCAL_MAGIC = b"PK\x03\x04"
 
 
 def _compressed_error(where: str, what: str, need: int, max_memory: float, fix: str) -> DataError:
-    from .resources import format_bytes
+    from ..resources import format_bytes
 
     return DataError(
         f"{where}: {what} needs {format_bytes(need)} as float32, above --max-memory "
@@ -152,7 +154,7 @@ class MappedSamples:
     indices : (M,) int array, optional
         Rows of ``array`` this dataset serves (default: all).
     layout : (bool, int), optional
-        From :func:`~gluon_triplet.images.array_layout` (default: worked out and logged).
+        From :func:`~gluon_triplet.data.layout.array_layout` (default: worked out and logged).
     """
 
     def __init__(

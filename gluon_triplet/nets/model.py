@@ -341,7 +341,7 @@ def _zoo_net(name, pretrained):
     try:
         return vision.get_model(name, pretrained=True)
     except Exception as e:  # offline: requests' ConnectionError; a bad file: a hash error
-        from .data import _short_reason
+        from ..data.datasets import _short_reason
 
         raise ValueError(
             f"--pretrained: Gluon could not fetch the ImageNet weights of {name} "
@@ -367,7 +367,7 @@ def load_backbone_params(net, path, ctx=None):
     try:
         arrays = nd.load(path)
     except (mx.base.MXNetError, OSError) as e:
-        from .resources import error_line
+        from ..resources import error_line
 
         raise ValueError(
             f"--pretrained-params {path}: not an MXNet parameter file ({error_line(e)})"

@@ -149,7 +149,7 @@ class TripletDataset(gluon.data.Dataset):
     ----------
     x : (N, ...) numpy array, NDArray or LazyImages
         Samples. Kept by reference (an NDArray is converted to numpy once; pictures
-        streamed by :class:`~gluon_triplet.streaming.LazyImages` are never all decoded).
+        streamed by :class:`~gluon_triplet.data.streaming.LazyImages` are never all decoded).
     y : (N,) array-like of hashable
         Labels: integers, strings, anything hashable; ``(N, 1)`` is flattened.
     transform : callable, optional

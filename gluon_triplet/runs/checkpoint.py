@@ -11,8 +11,8 @@ A checkpoint is taken at an epoch boundary and holds
 - the parameters of the best epoch so far, when it is an earlier one: its
   ``model-e<best>.params``, kept from the checkpoint that epoch wrote;
 - ``checkpoint.json``, the manifest, written last: the epoch, the best epoch, the
-  trainer's :meth:`~gluon_triplet.train.TripletTrainer.state_dict` (history and the states
-  of the NumPy generators), the optimizer's update counters and the layout of its state,
+  trainer's :meth:`~gluon_triplet.training.trainer.TripletTrainer.state_dict` (history and
+  the states of the NumPy generators), the optimizer's update counters and the layout of its state,
   and the SHA-256 of every binary file.
 
 Every file is written to a temporary name and renamed, and the manifest is renamed into
@@ -28,7 +28,6 @@ shape and reports a mismatch as one :class:`CheckpointError` line.
 from __future__ import annotations
 
 import glob
-import hashlib
 import json
 import os
 import shutil
@@ -36,8 +35,12 @@ import shutil
 import mxnet as mx
 import numpy as np
 
-from .io import atomic_save, atomic_write_text
-from .resources import disk_full_error, error_line, mxnet_reason
+from ..errors import CheckpointError
+from ..io import atomic_save, atomic_write_text
+from ..resources import disk_full_error, error_line, mxnet_reason
+from .manifest import FORMAT as _FORMAT
+from .manifest import MANIFEST, read_manifest
+from .manifest import sha256_of_file as _sha256
 from .rundir import RunDir
 
 __all__ = [
@@ -54,13 +57,6 @@ __all__ = [
 
 #: Name of the checkpoint directory inside a run directory.
 CHECKPOINT_DIR = RunDir.CHECKPOINT
-#: The manifest's file name inside the checkpoint directory.
-MANIFEST = "checkpoint.json"
-_FORMAT = 1
-
-
-class CheckpointError(ValueError):
-    """A checkpoint is missing, corrupt, or does not fit the model or trainer at hand."""
 
 
 def supports_resume(trainer):
@@ -70,14 +66,6 @@ def supports_resume(trainer):
     worker cannot read.
     """
     return getattr(trainer, "kvstore", None) is None
-
-
-def _sha256(path):
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def _updaters(gluon_trainer):
@@ -334,55 +322,6 @@ def restore_outputs(directory, run_dir, manifest=None):
         atomic_save(target, lambda tmp, src=src: shutil.copyfile(src, tmp))
         restored.append(target)
     return restored
-
-
-def read_manifest(directory):
-    """The manifest of the checkpoint in ``directory``, checked against its files.
-
-    Returns
-    -------
-    dict or None
-        None when there is no checkpoint (no manifest) in ``directory``.
-
-    Raises
-    ------
-    CheckpointError
-        Unreadable manifest, a missing file, or a file whose hash does not match.
-    """
-    path = os.path.join(directory, MANIFEST)
-    if not os.path.isfile(path):
-        return None
-    try:
-        with open(path, encoding="utf-8") as f:
-            manifest = json.load(f)
-    except (OSError, ValueError) as e:
-        raise CheckpointError(f"{path}: unreadable checkpoint manifest ({e})") from None
-    needed = ("format", "epoch", "params", "optimizer", "sha256", "optimizer_state", "trainer")
-    missing = [k for k in needed if not isinstance(manifest, dict) or k not in manifest]
-    if missing:
-        raise CheckpointError(f"{path}: not a checkpoint manifest (no {', '.join(missing)})")
-    if manifest["format"] != _FORMAT:
-        raise CheckpointError(f"{path}: checkpoint format {manifest['format']!r} is unknown")
-    for key in ("params", "optimizer", "training"):
-        name = manifest.get(key)
-        if key == "training" and name is None:
-            continue  # saved without --ema-decay
-        if not isinstance(name, str) or os.path.basename(name) != name:
-            raise CheckpointError(f"{path}: bad file name {name!r}")
-        file = os.path.join(directory, name)
-        if not os.path.isfile(file):
-            raise CheckpointError(f"{path}: names {name}, which is missing")
-        if _sha256(file) != manifest["sha256"].get(name):
-            raise CheckpointError(f"{file}: does not match the checksum in {MANIFEST}")
-    best = manifest.get("best")
-    if best is not None:
-        name = best.get("params") if isinstance(best, dict) else None
-        if not isinstance(name, str) or os.path.basename(name) != name:
-            raise CheckpointError(f"{path}: bad best-epoch entry {best!r}")
-        file = os.path.join(directory, name)
-        if not os.path.isfile(file) or _sha256(file) != manifest["sha256"].get(name):
-            raise CheckpointError(f"{file}: missing, or does not match the checksum in {MANIFEST}")
-    return manifest
 
 
 def load_checkpoint(trainer, directory, manifest=None):

@@ -22,13 +22,14 @@ from typing import Any, Dict, Iterator, List, Optional
 
 import numpy as np
 
-from . import __version__
-from .callbacks import Callback
-from .config import Config, ConfigError
+from .. import __version__
+from ..config import Config
+from ..errors import ConfigError, DiskFullError
+from ..resources import DISK_FULL_ERRNOS, disk_full_error
+from ..signals import Interrupted, interrupts
+from ..training.callbacks import Callback
 from .report import class_name, command, done_line, shape_text, summary_table
-from .resources import DISK_FULL_ERRNOS, DiskFullError, disk_full_error
 from .rundir import RunDir
-from .signals import Interrupted, interrupts
 
 __all__ = ["Interrupted", "run"]
 
@@ -67,14 +68,14 @@ def run(config: Config, quiet: bool = False, resume: Optional[str] = None) -> Op
 
 
 def _run(config, quiet, resume, progress):
-    from .batching import check_batch_fits
-    from .callbacks import CallbackList
+    from ..data.datasets import load_dataset
+    from ..data.decoding import ImageOptions
+    from ..data.streaming import shared_pool
+    from ..nets.model import cnn_arguments, model_from_config
+    from ..training.batching import check_batch_fits
+    from ..training.callbacks import CallbackList
+    from ..training.trainer import TripletTrainer, create_kvstore, resolve_contexts, set_seed
     from .checkpoint import load_checkpoint, restore_outputs
-    from .data import load_dataset
-    from .images import ImageOptions
-    from .model import cnn_arguments, model_from_config
-    from .streaming import shared_pool
-    from .train import TripletTrainer, create_kvstore, resolve_contexts, set_seed
 
     t0 = time.perf_counter()
     contexts = resolve_contexts(config.ctx)
@@ -197,7 +198,7 @@ def _check_memory(config, sample_shape, num_classes: int, num_contexts: int = 1)
     a batch's inputs and activations, forward and backward; and for the online miners the
     batch's pairwise distance matrix.
     """
-    from .resources import available_memory, format_bytes
+    from ..resources import available_memory, format_bytes
 
     available = available_memory()
     if available is None:
@@ -236,8 +237,8 @@ def _check_memory(config, sample_shape, num_classes: int, num_contexts: int = 1)
 def _dense_widths(config, sample_shape):
     """The net's Dense layers as ``(features, [width, ...])``: the width of what the first
     one is fed, then each layer's output width. A CNN's are read from
-    :func:`~gluon_triplet.model.cnn_arguments`, the settings the net is built from."""
-    from .model import cnn_arguments, resolve_model_name
+    :func:`~gluon_triplet.nets.model.cnn_arguments`, the settings the net is built from."""
+    from ..nets.model import cnn_arguments, resolve_model_name
 
     shape = tuple(int(d) for d in sample_shape)
     features = math.prod(shape)
@@ -280,7 +281,7 @@ def _record_image_shape(config, data):
 def _triplets(data, config):
     """The training set of per-epoch triplets and the fixed test triples, each split's
     errors naming the dataset and the split."""
-    from .triplets import TripletDataset, create_pairs
+    from ..data.triplets import TripletDataset, create_pairs
 
     try:
         split = "training"
@@ -304,8 +305,8 @@ _RAW_BASELINE_BYTES = 2**27
 
 def _raw_baseline(data, test_triplets, config) -> Dict[str, Any]:
     """The test metrics of the raw inputs, the baseline a trained net must beat."""
-    from .metrics import evaluate_embeddings
-    from .triplets import create_pairs
+    from ..data.triplets import create_pairs
+    from ..evaluation.metrics import evaluate_embeddings
 
     x, y, note = data.x_test, data.y_test, ""
     if hasattr(x, "dataset"):  # streamed pictures: decode the test split once, if it fits
@@ -359,7 +360,7 @@ def _file_log(path: str) -> Iterator[None]:
 
 class _EvaluationPool(Callback):
     """Stops the worker pool a streamed test split's evaluation passes share
-    (:meth:`~gluon_triplet.streaming.LazyImages.one_pool`) when a training epoch begins,
+    (:meth:`~gluon_triplet.data.streaming.LazyImages.one_pool`) when a training epoch begins,
     which starts its own: an idle pool beside it would add its processes' memory to the
     run's peak. The next evaluation starts another; the last is stopped when training ends."""
 
@@ -376,13 +377,13 @@ class _EvaluationPool(Callback):
 def _callbacks(run_dir, data, config, raw, contexts, kvstore, quiet, requested) -> List[Any]:
     """What writes the run's outputs: progress, checkpoints, metrics.json, the projector,
     the pictures."""
-    from .board import BoardCallback
-    from .callbacks import (
+    from ..training.callbacks import (
         CheckpointCallback,
         CollapseCallback,
         MetricsCallback,
         ProgressCallback,
     )
+    from .board import BoardCallback
 
     rng = np.random.default_rng(config.seed)
     m = len(data.x_test) if config.projector_samples == -1 else config.projector_samples
@@ -517,8 +518,8 @@ def _fit(trainer, callbacks, run_dir):
 
 def _run_worker(net, train_set, config, contexts, kvstore, t0):
     """Rank > 0 of a distributed run: train its share; rank 0 evaluates and writes the run."""
-    from .callbacks import ProgressCallback
-    from .train import TripletTrainer
+    from ..training.callbacks import ProgressCallback
+    from ..training.trainer import TripletTrainer
 
     trainer = TripletTrainer(
         net, train_set, config, contexts, callbacks=[ProgressCallback(bar=False)], kvstore=kvstore
@@ -533,7 +534,7 @@ def _run_worker(net, train_set, config, contexts, kvstore, t0):
 
 
 def _plot_callbacks(run_dir, data, pick, raw, config):
-    """The PNG pictures of a run (see :mod:`gluon_triplet.plots`) as a list of 0 or 1
+    """The PNG pictures of a run (see :mod:`gluon_triplet.runs.plots`) as a list of 0 or 1
     callbacks; ``pick`` indexes the projector sample in the test split, None: curves only."""
     import importlib.util
 

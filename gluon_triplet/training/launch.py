@@ -24,6 +24,8 @@ import threading
 import time
 import traceback
 
+from ..config import DIST_KVSTORES
+
 __all__ = [
     "DIST_KVSTORES",
     "STOP_SIGNALS",
@@ -34,9 +36,6 @@ __all__ = [
     "run_worker",
 ]
 
-# Kept in step with train.DIST_KVSTORES; not imported from there, which imports MXNet: under
-# a DMLC_ROLE that import would run the role instead of returning.
-DIST_KVSTORES = ("dist_sync", "dist_device_sync", "dist_async")
 
 HOST = "127.0.0.1"
 # How long the scheduler and servers get to exit once every worker has finished.
@@ -108,7 +107,7 @@ def main(argv=None):
         return _error("launch needs at least 1 worker (-n) and 1 server (-s)", 2)
     if args.timeout is not None and not args.timeout > 0:
         return _error(f"--timeout must be > 0 seconds, got {args.timeout:g}", 2)
-    command = [sys.executable, "-m", "gluon_triplet.launch", "--worker", "--", *train_args]
+    command = [sys.executable, "-m", "gluon_triplet.training.launch", "--worker", "--", *train_args]
     return run_job(command, args.num_workers, args.num_servers, timeout=args.timeout)
 
 
@@ -238,7 +237,7 @@ def run_worker(train_args):
     On failure the process exits at once with the error's status: a worker that returned
     normally would wait in ps-lite's exit barrier for workers that are waiting for it.
     """
-    from .cli import main as cli_main
+    from ..cli import main as cli_main
 
     try:
         code = cli_main(["train", *train_args])

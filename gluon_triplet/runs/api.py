@@ -18,12 +18,12 @@ import mxnet as mx
 import numpy as np
 from mxnet import gluon
 
-from .config import Config
-from .metrics import clustering_metrics, evaluate_embeddings, per_class_precision_at_1
-from .model import embed, model_from_config
-from .resources import error_line
+from ..config import Config
+from ..data.triplets import create_pairs
+from ..evaluation.metrics import clustering_metrics, evaluate_embeddings, per_class_precision_at_1
+from ..nets.model import embed, model_from_config
+from ..resources import error_line
 from .rundir import RunDir
-from .triplets import create_pairs
 
 __all__ = ["PARAMS_FILES", "embed", "evaluate", "load_run", "params_path"]
 
@@ -125,7 +125,7 @@ def evaluate(
         Seed of the balanced test triples (a run's ``config.seed`` reproduces its numbers).
     triplets : "balanced", None or (anchor_idx, positive_idx, negative_idx)
         ``"balanced"``: the class-balanced triples of
-        :func:`~gluon_triplet.triplets.create_pairs`, as training evaluates; None: retrieval
+        :func:`~gluon_triplet.data.triplets.create_pairs`, as training evaluates; None: retrieval
         metrics only.
     per_class : bool
         Add ``per_class_precision_at_1`` (label -> P@1).
@@ -136,7 +136,7 @@ def evaluate(
     Returns
     -------
     dict
-        As :func:`~gluon_triplet.metrics.evaluate_embeddings`: ``precision_at_1``,
+        As :func:`~gluon_triplet.evaluation.metrics.evaluate_embeddings`: ``precision_at_1``,
         ``recall_at_k``, ``map_at_r``, ``embedding_norm``, ``triplet_accuracy``, ...
     """
     y = labels.asnumpy() if hasattr(labels, "asnumpy") else np.asarray(labels)

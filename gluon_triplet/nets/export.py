@@ -16,8 +16,8 @@ The directory also gets ``export.json``: the input name, shape (``null`` batch) 
 the output name and embedding size, the measured max |diff|, and the provenance passed in.
 
 MXNet's ONNX converter cannot translate ``L2Normalization`` in ``instance`` mode (the
-normalisation of :class:`~gluon_triplet.model.EmbeddingMLP` and
-:class:`~gluon_triplet.model.EmbeddingCNN`). Before converting, each such node is rewritten
+normalisation of :class:`~gluon_triplet.nets.model.EmbeddingMLP` and
+:class:`~gluon_triplet.nets.model.EmbeddingCNN`). Before converting, each such node is rewritten
 into the same arithmetic with operators it can translate,
 ``x / sqrt(sum(x^2 over all but the batch axis) + eps)``, which is what MXNet computes.
 """
@@ -32,7 +32,8 @@ from typing import Any, Dict, Optional, Sequence
 
 import numpy as np
 
-from .optional import require
+from ..errors import ExportError
+from ..optional import require
 
 __all__ = ["EXPORT_FORMATS", "ExportError", "export_model", "load_onnx_session"]
 
@@ -41,10 +42,6 @@ EXPORT_FORMATS = ("onnx", "mxnet")
 #: Largest accepted max |exported - net| on the verification batch.
 TOLERANCE = 1e-4
 _PREFIX = "model"
-
-
-class ExportError(ValueError):
-    """The net cannot be exported in the asked format, or the export does not reproduce it."""
 
 
 def _first_line(e: BaseException) -> str:
@@ -242,7 +239,7 @@ def export_model(
         On the CPU, initialised. It is hybridized if it is not yet.
     sample_shape : tuple of int
         Shape of one sample as the graph sees it, e.g. ``(1, 28, 28)`` for
-        :class:`~gluon_triplet.model.EmbeddingCNN` (which adds the channel axis to
+        :class:`~gluon_triplet.nets.model.EmbeddingCNN` (which adds the channel axis to
         ``(B, H, W)`` input outside the graph) or ``(28, 28)`` for the MLP. The exported
         model takes ``(B, *sample_shape)`` float32 for any ``B``.
     out_dir : str

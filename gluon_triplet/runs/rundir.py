@@ -26,7 +26,8 @@ import os
 import re
 from typing import Any, Dict, Iterator, Optional, Union
 
-from .config import Config, ConfigError
+from ..config import DIST_KVSTORES, Config
+from ..errors import ConfigError, RunDirInUse
 
 PathLike = Union[str, "os.PathLike[str]"]
 
@@ -39,10 +40,6 @@ __all__ = ["RunDir", "RunDirInUse"]
 # (before --batch-norm, whose default null adds it to a pooled CNN). Later runs record
 # the resolved value.
 _BEFORE_THE_FIELD: Dict[str, Any] = {"conv_block": "strided", "batch_norm": False}
-
-
-class RunDirInUse(OSError):
-    """Another process trains in the run directory (holds its lock)."""
 
 
 def _slug(text: str) -> str:
@@ -242,8 +239,7 @@ class RunDir:
         CheckpointError
             A damaged checkpoint.
         """
-        from .checkpoint import MANIFEST, read_manifest
-        from .train import DIST_KVSTORES
+        from .manifest import MANIFEST, read_manifest
 
         if config.kvstore in DIST_KVSTORES:
             raise ConfigError(

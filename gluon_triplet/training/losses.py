@@ -1,7 +1,7 @@
 """Triplet losses: the hinge under a chosen distance, and the soft-margin triplet loss.
 
 ``max(d(a, p) - d(a, n) + margin, 0)``: for the squared Euclidean distance this is MXNet's
-own ``gluon.loss.TripletLoss``; for the other distances of :mod:`gluon_triplet.distances`,
+own ``gluon.loss.TripletLoss``; for the other distances of :mod:`gluon_triplet.training.distances`,
 :class:`DistanceTripletLoss`, a small HybridBlock computing the same formula with that
 distance, so that training penalises the distance the miner ranks by.
 :class:`SoftMarginTripletLoss` smooths the hinge (Hermans et al. 2017).

@@ -19,8 +19,8 @@ Kinds (``kind=``):
 
 Metrics (``metric=``) follow the run's distance: ``"squared_l2"`` for ``squared`` and
 ``euclidean`` runs (the same ranking; distances reported are squared L2, the quantity
-``gluon.loss.TripletLoss`` and :mod:`gluon_triplet.metrics` use); ``"cosine"`` for ``cosine``
-runs: vectors are L2-normalised when added and queried, and distances reported are
+``gluon.loss.TripletLoss`` and :mod:`gluon_triplet.evaluation.metrics` use); ``"cosine"``
+for ``cosine`` runs: vectors are L2-normalised when added and queried, and distances reported are
 ``1 - cos``.
 
 The directory holds ``index.faiss`` (the faiss index), ``ids.npy`` (the id of each row),
@@ -44,7 +44,8 @@ from typing import Any, Dict, Optional, Sequence, Tuple
 
 import numpy as np
 
-from .optional import require
+from ..errors import IndexFileError
+from ..optional import require
 
 __all__ = [
     "DEFAULT_PARAMS",
@@ -73,10 +74,6 @@ _FORMAT = 1
 _INDEX_FILE = "index.faiss"
 # faiss's k-means wants this many training points per cell; fewer gives a poor quantizer.
 _POINTS_PER_CELL = 39
-
-
-class IndexFileError(ValueError):
-    """An index directory is missing, incomplete, corrupt or inconsistent."""
 
 
 def metric_for_distance(distance: str) -> str:
@@ -348,7 +345,7 @@ class Index:
         batch_size : int
             Samples embedded at once.
         """
-        from .model import embed
+        from ..nets.model import embed
 
         if len(x) == 0:
             raise ValueError("no samples to index")
@@ -410,7 +407,7 @@ class Index:
     def _embed(self, x):
         if self.net is None:
             return x
-        from .model import embed
+        from ..nets.model import embed
 
         return embed(self.net, x, batch_size=self.batch_size)
 

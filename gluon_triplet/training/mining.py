@@ -278,7 +278,7 @@ class Miner:
     Subclasses implement :meth:`_select`, written once for ``F = mx.nd`` and ``mx.sym``:
     :meth:`mine` validates NDArray inputs and selects without recording for autograd;
     :meth:`select` is the same selection inside a hybridized graph (the trainer's step,
-    :class:`~gluon_triplet.batching.MinedStep`), where it costs no Python per operation.
+    :class:`~gluon_triplet.training.batching.MinedStep`), where it costs no Python per operation.
 
     Parameters
     ----------
@@ -286,7 +286,7 @@ class Miner:
         The ``TripletLoss`` margin (used by miners that look at the loss).
     metric : {"squared", "euclidean", "cosine"} or Distance
         Distance used for *selection*; train with the loss of the same distance
-        (:func:`~gluon_triplet.losses.triplet_loss`) so that "active" and "semi-hard"
+        (:func:`~gluon_triplet.training.losses.triplet_loss`) so that "active" and "semi-hard"
         mean exactly what the loss sees.
     """
 
@@ -310,7 +310,7 @@ class Miner:
         block : int, optional
             Declares the batch's layout: blocks of ``block`` consecutive rows sharing a
             label, each block's label different (a P x K batch of
-            :class:`~gluon_triplet.samplers.PKBatchSampler`, ``block = K``). A miner
+            :class:`~gluon_triplet.data.samplers.PKBatchSampler`, ``block = K``). A miner
             with a faster path for that layout takes it (see :meth:`uses_blocks`); the
             result is the same as without ``block``.
 

@@ -1,12 +1,12 @@
 """Where a training step's triplets come from: offline triples, or P x K batches mined online.
 
 A :class:`BatchStrategy` owns everything that differs between the two ways to train, so
-the loop in :mod:`gluon_triplet.train` reads the same for both:
+the loop in :mod:`gluon_triplet.training.trainer` reads the same for both:
 
 - the epoch's batches (:meth:`BatchStrategy.batches`), cut into equal shares for the
   workers of a distributed job;
 - the step graph: gather, net, (mining,) loss and the batch's loss statistics as one
-  hybridized graph, with the one :class:`~gluon_triplet.distances.Distance` the miner
+  hybridized graph, with the one :class:`~gluon_triplet.training.distances.Distance` the miner
   ranks by and the loss penalises (:meth:`BatchStrategy.forward`: what is
   back-propagated, and the statistics the loop sums without reading them back);
 - the divisor of the summed gradients (:meth:`BatchStrategy.divisor`);
@@ -23,14 +23,15 @@ import mxnet as mx
 import numpy as np
 from mxnet import gluon, nd
 
-from .augment import make_augmenter
-from .config import Config, ConfigError
+from ..config import Config
+from ..data.augment import make_augmenter
+from ..data.samplers import PKBatchSampler
+from ..data.streaming import BatchFeed
+from ..data.triplets import TripletDataset
+from ..errors import ConfigError
 from .distances import get_distance
 from .losses import triplet_loss_from_config
 from .mining import _in_blocks, get_miner
-from .samplers import PKBatchSampler
-from .streaming import BatchFeed
-from .triplets import TripletDataset
 
 __all__ = [
     "BatchStrategy",
@@ -76,7 +77,7 @@ class TripletStep(gluon.HybridBlock):
 class MinedStep(gluon.HybridBlock):
     """Gather + embed + mine + loss as one graph, for online mining.
 
-    The miner's selection (:meth:`~gluon_triplet.mining.Miner.select`) runs inside the
+    The miner's selection (:meth:`~gluon_triplet.training.mining.Miner.select`) runs inside the
     graph, on the embeddings cut from the gradient: the small operations of a
     semi-hard selection then cost no Python call and no allocation each. The result is
     the same, to the bit, as the imperative ``Miner.mine`` + ``mined_loss``.
@@ -98,7 +99,7 @@ class MinedStep(gluon.HybridBlock):
     block : int, optional
         The slices are blocks of ``block`` rows sharing a label, distinct between blocks
         (whole classes of a P x K batch): the miner may list pairs from that layout
-        (:meth:`~gluon_triplet.mining.Miner.select`); the caller guarantees it.
+        (:meth:`~gluon_triplet.training.mining.Miner.select`); the caller guarantees it.
     """
 
     def __init__(self, net, miner, loss_fn, batch_size, augment=None, block=None, **kwargs):
@@ -294,7 +295,7 @@ class OfflineTriplets(BatchStrategy):
 
 class OnlineMining(BatchStrategy):
     """P x K batches (``P`` classes x ``config.pk_samples`` samples, see
-    :class:`~gluon_triplet.samplers.PKBatchSampler`) go through the net once; the miner
+    :class:`~gluon_triplet.data.samplers.PKBatchSampler`) go through the net once; the miner
     picks triplets from that batch's distance matrix and their embeddings are fed to the
     loss. With several contexts each one mines within its own slice and back-propagates
     the mean loss over its mined triplets; the step averages over the slices.

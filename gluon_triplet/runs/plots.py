@@ -32,8 +32,8 @@ import textwrap
 
 import numpy as np
 
-from .callbacks import Callback
-from .io import atomic_save
+from ..io import atomic_save
+from ..training.callbacks import Callback
 
 __all__ = [
     "PLOT_FILES",

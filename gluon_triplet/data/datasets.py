@@ -3,22 +3,18 @@
 Every loader returns a :class:`DataBundle` of float32 samples and int64 labels, and every
 bad input raises :class:`DataError` with a one-line message naming the file and the problem.
 
-IDX files are read by :func:`read_idx` rather than by Gluon's dataset classes because Gluon
-checks the SHA-1 of the *gzipped* file, which rejects Debian's re-compressed copies.
+IDX files are read by :mod:`.idx`.
 """
 
 from __future__ import annotations
 
 import contextlib
 import dataclasses
-import gzip
 import logging
 import math
 import os
 import re
-import struct
 import sys
-import zlib
 from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any, Dict, List, Optional, Sequence, Tuple
@@ -26,16 +22,14 @@ from zipfile import ZIP_STORED
 
 import numpy as np
 
+from ..errors import DataError
+from .idx import check_array_size, read_idx, read_idx_header
+
 __all__ = [
     "DEBIAN_FASHION_MNIST_DIR",
     "DataBundle",
     "DataError",
     "load_dataset",
-    "check_array_size",
-    "idx_header",
-    "read_idx",
-    "read_idx_header",
-    "write_idx",
 ]
 
 DEBIAN_FASHION_MNIST_DIR = "/usr/share/datasets/fashion-mnist"
@@ -82,25 +76,6 @@ _CHOICES = (
     "image:PATH[,PATH...]"
 )
 
-_IDX_DTYPES: Dict[int, np.dtype] = {
-    0x08: np.dtype(">u1"),
-    0x09: np.dtype(">i1"),
-    0x0B: np.dtype(">i2"),
-    0x0C: np.dtype(">i4"),
-    0x0D: np.dtype(">f4"),
-    0x0E: np.dtype(">f8"),
-}
-_IDX_CODES = {(dt.kind, dt.itemsize): code for code, dt in _IDX_DTYPES.items()}
-_GZIP_MAGIC = b"\x1f\x8b"
-# Deflate cannot expand data more than ~1032:1, so a gzip file this many times smaller than
-# its header promises is truncated for sure, and we need not allocate the promised size.
-_MAX_DEFLATE_RATIO = 1100
-_CHUNK = 1 << 20
-
-
-class DataError(ValueError):
-    """A dataset file or spec is missing, malformed or inconsistent."""
-
 
 @dataclass(frozen=True, eq=False)
 class DataBundle:
@@ -114,7 +89,7 @@ class DataBundle:
     x_train, x_test : (N, ...) float32 or LazyImages
         Samples; images are ``(N, H, W)`` (one channel) or ``(N, C, H, W)`` (colour), in
         [0, 1] if stored as uint8. Above ``max_memory`` a
-        :class:`~gluon_triplet.streaming.LazyImages` that reads them when indexed.
+        :class:`~gluon_triplet.data.streaming.LazyImages` that reads them when indexed.
     y_train, y_test : (N,) int64
         Class labels.
     class_names : tuple of str or None
@@ -141,215 +116,6 @@ class DataBundle:
 # --------------------------------------------------------------------------- IDX files
 
 
-def read_idx(path, max_bytes: Optional[int] = None) -> np.ndarray:
-    """Read a plain or gzipped IDX file, validating header and length.
-
-    Parameters
-    ----------
-    path : str or os.PathLike
-        The file; gzip is recognised by its magic bytes, not by the extension.
-    max_bytes : int, optional
-        Refuse, from the header and before reading the data, an array that would take
-        more bytes than this as stored or as float32 (see :func:`check_array_size`).
-        Default: no limit.
-
-    Returns
-    -------
-    (d0, d1, ...) array
-        Native-endian, with the dtype and shape the header declares (e.g. ``(N, 28, 28)
-        uint8`` for images, ``(N,) uint8`` for labels).
-
-    Raises
-    ------
-    DataError
-        Missing or unreadable file, corrupt gzip, bad magic, unknown type code, an array
-        above ``max_bytes``, or a payload shorter or longer than the header declares.
-    """
-    path = os.fspath(path)
-    try:
-        with open(path, "rb") as raw:
-            size = os.fstat(raw.fileno()).st_size
-            compressed = raw.read(2) == _GZIP_MAGIC
-            raw.seek(0)
-            if not compressed:
-                return _parse_idx(raw, path, size, max_bytes=max_bytes)
-            try:
-                with gzip.GzipFile(fileobj=raw, mode="rb") as f:
-                    limit = size * _MAX_DEFLATE_RATIO
-                    return _parse_idx(f, path, None, limit=limit, max_bytes=max_bytes)
-            except (EOFError, zlib.error, gzip.BadGzipFile) as e:
-                raise DataError(f"{path}: corrupt gzip file ({e})") from None
-    except FileNotFoundError:
-        raise DataError(f"{path}: file not found") from None
-    except IsADirectoryError:
-        raise DataError(f"{path}: is a directory, not an IDX file") from None
-    except OSError as e:
-        raise DataError(f"{path}: cannot read ({e.strerror or e})") from None
-
-
-def idx_header(f, path: str) -> Tuple[np.dtype, Tuple[int, ...]]:
-    """The dtype (big-endian, as stored) and dimensions of the IDX stream ``f`` (read from
-    its start up to the data).
-
-    Raises
-    ------
-    DataError
-        Bad magic, unknown type code, no dimensions or a truncated header.
-    """
-    magic = f.read(4)
-    if len(magic) < 4:
-        raise DataError(f"{path}: not an IDX file (only {len(magic)} bytes long)")
-    if magic[0] or magic[1]:
-        raise DataError(f"{path}: not an IDX file (bad magic number 0x{magic.hex()})")
-    code, ndim = magic[2], magic[3]
-    if code not in _IDX_DTYPES:
-        raise DataError(f"{path}: unknown IDX data type code 0x{code:02x}")
-    if ndim == 0:
-        raise DataError(f"{path}: IDX header declares 0 dimensions")
-    raw_dims = f.read(4 * ndim)
-    if len(raw_dims) < 4 * ndim:
-        raise DataError(f"{path}: truncated IDX header ({ndim} dimensions declared)")
-    return _IDX_DTYPES[code], struct.unpack(f">{ndim}I", raw_dims)
-
-
-def read_idx_header(path) -> Tuple[np.dtype, Tuple[int, ...], bool]:
-    """``(dtype, dims, gzipped)`` of an IDX file, from its header alone.
-
-    Raises
-    ------
-    DataError
-        As :func:`read_idx` for a missing file or a bad header.
-    """
-    path = os.fspath(path)
-    try:
-        with open(path, "rb") as raw:
-            compressed = raw.read(2) == _GZIP_MAGIC
-            raw.seek(0)
-            if not compressed:
-                return (*idx_header(raw, path), False)
-            try:
-                with gzip.GzipFile(fileobj=raw, mode="rb") as f:
-                    return (*idx_header(f, path), True)
-            except (EOFError, zlib.error, gzip.BadGzipFile) as e:
-                raise DataError(f"{path}: corrupt gzip file ({e})") from None
-    except FileNotFoundError:
-        raise DataError(f"{path}: file not found") from None
-    except OSError as e:
-        raise DataError(f"{path}: cannot read ({e.strerror or e})") from None
-
-
-def _parse_idx(
-    f, path: str, size: Optional[int], limit: int = 0, max_bytes: Optional[int] = None
-) -> np.ndarray:
-    """Parse an IDX stream; ``size`` is the file size for plain files, None for gzip."""
-    dtype, dims = idx_header(f, path)
-    expected = math.prod(dims) * dtype.itemsize  # a Python int: no overflow, no allocation
-    if expected == 0 and math.prod(d for d in dims if d) * dtype.itemsize > np.iinfo(np.intp).max:
-        # An empty array, but NumPy refuses the shape (found by fuzzing). Any non-empty
-        # shape this large is reported below as a truncated file.
-        raise DataError(f"{path}: IDX dimensions {list(dims)} are too large for an array")
-    # Before any data is read or allocated: a small gzip file can promise gigabytes.
-    check_array_size(path, "IDX data", dims, dtype, max_bytes)
-
-    if size is not None:
-        found = size - 4 - 4 * len(dims)
-        if found == expected:
-            buf = bytearray(expected)
-            found = f.readinto(buf)
-    elif expected > limit:
-        found = _count_rest(f)
-    else:
-        buf = bytearray(expected)  # the only copy of the payload; the array views it
-        view = memoryview(buf)
-        got = 0
-        while got < expected:
-            n = f.readinto(view[got : got + _CHUNK])
-            if not n:
-                break
-            got += n
-        found = got + _count_rest(f)  # reading to EOF also makes gzip verify its CRC
-    if found < expected:
-        raise DataError(
-            f"{path}: truncated IDX file: expected {expected} bytes of data, found {found}"
-        )
-    if found > expected:
-        raise DataError(
-            f"{path}: {found - expected} trailing bytes after the IDX data "
-            f"(expected {expected} bytes of data, found {found})"
-        )
-    arr = np.frombuffer(buf, dtype=dtype).reshape(dims)
-    if not dtype.isnative:
-        arr.byteswap(inplace=True)  # in place, so the payload is never held twice
-        arr = arr.view(dtype.newbyteorder("="))
-    return arr
-
-
-def _count_rest(f) -> int:
-    n = 0
-    while True:
-        chunk = f.read(_CHUNK)
-        if not chunk:
-            return n
-        n += len(chunk)
-
-
-def check_array_size(where: str, what: str, shape, dtype, max_bytes: Optional[int]) -> None:
-    """Refuse an array that would take more than ``max_bytes`` in memory, from its header.
-
-    The size counted is the larger of the array as stored and as float32 (what training
-    holds), so ``(N, 28, 28) uint8`` images count 4 bytes a pixel.
-
-    Raises
-    ------
-    DataError
-        One line naming ``where`` (the file), ``what`` (the array), its shape, dtype and
-        size, and the limit.
-    """
-    if max_bytes is None:
-        return
-    count = math.prod(int(d) for d in shape)
-    size = count * max(np.dtype(dtype).itemsize, 4)
-    if size > max_bytes:
-        from .resources import format_bytes
-
-        raise DataError(
-            f"{where}: {what} of shape {tuple(int(d) for d in shape)} {np.dtype(dtype)} "
-            f"needs {format_bytes(size)} in memory, above the limit of "
-            f"{format_bytes(max_bytes)} (--max-data-bytes; default: half the available memory)"
-        )
-
-
-def write_idx(path, array) -> None:
-    """Write an array as an IDX file, gzipped when ``path`` ends with ``.gz``.
-
-    Parameters
-    ----------
-    path : str or os.PathLike
-        Destination file.
-    array : (d0, d1, ...) array-like
-        uint8, int8, int16, int32, float32 or float64, at least one dimension.
-    """
-    path = os.fspath(path)
-    arr = np.asarray(array)
-    code = _IDX_CODES.get((arr.dtype.kind, arr.dtype.itemsize))
-    if code is None:
-        raise DataError(f"{path}: IDX cannot store dtype {arr.dtype}")
-    if arr.ndim == 0:
-        raise DataError(f"{path}: IDX needs an array with at least one dimension")
-    if max(arr.shape) >= 2**32:
-        raise DataError(f"{path}: IDX dimensions must be < 2**32, got shape {arr.shape}")
-    header = bytes([0, 0, code, arr.ndim]) + struct.pack(f">{arr.ndim}I", *arr.shape)
-    payload = np.ascontiguousarray(arr, dtype=_IDX_DTYPES[code])
-    # mtime=0 keeps gzipped output byte-identical from run to run
-    opener = gzip.GzipFile(path, "wb", mtime=0) if path.endswith(".gz") else open(path, "wb")
-    with opener as f:
-        f.write(header)
-        f.write(payload.data)
-
-
-# --------------------------------------------------------------------------- loading
-
-
 def load_dataset(
     spec: str,
     data_dir: Optional[str] = None,
@@ -371,7 +137,7 @@ def load_dataset(
         (``DIR/<class>/*.jpg|png|...``, or ``DIR/train/<class>`` and ``DIR/test/<class>``;
         else split 80/20 per class like ``x, y``), ``"rec:PREFIX"`` (``PREFIX.rec`` +
         ``PREFIX.idx``, class names from ``PREFIX.json``; see
-        :func:`~gluon_triplet.images.pack_folder`) or ``"image:PATH[,PATH...]"`` (single
+        :func:`~gluon_triplet.data.recordio.pack_folder`) or ``"image:PATH[,PATH...]"`` (single
         pictures, label 0, as both splits: for ``embed``). 4-D arrays of idx/npz may be
         channels-last or channels-first.
     data_dir : str, optional
@@ -382,9 +148,9 @@ def load_dataset(
     images : ImageOptions, optional
         Size, channels, upscaling, strictness and decode workers for folder/rec/image
         specs, and ``max_memory`` for every spec: samples taking more GiB than this as
-        float32 are streamed (:class:`~gluon_triplet.streaming.LazyImages`), pictures
+        float32 are streamed (:class:`~gluon_triplet.data.streaming.LazyImages`), pictures
         decoded and uncompressed npz/IDX arrays read batch by batch; a compressed array
-        above it is refused (default: :class:`~gluon_triplet.images.ImageOptions`).
+        above it is refused (default: :class:`~gluon_triplet.data.decoding.ImageOptions`).
     max_bytes : int, optional
         Refuse any array of an IDX file or npz archive that would take more bytes than
         this (as stored, or as float32), from its header, before reading its data: a
@@ -402,7 +168,7 @@ def load_dataset(
     """
     logger = logger or logging.getLogger("gluon_triplet")
     if max_bytes is None:
-        from .resources import default_max_data_bytes
+        from ..resources import default_max_data_bytes
 
         max_bytes = default_max_data_bytes()
     if data_dir is not None and spec not in _SHA1:
@@ -426,9 +192,9 @@ def load_dataset(
         kind, _, path = spec.partition(":")
         if not path:
             raise DataError(f"{spec!r} needs a path, e.g. {kind}:/data/my-images")
-        from . import images as _images  # lazily: Pillow and MXNet only for pictures
+        from . import decoding  # lazily: Pillow and MXNet only for pictures
 
-        options = images or _images.ImageOptions()
+        options = images or decoding.ImageOptions()
         decode = {"folder": _load_folder, "rec": _load_rec, "image": _load_image_files}[kind]
         bundle = decode(path, spec, options, logger)
     else:
@@ -446,7 +212,7 @@ def load_dataset(
 
 
 def _image_options():
-    from .images import ImageOptions
+    from .decoding import ImageOptions
 
     return ImageOptions()
 
@@ -729,20 +495,20 @@ def _take(x, idx):
 
 
 def _load_folder(path: str, name: str, options, logger: logging.Logger) -> DataBundle:
-    from . import images
+    from . import folder
 
-    scan = images.scan_folder(path)
-    images.check_classes(scan, scan.root)
-    reader = images.FolderImages(scan.paths)
+    scan = folder.scan_folder(path)
+    folder.check_classes(scan, scan.root)
+    reader = folder.FolderImages(scan.paths)
     return _decoded_bundle(
         name, scan.root, reader, scan.labels, scan.test, scan.class_names, options, logger
     )
 
 
 def _load_rec(prefix: str, name: str, options, logger: logging.Logger) -> DataBundle:
-    from . import images
+    from . import recordio
 
-    reader, labels, meta = images.open_rec(prefix)
+    reader, labels, meta = recordio.open_rec(prefix)
     source = reader.path
     top = int(labels.max())
     classes = meta.get("classes") or [str(i) for i in range(top + 1)]
@@ -768,20 +534,20 @@ def _load_rec(prefix: str, name: str, options, logger: logging.Logger) -> DataBu
 
 
 def _load_image_files(paths: str, name: str, options, logger: logging.Logger) -> DataBundle:
-    from . import images
+    from . import decoding, folder
 
     files = [os.path.expanduser(p) for p in paths.split(",") if p]
-    reader = images.FolderImages(files)
+    reader = folder.FolderImages(files)
     missing = [p for p in files if not os.path.isfile(p)]
     if missing:
         raise DataError(f"image file not found: {missing[0]}")
     size, channels = options.size, options.channels
     if size is None or channels is None:
-        auto_size, auto_channels = images.choose_image_size(reader)
+        auto_size, auto_channels = decoding.choose_image_size(reader)
         size, channels = size or auto_size, channels or auto_channels
     if size is None:
         raise DataError(f"none of the image files could be read: {', '.join(files[:3])}")
-    pixels = images.read_image_files(files, size, channels, options.upscale)
+    pixels = folder.read_image_files(files, size, channels, options.upscale)
     x = pixels.astype(np.float32)
     x /= 255
     y = np.zeros(len(x), dtype=np.int64)
@@ -800,11 +566,11 @@ def _decoded_bundle(
     logger: logging.Logger,
 ) -> DataBundle:
     """Decode every picture once into float32 arrays and split them."""
-    from . import images
+    from . import decoding
 
     size, channels = options.size, options.channels
     if size is None or channels is None:
-        auto_size, auto_channels = images.choose_image_size(reader)
+        auto_size, auto_channels = decoding.choose_image_size(reader)
         if auto_size is None:
             raise DataError(f"{source}: none of the sampled images could be read")
         if size is None:
@@ -814,11 +580,11 @@ def _decoded_bundle(
                 "at %d; choose another with --image-size",
                 size[0],
                 size[1],
-                min(len(reader), images.SIZE_SAMPLE),
-                images.MAX_AUTO_SIZE,
+                min(len(reader), decoding.SIZE_SAMPLE),
+                decoding.MAX_AUTO_SIZE,
             )
         channels = channels or auto_channels
-    dataset = images.DecodedImages(reader, size, channels, options.upscale)
+    dataset = decoding.DecodedImages(reader, size, channels, options.upscale)
     need = len(dataset) * int(np.prod(dataset.sample_shape)) * 4
     if need > options.max_memory * 2**30:
         return _streamed_bundle(
@@ -829,12 +595,12 @@ def _decoded_bundle(
         len(dataset),
         "x".join(str(s) for s in size),
         "grey" if channels == 1 else "RGB",
-        f"{options.workers if options.workers is not None else images.default_workers()} "
+        f"{options.workers if options.workers is not None else decoding.default_workers()} "
         "DataLoader worker(s)",
     )
-    pixels, status = images.decode_all(dataset, options.workers)
-    images.report_bad(dataset, status, options.strict, source)
-    ok = status == images.OK
+    pixels, status = decoding.decode_all(dataset, options.workers)
+    decoding.report_bad(dataset, status, options.strict, source)
+    ok = status == decoding.OK
     if not ok.all():
         pixels, labels = pixels[ok], labels[ok]
         test = None if test is None else test[ok]
@@ -896,15 +662,15 @@ def _streamed_bundle(
     logger: logging.Logger,
     need: int,
 ) -> DataBundle:
-    """Splits of :class:`~gluon_triplet.streaming.LazyImages`: decoded batch by batch."""
-    from . import images
+    """Splits of :class:`~gluon_triplet.data.streaming.LazyImages`: decoded batch by batch."""
+    from . import decoding, folder
     from .fastpng import available
     from .streaming import LazyImages
 
-    workers = options.workers if options.workers is not None else images.default_workers()
+    workers = options.workers if options.workers is not None else decoding.default_workers()
     if options.workers is None:
-        # beside training, one CPU is left to the step (images.training_workers)
-        count = f"{images.training_workers()} during training, {workers} for evaluation"
+        # beside training, one CPU is left to the step (decoding.training_workers)
+        count = f"{decoding.training_workers()} during training, {workers} for evaluation"
     else:
         count = str(workers)
     logger.info(
@@ -918,9 +684,9 @@ def _streamed_bundle(
         if available()
         else "Pillow (pip install opencv-python-headless: the same pixels for a third of the CPU)",
     )
-    status = images.check_headers(dataset.reader)
-    images.report_bad(dataset, status, options.strict, source)
-    ok = np.flatnonzero(status == images.OK)
+    status = folder.check_headers(dataset.reader)
+    decoding.report_bad(dataset, status, options.strict, source)
+    ok = np.flatnonzero(status == decoding.OK)
     labels = labels[ok]
     test = None if test is None else test[ok]
     train_idx, test_idx = _split_readable(labels, test, len(class_names), source)
@@ -928,7 +694,7 @@ def _streamed_bundle(
         raise DataError(f"{source}: no test samples (every class has a single sample)")
 
     def split(idx):
-        sub = images.DecodedImages(
+        sub = decoding.DecodedImages(
             dataset.reader, dataset.size, dataset.channels, dataset.upscale, ok[idx]
         )
         return LazyImages(sub, workers)
@@ -952,7 +718,7 @@ def _samples(x, y, where: str, split: str, lazy=None) -> Tuple[Any, np.ndarray]:
     """Validate one split and convert it to (float32 samples, int64 labels).
 
     With ``lazy`` (the image options), ``x`` is a file's mapped array: the samples become
-    a :class:`~gluon_triplet.streaming.LazyImages` that reads them batch by batch, checked
+    a :class:`~gluon_triplet.data.streaming.LazyImages` that reads them batch by batch, checked
     for NaN and infinities one batch at a time.
     """
     if lazy is None:
@@ -968,7 +734,7 @@ def _samples(x, y, where: str, split: str, lazy=None) -> Tuple[Any, np.ndarray]:
         shape: Tuple[int, ...] = (len(x), *mapped.sample_shape)
     else:
         if x.ndim == 4:
-            from .images import to_canonical_layout
+            from .layout import to_canonical_layout
 
             x = to_canonical_layout(x, f"{where} ({split})")
         shape = x.shape

@@ -15,9 +15,9 @@ from typing import Any, ContextManager, Iterable, Iterator, List, Optional
 
 import numpy as np
 
+from ..errors import DataError
 from . import fastpng
-from .data import DataError
-from .images import OK, DecodedImages, default_workers, training_workers, worker_signals
+from .decoding import OK, DecodedImages, default_workers, training_workers, worker_signals
 
 __all__ = [
     "BatchDecoder",
@@ -39,7 +39,7 @@ class LazyImages:
     """An array-like ``(N, ...) float32`` view of pictures, decoded in [0, 1] when indexed.
 
     The same for the samples of an array file read in place
-    (:class:`~gluon_triplet.mapped.MappedSamples`): whatever ``dataset`` is, it has
+    (:class:`~gluon_triplet.data.mapped.MappedSamples`): whatever ``dataset`` is, it has
     ``sample_shape``, ``decode_batch``, ``subset``, ``concat`` and ``name``.
 
     A bulk read (``_IN_PROCESS`` pictures or more) decodes in DataLoader worker processes,
@@ -342,7 +342,7 @@ class BatchFeed:
     prepare : callable
         The net's ``prepare_input`` (numpy layout the graph wants), or identity.
     workers : int, optional
-        DataLoader workers when streaming (default: :func:`~gluon_triplet.images.
+        DataLoader workers when streaming (default: :func:`~gluon_triplet.data.decoding.
         training_workers`, the usable CPUs less one: the step's threads need the rest).
     """
 

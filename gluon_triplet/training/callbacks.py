@@ -1,6 +1,6 @@
 """Callbacks: how logging, checkpoints and progress attach to the training loop.
 
-The loop in :mod:`gluon_triplet.train` knows nothing of any of them; it calls the hooks
+The loop in :mod:`gluon_triplet.training.trainer` knows nothing of any of them; it calls the hooks
 below on every callback it was given, passing itself as ``trainer``. What a callback may
 read from ``trainer``:
 
@@ -21,8 +21,8 @@ import logging
 import os
 import sys
 
-from .io import atomic_write_text
-from .rundir import RunDir
+from ..io import atomic_write_text
+from ..runs.rundir import RunDir
 
 __all__ = [
     "Callback",
@@ -148,7 +148,7 @@ class ProgressCallback(Callback):
 class CheckpointCallback(Callback):
     """Saves ``model-last.params`` every epoch and ``model-best.params`` on a new best, and
     (``resumable``) a checkpoint to resume from in ``<run_dir>/checkpoint``
-    (see :mod:`gluon_triplet.checkpoint`).
+    (see :mod:`gluon_triplet.runs.checkpoint`).
 
     Parameters
     ----------
@@ -178,7 +178,7 @@ class CheckpointCallback(Callback):
                 self.checkpoint_epoch = record["epoch"]
 
     def _save(self, net, name):
-        from .checkpoint import save_parameters
+        from ..runs.checkpoint import save_parameters
 
         save_parameters(net, os.path.join(self.run_dir, name))
 
@@ -195,7 +195,7 @@ class CheckpointCallback(Callback):
         best_epoch = record["epoch"] if new_best else self.best_epoch
         saved = False
         if self.resumable:
-            from .checkpoint import save_checkpoint, supports_resume
+            from ..runs.checkpoint import save_checkpoint, supports_resume
 
             if supports_resume(trainer):
                 # It refuses non-finite parameters before anything is written, and writes

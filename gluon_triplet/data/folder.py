@@ -1,0 +1,245 @@
+"""Class folders: ``DIR/<class>/*.jpg``, or ``DIR/train/<class>`` and ``DIR/test/<class>``;
+the class names are the folder names. :func:`scan_folder` lists the tree and
+:class:`FolderImages` reads one picture file by index."""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass
+from typing import List, Optional, Sequence, Tuple
+
+import numpy as np
+
+from ..errors import DataError, ImageFileError
+from .decoding import CORRUPT, GREY_MODES, DecodedImages, decode_picture, error_reason
+
+__all__ = [
+    "check_classes",
+    "check_headers",
+    "FolderImages",
+    "FolderScan",
+    "IMAGE_EXTENSIONS",
+    "read_image_files",
+    "scan_folder",
+]
+
+logger = logging.getLogger("gluon_triplet")
+
+
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp")
+
+
+@dataclass(frozen=True)
+class FolderScan:
+    """The pictures of an ImageFolder tree.
+
+    Attributes
+    ----------
+    paths : list of str
+        Every picture file, train then test, sorted within a class.
+    labels : (N,) int64
+        Index into ``class_names``.
+    class_names : tuple of str
+        Sorted names of the class folders that hold pictures.
+    test : (N,) bool or None
+        With ``DIR/train`` and ``DIR/test``: which files are the test split; else None.
+    empty : tuple of str
+        Class folders holding no picture file (as ``split/class`` with a split layout).
+    """
+
+    root: str
+    paths: List[str]
+    labels: np.ndarray
+    class_names: Tuple[str, ...]
+    test: Optional[np.ndarray]
+    empty: Tuple[str, ...]
+
+
+def _visible_dirs(path):
+    return sorted(
+        e.name for e in os.scandir(path) if e.is_dir() and not e.name.startswith((".", "__"))
+    )
+
+
+def _class_files(directory):
+    found = []
+    for here, dirs, files in os.walk(directory, followlinks=True):
+        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+        found.extend(
+            os.path.join(here, f)
+            for f in sorted(files)
+            if not f.startswith(".") and f.lower().endswith(IMAGE_EXTENSIONS)
+        )
+    return found
+
+
+def scan_folder(root) -> FolderScan:
+    """List the picture files of ``root`` by class (``root/<class>/**/*.jpg`` etc.).
+
+    With sub-folders ``train`` and ``test`` (and nothing else), each is a split with its
+    own class folders; the classes are the union of both. Hidden files and folders are
+    skipped; files of other extensions are ignored.
+
+    Raises
+    ------
+    DataError
+        ``root`` missing or not a directory, or no class folder in it.
+    """
+    root = os.path.expanduser(os.fspath(root))
+    if not os.path.exists(root):
+        raise DataError(f"image folder not found: {root}")
+    if not os.path.isdir(root):
+        raise DataError(f"{root}: not a directory (folder: wants DIR/<class>/<image files>)")
+    top = _visible_dirs(root)
+    split = set(top) == {"train", "test"}
+    parts = ("train", "test") if split else ("",)
+    per_part = {p: _visible_dirs(os.path.join(root, p)) for p in parts}
+    class_names = tuple(sorted(set().union(*per_part.values())))
+    if not class_names:
+        raise DataError(
+            f"{root}: no class folders; expected {root}/<class>/<images> with one folder per "
+            "class (or train/<class> and test/<class>)"
+        )
+    files = {}
+    empty: List[str] = []
+    for part in parts:
+        for c in per_part[part]:
+            files[part, c] = _class_files(os.path.join(root, part, c))
+            if not files[part, c]:
+                empty.append(f"{part}/{c}" if part else c)
+    # Empty folders are named (see check_classes) but get no label: labels stay dense.
+    class_names = tuple(c for c in class_names if any(files.get((p, c)) for p in parts))
+    code = {c: i for i, c in enumerate(class_names)}
+    paths: List[str] = []
+    labels: List[int] = []
+    test: List[bool] = []
+    for (part, c), found in files.items():
+        if not found:
+            continue
+        paths.extend(found)
+        labels.extend([code[c]] * len(found))
+        test.extend([part == "test"] * len(found))
+    return FolderScan(
+        root,
+        paths,
+        np.asarray(labels, dtype=np.int64),
+        class_names,
+        np.asarray(test, dtype=bool) if split else None,
+        tuple(empty),
+    )
+
+
+class FolderImages:
+    """Pictures read from files by index, decoded by Pillow (every ImageFolder format)."""
+
+    def __init__(self, paths: Sequence[str]):
+        self.paths = list(paths)
+
+    def __len__(self):
+        return len(self.paths)
+
+    def name(self, i: int) -> str:
+        return self.paths[i]
+
+    def header(self, i: int):
+        """``(width, height), grey`` from the file header, without decoding pixels."""
+        from PIL import Image
+
+        with Image.open(self.paths[i]) as img:
+            return img.size, img.mode in GREY_MODES
+
+    def open(self, i: int):
+        """The decoded Pillow image, in its own mode; any failure raises ImageFileError."""
+        from PIL import Image
+
+        try:
+            with Image.open(self.paths[i]) as img:
+                img.load()
+                return img
+        except Exception as e:  # PIL raises many types (OSError, SyntaxError, ValueError ...)
+            raise ImageFileError(error_reason(e)) from None
+
+    def encoded(self, i: int) -> bytes:
+        """The file's bytes, as stored; raises ImageFileError."""
+        try:
+            with open(self.paths[i], "rb") as f:
+                return f.read()
+        except OSError as e:
+            raise ImageFileError(error_reason(e)) from None
+
+    def image(self, i: int, channels: int):
+        """The picture as a Pillow image in mode ``L`` or ``RGB``; raises ImageFileError."""
+        return decode_picture(self.encoded(i), channels)
+
+    def pixels(self, i: int, channels: int) -> np.ndarray:
+        """``(H, W)`` (``channels`` 1) or ``(H, W, 3)`` uint8; raises ImageFileError."""
+        return np.asarray(self.image(i, channels), dtype=np.uint8)
+
+
+def check_classes(scan: FolderScan, where: str, labels: Optional[np.ndarray] = None):
+    """Name empty class folders (warning); refuse fewer than two usable classes (DataError)."""
+    if scan.empty:
+        logger.warning(
+            "%s: %d empty class folder(s) (no image files): %s",
+            where,
+            len(scan.empty),
+            ", ".join(scan.empty[:10]) + (" ..." if len(scan.empty) > 10 else ""),
+        )
+    labels = scan.labels if labels is None else labels
+    counts = np.bincount(labels, minlength=len(scan.class_names))
+    usable = int((counts >= 2).sum())
+    if usable < 2:
+        raise DataError(
+            f"{where}: {usable} class(es) with at least two usable images; triplets need two "
+            f"or more (found classes: {', '.join(scan.class_names) or 'none'})"
+        )
+
+
+def check_headers(reader) -> np.ndarray:
+    """A cheap check before streaming: every file's header opens (records: no check).
+
+    Returns
+    -------
+    (N,) int32
+        ``OK`` or ``CORRUPT`` per picture. A file with a good header but damaged pixels is
+        found only when it is decoded (then streaming stops with a DataError naming it).
+    """
+    status = np.zeros(len(reader), dtype=np.int32)
+    if not isinstance(reader, FolderImages):
+        return status
+    from PIL import Image
+
+    for i, path in enumerate(reader.paths):
+        try:
+            with Image.open(path) as img:
+                img.size  # noqa: B018 - the header is parsed on open; size proves it
+        except Exception:  # Pillow raises several types for a bad header
+            status[i] = CORRUPT
+    return status
+
+
+def read_image_files(
+    paths: Sequence[str], size: Tuple[int, int], channels: int, upscale: bool = True
+) -> np.ndarray:
+    """Named picture files as one array (``image:PATH[,PATH...]`` for ``embed``).
+
+    Returns
+    -------
+    (N, H, W) or (N, C, H, W) uint8
+
+    Raises
+    ------
+    DataError
+        A missing or unreadable file, or one too small with ``upscale`` off.
+    """
+    dataset = DecodedImages(FolderImages(paths), size, channels, upscale)
+    out = np.empty((len(paths), *dataset.sample_shape), dtype=np.uint8)
+    for i, path in enumerate(paths):
+        if not os.path.isfile(path):
+            raise DataError(f"image file not found: {path}")
+        try:
+            out[i] = dataset.picture(i)
+        except ImageFileError as e:
+            raise DataError(f"{path}: cannot use this image ({e})") from None
+    return out
