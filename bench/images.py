@@ -16,9 +16,10 @@ rec      The same folder packed with ``pack_folder``: pack time, and the streame
          Python thread, the machine's interrupts and disk reads in the epoch, the medians, and
          the median of the per-round ratios (the target's check). ``--spinning`` adds every
          source again with GNU OpenMP's spinning waits instead of the passive waits the
-         package sets (see docs/images.md), in the same rounds. ``--warm`` adds the folder
-         again with every file read just before its run (untimed): the folder's epoch with
-         its files in the page cache, against the same folder as the rounds leave it.
+         package sets (see bench/results/images-streaming.md), in the same rounds.
+         ``--warm`` adds the folder again with every file read just before its run
+         (untimed): the folder's epoch with its files in the page cache, against the same
+         folder as the rounds leave it.
 cpu      CPU seconds per training picture of one epoch (``--cpu-pictures`` of the 60k),
          in memory and streamed from the folder and the .rec: the training process and
          the decoding workers apart, independent of other jobs' load.

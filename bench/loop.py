@@ -1,9 +1,10 @@
 """The training loop's overhead: a real epoch against the bare step, interleaved in one run.
 
-Issue 15 asks that the default recipe's training epoch (semi-hard online mining in P x K
-batches, the CNN, Adam, the cosine schedule; evaluation excluded) take at most 1.1x the
-bare net's forward + backward + optimizer step at the same batch size. This measures both
-in one process, round after round, so the machine's load hits them alike:
+The target: the default recipe's training epoch (semi-hard online mining in P x K
+batches, the CNN, Adam, the cosine schedule; evaluation excluded) takes at most 1.1x the
+bare net's forward + backward + optimizer step at the same batch size (results:
+bench/results/performance.md). This measures both in one process, round after round, so
+the machine's load hits them alike:
 
 bare   the same net (a copy), one ``P*K``-sample batch already on the context, and a fixed
        set of as many triplets as the miner returns (every positive pair of the P x K

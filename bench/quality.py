@@ -19,9 +19,10 @@ Recipes (every online one uses P x K batches and the default settings otherwise)
     semi-hard   MLP + semi-hard mining
     batch-all   MLP + batch-all mining
     default     the package defaults (semi-hard, CNN for images, Adam, cosine schedule);
-                what "default" meant changed with each pass that changed a default
+                what "default" meant changed each time a default changed
 
-Candidates for the defaults (issue 15; each is the default recipe with one change):
+Candidates for the defaults (each is the default recipe with one change; the figures
+and decisions are in bench/results/quality-fashion.md):
 
     distance-weighted   --miner distance-weighted (Wu et al. 2017)
     dw-bn               distance-weighted + --batch-norm
@@ -40,28 +41,27 @@ Candidates for the defaults (issue 15; each is the default recipe with one chang
     bn-wide             --batch-norm --channels 48 64
     bn-e64              --batch-norm --embedding-size 64
 
-Second pass (augmentation, the pooled CNN; docs/quality.md):
+Augmentation and the pooled CNN:
 
     strided             --conv-block strided (the CNN default before the pooled one)
     aug-digits, aug-objects, aug-photos   --augment digits / objects / photos
     bn-lr3, bn-lr10     --batch-norm --lr 0.003 / 0.01
-    p3                  --conv-block pooled (16 32 64: today's default up to 32 px)
+    p3                  --conv-block pooled (16 32 64, no BatchNorm: the first pooled default)
     p3-digits, p3-objects, p3-lr2, p3-bn-lr3, ...   the pooled CNN with those changes
 
-Third pass (BatchNorm where the maps are small, at the old cost; docs/quality.md):
+BatchNorm where the maps are small, at the old cost:
 
-    p3-bn3              pooled CNN, BatchNorm on its 3rd (last) convolution only: today's
-                        default up to 32 px (--batch-norm automatic)
+    p3-bn3              pooled CNN 16 32 64, BatchNorm on its 3rd (last) convolution only:
+                        the default before the last convolution was widened to 128
     p3-bn2-lr3, p3-bn3-lr3, p3-bn3-lr5   BatchNorm from the 2nd / 3rd convolution, lr
     p3-lr3              the pooled CNN without BatchNorm, lr 0.003
     p3-bn3-lr3-m1, -m3, -k32, -h256      margin 0.1 / 0.3, K = 32, a hidden Dense 256
     p3-bn3-digits, p3-bn3-lr3-digits     with --augment digits
     p3m-bn3, p3m-bn3-lr3                 widths 16 40 80 (about the whole CPU budget)
 
-Fourth pass, the net (BatchNorm's first-convolution gain cheaper, multiply-adds re-spent;
-docs/quality.md "Fourth pass: the net"; the options built for it lost and did not land:
---input-norm, --weight-init and --conv-block stem and their recipes are on the branch
-fashion-b-options, commit b0ac31e):
+The net: BatchNorm's first-convolution gain bought cheaper, multiply-adds re-spent (the
+options built for it lost and did not land: --input-norm, --weight-init and --conv-block
+stem and their recipes are on the unmerged branch fashion-b-options):
 
     p3c8-bn, p3c8-bn-lr3       widths 8 32 64, BatchNorm on every convolution, lr
     p4-bn3, p4-bn3-lr3         widths 16 32 64 64: a 4th convolution at 4x4 (pooled to
@@ -72,8 +72,7 @@ fashion-b-options, commit b0ac31e):
                                is the recipe chosen for 3 passes on Fashion-MNIST
     pf-bn3                     --pool-first, BatchNorm on the last convolution only
 
-Fourth pass, the training side (p3-bn3's net; docs/quality.md "Fourth pass: the training
-side"):
+The training side (p3-bn3's net):
 
     p3-bn3-k8, p3-bn3-k12    K = 8 / 12 samples per class (P = 10): more updates per pass
     p3-bn3-wd1, p3-bn3-wd5   --weight-decay 1e-4 / 5e-4 (Adam's L2 penalty)
@@ -112,7 +111,8 @@ from gluon_triplet.nets.model import embed, model_from_config  # noqa: E402
 from gluon_triplet.training.callbacks import Callback  # noqa: E402
 from gluon_triplet.training.trainer import TripletTrainer, resolve_contexts, set_seed  # noqa: E402
 
-# Today's default net (issue 15, third pass); the fourth pass changes only training.
+# The default net before its last convolution was widened (16 32 64, BatchNorm on the
+# last); the training-side candidates change only training.
 _P3_BN3 = {"conv_block": "pooled", "batch_norm": True, "batch_norm_from": 3}
 
 RECIPES = {
@@ -122,7 +122,7 @@ RECIPES = {
     "semi-hard": {"model": "mlp", "miner": "semi-hard"},
     "batch-all": {"model": "mlp", "miner": "batch-all"},
     "default": {},
-    # The CNN default until issue 15's second pass (5x5 stride-2 convolutions).
+    # The CNN default before the pooled one (5x5 stride-2 convolutions).
     "strided": {"conv_block": "strided"},
     "distance-weighted": {"miner": "distance-weighted"},
     "dw-bn": {"miner": "distance-weighted", "batch_norm": True},
@@ -145,14 +145,14 @@ RECIPES = {
     "bn": {"batch_norm": True},
     "bn-wide": {"batch_norm": True, "channels": (48, 64)},
     "bn-e64": {"batch_norm": True, "embedding_size": 64},
-    # Issue 15, second session: augmentation and a stronger CNN at the same cost.
+    # Augmentation and a stronger CNN at the same cost.
     "aug-digits": {"augment": "digits"},
     "aug-photos": {"augment": "photos"},
     "aug-objects": {"augment": "objects"},
     "bn-lr3-objects": {"batch_norm": True, "lr": 0.003, "augment": "objects"},
     "bn-lr3-digits": {"batch_norm": True, "lr": 0.003, "augment": "digits"},
     "lr2": {"lr": 0.002},
-    "p3": {"conv_block": "pooled", "batch_norm": False},  # 16 32 64, the second pass's default
+    "p3": {"conv_block": "pooled", "batch_norm": False},  # 16 32 64, the first pooled default
     "p3-lr2": {"conv_block": "pooled", "batch_norm": False, "lr": 0.002},
     "p3-digits": {"conv_block": "pooled", "batch_norm": False, "augment": "digits"},
     "p3-objects": {"conv_block": "pooled", "batch_norm": False, "augment": "objects"},
@@ -188,7 +188,7 @@ RECIPES = {
         "batch_norm": True,
         "lr": 0.003,
     },
-    # Issue 15, third pass: BatchNorm only where the maps are small, at the lean loop's cost.
+    # BatchNorm only where the maps are small, at the lean loop's cost.
     "p3-bn2-lr3": {"conv_block": "pooled", "batch_norm": True, "batch_norm_from": 2, "lr": 0.003},
     "p3-bn3-lr3": {"conv_block": "pooled", "batch_norm": True, "batch_norm_from": 3, "lr": 0.003},
     "p3-lr3": {"conv_block": "pooled", "batch_norm": False, "lr": 0.003},
@@ -246,7 +246,7 @@ RECIPES = {
     "p3-bn2-lr5": {"conv_block": "pooled", "batch_norm": True, "batch_norm_from": 2, "lr": 0.005},
     "p3-bn-lr5": {"conv_block": "pooled", "batch_norm": True, "lr": 0.005},
     "p3-bn-lr10": {"conv_block": "pooled", "batch_norm": True, "lr": 0.01},
-    # Issue 15, fourth pass (the net): BatchNorm's gain on the first convolution, cheaper,
+    # The net: BatchNorm's gain on the first convolution, cheaper,
     # and the same multiply-adds spent elsewhere.
     "p3c8-bn": {"conv_block": "pooled", "channels": (8, 32, 64), "batch_norm": True},
     "p3c8-bn-lr3": {
@@ -269,7 +269,7 @@ RECIPES = {
     "pf-bn3": {"conv_block": "pooled", "batch_norm_from": 3, "pool_first": True},
     "bn-lr3": {"batch_norm": True, "lr": 0.003},
     "bn-lr10": {"batch_norm": True, "lr": 0.01},
-    # Issue 15, fourth pass (training side): more updates per pass, weight decay, lr with a
+    # The training side: more updates per epoch, weight decay, lr with a
     # warm-up, weight averaging; the net is p3-bn3's.
     "p3-bn3-k8": {**_P3_BN3, "pk_samples": 8},
     "p3-bn3-k12": {**_P3_BN3, "pk_samples": 12},
@@ -287,7 +287,7 @@ RECIPES = {
         "lr_schedule": "constant",
         "ema_decay": 0.998,
     },
-    # Issue 15, fifth pass: how P@1 after 10 epochs grows with the net's width, against
+    # How P@1 after 10 epochs grows with the net's width, against
     # its cost per sample (the budget's edge and well past it).
     "p3-bn3-c96": {**_P3_BN3, "channels": (16, 32, 96)},
     "p3-bn3-c128": {**_P3_BN3, "channels": (16, 32, 128)},
@@ -303,8 +303,9 @@ RECIPES = {
     },
 }
 # The pooled recipes above were measured with the pooled widths of their time, 16 32 64
-# (the default until issue 15's fifth pass): pin them so that each name keeps meaning the
-# net its figures in docs/quality.md came from. "default" is today's default.
+# (the default until the last convolution was widened to 128): pin them so that each name
+# keeps meaning the net its figures in bench/results/quality-fashion.md came from.
+# "default" is today's default.
 for _recipe in RECIPES.values():
     if _recipe and _recipe.get("conv_block") == "pooled" and "channels" not in _recipe:
         _recipe["channels"] = (16, 32, 64)

@@ -20,8 +20,8 @@ is its own: the vectors it loaded plus the index. Recall@10 is the mean fraction
 exact top 10 that the approximate top 10 contains; the speed-up is the approximate kind's
 queries/s over the exact one's, measured in the same run.
 
-Target (issue 14): at 1M, the approximate default reaches recall@10 >= 0.95 at >= 10x the
-exact queries/s. A missed target prints MISS; the exit status is still 0.
+Target (set when the index was built): at 1M, the approximate default reaches recall@10 >=
+0.95 at >= 10x the exact queries/s. A missed target prints MISS; the exit status is still 0.
 
 Usage::
 

@@ -10,7 +10,8 @@ unset (set them yourself to choose):
   OpenMP's default). With one thread per CPU, any other runnable thread (a streamed run's
   decoding worker, another job) can leave two of the team on one CPU, and each then spins
   through its time slice while the thread it waits for cannot run: a streamed epoch was
-  measured 3-6x slower than the same epoch with sleeping waits (docs/images.md).
+  measured 3-6x slower than the same epoch with sleeping waits
+  (bench/results/images-streaming.md).
 """
 
 import os as _os

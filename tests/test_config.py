@@ -23,7 +23,7 @@ def test_defaults_are_the_measured_recipe():
     )
     assert (c.model, c.hidden, c.normalize, c.output) == ("auto", None, True, "linear")
     assert c.dataset == "mnist" and c.pk_classes is None and c.pk_samples == 16
-    # The pooled CNN up to 32 px (chosen on validation splits, docs/quality.md).
+    # The pooled CNN up to 32 px (chosen on validation splits, docs/defaults.md).
     assert (c.conv_block, c.augment, c.batch_norm) == ("auto", "none", None)
 
 

@@ -26,8 +26,8 @@ def n_params(net):
 
 def test_small_images_keep_the_reference_cnn():
     # Up to 32 px the image work leaves the nets as they were: the strided net is the
-    # reference convnet exactly; the default (--conv-block auto) is the pooled net of
-    # issue 15 (tests/test_model_cnn.py).
+    # reference convnet exactly; the default (--conv-block auto) is the pooled net chosen
+    # on validation splits (tests/test_model_cnn.py).
     assert cnn_architecture((28, 28)) == {} and cnn_architecture((3, 32, 32)) == {}
     net, name = model_from_config(Config(model="auto", conv_block="strided"), (28, 28))
     ref = build_model("cnn", embedding_size=128, output="linear", normalize=True)

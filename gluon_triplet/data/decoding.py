@@ -306,7 +306,7 @@ def training_workers(cpus: Optional[int] = None) -> int:
     decoding worker per CPU on top of them takes cores from the step instead of adding
     speed, once one worker decodes faster than the step consumes. One CPU is left to
     training. Evaluation and loading, where nothing else runs, keep
-    :func:`default_workers`. See docs/images.md for the measurements behind it.
+    :func:`default_workers`. See bench/results/images-streaming.md for the measurements.
 
     Parameters
     ----------
