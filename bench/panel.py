@@ -48,18 +48,25 @@ ROOT = os.path.dirname(HERE)
 
 #: Candidate recipes: name -> extra ``run_train.py`` flags. ``default`` is no flag at all.
 RECIPES: Dict[str, List[str]] = {
-    "default": [],
-    "lr-1e-4": ["--lr", "0.0001"],
-    "s64": ["--image-size", "64"],
-    "s64-pooled-bnlast": ["--image-size", "64", "--conv-block", "pooled",
-                          "--channels", "16", "32", "64", "128"],
-    "s64-pooled-bn": ["--image-size", "64", "--conv-block", "pooled", "--batch-norm",
-                      "--channels", "16", "32", "64", "128"],
-    "s64-strided-bn": ["--image-size", "64", "--batch-norm"],
+    name: flags.split()
+    for name, flags in {
+        "default": "",
+        "lr-1e-4": "--lr 0.0001",
+        "s64": "--image-size 64",
+        "s64-pooled-bnlast": "--image-size 64 --conv-block pooled --channels 16 32 64 128",
+        "s64-pooled-bn": "--image-size 64 --conv-block pooled --batch-norm --channels 16 32 64 128",
+        "s64-strided-bn": "--image-size 64 --batch-norm",
+    }.items()
 }
 
-_METRICS = ("precision_at_1", "map_at_r", "recall_at_1", "recall_at_2", "recall_at_4",
-            "recall_at_8")
+_METRICS = (
+    "precision_at_1",
+    "map_at_r",
+    "recall_at_1",
+    "recall_at_2",
+    "recall_at_4",
+    "recall_at_8",
+)
 _VAL_SEED = 20_261_206
 
 
@@ -84,7 +91,7 @@ def validation_layout(set_root: str, protocol: str, out: str, fraction: float = 
     classes = _classes(train)
     rng = random.Random(_VAL_SEED)
     tmp = out + ".tmp"
-    held = set(classes[-max(2, round(0.3 * len(classes))):]) if protocol == "open" else set()
+    held = set(classes[-max(2, round(0.3 * len(classes))) :]) if protocol == "open" else set()
     for name in classes:
         files = _files(os.path.join(train, name))
         if protocol == "open":
@@ -102,13 +109,27 @@ def validation_layout(set_root: str, protocol: str, out: str, fraction: float = 
     return out
 
 
-def run_one(dataset: str, flags: Sequence[str], seed: int, epochs: Optional[int],
-            workdir: str) -> dict:
+def run_one(
+    dataset: str, flags: Sequence[str], seed: int, epochs: Optional[int], workdir: str
+) -> dict:
     """One training run; its last-epoch test figures, raw pixels, wall and train time."""
     name = f"run-{seed}-{int(time.time() * 1000)}"
-    cmd = [sys.executable, os.path.join(ROOT, "run_train.py"), "--dataset", f"folder:{dataset}",
-           "--seed", str(seed), "--logdir", workdir, "--run-name", name, "--no-plots",
-           "--projector-samples", "0", *flags]
+    cmd = [
+        sys.executable,
+        os.path.join(ROOT, "run_train.py"),
+        "--dataset",
+        f"folder:{dataset}",
+        "--seed",
+        str(seed),
+        "--logdir",
+        workdir,
+        "--run-name",
+        name,
+        "--no-plots",
+        "--projector-samples",
+        "0",
+        *flags,
+    ]
     if epochs is not None:
         cmd += ["--epochs", str(epochs)]
     start = time.perf_counter()
@@ -159,7 +180,10 @@ def table(rows: List[dict]) -> str:
     ]
     for (name, recipe), runs in groups.items():
         ok = [r for r in runs if "test" in r]
-        get = lambda part, key: [r[part][key] for r in ok]  # noqa: E731
+
+        def get(part: str, key: str, ok: List[dict] = ok) -> List[float]:
+            return [r[part][key] for r in ok]
+
         ratio = [r["test"]["map_at_r"] / r["raw"]["map_at_r"] for r in ok]
         size = ok[0]["input_shape"] if ok else "-"
         lines.append(
@@ -188,21 +212,36 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         for name in args.sets:
             root = os.path.join(args.cache, name)
             if not os.path.isdir(os.path.join(root, "train")):
-                print(f"error: {root} is not prepared; run bench/panel_data.py --sets {name}",
-                      file=sys.stderr)
+                print(
+                    f"error: {root} is not prepared; run bench/panel_data.py --sets {name}",
+                    file=sys.stderr,
+                )
                 return 2
             if args.split == "val":
-                root = validation_layout(root, PANEL[name].protocol,
-                                         os.path.join(args.cache, f"{name}.val"))
+                root = validation_layout(
+                    root, PANEL[name].protocol, os.path.join(args.cache, f"{name}.val")
+                )
             for recipe in args.recipes:
                 for seed in args.seeds:
                     r = run_one(root, RECIPES[recipe], seed, args.epochs, workdir)
-                    r.update(set=name, recipe=recipe, seed=seed, split=args.split,
-                             date=time.strftime("%Y-%m-%d %H:%M"), load=os.getloadavg()[0])
+                    r.update(
+                        set=name,
+                        recipe=recipe,
+                        seed=seed,
+                        split=args.split,
+                        date=time.strftime("%Y-%m-%d %H:%M"),
+                        load=os.getloadavg()[0],
+                    )
                     rows.append(r)
-                    brief = (f"P@1 {r['test']['precision_at_1']:.3f} (raw "
-                             f"{r['raw']['precision_at_1']:.3f}) MAP@R {r['test']['map_at_r']:.3f} "
-                             f"(raw {r['raw']['map_at_r']:.3f})") if "test" in r else r["error"]
+                    brief = (
+                        (
+                            f"P@1 {r['test']['precision_at_1']:.3f} (raw "
+                            f"{r['raw']['precision_at_1']:.3f}) MAP@R {r['test']['map_at_r']:.3f} "
+                            f"(raw {r['raw']['map_at_r']:.3f})"
+                        )
+                        if "test" in r
+                        else r["error"]
+                    )
                     print(f"{name} {recipe} seed {seed}: {brief}, {r['wall_s']} s", flush=True)
                     if args.out:
                         with open(args.out, "a") as f:
