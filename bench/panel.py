@@ -56,6 +56,16 @@ RECIPES: Dict[str, List[str]] = {
         "s64-pooled-bnlast": "--image-size 64 --conv-block pooled --channels 16 32 64 128",
         "s64-pooled-bn": "--image-size 64 --conv-block pooled --batch-norm --channels 16 32 64 128",
         "s64-strided-bn": "--image-size 64 --batch-norm",
+        "s64-pooled-bn-lr3e-4": "--image-size 64 --conv-block pooled --batch-norm "
+        "--channels 16 32 64 128 --lr 0.0003",
+        "s64-pooled-bn2": "--image-size 64 --conv-block pooled --batch-norm "
+        "--batch-norm-from 2 --channels 16 32 64 128",
+        "s64-pooled-bn-photos": "--image-size 64 --conv-block pooled --batch-norm "
+        "--channels 16 32 64 128 --augment photos",
+        "s64-photos": "--image-size 64 --augment photos",
+        "s64-lr3e-4": "--image-size 64 --lr 0.0003",
+        "s64-strided-bn-photos": "--image-size 64 --batch-norm --augment photos",
+        "s64-strided-bnlast": "--image-size 64 --batch-norm --batch-norm-from 3",
     }.items()
 }
 
