@@ -51,7 +51,7 @@ logger = logging.getLogger("gluon_triplet")
 
 #: Largest side the automatic ``--image-size`` picks. The CNN's cost grows with the
 #: picture's area: at 64 px a 10-epoch default run over 30,000 pictures stays within about
-#: 10 minutes on 2 CPUs, while 96 px costs about 2.3 times as much (docs/defaults.md).
+#: 10 minutes on 2 CPUs, while 96 px has 2.25 times the multiply-adds (docs/defaults.md).
 MAX_AUTO_SIZE = 64
 
 
