@@ -577,7 +577,7 @@ def _decoded_bundle(
             size = auto_size
             logger.info(
                 "image size %dx%d (height x width): the median of %d sampled images, capped "
-                "at %d; choose another with --image-size",
+                "at %d for speed; choose another with --image-size",
                 size[0],
                 size[1],
                 min(len(reader), decoding.SIZE_SAMPLE),

@@ -20,6 +20,8 @@ import json
 import logging
 import os
 import sys
+import time
+from typing import Optional
 
 from ..io import atomic_write_text
 from ..runs.rundir import RunDir
@@ -103,11 +105,22 @@ def format_metrics(record):
 
 
 class ProgressCallback(Callback):
-    """A progress bar per epoch (only on a terminal) and a log line per epoch."""
+    """A progress bar per epoch (only on a terminal), a log line per epoch, and early in
+    the first epoch trained, an estimate of the epoch's time and of the run's.
 
-    def __init__(self, bar=None):
+    The estimate times the batches after the first ``warmup`` (which include building
+    the graph), over ``timed`` batches or up to 3 seconds, and scales them to the epoch's
+    batches: it counts decoding, mining and the update, not the evaluation after each
+    epoch.
+    """
+
+    def __init__(self, bar=None, warmup: int = 2, timed: int = 20, clock=time.perf_counter):
         self.bar_enabled = sys.stderr.isatty() if bar is None else bar
         self._bar = None
+        self.warmup, self.timed, self.clock = warmup, timed, clock
+        self._estimated = False
+        self._clock: Optional[float] = None
+        self._start = 0
 
     def on_train_begin(self, trainer):
         record = trainer.history[-1]
@@ -133,6 +146,30 @@ class ProgressCallback(Callback):
             self._bar.update(1)
             if (trainer.batch + 1) % trainer.config.log_every == 0:
                 self._bar.set_postfix(loss=f"{trainer.running_loss:.4f}")
+        if not self._estimated:
+            self._estimate(trainer)
+
+    def _estimate(self, trainer):
+        done = trainer.batch + 1
+        if self._clock is None:
+            if done == min(self.warmup, trainer.num_batches - 1):
+                self._clock, self._start = self.clock(), done
+            return
+        timed, seconds = done - self._start, self.clock() - self._clock
+        if timed < self.timed and seconds < 3.0 and done < trainer.num_batches:
+            return
+        self._estimated = True
+        epoch = seconds / timed * trainer.num_batches
+        epochs = trainer.config.epochs - trainer.epoch + 1
+        logger.info(
+            "estimated time: %s per epoch, %s for %d epoch(s) before evaluation (from %d "
+            "timed batches of %d)",
+            _duration(epoch),
+            _duration(epoch * epochs),
+            epochs,
+            timed,
+            trainer.num_batches,
+        )
 
     def close(self):
         """Close the progress bar of an epoch that did not end."""
@@ -143,6 +180,14 @@ class ProgressCallback(Callback):
     def on_epoch_end(self, trainer):
         self.close()
         logger.info("%s", format_metrics(trainer.history[-1]))
+
+
+def _duration(seconds: float) -> str:
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    if seconds < 5400:
+        return f"{seconds / 60:.1f} min"
+    return f"{seconds / 3600:.1f} h"
 
 
 class CheckpointCallback(Callback):
