@@ -862,7 +862,10 @@ def _bench(args, work: str) -> int:
     if venv == REPO or venv.startswith(REPO + os.sep):
         raise BenchError(f"--venv {venv} is inside the repository; put it outside")
     python, versions = _ensure_venv(venv, not args.no_install)
+    import gluon_triplet
+
     versions.update(mxnet=mxnet.__version__, project_numpy=np.__version__)
+    print(f"project: {os.path.dirname(gluon_triplet.__file__)}", flush=True)
     print("peer: " + ", ".join(f"{k} {v}" for k, v in versions.items()), flush=True)
 
     spec = net_spec()
