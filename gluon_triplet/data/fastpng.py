@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import functools
 import struct
+import zlib
 from types import ModuleType
 from typing import Optional
 
@@ -30,9 +31,10 @@ PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 _GREY, _RGB, _GREY_ALPHA, _RGBA = 0, 2, 4, 6
 # Chunks after which Pillow's pixels would differ from the stored ones, or from what
 # OpenCV returns: transparency (OpenCV may add an alpha channel) and EXIF orientation
-# (gluon-triplet applies it; OpenCV's IMREAD_UNCHANGED does not). A match inside the
-# compressed data only sends the picture to Pillow.
-_PILLOW_ONLY_CHUNKS = (b"tRNS", b"eXIf")
+# (gluon-triplet applies it; OpenCV's IMREAD_UNCHANGED does not); and the ICC profile,
+# which libpng checks and complains about on stderr (the pixels are the same: neither
+# decoder applies the profile).
+_PILLOW_ONLY_CHUNKS = (b"tRNS", b"eXIf", b"iCCP")
 
 
 @functools.lru_cache(maxsize=1)
@@ -52,8 +54,12 @@ def available() -> bool:
 def png_layout(buf: bytes) -> Optional[int]:
     """The channels of a plain 8-bit PNG (1 grey, 2 grey + alpha, 3 RGB, 4 RGBA), else None.
 
-    None for anything else: not a PNG, another bit depth, a palette, or a chunk that
-    makes Pillow's pixels differ from the stored ones (see the module docstring).
+    None for anything else: not a PNG, another bit depth, a palette, a chunk that makes
+    Pillow's pixels differ from the stored ones (see the module docstring), and any file
+    libpng would print a warning or an error about on stderr (OpenCV lets libpng write
+    them straight to file descriptor 2): an ICC profile (``iCCP``: "known incorrect sRGB
+    profile" and the like), a chunk whose CRC is wrong, a broken chunk chain, or a file
+    that does not end with ``IEND``. Pillow decodes or refuses those, silently.
     """
     # signature (8), IHDR length (4), "IHDR" (4), width, height (4 + 4), depth, colour type
     if len(buf) < 33 or buf[:8] != PNG_SIGNATURE or buf[12:16] != b"IHDR":
@@ -61,9 +67,28 @@ def png_layout(buf: bytes) -> Optional[int]:
     depth, colour = struct.unpack_from("BB", buf, 24)
     if depth != 8 or colour not in (_GREY, _RGB, _GREY_ALPHA, _RGBA):
         return None
-    if any(chunk in buf for chunk in _PILLOW_ONLY_CHUNKS):
+    if not _chunks_sound(buf):
         return None
     return {_GREY: 1, _GREY_ALPHA: 2, _RGB: 3, _RGBA: 4}[colour]
+
+
+def _chunks_sound(buf: bytes) -> bool:
+    """Every chunk whole, with the right CRC, none of ``_PILLOW_ONLY_CHUNKS``, ending in
+    ``IEND``: the PNGs libpng decodes without a word."""
+    pos, end = 8, len(buf)
+    view = memoryview(buf)
+    while pos + 12 <= end:
+        length, kind = struct.unpack_from(">I4s", buf, pos)
+        stop = pos + 8 + length
+        if stop + 4 > end or kind in _PILLOW_ONLY_CHUNKS:
+            return False
+        (crc,) = struct.unpack_from(">I", buf, stop)
+        if zlib.crc32(view[pos + 4 : stop]) != crc:
+            return False
+        if kind == b"IEND":
+            return True
+        pos = stop + 4
+    return False
 
 
 def decode_png(buf: bytes, channels: int) -> Optional[np.ndarray]:
