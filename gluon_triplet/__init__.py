@@ -38,7 +38,7 @@ _EXPORTS = {
     ".config": ("Config", "PRESETS"),
     ".data.datasets": ("DataBundle", "load_dataset"),
     ".data.idx": ("read_idx", "write_idx"),
-    ".data.decoding": ("ImageOptions",),
+    ".data.decoding": ("ImageOptions", "MAX_PIXELS", "check_pixels", "picture_size"),
     ".data.folder": ("scan_folder",),
     ".data.recordio": ("pack_folder",),
     ".data.samplers": ("PKBatchSampler",),
@@ -53,6 +53,7 @@ _EXPORTS = {
         "IndexFileError",
         "MissingDependency",
         "RunDirInUse",
+        "TooManyPixels",
     ),
     ".evaluation.metrics": (
         "ami",
@@ -115,7 +116,7 @@ __all__ = ["__version__", *_names]
 if TYPE_CHECKING:  # what a type checker and an IDE see
     from .config import PRESETS, Config
     from .data.datasets import DataBundle, load_dataset
-    from .data.decoding import ImageOptions
+    from .data.decoding import MAX_PIXELS, ImageOptions, check_pixels, picture_size
     from .data.folder import scan_folder
     from .data.idx import read_idx, write_idx
     from .data.recordio import pack_folder
@@ -131,6 +132,7 @@ if TYPE_CHECKING:  # what a type checker and an IDE see
         IndexFileError,
         MissingDependency,
         RunDirInUse,
+        TooManyPixels,
     )
     from .evaluation.metrics import (
         ami,

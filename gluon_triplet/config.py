@@ -135,6 +135,15 @@ class Config:
         "data",
         metavar="GIB",
     )
+    max_pixels: int = option(
+        89_478_485,
+        "pictures: one whose header declares more pixels is skipped with a warning "
+        "(--strict: an error) before any decoder runs, on every path (training, pack, "
+        "image: files); a small file can decode to gigabytes",
+        "data",
+        metavar="N",
+        shown_default="89478485, Pillow's Image.MAX_IMAGE_PIXELS",
+    )
     model: str = option(
         "auto",
         "embedding net: mlp, cnn, a model-zoo backbone (e.g. resnet18_v1), or auto = cnn for "
@@ -438,6 +447,8 @@ class Config:
             raise ConfigError(f"image_channels must be 1 or 3, got {self.image_channels}")
         if not self.max_memory >= 0:
             raise ConfigError(f"max_memory must be >= 0 (GiB), got {self.max_memory}")
+        if self.max_pixels < 1:
+            raise ConfigError(f"max_pixels must be >= 1, got {self.max_pixels}")
         if self.workers is not None and self.workers < 0:
             raise ConfigError(f"workers must be >= 0, got {self.workers}")
         if self.run_name is not None and (

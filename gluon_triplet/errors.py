@@ -14,6 +14,7 @@ __all__ = [
     "IndexFileError",
     "MissingDependency",
     "RunDirInUse",
+    "TooManyPixels",
 ]
 
 
@@ -27,6 +28,11 @@ class DataError(ValueError):
 
 class ImageFileError(ValueError):
     """A picture file or record cannot be read or does not fit the requested size."""
+
+
+class TooManyPixels(ImageFileError):
+    """A picture's header declares more pixels than the limit (``--max-pixels``): it is
+    refused before any decoder runs, since a small file can inflate to gigabytes."""
 
 
 class CheckpointError(ValueError):

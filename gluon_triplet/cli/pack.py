@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 from typing import Optional, Sequence
 
+from ..data.headers import MAX_PIXELS
 from .common import add_common_flags, guarded, setup_logging
 
 __all__ = ["HELP", "build_parser", "main"]
@@ -47,6 +48,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="format of re-encoded pictures (default: .jpg)",
     )
     p.add_argument("--strict", action="store_true", help="corrupt images are an error")
+    p.add_argument(
+        "--max-pixels",
+        type=int,
+        default=MAX_PIXELS,
+        metavar="N",
+        help="skip (like a corrupt one) any picture whose header declares more pixels, "
+        f"before decoding it (default: {MAX_PIXELS}, Pillow's Image.MAX_IMAGE_PIXELS)",
+    )
     add_common_flags(p)
     return p
 
@@ -54,6 +63,8 @@ def build_parser() -> argparse.ArgumentParser:
 def _pack(args: argparse.Namespace) -> None:
     from ..data.recordio import pack_folder
 
+    if args.max_pixels < 1:
+        raise ValueError(f"--max-pixels must be >= 1, got {args.max_pixels}")
     info = pack_folder(
         args.source,
         args.out,
@@ -62,6 +73,7 @@ def _pack(args: argparse.Namespace) -> None:
         encoding=args.encoding,
         strict=args.strict,
         progress=not args.quiet,
+        max_pixels=args.max_pixels,
     )
     splits = info["splits"]
     split = f" (train {splits['train']}, test {splits['test']})" if splits else ""

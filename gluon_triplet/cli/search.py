@@ -109,7 +109,7 @@ def _queries(
     """``(x, names, labels, class_names)`` of the queries the flags name."""
     import dataclasses
 
-    from ..data.datasets import load_dataset
+    from ..data.datasets import image_files_bundle, load_dataset
     from ..data.decoding import ImageOptions
 
     # Pictures are decoded to the run's recorded size and channels, whatever the source.
@@ -138,7 +138,8 @@ def _queries(
         for q in args.query:
             if not os.path.isfile(q):
                 raise FileNotFoundError(f"--query {q!r} is neither a file nor a dataset spec")
-        data = load_dataset("image:" + ",".join(args.query), images=options, logger=logger)
+        # the paths as given: a name may hold commas (no "image:" list to split)
+        data = image_files_bundle(args.query, "image:" + ",".join(args.query), options)
         x = data.x_test
         names, labels, class_names = list(args.query), None, index.class_names
     if args.limit is not None:
@@ -261,7 +262,13 @@ def _gallery_pictures(
 
         channels = 1 if len(shape) == 2 else shape[0]
         files = sorted({p for p in paths if p is not None})
-        decoded = DecodedImages(FolderImages(files), shape[-2:], channels, images.upscale)
+        decoded = DecodedImages(
+            FolderImages(files, max_pixels=images.max_pixels),
+            shape[-2:],
+            channels,
+            images.upscale,
+            max_pixels=images.max_pixels,
+        )
         pictures: Dict[str, Optional[np.ndarray]] = {}
         for i, path in enumerate(files):
             try:

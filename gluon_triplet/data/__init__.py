@@ -11,7 +11,7 @@ __getattr__, __dir__, __all__ = attach(
     {
         ".datasets": ("DataBundle", "load_dataset"),
         ".idx": ("read_idx", "write_idx"),
-        ".decoding": ("ImageOptions",),
+        ".decoding": ("ImageOptions", "MAX_PIXELS", "check_pixels", "picture_size"),
         ".folder": ("scan_folder",),
         ".recordio": ("pack_folder",),
         ".streaming": ("LazyImages",),
@@ -25,7 +25,7 @@ __getattr__, __dir__, __all__ = attach(
 if TYPE_CHECKING:
     from .augment import AUGMENTATIONS, make_augmenter
     from .datasets import DataBundle, load_dataset
-    from .decoding import ImageOptions
+    from .decoding import MAX_PIXELS, ImageOptions, check_pixels, picture_size
     from .folder import scan_folder
     from .idx import read_idx, write_idx
     from .mapped import MappedSamples

@@ -29,7 +29,9 @@ __all__ = [
     "DEBIAN_FASHION_MNIST_DIR",
     "DataBundle",
     "DataError",
+    "image_files_bundle",
     "load_dataset",
+    "split_image_paths",
 ]
 
 DEBIAN_FASHION_MNIST_DIR = "/usr/share/datasets/fashion-mnist"
@@ -499,7 +501,7 @@ def _load_folder(path: str, name: str, options, logger: logging.Logger) -> DataB
 
     scan = folder.scan_folder(path)
     folder.check_classes(scan, scan.root)
-    reader = folder.FolderImages(scan.paths)
+    reader = folder.FolderImages(scan.paths, max_pixels=options.max_pixels)
     return _decoded_bundle(
         name, scan.root, reader, scan.labels, scan.test, scan.class_names, options, logger
     )
@@ -534,10 +536,22 @@ def _load_rec(prefix: str, name: str, options, logger: logging.Logger) -> DataBu
 
 
 def _load_image_files(paths: str, name: str, options, logger: logging.Logger) -> DataBundle:
+    return image_files_bundle(split_image_paths(paths), name, options)
+
+
+def image_files_bundle(files: Sequence[str], name: str, options) -> DataBundle:
+    """Named picture files as both splits, label 0 (``image:`` for ``embed``, the
+    picture queries of ``search``), decoded with ``options`` (an ImageOptions).
+
+    Raises
+    ------
+    DataError
+        A missing or unreadable file, or one above ``options.max_pixels``.
+    """
     from . import decoding, folder
 
-    files = [os.path.expanduser(p) for p in paths.split(",") if p]
-    reader = folder.FolderImages(files)
+    files = [os.path.expanduser(os.fspath(p)) for p in files]
+    reader = folder.FolderImages(files, max_pixels=options.max_pixels)
     missing = [p for p in files if not os.path.isfile(p)]
     if missing:
         raise DataError(f"image file not found: {missing[0]}")
@@ -547,12 +561,40 @@ def _load_image_files(paths: str, name: str, options, logger: logging.Logger) ->
         size, channels = size or auto_size, channels or auto_channels
     if size is None:
         raise DataError(f"none of the image files could be read: {', '.join(files[:3])}")
-    pixels = folder.read_image_files(files, size, channels, options.upscale)
+    pixels = folder.read_image_files(
+        files, size, channels, options.upscale, max_pixels=options.max_pixels
+    )
     x = pixels.astype(np.float32)
     x /= 255
     y = np.zeros(len(x), dtype=np.int64)
     where = tuple(os.path.abspath(p) for p in files)
     return DataBundle(name, x, y, x, y, None, f"{len(files)} image file(s)", where, where)
+
+
+_MAX_COMMAS = 15  # commas in one file name of a list, beyond a single whole path
+
+
+def split_image_paths(text: str) -> List[str]:
+    """The files of ``image:PATH[,PATH...]``: split at commas, except inside the name of
+    a file that exists (the longest such name wins), so ``image:a,b.png`` is the one
+    file ``a,b.png`` when it exists, else ``a`` and ``b.png``. A whole ``text`` naming a
+    file is one path whatever its commas; in a list, a name may hold up to 15."""
+    if os.path.isfile(os.path.expanduser(text)):
+        return [os.path.expanduser(text)]
+    parts = text.split(",")
+    files: List[str] = []
+    start = 0
+    while start < len(parts):
+        stop = start + 1
+        for end in range(min(len(parts), start + _MAX_COMMAS + 1), start + 1, -1):
+            if os.path.isfile(os.path.expanduser(",".join(parts[start:end]))):
+                stop = end
+                break
+        name = ",".join(parts[start:stop])
+        if name:
+            files.append(os.path.expanduser(name))
+        start = stop
+    return files
 
 
 def _decoded_bundle(
@@ -584,7 +626,9 @@ def _decoded_bundle(
                 decoding.MAX_AUTO_SIZE,
             )
         channels = channels or auto_channels
-    dataset = decoding.DecodedImages(reader, size, channels, options.upscale)
+    dataset = decoding.DecodedImages(
+        reader, size, channels, options.upscale, max_pixels=options.max_pixels
+    )
     need = len(dataset) * int(np.prod(dataset.sample_shape)) * 4
     if need > options.max_memory * 2**30:
         return _streamed_bundle(
@@ -695,7 +739,12 @@ def _streamed_bundle(
 
     def split(idx):
         sub = decoding.DecodedImages(
-            dataset.reader, dataset.size, dataset.channels, dataset.upscale, ok[idx]
+            dataset.reader,
+            dataset.size,
+            dataset.channels,
+            dataset.upscale,
+            ok[idx],
+            max_pixels=dataset.max_pixels,
         )
         return LazyImages(sub, workers)
 

@@ -22,11 +22,13 @@ from typing import Optional, Tuple
 
 import numpy as np
 
-from ..errors import DataError, ImageFileError
+from ..errors import DataError, ImageFileError, TooManyPixels
 from .fastpng import available, decode_png
+from .headers import MAX_PIXELS, check_pixels, picture_size, pillow_allows
 
 __all__ = [
     "as_mode",
+    "check_pixels",
     "choose_image_size",
     "decode_all",
     "decode_picture",
@@ -38,7 +40,9 @@ __all__ = [
     "GREY_MODES",
     "ImageOptions",
     "MAX_AUTO_SIZE",
+    "MAX_PIXELS",
     "parse_image_size",
+    "picture_size",
     "progress_bar",
     "report_bad",
     "SIZE_SAMPLE",
@@ -60,14 +64,14 @@ SIZE_SAMPLE = 300
 
 
 # Pillow modes holding one grey channel (with or without alpha).
-GREY_MODES = ("1", "L", "LA", "I", "I;16", "I;16B", "I;16L", "F")
+GREY_MODES = ("1", "L", "LA", "I", "I;16", "I;16B", "I;16L", "I;16N", "F")
 
 
 FIRST_BAD = 3  # how many bad paths a message names
 
 
 # Status of one decoded picture.
-OK, CORRUPT, TOO_SMALL = 0, 1, 2
+OK, CORRUPT, TOO_SMALL, TOO_LARGE = 0, 1, 2, 3
 
 
 def parse_image_size(text) -> Optional[Tuple[int, int]]:
@@ -119,33 +123,52 @@ def fit_picture(img, size: Tuple[int, int], upscale: bool = True):
     return img.crop((left, top, left + tw, top + th))
 
 
-def as_mode(img, channels: int):
-    """``img`` converted to one grey channel or RGB; alpha is dropped."""
-    if channels == 1:
-        if img.mode in ("I", "I;16", "I;16B", "I;16L", "F"):
-            # 16-bit / float grey: scale to 8 bits instead of clipping
-            arr = np.asarray(img, dtype=np.float64)
-            hi = 65535.0 if img.mode.startswith("I") and arr.max() > 255 else 255.0
-            from PIL import Image
+# Full scale of the grey modes beyond 8 bits: 16-bit integers (Pillow opens 16-bit grey
+# PNG, TIFF and PGM as I;16*, and older versions as I) and floats, taken as [0, 1].
+_WIDE_GREY = {"I;16": 65535.0, "I;16B": 65535.0, "I;16L": 65535.0, "I;16N": 65535.0}
+_WIDE_GREY.update({"I": 65535.0, "F": 1.0})
 
-            return Image.fromarray(np.clip(arr * (255.0 / hi), 0, 255).astype(np.uint8), "L")
+
+def as_mode(img, channels: int):
+    """``img`` converted to one grey channel or RGB; alpha is dropped.
+
+    Grey of more than 8 bits is scaled to 8 (``I;16*`` and ``I`` from 0-65535, ``F``
+    from 0-1, rounded and clipped) before anything else, for grey and for RGB alike:
+    Pillow's own conversion clips, which turns a 16-bit picture nearly white.
+    """
+    scale = _WIDE_GREY.get(img.mode)
+    if scale is not None:
+        from PIL import Image
+
+        arr = np.asarray(img, dtype=np.float64) * (255.0 / scale)
+        img = Image.fromarray(np.clip(np.rint(arr), 0, 255).astype(np.uint8), "L")
+    if channels == 1:
         return img if img.mode == "L" else img.convert("L")
     return img if img.mode == "RGB" else img.convert("RGB")
 
 
-def decode_picture(buf: bytes, channels: int):
+def decode_picture(buf: bytes, channels: int, *, max_pixels: int = MAX_PIXELS):
     """Encoded picture bytes as a Pillow image in mode ``L`` (``channels`` 1) or ``RGB``.
 
     Pillow, not MXNet's ``imdecode``: on small pictures MXNet's decoder costs several
     times more CPU (each call is an engine operation; measured 240 against 55 us for a
     28x28 PNG), and a streamed epoch decodes every training picture. EXIF orientation is
-    applied, as OpenCV does. Any failure (truncated or corrupt data, unknown format)
-    raises ImageFileError.
+    applied, as OpenCV does. A header declaring more than ``max_pixels`` pixels raises
+    :class:`~gluon_triplet.errors.TooManyPixels` before any pixel is decoded; any other
+    failure (empty, truncated or corrupt data, unknown format) raises ImageFileError.
     """
     from PIL import Image, ImageOps
 
+    pillow_allows(max_pixels)
     try:
         img = Image.open(io.BytesIO(buf))
+    except Image.DecompressionBombError as e:  # beyond twice the limit, in a rare format
+        raise TooManyPixels(error_reason(e)) from None
+    except Exception as e:  # PIL raises many types (OSError, SyntaxError, ValueError ...)
+        raise ImageFileError(_empty_or(buf, e)) from None
+    width, height = img.size
+    check_pixels(width, height, max_pixels)  # the header only: nothing is decoded yet
+    try:
         img.load()
         if "exif" in img.info:  # cheap test first: most pictures have none
             img = ImageOps.exif_transpose(img)
@@ -154,8 +177,14 @@ def decode_picture(buf: bytes, channels: int):
         raise ImageFileError(error_reason(e)) from None
 
 
+def _empty_or(buf: bytes, e: Exception) -> str:
+    return "empty file" if len(buf) == 0 else error_reason(e)
+
+
 def error_reason(e: Exception) -> str:
     text = " ".join(str(e).split())
+    # Pillow names the file object it was given ("<_io.BytesIO object at 0x7f...>")
+    text = re.sub(r"\s*<_io\.\w+ object at 0x[0-9a-f]+>", "", text)
     first = text.split(" Stack trace")[0]
     return (first[:80] + "...") if len(first) > 80 else (first or type(e).__name__)
 
@@ -204,14 +233,17 @@ class DecodedImages:
         Pictures smaller than ``size`` are enlarged (True) or reported ``TOO_SMALL``.
     indices : (M,) int array, optional
         Positions of ``reader`` this dataset serves (default: all).
+    max_pixels : int
+        Pictures whose header declares more pixels are ``TOO_LARGE``, never decoded.
     """
 
-    def __init__(self, reader, size, channels, upscale=True, indices=None):
+    def __init__(self, reader, size, channels, upscale=True, indices=None, *, max_pixels=None):
         self.reader = reader
         self.size = tuple(int(s) for s in size)
         self.channels = int(channels)
         self.upscale = upscale
         self.indices = np.arange(len(reader)) if indices is None else np.asarray(indices)
+        self.max_pixels = int(MAX_PIXELS if max_pixels is None else max_pixels)
 
     @property
     def sample_shape(self) -> Tuple[int, ...]:
@@ -223,7 +255,12 @@ class DecodedImages:
     def subset(self, positions) -> DecodedImages:
         """The items at ``positions`` (of this dataset) as another dataset."""
         return DecodedImages(
-            self.reader, self.size, self.channels, self.upscale, self.indices[np.asarray(positions)]
+            self.reader,
+            self.size,
+            self.channels,
+            self.upscale,
+            self.indices[np.asarray(positions)],
+            max_pixels=self.max_pixels,
         )
 
     def concat(self, other: DecodedImages) -> DecodedImages:
@@ -231,7 +268,9 @@ class DecodedImages:
         if other.reader is not self.reader:
             raise ValueError("concat: the datasets read different pictures")
         both = np.concatenate([self.indices, other.indices])
-        return DecodedImages(self.reader, self.size, self.channels, self.upscale, both)
+        return DecodedImages(
+            self.reader, self.size, self.channels, self.upscale, both, max_pixels=self.max_pixels
+        )
 
     def name(self, i: int) -> str:
         """Where item ``i`` comes from (a file, or a record of a .rec), for messages."""
@@ -242,15 +281,17 @@ class DecodedImages:
 
         A plain 8-bit PNG is decoded by OpenCV when it is installed (the same pixels as
         Pillow's, in a third of the CPU: see :mod:`gluon_triplet.data.fastpng`); everything
-        else, and every resize, by Pillow.
+        else, and every resize, by Pillow. Either way the header's size is checked first
+        against ``max_pixels`` (:class:`~gluon_triplet.errors.TooManyPixels`).
         """
         h, w = self.size
         buf = self.reader.encoded(int(self.indices[i]))
+        check_pixels(*picture_size(buf), self.max_pixels)
         arr = decode_png(buf, self.channels)
         if arr is not None and arr.shape[:2] == (h, w):
             return arr if self.channels == 1 else arr.transpose(2, 0, 1)
         if arr is None:
-            img = decode_picture(buf, self.channels)
+            img = decode_picture(buf, self.channels, max_pixels=self.max_pixels)
         else:
             from PIL import Image
 
@@ -277,20 +318,25 @@ class DecodedImages:
             try:
                 out[k] = self.picture(i)
             except ImageFileError as e:
-                status[k] = TOO_SMALL if "smaller than" in str(e) else CORRUPT
+                status[k] = _status(e)
         return out, status
 
     def __getitem__(self, i):
         try:
             return self.picture(i), np.int32(OK)
         except ImageFileError as e:
-            status = TOO_SMALL if "smaller than" in str(e) else CORRUPT
-            return np.zeros(self.sample_shape, np.uint8), np.int32(status)
+            return np.zeros(self.sample_shape, np.uint8), np.int32(_status(e))
 
     def transform_first(self, fn):  # the gluon.data.Dataset API DataLoader users expect
         from mxnet.gluon.data import SimpleDataset
 
         return SimpleDataset(self).transform_first(fn)
+
+
+def _status(e: ImageFileError) -> int:
+    if isinstance(e, TooManyPixels):
+        return TOO_LARGE
+    return TOO_SMALL if "smaller than" in str(e) else CORRUPT
 
 
 def default_workers() -> int:
@@ -399,6 +445,7 @@ def report_bad(dataset: DecodedImages, status: np.ndarray, strict: bool, where: 
             f"{where}: {len(small)} image(s) smaller than the {h}x{w} crop with upscaling off "
             f"(first: {', '.join(names)}); choose a smaller --image-size or allow upscaling"
         )
+    _report_large(dataset, np.flatnonzero(status == TOO_LARGE), strict, where)
     bad = np.flatnonzero(status == CORRUPT)
     if len(bad):
         names = [dataset.reader.name(int(dataset.indices[i])) for i in bad[:FIRST_BAD]]
@@ -408,6 +455,28 @@ def report_bad(dataset: DecodedImages, status: np.ndarray, strict: bool, where: 
         if strict:
             raise DataError(text + "; --strict refuses them")
         logger.warning("%s; skipped", text)
+
+
+def _report_large(dataset: DecodedImages, large: np.ndarray, strict: bool, where: str):
+    """One warning (``strict``: a DataError) for pictures above ``--max-pixels``."""
+    if not len(large):
+        return
+    names = []
+    for i in large[:FIRST_BAD].tolist():
+        position = int(dataset.indices[i])
+        try:
+            w, h = picture_size(dataset.reader.encoded(position))
+            names.append(f"{dataset.reader.name(position)} ({w}x{h})")
+        except ImageFileError:
+            names.append(dataset.reader.name(position))
+    more = f" and {len(large) - len(names)} more" if len(large) > len(names) else ""
+    text = (
+        f"{len(large)} image(s) in {where} above --max-pixels {dataset.max_pixels}, not "
+        f"decoded (first: {', '.join(names)}{more})"
+    )
+    if strict:
+        raise DataError(text + "; --strict refuses them")
+    logger.warning("%s; skipped", text)
 
 
 class _NoBar:
@@ -448,6 +517,9 @@ class ImageOptions:
     max_memory : float
         GiB: sets larger than this as float32 are streamed (decoded batch by batch, see
         :mod:`gluon_triplet.data.streaming`) instead of decoded into memory once.
+    max_pixels : int
+        Pictures whose header declares more pixels are skipped with a warning (``strict``:
+        an error) before any decoder runs (:func:`check_pixels`).
     """
 
     size: Optional[Tuple[int, int]] = None
@@ -456,6 +528,7 @@ class ImageOptions:
     strict: bool = False
     workers: Optional[int] = None
     max_memory: float = 2.0
+    max_pixels: int = MAX_PIXELS
 
     @classmethod
     def from_config(cls, config) -> ImageOptions:
@@ -466,4 +539,5 @@ class ImageOptions:
             strict=getattr(config, "strict", False),
             workers=getattr(config, "workers", None),
             max_memory=getattr(config, "max_memory", 2.0),
+            max_pixels=getattr(config, "max_pixels", MAX_PIXELS),
         )

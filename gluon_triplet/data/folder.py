@@ -11,8 +11,19 @@ from typing import List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from ..errors import DataError, ImageFileError
-from .decoding import CORRUPT, GREY_MODES, DecodedImages, decode_picture, error_reason
+from ..errors import DataError, ImageFileError, TooManyPixels
+from .decoding import (
+    CORRUPT,
+    GREY_MODES,
+    MAX_PIXELS,
+    TOO_LARGE,
+    DecodedImages,
+    check_pixels,
+    decode_picture,
+    error_reason,
+    picture_size,
+)
+from .headers import pillow_allows
 
 __all__ = [
     "check_classes",
@@ -62,10 +73,37 @@ def _visible_dirs(path):
     )
 
 
-def _class_files(directory):
-    found = []
+def _class_files(directory: str, root: str, skipped: List[str]) -> List[str]:
+    """The picture files under one class folder, following folder links once each.
+
+    A link is followed only to a real folder not listed yet and inside the class
+    folder: a loop (``ln -s .. c0/up``) ends, and no picture is labelled by a folder
+    that is not its class's. Each link not followed is added to ``skipped`` with why.
+    """
+    top = os.path.realpath(directory)
+    if _inside(os.path.realpath(root), top):  # a class folder linked to the root, or above
+        skipped.append(f"{os.path.relpath(directory, root)} (holds the dataset root: {top})")
+        return []
+    seen = {top}
+    found: List[str] = []
     for here, dirs, files in os.walk(directory, followlinks=True):
-        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+        keep = []
+        for d in sorted(d for d in dirs if not d.startswith(".")):
+            path = os.path.join(here, d)
+            real = os.path.realpath(path)
+            why = None
+            if not _inside(real, top):
+                outside = not _inside(real, os.path.realpath(root))
+                why = "leaves the dataset root" if outside else "leaves its class folder"
+                why += f": {real}"
+            elif real in seen:
+                why = "a folder already listed"
+            if why is None:
+                seen.add(real)
+                keep.append(d)
+            elif os.path.islink(path):
+                skipped.append(f"{os.path.relpath(path, root)} ({why})")
+        dirs[:] = keep
         found.extend(
             os.path.join(here, f)
             for f in sorted(files)
@@ -74,12 +112,29 @@ def _class_files(directory):
     return found
 
 
+def _inside(path: str, folder: str) -> bool:
+    return path == folder or path.startswith(folder.rstrip(os.sep) + os.sep)
+
+
+def _report_links(root: str, skipped: List[str]) -> None:
+    if skipped:
+        more = f" ... and {len(skipped) - 10} more" if len(skipped) > 10 else ""
+        logger.warning(
+            "%s: %d folder link(s) not followed: %s%s",
+            root,
+            len(skipped),
+            ", ".join(skipped[:10]),
+            more,
+        )
+
+
 def scan_folder(root) -> FolderScan:
     """List the picture files of ``root`` by class (``root/<class>/**/*.jpg`` etc.).
 
     With sub-folders ``train`` and ``test`` (and nothing else), each is a split with its
     own class folders; the classes are the union of both. Hidden files and folders are
-    skipped; files of other extensions are ignored.
+    skipped; files of other extensions are ignored. Links to folders are followed once
+    per real folder, and only inside their class folder (one warning names the others).
 
     Raises
     ------
@@ -103,11 +158,13 @@ def scan_folder(root) -> FolderScan:
         )
     files = {}
     empty: List[str] = []
+    skipped: List[str] = []
     for part in parts:
         for c in per_part[part]:
-            files[part, c] = _class_files(os.path.join(root, part, c))
+            files[part, c] = _class_files(os.path.join(root, part, c), root, skipped)
             if not files[part, c]:
                 empty.append(f"{part}/{c}" if part else c)
+    _report_links(root, skipped)
     # Empty folders are named (see check_classes) but get no label: labels stay dense.
     class_names = tuple(c for c in class_names if any(files.get((p, c)) for p in parts))
     code = {c: i for i, c in enumerate(class_names)}
@@ -131,10 +188,16 @@ def scan_folder(root) -> FolderScan:
 
 
 class FolderImages:
-    """Pictures read from files by index, decoded by Pillow (every ImageFolder format)."""
+    """Pictures read from files by index, decoded by Pillow (every ImageFolder format).
 
-    def __init__(self, paths: Sequence[str]):
+    A file whose header declares more than ``max_pixels`` pixels raises
+    :class:`~gluon_triplet.errors.TooManyPixels` from :meth:`header`, :meth:`open` and
+    :meth:`image` before anything is decoded.
+    """
+
+    def __init__(self, paths: Sequence[str], *, max_pixels: int = MAX_PIXELS):
         self.paths = list(paths)
+        self.max_pixels = int(max_pixels)
 
     def __len__(self):
         return len(self.paths)
@@ -146,6 +209,8 @@ class FolderImages:
         """``(width, height), grey`` from the file header, without decoding pixels."""
         from PIL import Image
 
+        check_pixels(*picture_size(self.paths[i]), self.max_pixels)
+        pillow_allows(self.max_pixels)
         with Image.open(self.paths[i]) as img:
             return img.size, img.mode in GREY_MODES
 
@@ -153,6 +218,8 @@ class FolderImages:
         """The decoded Pillow image, in its own mode; any failure raises ImageFileError."""
         from PIL import Image
 
+        check_pixels(*picture_size(self.paths[i]), self.max_pixels)
+        pillow_allows(self.max_pixels)
         try:
             with Image.open(self.paths[i]) as img:
                 img.load()
@@ -170,7 +237,7 @@ class FolderImages:
 
     def image(self, i: int, channels: int):
         """The picture as a Pillow image in mode ``L`` or ``RGB``; raises ImageFileError."""
-        return decode_picture(self.encoded(i), channels)
+        return decode_picture(self.encoded(i), channels, max_pixels=self.max_pixels)
 
     def pixels(self, i: int, channels: int) -> np.ndarray:
         """``(H, W)`` (``channels`` 1) or ``(H, W, 3)`` uint8; raises ImageFileError."""
@@ -202,25 +269,30 @@ def check_headers(reader) -> np.ndarray:
     Returns
     -------
     (N,) int32
-        ``OK`` or ``CORRUPT`` per picture. A file with a good header but damaged pixels is
-        found only when it is decoded (then streaming stops with a DataError naming it).
+        ``OK``, ``CORRUPT`` or ``TOO_LARGE`` (above the reader's ``max_pixels``) per
+        picture. A file with a good header but damaged pixels is found only when it is
+        decoded (then streaming stops with a DataError naming it).
     """
     status = np.zeros(len(reader), dtype=np.int32)
     if not isinstance(reader, FolderImages):
         return status
-    from PIL import Image
-
-    for i, path in enumerate(reader.paths):
+    for i in range(len(reader)):
         try:
-            with Image.open(path) as img:
-                img.size  # noqa: B018 - the header is parsed on open; size proves it
+            reader.header(i)
+        except TooManyPixels:
+            status[i] = TOO_LARGE
         except Exception:  # Pillow raises several types for a bad header
             status[i] = CORRUPT
     return status
 
 
 def read_image_files(
-    paths: Sequence[str], size: Tuple[int, int], channels: int, upscale: bool = True
+    paths: Sequence[str],
+    size: Tuple[int, int],
+    channels: int,
+    upscale: bool = True,
+    *,
+    max_pixels: int = MAX_PIXELS,
 ) -> np.ndarray:
     """Named picture files as one array (``image:PATH[,PATH...]`` for ``embed``).
 
@@ -231,9 +303,11 @@ def read_image_files(
     Raises
     ------
     DataError
-        A missing or unreadable file, or one too small with ``upscale`` off.
+        A missing or unreadable file, one too small with ``upscale`` off, or one above
+        ``max_pixels``.
     """
-    dataset = DecodedImages(FolderImages(paths), size, channels, upscale)
+    reader = FolderImages(paths, max_pixels=max_pixels)
+    dataset = DecodedImages(reader, size, channels, upscale, max_pixels=max_pixels)
     out = np.empty((len(paths), *dataset.sample_shape), dtype=np.uint8)
     for i, path in enumerate(paths):
         if not os.path.isfile(path):

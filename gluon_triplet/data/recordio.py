@@ -14,7 +14,15 @@ from typing import List
 import numpy as np
 
 from ..errors import DataError, ImageFileError
-from .decoding import FIRST_BAD, GREY_MODES, as_mode, decode_picture, error_reason, progress_bar
+from .decoding import (
+    FIRST_BAD,
+    GREY_MODES,
+    MAX_PIXELS,
+    as_mode,
+    decode_picture,
+    error_reason,
+    progress_bar,
+)
 from .folder import FolderImages, check_classes, scan_folder
 
 __all__ = [
@@ -199,6 +207,7 @@ def pack_folder(
     encoding: str = ".jpg",
     strict: bool = False,
     progress: bool = True,
+    max_pixels: int = MAX_PIXELS,
 ) -> dict:
     """Write an image folder as indexed RecordIO: ``PREFIX.rec``, ``PREFIX.idx``, ``PREFIX.json``.
 
@@ -225,6 +234,9 @@ def pack_folder(
         Corrupt pictures are an error instead of being skipped with a warning.
     progress : bool
         A tqdm progress bar on stderr.
+    max_pixels : int
+        Pictures whose header declares more pixels are skipped like corrupt ones, never
+        decoded (:func:`~gluon_triplet.data.decoding.check_pixels`).
 
     Returns
     -------
@@ -262,7 +274,7 @@ def pack_folder(
     order = np.arange(len(scan.paths))
     if scan.test is not None:
         order = np.concatenate([order[~scan.test], order[scan.test]])
-    reader = FolderImages(scan.paths)
+    reader = FolderImages(scan.paths, max_pixels=max_pixels)
 
     tmp = [os.path.join(parent, ".tmp-" + os.path.basename(p)) for p in outputs]
     writer = recordio.MXIndexedRecordIO(tmp[1], tmp[0], "w")

@@ -157,7 +157,13 @@ def concat_lazy(first: LazyImages, second: LazyImages) -> LazyImages:
 
 def _bad_message(dataset, positions, codes):
     names = [dataset.name(int(p)) for p in positions[:3]]
-    what = "smaller than the crop" if 2 in list(codes) else "unreadable or corrupt"
+    what = (
+        "smaller than the crop"
+        if 2 in list(codes)
+        else f"above --max-pixels {dataset.max_pixels}"
+        if 3 in list(codes)
+        else "unreadable or corrupt"
+    )
     return f"{len(positions)} image(s) {what} while streaming: {', '.join(names)}"
 
 
