@@ -25,6 +25,7 @@ OTHER = {
     "strict": [],  # --strict
     "workers": ["2"],
     "max_memory": ["0.5"],
+    "max_pixels": ["1000000"],
     "model": ["mlp"],
     "input_shape": ["1", "28", "28"],
     "pretrained": [],  # --pretrained
