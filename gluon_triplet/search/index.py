@@ -33,7 +33,6 @@ metric, embedding size, index kind and parameters, and the SHA-256 of every file
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import os
@@ -45,6 +44,7 @@ from typing import Any, Dict, Optional, Sequence, Tuple
 import numpy as np
 
 from ..errors import IndexFileError
+from ..io import sha256_file
 from ..optional import require
 
 __all__ = [
@@ -87,15 +87,6 @@ def metric_for_distance(distance: str) -> str:
     if distance == "cosine":
         return "cosine"
     raise ValueError(f"unknown distance {distance!r}; choose one of: squared, euclidean, cosine")
-
-
-def sha256_file(path: str) -> str:
-    """Hex SHA-256 of a file's bytes."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def _faiss():
