@@ -51,6 +51,7 @@ _EXPORTS = {
         "ExportError",
         "ImageFileError",
         "IndexFileError",
+        "LockedError",
         "MissingDependency",
         "RunDirInUse",
     ),
@@ -129,6 +130,7 @@ if TYPE_CHECKING:  # what a type checker and an IDE see
         ExportError,
         ImageFileError,
         IndexFileError,
+        LockedError,
         MissingDependency,
         RunDirInUse,
     )
