@@ -261,6 +261,10 @@ def test_label_types_and_dtypes_do_not_change_results():
     per_class = per_class_precision_at_1(emb, names)
     assert all(type(k) is str for k in per_class)
     json.dumps(per_class_precision_at_1(emb, codes))
+    # Integer labels with class names: keyed by the names, same values.
+    by_code = per_class_precision_at_1(emb, codes)
+    named = per_class_precision_at_1(emb, codes, class_names=[f"c{i}" for i in range(99)])
+    assert named == {f"c{k}": v for k, v in by_code.items()}
 
 
 # ---------------------------------------------------------------------- distance helpers

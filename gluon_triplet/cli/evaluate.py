@@ -147,7 +147,13 @@ def _evaluate(args: argparse.Namespace) -> None:
     net, config, data, x, y = load_for_inference(args)
     emb = embed_checked(net, x, config, args.run_dir)
     result = evaluate(
-        emb, y, margin=config.margin, seed=config.seed, per_class=True, clustering=True
+        emb,
+        y,
+        margin=config.margin,
+        seed=config.seed,
+        per_class=True,
+        clustering=True,
+        class_names=data.class_names,
     )
     if args.json:
         doc = {

@@ -702,7 +702,9 @@ def clustering_metrics(
     return out
 
 
-def per_class_precision_at_1(emb, labels, chunk_size: int = 1024) -> Dict[object, float]:
+def per_class_precision_at_1(
+    emb, labels, chunk_size: int = 1024, class_names: Optional[Sequence[str]] = None
+) -> Dict[object, float]:
     """Precision@1 of :func:`retrieval_metrics`, split by the query's class.
 
     Parameters
@@ -710,19 +712,28 @@ def per_class_precision_at_1(emb, labels, chunk_size: int = 1024) -> Dict[object
     emb : (N, D) array-like, real, finite
     labels : (N,) array-like of int or str
     chunk_size : int
+    class_names : sequence of str, optional
+        The names of integer labels ``0, 1, ...``: the result's keys.
 
     Returns
     -------
     dict
-        ``{label: P@1 over that class's queries}`` with labels as plain Python values, in
-        sorted label order. Singleton classes have no scorable query and are omitted.
+        ``{class name (or label): P@1 over that class's queries}`` with labels as plain
+        Python values, in sorted label order. Singleton classes have no scorable query and
+        are omitted.
     """
     x, codes, classes, _, queries, chunk_size = _retrieval_setup(emb, labels, chunk_size)
     hits = np.zeros(len(classes), dtype=np.int64)
     for q, rel in _ranked_relevance(x, codes, queries, 1, chunk_size):
         hits += np.bincount(codes[q], weights=rel[:, 0], minlength=len(classes)).astype(np.int64)
     totals = np.bincount(codes[queries], minlength=len(classes))
-    return {_plain(classes[c]): float(hits[c] / totals[c]) for c in np.flatnonzero(totals).tolist()}
+    names = list(class_names or ())
+
+    def key(c: int):
+        label = _plain(classes[c])
+        return names[label] if isinstance(label, int) and 0 <= label < len(names) else label
+
+    return {key(c): float(hits[c] / totals[c]) for c in np.flatnonzero(totals).tolist()}
 
 
 def _plain(value):

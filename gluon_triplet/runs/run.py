@@ -142,6 +142,7 @@ def _run(config, quiet, resume, progress):
         test_y=data.y_test,
         test_triplets=test_triplets,
         kvstore=kvstore,
+        class_names=data.class_names,
     )
     if manifest is not None:
         load_checkpoint(trainer, run_dir.checkpoint_dir, manifest)
