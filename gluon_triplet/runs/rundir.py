@@ -9,6 +9,7 @@ Every name a run directory holds is spelled once, as an attribute of :class:`Run
         model-last.params   parameters of the last epoch (RunDir.LAST_PARAMS)
         checkpoint/         what --resume continues from (RunDir.CHECKPOINT)
         train.log           the log, appended by every part of the run (RunDir.LOG)
+        data.json           the fingerprint of the data (runs.datacheck.DATA_RECORD)
         .lock               locked while a process trains in it (RunDir.LOCK)
         events.out.*, embedding*/, raw_input/, *.png   mxboard and the pictures
 
