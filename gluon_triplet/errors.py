@@ -12,6 +12,7 @@ __all__ = [
     "ExportError",
     "ImageFileError",
     "IndexFileError",
+    "LockedError",
     "MissingDependency",
     "RunDirInUse",
     "TooManyPixels",
@@ -56,5 +57,10 @@ class DiskFullError(OSError):
     a file; the message names the file and the space left. ``errno`` is ENOSPC."""
 
 
-class RunDirInUse(OSError):
+class LockedError(OSError):
+    """Another process holds the lock of a path (a run directory, a ``pack`` prefix); the
+    message names the holder's PID and host."""
+
+
+class RunDirInUse(LockedError):
     """Another process trains in the run directory (holds its lock)."""

@@ -7,13 +7,14 @@ space left, and leaves no temporary file behind.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import tempfile
 from typing import Callable, Optional
 
 from .resources import write_failure
 
-__all__ = ["atomic_save", "atomic_write_text"]
+__all__ = ["atomic_save", "atomic_write_text", "sha256_file"]
 
 
 def atomic_save(
@@ -65,3 +66,13 @@ def atomic_write_text(path: str, text: str) -> None:
         if failure is None:
             raise
         raise failure from None
+
+
+def sha256_file(path: str) -> str:
+    """Hex SHA-256 of a file's bytes (read 1 MiB at a time): the checksums of checkpoints,
+    index directories and exports."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()

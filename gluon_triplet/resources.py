@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import errno
 import os
+import re
 import shutil
 from typing import Optional
 
@@ -16,6 +17,7 @@ from .errors import DiskFullError
 
 __all__ = [
     "DISK_FULL_ERRNOS",
+    "UNWRITABLE_ERRNOS",
     "DiskFullError",
     "available_memory",
     "default_max_data_bytes",
@@ -24,12 +26,19 @@ __all__ = [
     "format_bytes",
     "free_space",
     "mxnet_reason",
+    "write_error",
     "write_failure",
 ]
 
 #: ``errno`` values of a write that failed for want of space: a full file system, or the
 #: user's quota.
 DISK_FULL_ERRNOS = (errno.ENOSPC, errno.EDQUOT)
+
+#: ``errno`` values of a write refused by the place: a read-only mount, no permission.
+UNWRITABLE_ERRNOS = (errno.EROFS, errno.EACCES, errno.EPERM)
+
+# What MXNet's file streams say (they report no errno) for those.
+_MXNET_UNWRITABLE = ("Read-only file system", "Permission denied")
 
 
 def available_memory() -> Optional[int]:
@@ -94,17 +103,18 @@ def disk_full_error(path: str, reason: Optional[str] = None) -> DiskFullError:
     reason : str, optional
         What the writer said (default: "no space left on device").
     """
+    err = DiskFullError(_cannot_write(path, reason or "no space left on device"))
+    err.errno = errno.ENOSPC  # set after construction, so str(err) stays the message
+    return err
+
+
+def _cannot_write(path: str, reason: str) -> str:
     free = free_space(path)
     # A directory when the writer did not say which file (e.g. mxboard's).
     into = os.path.isdir(path)
     where = path if into else (os.path.dirname(path) or os.curdir)
     left = "unknown space" if free is None else format_bytes(free)
-    err = DiskFullError(
-        f"cannot write {'into ' if into else ''}{path}: {reason or 'no space left on device'} "
-        f"({left} free in {where})"
-    )
-    err.errno = errno.ENOSPC  # set after construction, so str(err) stays the message
-    return err
+    return f"cannot write {'into ' if into else ''}{path}: {reason} ({left} free in {where})"
 
 
 def write_failure(path: str, error: BaseException) -> Optional[DiskFullError]:
@@ -120,7 +130,38 @@ def write_failure(path: str, error: BaseException) -> Optional[DiskFullError]:
         return disk_full_error(path, error.strerror)
     if type(error).__name__ == "MXNetError" and "Write incomplete" in str(error):
         return disk_full_error(path, f"MXNet could not write it ({mxnet_reason(error)})")
+    if isinstance(error, OSError) and error.errno is None and _SHORT_WRITE.match(str(error)):
+        # numpy's tofile (np.save, faiss' serialized index): a short fwrite, no errno
+        return disk_full_error(path, f"short write ({error})")
     return None
+
+
+_SHORT_WRITE = re.compile(r"^\d+ requested and \d+ written$")
+
+
+def write_error(path: str, error: BaseException) -> Optional[OSError]:
+    """The one-line ``OSError`` that ``error``, raised while writing ``path``, stands for,
+    or None when it is another kind of error (or was reported already).
+
+    :func:`write_failure`'s full disk (a :class:`DiskFullError`), and a place that
+    refuses writes: a read-only file system or a missing permission (errno EROFS,
+    EACCES, EPERM, or MXNet's file stream saying so). Both name ``path`` and the free
+    space, e.g. ``cannot write out/p.rec: Read-only file system (1.2 GiB free in out)``.
+    """
+    full = write_failure(path, error)
+    if full is not None or isinstance(error, DiskFullError):
+        return full
+    code = getattr(error, "errno", None) if isinstance(error, OSError) else None
+    if code in UNWRITABLE_ERRNOS:
+        reason = getattr(error, "strerror", None) or os.strerror(code)
+    elif type(error).__name__ == "MXNetError" and any(m in str(error) for m in _MXNET_UNWRITABLE):
+        reason = next(m for m in _MXNET_UNWRITABLE if m in str(error))
+        code = errno.EROFS if reason.startswith("Read-only") else errno.EACCES
+    else:
+        return None
+    err = OSError(_cannot_write(path, reason))
+    err.errno = code
+    return err
 
 
 def mxnet_reason(error: BaseException) -> str:

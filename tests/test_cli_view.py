@@ -1,7 +1,10 @@
 """``gluon-triplet view``: never a URL to another server; a warning for non-loopback hosts."""
 
 import http.server
+import signal
 import socket
+import subprocess
+import sys
 import threading
 
 import pytest
@@ -89,3 +92,25 @@ def test_a_server_that_is_not_ours_never_gets_its_url_printed(tmp_path, monkeypa
     assert "TensorBoard:" not in out
     (line,) = error_lines(err)
     assert line.startswith("error: tensorboard ") and "another server answers there" in line
+
+
+def test_ctrl_c_stops_view_with_a_plain_line_and_status_0(tmp_path):
+    """Ctrl-C is view's documented way to stop: a real SIGINT once the URL is printed."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "gluon_triplet", "view", str(tmp_path), "--timeout", "300"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        first = proc.stdout.readline()
+        assert first.startswith("TensorBoard: http://127.0.0.1:"), first
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    assert proc.returncode == 0, err
+    assert out == "stopped TensorBoard (Ctrl-C)\n"
+    assert error_lines(err) == [] and "Traceback" not in err

@@ -12,6 +12,7 @@ import os
 import re
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -816,7 +817,7 @@ def test_training_holds_the_run_dir_lock_and_releases_it(inputs, workdir, capsys
     monkeypatch.setattr(TripletTrainer, "_forward", losses)
     args = [*FAST, "--logdir", "logs", "--run-name", "r", "--dataset", f"idx:{inputs['good_idx']}"]
     assert main(args) == 0, capsys.readouterr().err
-    assert seen == [f"logs/r is in use by process {os.getpid()}"]
+    assert seen == [f"logs/r is in use by process {os.getpid()} on {socket.gethostname()}"]
     RunDir("logs/r").check_free()  # released
 
 

@@ -268,7 +268,7 @@ def test_train_embed_evaluate_on_a_folder(tmp_path, digits, capsys):
     assert set(names) <= {"one", "three", "two", "zero"} and len(set(names)) > 1
     metrics = json.loads((run / "metrics.json").read_text())
     per_class = metrics["history"][-1]["test"]["per_class_precision_at_1"]
-    assert len(per_class) == 4
+    assert sorted(per_class) == ["one", "three", "two", "zero"]  # the class names, as documented
     capsys.readouterr()
 
     # embed single files: decoded to the run's recorded 28x28 RGB, whatever their size
@@ -281,6 +281,9 @@ def test_train_embed_evaluate_on_a_folder(tmp_path, digits, capsys):
     assert main(["evaluate", str(run)]) == 0
     text = capsys.readouterr().out
     assert "per-class P@1: one " in text and "zero " in text
+    assert main(["evaluate", str(run), "--json", "-q"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert sorted(doc["metrics"]["per_class_precision_at_1"]) == ["one", "three", "two", "zero"]
     del net
 
 

@@ -1,4 +1,8 @@
 import json
+import logging
+import os
+import subprocess
+import sys
 from unittest import mock
 
 import numpy as np
@@ -257,6 +261,10 @@ def test_label_types_and_dtypes_do_not_change_results():
     per_class = per_class_precision_at_1(emb, names)
     assert all(type(k) is str for k in per_class)
     json.dumps(per_class_precision_at_1(emb, codes))
+    # Integer labels with class names: keyed by the names, same values.
+    by_code = per_class_precision_at_1(emb, codes)
+    named = per_class_precision_at_1(emb, codes, class_names=[f"c{i}" for i in range(99)])
+    assert named == {f"c{k}": v for k, v in by_code.items()}
 
 
 # ---------------------------------------------------------------------- distance helpers
@@ -553,3 +561,79 @@ def test_clustering_metrics_on_separated_and_collapsed_embeddings():
 def test_kmeans_clusters_bad_k():
     with pytest.raises(ValueError, match=r"k must be an integer in \[1, N=3\]"):
         kmeans_clusters(np.zeros((3, 2)), 4)
+
+
+def test_ami_memory_does_not_grow_with_classes_squared(tmp_path):
+    """20,000 labels in 5,000 classes under a 1.5 GiB address-space limit: the pairwise
+    expected-MI table of classes x clusters needed about 5 GiB; scikit-learn's sparse
+    one fits. Checked against a brute-force MI on a small case below."""
+    code = (
+        "import resource, numpy as np\n"
+        "from gluon_triplet.evaluation.metrics import ami, nmi\n"
+        "rng = np.random.default_rng(0)\n"
+        "y = np.arange(20000) % 5000\n"
+        "rng.shuffle(y)\n"
+        "p = rng.permutation(y)\n"
+        "limit = 1536 << 20\n"
+        "resource.setrlimit(resource.RLIMIT_AS, (limit, limit))\n"
+        "a, n = ami(y, p), nmi(y, p)\n"
+        "assert abs(a) < 0.01 and 0 < n < 1, (a, n)\n"
+        "print('ok')\n"
+    )
+    env = dict(os.environ, OPENBLAS_NUM_THREADS="1", OMP_NUM_THREADS="1")
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env=env, cwd=tmp_path
+    )
+    assert out.returncode == 0 and out.stdout.strip() == "ok", out.stderr[-2000:]
+
+
+@settings(max_examples=30, deadline=None)
+@given(
+    st.lists(st.tuples(st.integers(0, 3), st.integers(0, 4)), min_size=1, max_size=40),
+)
+def test_nmi_matches_brute_force_mutual_information(pairs):
+    a = np.array([p[0] for p in pairs])
+    b = np.array([p[1] for p in pairs])
+    n = len(a)
+
+    def entropy(x):
+        _, counts = np.unique(x, return_counts=True)
+        p = counts / n
+        return float(-(p * np.log(p)).sum())
+
+    mi = 0.0
+    for u in np.unique(a):
+        for v in np.unique(b):
+            nuv = np.sum((a == u) & (b == v))
+            if nuv:
+                mi += nuv / n * np.log(n * nuv / (np.sum(a == u) * np.sum(b == v)))
+    h = (entropy(a) + entropy(b)) / 2
+    want = 1.0 if h == 0 else max(0.0, min(1.0, mi / h))
+    assert nmi(a, b) == pytest.approx(want, abs=1e-9)
+    assert -1.0 <= ami(a, b) <= 1.0 + 1e-12
+
+
+def test_clustering_metrics_samples_above_max_points_and_says_so():
+    rng = np.random.default_rng(0)
+    y = np.repeat(np.arange(4), 30)
+    separated = rng.normal(size=(4, 8))[y] * 20 + rng.normal(size=(120, 8)) * 0.1
+    full = clustering_metrics(separated, y, seed=0)
+    assert "clustering_points" not in full
+    sampled = clustering_metrics(separated, y, seed=0, max_points=50)
+    assert sampled["clustering_points"] == 50
+    assert sampled["nmi"] == pytest.approx(1.0) and sampled["ami"] == pytest.approx(1.0)
+    with pytest.raises(ValueError, match="max_points"):
+        clustering_metrics(separated, y, max_points=1)
+
+
+def test_clustering_metrics_skips_kmeans_above_the_work_limit(caplog):
+    y = np.repeat(np.arange(10), 2)  # 20 points, 10 classes, 3 dims: 600 a pass
+    emb = np.random.default_rng(0).normal(size=(20, 3))
+    with caplog.at_level(logging.INFO, logger="gluon_triplet"):
+        got = clustering_metrics(emb, y, max_work=599)
+    assert set(got) == {"clustering_skipped"}
+    assert "k=10 classes on 20 points of 3 dimensions" in got["clustering_skipped"]
+    assert [r.getMessage() for r in caplog.records] == [
+        "NMI/AMI skipped: " + got["clustering_skipped"]
+    ]
+    assert set(clustering_metrics(emb, y, max_work=600)) == {"nmi", "ami"}

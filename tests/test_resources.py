@@ -2,6 +2,7 @@
 
 import errno
 import os
+import re
 
 import mxnet as mx
 import pytest
@@ -71,3 +72,28 @@ def test_write_failure_maps_only_a_full_disk(tmp_path):
     assert write_failure(path, ValueError("no")) is None
     assert write_failure(path, disk_full_error(path)) is None  # reported already
     assert str(disk_full_error(str(tmp_path))).startswith(f"cannot write into {tmp_path}: ")
+
+
+def test_write_error_names_the_path_and_free_space_of_read_only_and_short_writes(tmp_path):
+    from gluon_triplet.resources import write_error
+
+    path = str(tmp_path / "f.rec")
+    ro = write_error(path, OSError(errno.EROFS, "Read-only file system"))
+    assert ro.errno == errno.EROFS
+    assert re.fullmatch(
+        rf"cannot write {re.escape(path)}: Read-only file system \([0-9.]+ \w+ free in "
+        rf"{re.escape(str(tmp_path))}\)",
+        str(ro),
+    )
+    mx_text = 'LocalFileSystem: Check failed: allow_null: :Open "x": Read-only file system'
+    assert "Read-only file system (" in str(
+        write_error(path, type("MXNetError", (Exception,), {})(mx_text))
+    )
+    short = write_error(path, OSError("2048045 requested and 0 written"))
+    assert isinstance(short, DiskFullError)
+    assert str(short).startswith(
+        f"cannot write {path}: short write (2048045 requested and 0 written)"
+    )
+    assert write_error(path, OSError("2048045 requested")) is None
+    assert write_error(path, ValueError("no")) is None
+    assert write_error(path, disk_full_error(path)) is None  # reported already

@@ -2,6 +2,7 @@
 
 import json
 import os
+import socket
 import subprocess
 import sys
 
@@ -140,8 +141,8 @@ def test_lock_excludes_a_second_open_file_and_is_released(tmp_path):
     assert not os.path.exists(run.lock_path)
     with run.lock():
         with open(run.lock_path) as f:
-            assert f.read() == f"{os.getpid()}\n"
-        expected = f"{run.path} is in use by process {os.getpid()}"
+            assert f.read() == f"{os.getpid()} {socket.gethostname()}\n"
+        expected = f"{run.path} is in use by process {os.getpid()} on {socket.gethostname()}"
         # Another open file description of the same lock file: flock excludes it too.
         with pytest.raises(RunDirInUse) as e, RunDir(run.path).lock():
             pass

@@ -128,6 +128,17 @@ def _recall_text(result: dict) -> str:
     )
 
 
+def _clustering_text(result: dict) -> str:
+    """``NMI 0.9 AMI 0.8`` (``on a sample of N`` when k-means clustered a sample), or
+    ``NMI/AMI skipped`` when :func:`~gluon_triplet.evaluation.metrics.clustering_metrics`
+    skipped k-means (its reason is logged)."""
+    if "nmi" not in result:
+        return "NMI/AMI skipped"
+    sample = result.get("clustering_points")
+    on = f" (on a sample of {sample})" if sample else ""
+    return f"NMI {result['nmi']:.4f} AMI {result['ami']:.4f}{on}"
+
+
 def _evaluate(args: argparse.Namespace) -> None:
     from ..runs.api import evaluate
 
@@ -136,7 +147,13 @@ def _evaluate(args: argparse.Namespace) -> None:
     net, config, data, x, y = load_for_inference(args)
     emb = embed_checked(net, x, config, args.run_dir)
     result = evaluate(
-        emb, y, margin=config.margin, seed=config.seed, per_class=True, clustering=True
+        emb,
+        y,
+        margin=config.margin,
+        seed=config.seed,
+        per_class=True,
+        clustering=True,
+        class_names=data.class_names,
     )
     if args.json:
         doc = {
@@ -153,8 +170,8 @@ def _evaluate(args: argparse.Namespace) -> None:
     print(
         f"{data.name} {args.split} ({len(y)} samples) with {args.run_dir} ({args.params}): "
         f"triplet-acc {result['triplet_accuracy']:.4f} P@1 {result['precision_at_1']:.4f} "
-        f"MAP@R {result['map_at_r']:.4f} {recall} NMI {result['nmi']:.4f} "
-        f"AMI {result['ami']:.4f} |emb| {result['embedding_norm']:.3f}",
+        f"MAP@R {result['map_at_r']:.4f} {recall} {_clustering_text(result)} "
+        f"|emb| {result['embedding_norm']:.3f}",
         flush=True,
     )
     per_class = result["per_class_precision_at_1"]

@@ -51,10 +51,10 @@ def _export(args: argparse.Namespace) -> None:
 
     from ..data.datasets import load_dataset
     from ..data.decoding import ImageOptions
+    from ..io import sha256_file
     from ..nets.export import export_model
     from ..runs.api import load_run
     from ..runs.rundir import RunDir
-    from ..search.index import sha256_file
 
     if os.path.exists(args.out):
         raise FileExistsError(f"{args.out} already exists; choose a new --out directory")

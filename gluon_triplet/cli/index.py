@@ -64,8 +64,9 @@ def _parse_params(items: Sequence[str]) -> Dict[str, Any]:
 
 
 def _index(args: argparse.Namespace) -> None:
+    from ..io import sha256_file
     from ..runs.rundir import RunDir
-    from ..search.index import Index, metric_for_distance, sha256_file
+    from ..search.index import Index, metric_for_distance
 
     out = args.out
     if os.path.exists(out):

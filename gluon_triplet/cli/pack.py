@@ -80,7 +80,7 @@ def _pack(args: argparse.Namespace) -> None:
     print(
         f"packed {info['records']} images{split} of {len(info['classes'])} classes into "
         f"{args.out}.rec + .idx + .json"
-        + (f"; skipped {info['skipped']} unreadable" if info["skipped"] else ""),
+        + (f"; skipped {info['skipped']} unreadable or unresizable" if info["skipped"] else ""),
         flush=True,
     )
 

@@ -75,8 +75,9 @@ def _is_dataset(q: str) -> bool:
 
 def _check_run(index: Any, run_dir: str) -> Tuple[Any, Any]:
     """The run's params file, checked to be the one the index was built with."""
+    from ..io import sha256_file
     from ..runs.rundir import RunDir
-    from ..search.index import metric_for_distance, sha256_file
+    from ..search.index import metric_for_distance
 
     info = index.info
     if "params_sha256" not in info or "params_file" not in info:

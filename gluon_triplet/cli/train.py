@@ -129,6 +129,12 @@ def build_parser(prog: str = "gluon-triplet train") -> argparse.ArgumentParser:
         "(default: start a new run)",
     )
     output.add_argument(
+        "--accept-changed-data",
+        action="store_true",
+        help="with --resume: continue even if the data changed since the run started "
+        "(default: refuse, saying what changed)",
+    )
+    output.add_argument(
         "-q", "--quiet", action="store_true", help="only warnings, errors and the summary"
     )
     output.add_argument(
@@ -155,7 +161,7 @@ def config_from_args(args: argparse.Namespace) -> Config:
     return Config.from_dict(values)
 
 
-_RESUME_KEEPS = ("resume", "quiet", "verbose", "debug")
+_RESUME_KEEPS = ("resume", "accept_changed_data", "quiet", "verbose", "debug")
 
 
 def resume_config(args: argparse.Namespace) -> Config:
@@ -174,8 +180,11 @@ def _train(args: argparse.Namespace) -> None:
     from ..runs.run import run
 
     resume: Optional[str] = getattr(args, "resume", None)
+    accept = getattr(args, "accept_changed_data", False)
+    if accept and not resume:
+        raise ConfigError("--accept-changed-data only applies with --resume RUN_DIR")
     config = resume_config(args) if resume else config_from_args(args)
-    run(config, quiet=getattr(args, "quiet", False), resume=resume)
+    run(config, quiet=getattr(args, "quiet", False), resume=resume, accept_changed_data=accept)
 
 
 def main(argv: Sequence[str], prog: str = "gluon-triplet train") -> int:

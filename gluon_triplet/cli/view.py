@@ -13,6 +13,7 @@ import ipaddress
 import json
 import logging
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -22,7 +23,7 @@ import urllib.request
 from typing import List, Optional, Sequence
 
 from ..config import Config
-from ..signals import interrupts
+from ..signals import Interrupted, interrupts
 from .common import guarded, setup_logging
 
 __all__ = ["HELP", "build_parser", "is_loopback", "main", "port_in_use"]
@@ -179,6 +180,16 @@ def _view(args: argparse.Namespace) -> None:
     )
     netloc = f"[{poll_host}]" if ":" in poll_host else poll_host
     url = f"http://{netloc}:{port}/"
+    try:
+        _serve(cmd, url, args)
+    except Interrupted as e:
+        if e.signum != signal.SIGINT:
+            raise  # kill, a hang-up: the error line and 128 + signum
+        # Ctrl-C is how view is documented to stop: not an error.
+        print("stopped TensorBoard (Ctrl-C)", flush=True)
+
+
+def _serve(cmd: List[str], url: str, args: argparse.Namespace) -> None:
     # `kill` of this process stops TensorBoard too (interrupts -> finally), not orphaning it.
     with interrupts():
         proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL)

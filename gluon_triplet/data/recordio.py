@@ -4,26 +4,22 @@ with the class names; :func:`open_rec` and :class:`RecordImages` read it back.""
 
 from __future__ import annotations
 
-import io
+import contextlib
 import json
 import logging
 import os
 import struct
+import tempfile
 from typing import List
 
 import numpy as np
 
-from ..errors import DataError, ImageFileError
-from .decoding import (
-    FIRST_BAD,
-    GREY_MODES,
-    MAX_PIXELS,
-    as_mode,
-    decode_picture,
-    error_reason,
-    progress_bar,
-)
-from .folder import FolderImages, check_classes, scan_folder
+from ..errors import DataError, ImageFileError, LockedError
+from ..locks import exclusive_lock
+from ..resources import write_error
+from .decoding import MAX_PIXELS, decode_picture, error_reason
+from .folder import check_classes, scan_folder
+from .packing import write_records
 
 __all__ = [
     "open_rec",
@@ -189,14 +185,13 @@ def open_rec(prefix: str):
     return reader, labels.astype(np.int64), meta
 
 
-def _encode(img, encoding: str, quality: int) -> bytes:
-    buf = io.BytesIO()
-    if encoding == ".png":
-        # im2rec's --quality is the PNG compression level (1-9) for PNG
-        img.save(buf, format="PNG", compress_level=min(max(int(quality), 0), 9))
-    else:
-        img.save(buf, format="JPEG", quality=int(quality))
-    return buf.getvalue()
+def _check_pack_args(encoding: str, quality: int, resize: int) -> None:
+    if encoding not in (".jpg", ".png"):
+        raise ValueError(f"encoding must be '.jpg' or '.png', got {encoding!r}")
+    if encoding == ".jpg" and not 1 <= quality <= 100:
+        raise ValueError(f"JPEG quality must be in 1..100, got {quality}")
+    if resize < 0:
+        raise ValueError(f"resize must be >= 0, got {resize}")
 
 
 def pack_folder(
@@ -216,8 +211,12 @@ def pack_folder(
     in the index. Records hold the original file bytes when they are JPEG or PNG and no
     ``resize`` is asked, as im2rec does; other pictures are re-encoded. The train split's
     records come first; the sidecar holds the class names, the channel count and the
-    split sizes. Files are written under temporary names and renamed at the end, so a
-    failure leaves nothing behind.
+    split sizes.
+
+    The pack holds ``PREFIX.lock`` (``fcntl.flock``, removed at the end): a second pack
+    onto the same prefix fails naming the first one's PID and host. Files are written
+    under temporary names of their own and renamed at the end, so a failure (a full or
+    read-only disk included) leaves nothing behind.
 
     Parameters
     ----------
@@ -228,7 +227,9 @@ def pack_folder(
     quality : int
         JPEG quality (1-100), or PNG compression level (0-9), when re-encoding.
     resize : int
-        Resize the shorter side to this many pixels (0: keep the size).
+        Resize the shorter side to this many pixels (0: keep the size). A picture that
+        cannot be encoded at that size (beyond JPEG's 65500 pixels a side) is skipped
+        with a warning, like a corrupt one.
     encoding : {".jpg", ".png"}
     strict : bool
         Corrupt pictures are an error instead of being skipped with a warning.
@@ -248,104 +249,112 @@ def pack_folder(
     DataError
         Bad folder, fewer than two usable classes, existing outputs, or (``strict``)
         corrupt pictures.
+    LockedError
+        Another process packs onto ``prefix``.
+    OSError
+        A full or read-only disk: one line naming the file and the free space.
     """
-    from mxnet import recordio
-    from PIL import Image
-
     source = os.fspath(source)
     if source.startswith("folder:"):
         source = source[len("folder:") :]
-    if encoding not in (".jpg", ".png"):
-        raise ValueError(f"encoding must be '.jpg' or '.png', got {encoding!r}")
-    if encoding == ".jpg" and not 1 <= quality <= 100:
-        raise ValueError(f"JPEG quality must be in 1..100, got {quality}")
-    if resize < 0:
-        raise ValueError(f"resize must be >= 0, got {resize}")
+    _check_pack_args(encoding, quality, resize)
     prefix = os.path.expanduser(os.fspath(prefix))
     outputs = [prefix + ".rec", prefix + ".idx", _sidecar_path(prefix)]
-    existing = [p for p in outputs if os.path.exists(p)]
-    if existing:
-        raise DataError(f"{existing[0]} already exists; choose another --out")
+    _refuse_existing(outputs)
     parent = os.path.dirname(os.path.abspath(prefix))
     if not os.path.isdir(parent):
         raise DataError(f"directory {parent!r} for --out does not exist")
     scan = scan_folder(source)
     check_classes(scan, source)
-    order = np.arange(len(scan.paths))
-    if scan.test is not None:
-        order = np.concatenate([order[~scan.test], order[scan.test]])
-    reader = FolderImages(scan.paths, max_pixels=max_pixels)
+    options = dict(
+        quality=quality, resize=resize, encoding=encoding, strict=strict, max_pixels=max_pixels
+    )
+    with contextlib.ExitStack() as stack:
+        lock = prefix + ".lock"
+        try:
+            stack.enter_context(exclusive_lock(lock, _in_use(prefix), remove=True))
+        except LockedError:
+            raise
+        except OSError as e:
+            failure = write_error(outputs[0], e)
+            if failure is None:
+                raise
+            raise failure from None
+        _refuse_existing(outputs)  # a pack that held the lock before may have written them
+        return _write_pack(scan, source, outputs, options, progress)
+    raise AssertionError("unreachable")
 
-    tmp = [os.path.join(parent, ".tmp-" + os.path.basename(p)) for p in outputs]
-    writer = recordio.MXIndexedRecordIO(tmp[1], tmp[0], "w")
-    bad: List[int] = []
-    labels_written: List[int] = []
-    n_test = 0
-    colour = False
+
+def _refuse_existing(outputs: List[str]) -> None:
+    existing = [p for p in outputs if os.path.exists(p)]
+    if existing:
+        raise DataError(f"{existing[0]} already exists; choose another --out")
+
+
+def _in_use(prefix: str):
+    def error(holder: str) -> LockedError:
+        return LockedError(
+            f"{prefix} is being packed by {holder} (it holds {prefix}.lock); wait for it to "
+            "finish, or choose another --out"
+        )
+
+    return error
+
+
+def _write_pack(scan, source: str, outputs: List[str], options: dict, progress: bool) -> dict:
+    """Write the records, the index and the sidecar under unique temporary names beside
+    ``outputs``, check them, and rename them into place; nothing is left on an error."""
+    parent = os.path.dirname(os.path.abspath(outputs[0]))
+    tmp: List[str] = []
+    writing = outputs[0]
     try:
-        bar = progress_bar(len(order), progress, "packing")
-        for i in order.tolist():
-            bar.update(1)
-            try:
-                img = reader.open(i)
-            except ImageFileError:
-                bad.append(i)
-                continue
-            grey = img.mode in GREY_MODES
-            colour = colour or not grey
-            fmt = img.format
-            if resize or fmt not in ("JPEG", "PNG") or img.mode not in ("L", "RGB", "RGBA", "P"):
-                img = as_mode(img, 1 if grey else 3)
-                if resize:
-                    w, h = img.size
-                    s = resize / min(w, h)
-                    img = img.resize((max(1, round(w * s)), max(1, round(h * s))), Image.BILINEAR)
-                payload = _encode(img, encoding, quality)
-            else:
-                with open(scan.paths[i], "rb") as f:
-                    payload = f.read()
-            key = len(labels_written)
-            header = recordio.IRHeader(0, float(scan.labels[i]), key, 0)
-            writer.write_idx(key, recordio.pack(header, payload))
-            labels_written.append(int(scan.labels[i]))
-            n_test += bool(scan.test is not None and scan.test[i])
-        bar.close()
-        writer.close()
-        if bad:
-            names = [scan.paths[i] for i in bad[:FIRST_BAD]]
-            text = (
-                f"{len(bad)} unreadable or corrupt image(s) in {source} (first: {', '.join(names)})"
+        for path in outputs:
+            writing = path
+            fd, name = tempfile.mkstemp(
+                prefix=f".tmp-{os.path.basename(path)}-", suffix=".part", dir=parent
             )
-            if strict:
-                raise DataError(text + "; --strict refuses them")
-            logger.warning("%s; skipped", text)
-        counts = np.bincount(labels_written, minlength=len(scan.class_names))
-        if (counts >= 2).sum() < 2:
-            raise DataError(
-                f"{source}: fewer than two classes with at least two readable images; "
-                "nothing written"
-            )
-        meta = {
-            "format": SIDECAR_FORMAT,
-            "version": 1,
-            "classes": list(scan.class_names),
-            "channels": 3 if colour else 1,
-            "splits": None
-            if scan.test is None
-            else {"train": len(labels_written) - n_test, "test": n_test},
-            "source": os.path.abspath(source),
-            "encoding": encoding,
-            "quality": quality,
-            "resize": resize,
-        }
+            os.close(fd)
+            os.chmod(name, 0o644)  # as readable as any other file (mkstemp makes it 0600)
+            tmp.append(name)
+        writing = outputs[0]
+        written = write_records(scan, source, tmp[0], tmp[1], options, progress)
+        meta = _pack_meta(scan, source, written, options)
+        writing = outputs[2]
         with open(tmp[2], "w", encoding="utf-8") as f:
             json.dump(meta, f, indent=2)
             f.write("\n")
         for t, p in zip(tmp, outputs):
+            writing = p
             os.replace(t, p)
+        return dict(meta, records=len(written["labels"]), skipped=written["skipped"])
+    except Exception as e:
+        failure = write_error(writing, e)
+        if failure is None:
+            raise
+        raise failure from None
     finally:
-        writer.close()
         for t in tmp:
             if os.path.exists(t):
                 os.unlink(t)
-    return dict(meta, records=len(labels_written), skipped=len(bad))
+
+
+def _pack_meta(scan, source: str, written: dict, options: dict) -> dict:
+    """The sidecar's content; DataError when fewer than two classes have two records."""
+    labels = written["labels"]
+    counts = np.bincount(np.asarray(labels, dtype=np.int64), minlength=len(scan.class_names))
+    if (counts >= 2).sum() < 2:
+        raise DataError(
+            f"{source}: fewer than two classes with at least two readable images; nothing written"
+        )
+    n_test = written["n_test"]
+    return {
+        "format": SIDECAR_FORMAT,
+        "version": 1,
+        "classes": list(scan.class_names),
+        "channels": 3 if written["colour"] else 1,
+        "splits": None if scan.test is None else {"train": len(labels) - n_test, "test": n_test},
+        "source": os.path.abspath(source),
+        "encoding": options["encoding"],
+        "quality": options["quality"],
+        "resize": options["resize"],
+    }

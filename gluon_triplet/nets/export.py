@@ -34,6 +34,7 @@ import numpy as np
 
 from ..errors import ExportError
 from ..optional import require
+from ..resources import write_error
 
 __all__ = ["EXPORT_FORMATS", "ExportError", "export_model", "load_onnx_session"]
 
@@ -287,8 +288,9 @@ def export_model(
 
     net.hybridize()
     expected = net(mx.nd.array(batch, ctx=mx.cpu())).asnumpy()
-    tmp = tempfile.mkdtemp(prefix=".tmp-export-", dir=parent)
+    tmp = ""
     try:
+        tmp = tempfile.mkdtemp(prefix=".tmp-export-", dir=parent)
         # HybridBlock.export writes the graph traced by the last forward (just above).
         net.export(os.path.join(tmp, _PREFIX), epoch=0)
         if format == "onnx":
@@ -329,6 +331,11 @@ def export_model(
             os.rmdir(out_dir)
         os.rename(tmp, out_dir)
         return doc
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+    except BaseException as e:
+        if tmp:
+            shutil.rmtree(tmp, ignore_errors=True)
+        # A full or read-only disk: one line naming the directory and the free space.
+        failure = write_error(out_dir, e)
+        if failure is None:
+            raise
+        raise failure from None

@@ -12,7 +12,7 @@ A run directory holds everything needed: ``config.json`` (the resolved
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Dict, Optional, Tuple
+from typing import Any, Dict, Optional, Sequence, Tuple
 
 import mxnet as mx
 import numpy as np
@@ -112,6 +112,7 @@ def evaluate(
     triplets: Any = "balanced",
     per_class: bool = False,
     clustering: bool = False,
+    class_names: Optional[Sequence[str]] = None,
 ) -> Dict[str, Any]:
     """The metrics training reports, for any embedding and labels.
 
@@ -128,10 +129,13 @@ def evaluate(
         :func:`~gluon_triplet.data.triplets.create_pairs`, as training evaluates; None: retrieval
         metrics only.
     per_class : bool
-        Add ``per_class_precision_at_1`` (label -> P@1).
+        Add ``per_class_precision_at_1`` (class name -> P@1; label -> P@1 without
+        ``class_names``).
     clustering : bool
         Add ``nmi`` and ``ami`` of k-means clusters (k = number of classes, seeded with
         ``seed``), as training reports at its end.
+    class_names : sequence of str, optional
+        The names of integer labels ``0, 1, ...``, for ``per_class_precision_at_1``.
 
     Returns
     -------
@@ -146,7 +150,8 @@ def evaluate(
         triplets = create_pairs(y, seed=seed, warn=False)
     result: Dict[str, Any] = dict(evaluate_embeddings(emb, y, triplets=triplets, margin=margin))
     if per_class:
-        result["per_class_precision_at_1"] = per_class_precision_at_1(emb, y)
+        per_class_p1 = per_class_precision_at_1(emb, y, class_names=class_names)
+        result["per_class_precision_at_1"] = per_class_p1
     if clustering:
         result.update(clustering_metrics(emb, y, seed=seed))
     return result

@@ -37,10 +37,10 @@ import numpy as np
 
 from ..errors import CheckpointError
 from ..io import atomic_save, atomic_write_text
+from ..io import sha256_file as _sha256
 from ..resources import disk_full_error, error_line, mxnet_reason
 from .manifest import FORMAT as _FORMAT
 from .manifest import MANIFEST, read_manifest
-from .manifest import sha256_of_file as _sha256
 from .rundir import RunDir
 
 __all__ = [

@@ -4,26 +4,18 @@ Reading it needs neither MXNet nor the trainer, so a run directory can tell whet
 can be resumed without importing them.
 """
 
-import hashlib
 import json
 import os
 
 from ..errors import CheckpointError
+from ..io import sha256_file
 
-__all__ = ["FORMAT", "MANIFEST", "read_manifest", "sha256_of_file"]
+__all__ = ["FORMAT", "MANIFEST", "read_manifest"]
 
 #: The manifest's file name inside the checkpoint directory.
 MANIFEST = "checkpoint.json"
 #: The manifest format this version writes and reads.
 FORMAT = 1
-
-
-def sha256_of_file(path):
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def read_manifest(directory):
@@ -62,7 +54,7 @@ def read_manifest(directory):
         file = os.path.join(directory, name)
         if not os.path.isfile(file):
             raise CheckpointError(f"{path}: names {name}, which is missing")
-        if sha256_of_file(file) != manifest["sha256"].get(name):
+        if sha256_file(file) != manifest["sha256"].get(name):
             raise CheckpointError(f"{file}: does not match the checksum in {MANIFEST}")
     best = manifest.get("best")
     if best is not None:
@@ -70,6 +62,6 @@ def read_manifest(directory):
         if not isinstance(name, str) or os.path.basename(name) != name:
             raise CheckpointError(f"{path}: bad best-epoch entry {best!r}")
         file = os.path.join(directory, name)
-        if not os.path.isfile(file) or sha256_of_file(file) != manifest["sha256"].get(name):
+        if not os.path.isfile(file) or sha256_file(file) != manifest["sha256"].get(name):
             raise CheckpointError(f"{file}: missing, or does not match the checksum in {MANIFEST}")
     return manifest

@@ -36,7 +36,12 @@ __all__ = ["Interrupted", "run"]
 logger = logging.getLogger("gluon_triplet")
 
 
-def run(config: Config, quiet: bool = False, resume: Optional[str] = None) -> Optional[str]:
+def run(
+    config: Config,
+    quiet: bool = False,
+    resume: Optional[str] = None,
+    accept_changed_data: bool = False,
+) -> Optional[str]:
     """Train one run from a Config; returns the run directory (None on a worker of rank > 0).
 
     Parameters
@@ -47,6 +52,9 @@ def run(config: Config, quiet: bool = False, resume: Optional[str] = None) -> Op
     resume : str, optional
         The directory of an interrupted run, continued from its checkpoint (``config`` must
         be the run's own ``config.json``).
+    accept_changed_data : bool
+        With ``resume``: continue even if the data changed since the run started (by
+        default a DataError says what changed; see :mod:`~gluon_triplet.runs.datacheck`).
 
     Raises
     ------
@@ -61,13 +69,13 @@ def run(config: Config, quiet: bool = False, resume: Optional[str] = None) -> Op
     progress: Dict[str, Any] = {}
     with interrupts():
         try:
-            return _run(config, quiet, resume, progress)
+            return _run(config, quiet, resume, progress, accept_changed_data)
         except Interrupted as e:
             e.args = (_interrupt_message(e.signum, config, progress),)
             raise
 
 
-def _run(config, quiet, resume, progress):
+def _run(config, quiet, resume, progress, accept_changed_data=False):
     from ..data.datasets import load_dataset
     from ..data.decoding import ImageOptions
     from ..data.streaming import shared_pool
@@ -76,6 +84,7 @@ def _run(config, quiet, resume, progress):
     from ..training.callbacks import CallbackList
     from ..training.trainer import TripletTrainer, create_kvstore, resolve_contexts, set_seed
     from .checkpoint import load_checkpoint, restore_outputs
+    from .datacheck import check_resumed_data, record_data
 
     t0 = time.perf_counter()
     contexts = resolve_contexts(config.ctx)
@@ -89,6 +98,7 @@ def _run(config, quiet, resume, progress):
         run_dir = RunDir.open(os.path.normpath(resume))
         run_dir.check_free()
         manifest = run_dir.check_resumable(config)
+        check_resumed_data(run_dir, config, accept_changed_data, restart=manifest is None)
     else:
         RunDir.check_new(config.logdir, config.run_name)
     data = load_dataset(
@@ -142,6 +152,7 @@ def _run(config, quiet, resume, progress):
         test_y=data.y_test,
         test_triplets=test_triplets,
         kvstore=kvstore,
+        class_names=data.class_names,
     )
     if manifest is not None:
         load_checkpoint(trainer, run_dir.checkpoint_dir, manifest)
@@ -150,6 +161,7 @@ def _run(config, quiet, resume, progress):
         try:
             with run_dir.lock():
                 config.save(run_dir.config_path)
+                record_data(run_dir, config)
         except BaseException:
             # A run dir without its config (a full disk) is useless, and it is new.
             shutil.rmtree(run_dir.path, ignore_errors=True)

@@ -9,6 +9,7 @@ Every name a run directory holds is spelled once, as an attribute of :class:`Run
         model-last.params   parameters of the last epoch (RunDir.LAST_PARAMS)
         checkpoint/         what --resume continues from (RunDir.CHECKPOINT)
         train.log           the log, appended by every part of the run (RunDir.LOG)
+        data.json           the fingerprint of the data (runs.datacheck.DATA_RECORD)
         .lock               locked while a process trains in it (RunDir.LOCK)
         events.out.*, embedding*/, raw_input/, *.png   mxboard and the pictures
 
@@ -20,7 +21,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import datetime
-import fcntl
 import json
 import os
 import re
@@ -28,6 +28,7 @@ from typing import Any, Dict, Iterator, Optional, Union
 
 from ..config import DIST_KVSTORES, Config
 from ..errors import ConfigError, RunDirInUse
+from ..locks import exclusive_lock, probe_lock
 
 PathLike = Union[str, "os.PathLike[str]"]
 
@@ -265,16 +266,8 @@ class RunDir:
 
     # ------------------------------------------------------------------- the lock
 
-    def _holder(self) -> str:
-        try:
-            with open(self.lock_path, encoding="ascii") as f:
-                pid = f.read().strip()
-        except (OSError, ValueError):
-            pid = ""
-        return f"process {pid}" if pid.isdigit() else "another process"
-
-    def _in_use(self) -> RunDirInUse:
-        return RunDirInUse(f"{self.path} is in use by {self._holder()}")
+    def _in_use(self, holder: str) -> RunDirInUse:
+        return RunDirInUse(f"{self.path} is in use by {holder}")
 
     def check_free(self) -> None:
         """Fail if another process trains in this run directory; writes nothing.
@@ -282,40 +275,23 @@ class RunDir:
         Raises
         ------
         RunDirInUse
-            ``<path> is in use by process PID``.
+            ``<path> is in use by process PID on HOST``.
         """
-        try:
-            fd = os.open(self.lock_path, os.O_RDONLY)
-        except FileNotFoundError:
-            return  # never locked
-        try:
-            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise self._in_use() from None
-        finally:
-            os.close(fd)  # also releases the probe's shared lock
+        probe_lock(self.lock_path, self._in_use)
 
     @contextlib.contextmanager
     def lock(self) -> Iterator[RunDir]:
-        """Hold the run directory exclusively (``fcntl.flock`` on ``.lock``) inside the block.
+        """Hold the run directory exclusively (``fcntl.flock`` on ``.lock``, see
+        :func:`~gluon_triplet.locks.exclusive_lock`) inside the block.
 
-        The lock file keeps the holder's PID for the error of the next process. The lock
-        goes with its open file: on exit from the block, or with the process however it
-        ends (kill -9 included), so a stale lock cannot remain.
+        The lock file keeps the holder's PID and host for the error of the next process.
+        The lock goes with its open file: on exit from the block, or with the process
+        however it ends (kill -9 included), so a stale lock cannot remain.
 
         Raises
         ------
         RunDirInUse
             Another process (or another open file in this one) holds it.
         """
-        fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT, 0o644)
-        try:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                raise self._in_use() from None
-            os.ftruncate(fd, 0)
-            os.pwrite(fd, f"{os.getpid()}\n".encode("ascii"), 0)
+        with exclusive_lock(self.lock_path, self._in_use):
             yield self
-        finally:
-            os.close(fd)

@@ -33,7 +33,6 @@ metric, embedding size, index kind and parameters, and the SHA-256 of every file
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import os
@@ -45,7 +44,9 @@ from typing import Any, Dict, Optional, Sequence, Tuple
 import numpy as np
 
 from ..errors import IndexFileError
+from ..io import sha256_file
 from ..optional import require
+from ..resources import write_error
 
 __all__ = [
     "DEFAULT_PARAMS",
@@ -87,15 +88,6 @@ def metric_for_distance(distance: str) -> str:
     if distance == "cosine":
         return "cosine"
     raise ValueError(f"unknown distance {distance!r}; choose one of: squared, euclidean, cosine")
-
-
-def sha256_file(path: str) -> str:
-    """Hex SHA-256 of a file's bytes."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def _faiss():
@@ -541,32 +533,45 @@ class Index:
         if not os.path.isdir(parent):
             raise FileNotFoundError(f"directory {parent!r} does not exist")
         faiss = _faiss()
-        tmp = tempfile.mkdtemp(prefix=".tmp-index-", dir=parent)
+        writing = directory  # named in the error of a full or read-only disk
+        tmp = ""
         try:
+            tmp = tempfile.mkdtemp(prefix=".tmp-index-", dir=parent)
             files: dict = {}
-            faiss.serialize_index(self._index).tofile(os.path.join(tmp, _INDEX_FILE))
+            writing = os.path.join(directory, _INDEX_FILE)
+            # Through Python's file, not ndarray.tofile: its fwrite loses a small file's
+            # end on a full disk without an error.
+            with open(os.path.join(tmp, _INDEX_FILE), "wb") as f:
+                f.write(faiss.serialize_index(self._index).tobytes())
             files[_INDEX_FILE] = None
-            np.save(os.path.join(tmp, "ids.npy"), self.ids, allow_pickle=False)
-            files["ids.npy"] = None
-            if self.labels is not None:
-                np.save(os.path.join(tmp, "labels.npy"), self.labels, allow_pickle=False)
-                files["labels.npy"] = None
+            arrays = {"ids.npy": self.ids, "labels.npy": self.labels}
+            for name, array in arrays.items():
+                if array is not None:
+                    writing = os.path.join(directory, name)
+                    np.save(os.path.join(tmp, name), array, allow_pickle=False)
+                    files[name] = None
             for name, value in (("class_names.json", self.class_names), ("paths.json", self.paths)):
                 if value is not None:
+                    writing = os.path.join(directory, name)
                     with open(os.path.join(tmp, name), "w", encoding="utf-8") as f:
                         json.dump(value, f)
                     files[name] = None
             doc = self.manifest()
             doc["files"] = {name: sha256_file(os.path.join(tmp, name)) for name in files}
+            writing = os.path.join(directory, MANIFEST)
             with open(os.path.join(tmp, MANIFEST), "w", encoding="utf-8") as f:
                 json.dump(doc, f, indent=2, sort_keys=True)
             os.chmod(tmp, 0o755)
             if os.path.isdir(directory):
                 os.rmdir(directory)  # empty, checked above
             os.rename(tmp, directory)
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
+        except BaseException as e:
+            if tmp:
+                shutil.rmtree(tmp, ignore_errors=True)
+            failure = write_error(writing, e)
+            if failure is None:
+                raise
+            raise failure from None
 
     @classmethod
     def load(cls, directory: str, net=None, batch_size: int = 4096) -> Index:
@@ -670,6 +675,8 @@ def read_manifest(directory: str) -> Dict[str, Any]:
         version wrote.
     """
     if not os.path.isdir(directory):
+        if os.path.exists(directory):
+            raise IndexFileError(f"{directory!r} is a file, not an index directory")
         raise IndexFileError(f"index directory {directory!r} does not exist")
     path = os.path.join(directory, MANIFEST)
     if not os.path.isfile(path):

@@ -198,6 +198,9 @@ class TripletTrainer:
     kvstore : mx.kvstore.KVStore, optional
         The job's ``dist_*`` kvstore when the caller already made one (see
         :func:`create_kvstore`); by default it is created from ``config.kvstore``.
+    class_names : sequence of str, optional
+        The names of labels ``0, 1, ...``: the keys of the final
+        ``per_class_precision_at_1`` (label numbers without them).
     """
 
     def __init__(
@@ -211,8 +214,10 @@ class TripletTrainer:
         test_triplets: Optional[Tuple[np.ndarray, np.ndarray, np.ndarray]] = None,
         callbacks: Iterable[Callback] = (),
         kvstore: Optional[mx.kvstore.KVStore] = None,
+        class_names: Optional[Sequence[str]] = None,
     ) -> None:
         self.net = net
+        self.class_names = class_names
         self.train_set = train_set
         self.config = config
         self.contexts = list(contexts)
@@ -338,7 +343,9 @@ class TripletTrainer:
             # for NMI/AMI about a second on 10k test samples.
             emb = self.embed(self.test_x)
             final = self.history[-1]["test"]
-            final["per_class_precision_at_1"] = per_class_precision_at_1(emb, self.test_y)
+            final["per_class_precision_at_1"] = per_class_precision_at_1(
+                emb, self.test_y, class_names=self.class_names
+            )
             final.update(clustering_metrics(emb, self.test_y, seed=self.config.seed))
         self.callbacks.on_train_end(self)
         return self.history
