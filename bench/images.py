@@ -535,7 +535,7 @@ def section_cpu(args):
     from gluon_triplet.data.datasets import load_dataset
     from gluon_triplet.data.decoding import ImageOptions
     from gluon_triplet.data.triplets import TripletDataset
-    from gluon_triplet.nets.model import model_from_config
+    from gluon_triplet.nets.zoo import model_from_config
     from gluon_triplet.training.trainer import TripletTrainer, set_seed
 
     root = os.path.join(args.workdir, "fashion-png-60000")

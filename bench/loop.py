@@ -44,7 +44,7 @@ from mxnet import autograd, gluon, nd  # noqa: E402
 from gluon_triplet.config import Config  # noqa: E402
 from gluon_triplet.data.datasets import load_dataset  # noqa: E402
 from gluon_triplet.data.triplets import TripletDataset  # noqa: E402
-from gluon_triplet.nets.model import model_from_config  # noqa: E402
+from gluon_triplet.nets.zoo import model_from_config  # noqa: E402
 from gluon_triplet.training.schedule import make_lr_scheduler  # noqa: E402
 from gluon_triplet.training.trainer import TripletTrainer, resolve_contexts, set_seed  # noqa: E402
 

@@ -107,7 +107,8 @@ from gluon_triplet.config import PRESETS, Config  # noqa: E402
 from gluon_triplet.data.datasets import load_dataset  # noqa: E402
 from gluon_triplet.data.triplets import TripletDataset, create_pairs  # noqa: E402
 from gluon_triplet.evaluation.metrics import clustering_metrics, evaluate_embeddings  # noqa: E402
-from gluon_triplet.nets.model import embed, model_from_config  # noqa: E402
+from gluon_triplet.nets.embed import embed  # noqa: E402
+from gluon_triplet.nets.zoo import model_from_config  # noqa: E402
 from gluon_triplet.training.callbacks import Callback  # noqa: E402
 from gluon_triplet.training.trainer import TripletTrainer, resolve_contexts, set_seed  # noqa: E402
 

@@ -68,16 +68,12 @@ _EXPORTS = {
         "triplet_distances",
     ),
     ".nets.export": ("export_model",),
-    ".nets.model": (
-        "BACKBONES",
-        "BackboneEmbedding",
-        "EmbeddingCNN",
-        "EmbeddingMLP",
-        "MODELS",
-        "build_model",
-        "embed",
-        "model_from_config",
-    ),
+    ".nets.architectures": ("ARCHITECTURES", "BACKBONES"),
+    ".nets.backbones": ("BackboneEmbedding",),
+    ".nets.cnn": ("EmbeddingCNN",),
+    ".nets.embed": ("embed",),
+    ".nets.mlp": ("EmbeddingMLP",),
+    ".nets.zoo": ("MODELS", "build_model", "model_from_config"),
     ".runs.api": ("evaluate", "load_run"),
     ".runs.board": ("BoardCallback", "write_projector"),
     ".runs.checkpoint": ("load_checkpoint", "save_checkpoint"),
@@ -147,17 +143,13 @@ if TYPE_CHECKING:  # what a type checker and an IDE see
         strict_triplet_accuracy,
         triplet_distances,
     )
+    from .nets.architectures import ARCHITECTURES, BACKBONES
+    from .nets.backbones import BackboneEmbedding
+    from .nets.cnn import EmbeddingCNN
+    from .nets.embed import embed
     from .nets.export import export_model
-    from .nets.model import (
-        BACKBONES,
-        MODELS,
-        BackboneEmbedding,
-        EmbeddingCNN,
-        EmbeddingMLP,
-        build_model,
-        embed,
-        model_from_config,
-    )
+    from .nets.mlp import EmbeddingMLP
+    from .nets.zoo import MODELS, build_model, model_from_config
     from .runs.api import evaluate, load_run
     from .runs.board import BoardCallback, write_projector
     from .runs.checkpoint import load_checkpoint, save_checkpoint

@@ -7,12 +7,23 @@ import json
 import math
 import os
 from dataclasses import dataclass, fields
-from typing import Any, Dict, Optional, Tuple, Union
+from typing import Any, Callable, Dict, Optional, Tuple, Union
 
 from .errors import ConfigError
 from .io import atomic_write_text
+from .nets.architectures import ARCHITECTURES, CONV_BLOCKS
 
-__all__ = ["DIST_KVSTORES", "KVSTORES", "PRESETS", "Config", "ConfigError", "option"]
+__all__ = [
+    "DIST_KVSTORES",
+    "KVSTORES",
+    "PRESETS",
+    "REMOVED_KEYS",
+    "Config",
+    "ConfigError",
+    "check_architecture",
+    "option",
+    "recorded",
+]
 
 # Named bundles of settings, applied under a JSON config and explicit flags.
 PRESETS = {
@@ -66,6 +77,54 @@ def option(
         if value is not None:
             metadata[key] = value
     return dataclasses.field(default=default, metadata=metadata)
+
+
+def recorded(default: Any, help: str) -> Any:
+    """A :class:`Config` field a run resolves and records in ``config.json``, with no
+    command-line option (a JSON config may set it)."""
+    return dataclasses.field(default=default, metadata={"help": help, "recorded": True})
+
+
+#: Settings of earlier versions, and what took their place.
+REMOVED_KEYS = {
+    key: "the CNN is chosen by --model (cnn or convnet) and sized for the pictures; "
+    "a run records its exact layers as 'architecture'"
+    for key in ("channels", "batch_norm", "batch_norm_from", "pool_first", "conv_block")
+}
+
+_ARCHITECTURE_KEYS = {"block", "channels", "pool", "batch_norm", "batch_norm_from", "pool_first"}
+
+
+def check_architecture(arch: Dict[str, Any]) -> None:
+    """Raise a ConfigError naming what is wrong in a CNN architecture (see
+    :func:`~gluon_triplet.nets.architectures.cnn_architecture`)."""
+    unknown = sorted(set(arch) - _ARCHITECTURE_KEYS)
+    if unknown:
+        raise ConfigError(
+            f"unknown architecture key(s): {', '.join(unknown)}; valid keys: "
+            f"{', '.join(sorted(_ARCHITECTURE_KEYS))}"
+        )
+    channels = arch.get("channels")
+    if (
+        not isinstance(channels, (list, tuple))
+        or not channels
+        or not all(isinstance(c, int) and not isinstance(c, bool) and c >= 1 for c in channels)
+    ):
+        raise ConfigError(
+            f"architecture channels must be one or more widths >= 1, got {channels!r}"
+        )
+    if arch.get("block", "strided") not in CONV_BLOCKS:
+        raise ConfigError(f"architecture block must be one of {', '.join(CONV_BLOCKS)}")
+    if arch.get("pool", "flatten") not in ("flatten", "avg"):
+        raise ConfigError("architecture pool must be flatten or avg")
+    for key in ("batch_norm", "pool_first"):
+        if not isinstance(arch.get(key, False), bool):
+            raise ConfigError(f"architecture {key} must be true or false")
+    start = arch.get("batch_norm_from", 1)
+    if not isinstance(start, int) or isinstance(start, bool) or start < 1:
+        raise ConfigError(f"architecture batch_norm_from must be an integer >= 1, got {start!r}")
+    if arch.get("pool_first") and arch.get("block", "strided") != "pooled":
+        raise ConfigError("architecture pool_first applies to pooled blocks")
 
 
 #: MXNet's kvstore types; dist_* run under a ps-lite job (gluon-triplet launch).
@@ -146,17 +205,18 @@ class Config:
     )
     model: str = option(
         "auto",
-        "embedding net: mlp, cnn, a model-zoo backbone (e.g. resnet18_v1), or auto = cnn for "
-        "image data (H x W samples), else mlp",
+        "embedding net, by name: auto = cnn for pictures, else mlp; mlp (Dense layers); cnn "
+        "(pooled 3x3 convolutions with BatchNorm, sized for the pictures); convnet (the "
+        "reference 5x5 stride-2 convnet); or a model-zoo backbone (e.g. resnet18_v1)",
         "model",
+        choices=tuple(ARCHITECTURES),
+        metavar="NAME",
     )
-    # Shape of one input sample, recorded by a run so the net can be rebuilt without data.
-    input_shape: Optional[Tuple[int, ...]] = option(
-        None,
-        "shape of one input sample; a run records it so its net can be rebuilt without data",
-        "model",
-        metavar="N",
-        shown_default="the data's",
+    # What a run resolved, recorded in config.json so the net can be rebuilt without data
+    # whatever the defaults become; not command-line options.
+    input_shape: Optional[Tuple[int, ...]] = recorded(None, "shape of one input sample")
+    architecture: Optional[Dict[str, Any]] = recorded(
+        None, "the CNN's constructor arguments (block, channels, pool, BatchNorm)"
     )
     pretrained: bool = option(
         False, "model-zoo backbones: start from MXNet's ImageNet weights (a download)", "model"
@@ -254,41 +314,6 @@ class Config:
         "(Hermans et al. 2017) instead of the hinge; the margin then only steers miners",
         "training",
     )
-    channels: Optional[Tuple[int, ...]] = option(
-        None,
-        "cnn: output channels of its convolutions (each halves the map)",
-        "model",
-        metavar="N",
-        shown_default="32 64 strided, 16 32 128 pooled, more above 32 px",
-    )
-    batch_norm: Optional[bool] = option(
-        None,
-        "cnn: BatchNorm between a convolution and its ReLU, for every convolution from "
-        "--batch-norm-from on; --no-batch-norm: none",
-        "model",
-        shown_default="auto = the pooled CNN's last convolution only, none for the strided",
-    )
-    batch_norm_from: Optional[int] = option(
-        None,
-        "cnn: the first convolution (1-based) with BatchNorm; 2 leaves out the "
-        "full-resolution first one, most of BatchNorm's cost",
-        "model",
-        metavar="N",
-        shown_default="1 with --batch-norm, the last convolution with the automatic one",
-    )
-    pool_first: bool = option(
-        False,
-        "cnn, pooled blocks: max-pool each convolution's output before its BatchNorm and "
-        "ReLU, which then work on a quarter of the map",
-        "model",
-    )
-    conv_block: str = option(
-        "auto",
-        "cnn: how each convolution halves the map: strided (5x5, stride 2), pooled (3x3, "
-        "stride 1, then 2x2 max-pooling) or auto (pooled up to 32 px, strided above)",
-        "model",
-        choices=("strided", "pooled", "auto"),
-    )
     ctx: str = option(
         "auto",
         "auto, cpu, gpu, gpu:0,1 or cpu:0,1",
@@ -330,6 +355,13 @@ class Config:
 
     def __post_init__(self) -> None:
         self.validate()
+        if self.architecture is not None:
+            # A copy with the widths as a tuple, like hidden: a loaded record equals the
+            # config that wrote it, and the caller's dict stays the caller's.
+            self.architecture = {
+                **self.architecture,
+                "channels": tuple(self.architecture["channels"]),
+            }
 
     def validate(self) -> None:
         """Raise :class:`ConfigError` naming the first invalid value."""
@@ -360,7 +392,7 @@ class Config:
                 )
         if self.seed < 0:
             raise ConfigError(f"seed (--seed) must be >= 0, got {self.seed}")
-        for name in ("embedding_size", "hidden", "channels"):
+        for name in ("embedding_size", "hidden"):
             widths = getattr(self, name)
             widths = widths if isinstance(widths, tuple) else () if widths is None else (widths,)
             too_wide = [w for w in widths if w > _MAX_WIDTH]
@@ -383,21 +415,12 @@ class Config:
             raise ConfigError(f"input_shape sizes must be >= 1, got {list(self.input_shape)}")
         if self.hidden is not None and any(h < 1 for h in self.hidden):
             raise ConfigError(f"hidden sizes must be >= 1, got {list(self.hidden)}")
-        if self.channels is not None and (not self.channels or any(c < 1 for c in self.channels)):
-            raise ConfigError(f"channels must be one or more widths >= 1, got {self.channels}")
-        if self.batch_norm_from is not None and self.batch_norm_from < 1:
-            raise ConfigError(f"batch_norm_from must be >= 1, got {self.batch_norm_from}")
-        if (
-            self.channels is not None
-            or self.batch_norm is True
-            or self.conv_block == "pooled"
-            or self.pool_first
-        ) and self.model == "mlp":
-            raise ConfigError(
-                "channels, batch_norm, conv_block and pool_first apply to the cnn; model is 'mlp'"
-            )
-        if self.pool_first and self.conv_block == "strided":
-            raise ConfigError("pool_first applies to pooled blocks; conv_block is 'strided'")
+        if self.architecture is not None:
+            check_architecture(self.architecture)
+            if self.model not in ("cnn", "convnet"):
+                raise ConfigError(
+                    f"an architecture applies to the cnn and convnet; model is {self.model!r}"
+                )
         for name in ("lr", "margin", "init_scale"):
             if not getattr(self, name) > 0:
                 raise ConfigError(f"{name} must be > 0, got {getattr(self, name)}")
@@ -459,7 +482,11 @@ class Config:
     def to_dict(self) -> Dict[str, Any]:
         d = dataclasses.asdict(self)
         d["hidden"] = None if self.hidden is None else list(self.hidden)
-        d["channels"] = None if self.channels is None else list(self.channels)
+        if self.architecture is not None:
+            d["architecture"] = {
+                **self.architecture,
+                "channels": list(self.architecture["channels"]),
+            }
         d["input_shape"] = None if self.input_shape is None else list(self.input_shape)
         return d
 
@@ -469,6 +496,11 @@ class Config:
         if not isinstance(d, dict):
             raise ConfigError(f"config must be a JSON object, got {type(d).__name__}")
         defaults = {f.name: f.default for f in fields(cls)}
+        removed = sorted(set(d) & set(REMOVED_KEYS))
+        if removed:
+            raise ConfigError(
+                f"config key {removed[0]!r} is no longer a setting: {REMOVED_KEYS[removed[0]]}"
+            )
         unknown = sorted(set(d) - set(defaults))
         if unknown:
             raise ConfigError(
@@ -485,9 +517,14 @@ class Config:
         return cls.load_recorded(path)[0]
 
     @classmethod
-    def load_recorded(cls, path: Union[str, os.PathLike[str]]) -> Tuple[Config, Dict[str, Any]]:
+    def load_recorded(
+        cls,
+        path: Union[str, os.PathLike[str]],
+        upgrade: Optional[Callable[[Dict[str, Any]], Dict[str, Any]]] = None,
+    ) -> Tuple[Config, Dict[str, Any]]:
         """:meth:`load`, and the JSON object as the file holds it (the keys it records),
-        from one read of the file; every problem is a ConfigError naming the file."""
+        from one read of the file; every problem is a ConfigError naming the file.
+        ``upgrade`` turns an object an earlier version wrote into today's keys."""
         try:
             with open(path, encoding="utf-8") as f:
                 d = json.load(f)
@@ -498,6 +535,8 @@ class Config:
         except (OSError, UnicodeDecodeError) as e:
             raise ConfigError(f"{path}: cannot read config file ({e})") from None
         try:
+            if upgrade is not None and isinstance(d, dict):
+                return cls.from_dict(upgrade(d)), d
             return cls.from_dict(d), d
         except ConfigError as e:
             raise ConfigError(f"{path}: {e}") from None
@@ -522,22 +561,21 @@ def _coerce(key: str, value: Any, default: Any) -> Any:
         if value is None or isinstance(value, str):
             return value
         raise ConfigError(f"config key {key!r} must be a string or null, got {value!r}")
-    if key == "batch_norm":  # null: automatic
-        if value is None or isinstance(value, bool):
+    if key == "architecture":  # checked by Config.validate
+        if value is None or isinstance(value, dict):
             return value
-        raise ConfigError(f"config key {key!r} must be true, false or null, got {value!r}")
+        raise ConfigError(f"config key {key!r} must be an object or null, got {value!r}")
     if key in (
         "triplets_per_class",
         "pk_classes",
         "image_channels",
         "workers",
         "max_data_bytes",
-        "batch_norm_from",
     ):
         if value is None or (isinstance(value, int) and not isinstance(value, bool)):
             return value
         raise ConfigError(f"config key {key!r} must be an integer or null, got {value!r}")
-    if key in ("hidden", "channels", "input_shape"):
+    if key in ("hidden", "input_shape"):
         if value is None:
             return None
         if isinstance(value, (list, tuple)) and all(

@@ -19,7 +19,7 @@ def make_trainer(kvstore, batch_size):
     from gluon_triplet.config import PRESETS, Config
     from gluon_triplet.data.datasets import load_dataset
     from gluon_triplet.data.triplets import TripletDataset
-    from gluon_triplet.nets.model import build_model
+    from gluon_triplet.nets.zoo import build_model
     from gluon_triplet.training.trainer import TripletTrainer, set_seed
 
     data = load_dataset("mnist-5k")

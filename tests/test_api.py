@@ -172,3 +172,19 @@ def test_load_run_rebuilds_a_cnn_from_auto(tmp_path):
     loaded, config = load_run(str(tmp_path))
     assert config.model == "auto" and type(loaded).__name__ == "EmbeddingCNN"
     np.testing.assert_array_equal(embed(loaded, x), want)
+
+
+def test_load_run_rebuilds_the_cnn_an_auto_config_of_the_previous_version_built(tmp_path):
+    """``"model": "auto"`` with the previous version's CNN settings and a sample shape:
+    the net those settings built (here the pooled CNN, BatchNorm on its 3rd convolution)."""
+    cfg = {"model": "auto", "embedding_size": 8, "input_shape": [28, 28]}
+    cfg.update(conv_block="pooled", channels=None, batch_norm=True, batch_norm_from=3)
+    (tmp_path / "config.json").write_text(json.dumps(cfg))
+    arch = {"block": "pooled", "channels": (16, 32, 128), "batch_norm": True, "batch_norm_from": 3}
+    net = build_model("cnn", embedding_size=8, output="linear", normalize=True, **arch)
+    x = np.random.default_rng(0).random((5, 28, 28)).astype(np.float32)
+    want = embed(net, x)
+    net.save_parameters(str(tmp_path / "model-best.params"))
+    loaded, config = load_run(str(tmp_path))
+    assert config.model == "auto" and config.architecture is None
+    np.testing.assert_array_equal(embed(loaded, x), want)

@@ -7,7 +7,7 @@ from mxnet import gluon
 
 from gluon_triplet.config import Config, ConfigError
 from gluon_triplet.data.triplets import TripletDataset, create_pairs
-from gluon_triplet.nets.model import build_model
+from gluon_triplet.nets.zoo import build_model
 from gluon_triplet.training.averaging import WeightAverage, average_decay
 from gluon_triplet.training.trainer import TripletTrainer, set_seed
 

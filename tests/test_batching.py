@@ -7,7 +7,7 @@ from mxnet import nd
 
 from gluon_triplet.config import PRESETS, Config, ConfigError
 from gluon_triplet.data.triplets import TripletDataset
-from gluon_triplet.nets.model import build_model
+from gluon_triplet.nets.zoo import build_model
 from gluon_triplet.training.batching import (
     OfflineTriplets,
     OnlineMining,
@@ -97,7 +97,7 @@ def test_mined_step_graph_trains_to_the_bit_like_the_imperative_path(overrides):
     from mxnet import autograd, gluon
 
     from gluon_triplet.data.datasets import load_dataset
-    from gluon_triplet.nets.model import model_from_config
+    from gluon_triplet.nets.zoo import model_from_config
     from gluon_triplet.training.trainer import set_seed
 
     data = load_dataset("mnist-5k")

@@ -10,7 +10,7 @@ import pytest
 
 from gluon_triplet.config import Config
 from gluon_triplet.data.triplets import TripletDataset, create_pairs
-from gluon_triplet.nets.model import build_model
+from gluon_triplet.nets.zoo import build_model
 from gluon_triplet.runs import checkpoint
 from gluon_triplet.runs.checkpoint import (
     CheckpointError,

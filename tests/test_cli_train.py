@@ -1,4 +1,5 @@
-"""The train parser is generated from Config: every field a flag, every default as shown."""
+"""The train parser is generated from Config: every option a flag, every default as shown;
+the fields a run records have none."""
 
 import argparse
 import dataclasses
@@ -12,7 +13,10 @@ from gluon_triplet.cli import build_parser, config_from_args, main
 from gluon_triplet.cli.train import option_names
 from gluon_triplet.config import Config
 
-FIELDS = dataclasses.fields(Config)
+# The options; the recorded fields (what a run resolved: input_shape, architecture) are
+# set by runs and JSON configs only.
+FIELDS = [f for f in dataclasses.fields(Config) if not f.metadata.get("recorded")]
+RECORDED = [f for f in dataclasses.fields(Config) if f.metadata.get("recorded")]
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 # A value other than the default for every field, as typed on the command line.
@@ -27,7 +31,6 @@ OTHER = {
     "max_memory": ["0.5"],
     "max_pixels": ["1000000"],
     "model": ["mlp"],
-    "input_shape": ["1", "28", "28"],
     "pretrained": [],  # --pretrained
     "pretrained_params": ["w.params"],
     "hidden": ["64", "32"],
@@ -52,11 +55,6 @@ OTHER = {
     "warmup_epochs": ["1.5"],
     "ema_decay": ["0.998"],
     "soft_margin": [],  # --soft-margin
-    "channels": ["16", "32"],
-    "batch_norm": [],  # --batch-norm
-    "batch_norm_from": ["2"],
-    "pool_first": [],  # --pool-first
-    "conv_block": ["pooled"],
     "ctx": ["cpu"],
     "kvstore": ["local"],
     "seed": ["5"],
@@ -78,6 +76,52 @@ def test_every_config_field_has_a_flag():
         if f.type in (bool, "bool"):
             assert "--no-" + f.name.replace("_", "-") in names, f.name
     assert set(OTHER) == {f.name for f in FIELDS}  # a new field needs a case here
+    assert {f.name for f in RECORDED} == {"input_shape", "architecture"}
+    for f in RECORDED:
+        assert "--" + f.name.replace("_", "-") not in names, f.name
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["--conv-block", "pooled"],
+        ["--channels", "16", "32"],
+        ["--batch-norm"],
+        ["--no-batch-norm"],
+        ["--batch-norm-from", "2"],
+        ["--pool-first"],
+        ["--input-shape", "1", "28", "28"],
+        ["--architecture", "{}"],
+    ],
+)
+def test_the_removed_and_recorded_settings_have_no_flag(argv, capsys):
+    with pytest.raises(SystemExit) as e:
+        main(["train", *argv])
+    assert e.value.code == 2
+    assert f"unrecognized arguments: {' '.join(argv)}" in capsys.readouterr().err
+
+
+def test_the_cnn_is_chosen_by_name(capsys):
+    assert config_from_args(build_parser().parse_args(["--model", "convnet"])).model == "convnet"
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["--model", "pooled"])
+    assert "invalid choice: 'pooled' (choose from 'auto', 'mlp', 'cnn', 'convnet'" in (
+        capsys.readouterr().err
+    )
+
+
+def test_a_config_file_with_a_removed_setting_names_what_replaced_it(tmp_path, capsys):
+    (tmp_path / "c.json").write_text('{"conv_block": "pooled", "epochs": 2}')
+    assert main(["train", "--config", str(tmp_path / "c.json")]) == 2
+    err = capsys.readouterr().err
+    assert "config key 'conv_block' is no longer a setting: the CNN is chosen by --model" in err
+    # A config file may give the architecture, as a bench recipe does.
+    arch = '{"block": "pooled", "channels": [8, 16], "batch_norm": true}'
+    (tmp_path / "c.json").write_text(f'{{"model": "cnn", "architecture": {arch}}}')
+    args = build_parser().parse_args(["--config", str(tmp_path / "c.json"), "--epochs", "2"])
+    config = config_from_args(args)
+    assert config.architecture == {"block": "pooled", "channels": (8, 16), "batch_norm": True}
+    assert config.epochs == 2
 
 
 @pytest.mark.parametrize("field", FIELDS, ids=lambda f: f.name)

@@ -23,8 +23,9 @@ def test_defaults_are_the_measured_recipe():
     )
     assert (c.model, c.hidden, c.normalize, c.output) == ("auto", None, True, "linear")
     assert c.dataset == "mnist" and c.pk_classes is None and c.pk_samples == 16
-    # The pooled CNN up to 32 px (chosen on validation splits, docs/defaults.md).
-    assert (c.conv_block, c.augment, c.batch_norm) == ("auto", "none", None)
+    # No architecture until a run resolves "auto" (the pooled CNN up to 32 px, chosen on
+    # validation splits, docs/defaults.md) for its data and records it.
+    assert (c.architecture, c.input_shape, c.augment) == (None, None, "none")
 
 
 def test_null_hidden_and_pk_classes_round_trip(tmp_path):
@@ -53,6 +54,12 @@ def test_json_round_trip(tmp_path):
         ({"batch_size": 0}, "batch_size must be >= 1"),
         ({"optimizer": "rmsprop"}, "optimizer must be"),
         ({"run_name": "../x"}, "run_name must be a plain folder name"),
+        ({"model": "cnn", "architecture": [16]}, "'architecture' must be an object or null"),
+        ({"model": "cnn", "architecture": {"channels": [8], "depth": 2}}, "unknown architecture"),
+        ({"model": "cnn", "architecture": {"block": "pooled"}}, "channels must be one or more"),
+        ({"model": "cnn", "architecture": {"channels": [8], "pool": "max"}}, "pool must be"),
+        ({"model": "cnn", "architecture": {"channels": [8], "batch_norm": 1}}, "true or false"),
+        ({"model": "auto", "architecture": {"channels": [8]}}, "model is 'auto'"),
     ],
 )
 def test_bad_values_name_the_key(values, message):
@@ -75,3 +82,42 @@ def test_the_soft_margin_loss_refuses_a_cosine_miner():
     with pytest.raises(ConfigError, match="soft_margin compares Euclidean distances"):
         Config(soft_margin=True, distance="cosine")
     assert Config(soft_margin=True, distance="euclidean").soft_margin
+
+
+@pytest.mark.parametrize(
+    "key", ["conv_block", "channels", "batch_norm", "batch_norm_from", "pool_first"]
+)
+def test_a_removed_setting_says_what_replaced_it(tmp_path, key):
+    from gluon_triplet.config import REMOVED_KEYS
+
+    assert set(REMOVED_KEYS) == {
+        "conv_block",
+        "channels",
+        "batch_norm",
+        "batch_norm_from",
+        "pool_first",
+    }
+    p = tmp_path / "c.json"
+    p.write_text(json.dumps({"epochs": 2, key: None}))
+    with pytest.raises(ConfigError) as e:
+        Config.load(p)
+    assert str(e.value) == (
+        f"{p}: config key {key!r} is no longer a setting: the CNN is chosen by --model (cnn "
+        "or convnet) and sized for the pictures; a run records its exact layers as "
+        "'architecture'"
+    )
+
+
+def test_an_architecture_round_trips_and_is_recorded_only(tmp_path):
+    import dataclasses
+
+    arch = {"block": "pooled", "channels": (8, 16), "pool": "flatten", "batch_norm": True}
+    c = Config(model="cnn", architecture=arch, input_shape=(1, 12, 12))
+    c.save(tmp_path / "config.json")
+    saved = json.loads((tmp_path / "config.json").read_text())
+    assert saved["architecture"] == {**arch, "channels": [8, 16]}
+    assert saved["input_shape"] == [1, 12, 12]
+    assert Config.load(tmp_path / "config.json") == c
+    # Set by a run or a JSON config, never by a flag.
+    recorded = {f.name for f in dataclasses.fields(Config) if f.metadata.get("recorded")}
+    assert recorded == {"input_shape", "architecture"}

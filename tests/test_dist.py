@@ -21,7 +21,7 @@ import pytest
 from gluon_triplet.config import PRESETS, Config
 from gluon_triplet.data.datasets import load_dataset
 from gluon_triplet.data.triplets import TripletDataset
-from gluon_triplet.nets.model import build_model
+from gluon_triplet.nets.zoo import build_model
 from gluon_triplet.training.launch import launch
 from gluon_triplet.training.launch import main as launch_main
 from gluon_triplet.training.launch import run_job as launch_job

@@ -142,12 +142,14 @@ def test_missing_optional_package_names_pip_package(monkeypatch):
 
 
 def test_pool_first_cnn_with_batch_norm_to_onnx(tmp_path):
-    # --pool-first --batch-norm: BatchNorm's running statistics (set away from 0 and 1)
-    # on the pooled maps travel with the export.
+    # A pool-first CNN with BatchNorm everywhere (a bench recipe's architecture):
+    # BatchNorm's running statistics (set away from 0 and 1) on the pooled maps travel
+    # with the export.
     from gluon_triplet.config import Config
-    from gluon_triplet.nets.model import model_from_config
+    from gluon_triplet.nets.zoo import model_from_config
 
-    config = Config(conv_block="pooled", batch_norm=True, pool_first=True)
+    arch = {"block": "pooled", "channels": (16, 32, 128), "batch_norm": True, "pool_first": True}
+    config = Config(model="cnn", architecture=arch)
     net, _ = model_from_config(config, (28, 28))
     x = real_images()
     net(mx.nd.array(x))  # deferred initialisation

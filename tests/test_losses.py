@@ -10,7 +10,7 @@ from mxnet import autograd, gluon, nd
 
 from gluon_triplet.config import PRESETS, Config
 from gluon_triplet.data.triplets import TripletDataset
-from gluon_triplet.nets.model import build_model
+from gluon_triplet.nets.zoo import build_model
 from gluon_triplet.training.distances import METRICS
 from gluon_triplet.training.losses import (
     DistanceTripletLoss,

@@ -197,7 +197,7 @@ def test_trainer_learns_with_distance_weighted_sampling():
     from gluon_triplet.config import Config
     from gluon_triplet.data.datasets import load_dataset
     from gluon_triplet.data.triplets import TripletDataset, create_pairs
-    from gluon_triplet.nets.model import model_from_config
+    from gluon_triplet.nets.zoo import model_from_config
     from gluon_triplet.training.trainer import TripletTrainer, set_seed
 
     data = load_dataset("mnist-5k")

@@ -2,7 +2,9 @@ import mxnet as mx
 import numpy as np
 import pytest
 
-from gluon_triplet.nets.model import EmbeddingMLP, build_model, embed
+from gluon_triplet.nets.embed import embed
+from gluon_triplet.nets.mlp import EmbeddingMLP
+from gluon_triplet.nets.zoo import build_model
 
 
 def test_default_is_the_reference_net():
@@ -33,7 +35,7 @@ def test_normalize_all_zero_output_is_finite():
 
 
 def test_unknown_model_lists_valid_names():
-    with pytest.raises(ValueError, match="choose one of: cnn, mlp"):
+    with pytest.raises(ValueError, match="choose one of: cnn, convnet, mlp"):
         build_model("resnet")
 
 

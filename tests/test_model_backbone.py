@@ -9,15 +9,11 @@ import pytest
 from mxnet import nd
 
 from gluon_triplet import Config, load_run
-from gluon_triplet.nets.model import (
-    BackboneEmbedding,
-    EmbeddingCNN,
-    build_model,
-    cnn_architecture,
-    embed,
-    model_from_config,
-    resolve_model_name,
-)
+from gluon_triplet.nets.architectures import cnn_architecture, resolve_model_name
+from gluon_triplet.nets.backbones import BackboneEmbedding
+from gluon_triplet.nets.cnn import EmbeddingCNN
+from gluon_triplet.nets.embed import embed
+from gluon_triplet.nets.zoo import build_model, model_from_config
 
 
 def n_params(net):
@@ -25,31 +21,39 @@ def n_params(net):
 
 
 def test_small_images_keep_the_reference_cnn():
-    # Up to 32 px the image work leaves the nets as they were: the strided net is the
-    # reference convnet exactly; the default (--conv-block auto) is the pooled net chosen
-    # on validation splits (tests/test_model_cnn.py).
-    assert cnn_architecture((28, 28)) == {} and cnn_architecture((3, 32, 32)) == {}
-    net, name = model_from_config(Config(model="auto", conv_block="strided"), (28, 28))
+    # Up to 32 px the image work leaves the nets as they were: --model convnet is the
+    # reference convnet exactly; the default (auto: cnn) is the pooled net chosen on
+    # validation splits (tests/test_model_cnn.py).
+    reference = {"block": "strided", "channels": (32, 64), "pool": "flatten", "batch_norm": False}
+    assert cnn_architecture("convnet", (28, 28)) == reference
+    assert cnn_architecture("convnet", (3, 32, 32)) == reference
+    net, name = model_from_config(Config(model="convnet"), (28, 28))
     ref = build_model("cnn", embedding_size=128, output="linear", normalize=True)
     embed(net, np.zeros((1, 28, 28), np.float32))
     embed(ref, np.zeros((1, 28, 28), np.float32))
-    assert name == "cnn" and n_params(net) == n_params(ref)
+    assert name == "convnet" and n_params(net) == n_params(ref)
     assert [p.shape for p in net.collect_params().values()] == [
         p.shape for p in ref.collect_params().values()
     ]
 
 
+@pytest.mark.parametrize("model", ["cnn", "convnet"])
 @pytest.mark.parametrize("shape", [(3, 64, 64), (3, 50, 90), (1, 224, 224), (96, 96)])
-def test_large_images_pool_globally(shape):
-    arch = cnn_architecture(shape)
-    assert arch["pool"] == "avg"
-    net, name = model_from_config(Config(embedding_size=16), shape)
+def test_large_images_get_a_net_sized_for_them(shape, model):
+    arch = cnn_architecture(model, shape)
+    net, name = model_from_config(Config(model=model, embedding_size=16), shape)
     out = embed(net, np.random.default_rng(0).random((2, *shape), dtype=np.float32))
-    assert name == "cnn" and out.shape == (2, 16)
+    assert name == model and out.shape == (2, 16)
     np.testing.assert_allclose(np.linalg.norm(out, axis=1), 1, rtol=1e-5)
-    # the embedding layer's width does not grow with the picture: one input per channel
+    # The embedding layer is fed what the architecture says: one input per channel when
+    # it pools globally (the convnet: its width does not grow with the picture), else the
+    # last map, halved by each convolution.
     dense = [p for k, p in net.collect_params().items() if k.endswith("weight")][-1]
-    assert dense.shape[1] == arch["channels"][-1]
+    h, w = shape[-2:]
+    for _ in arch["channels"]:
+        h, w = -(-h // 2), -(-w // 2)
+    assert dense.shape[1] == arch["channels"][-1] * (1 if arch["pool"] == "avg" else h * w)
+    assert model == "cnn" or arch["pool"] == "avg"
 
 
 def test_cnn_takes_any_channel_count():

@@ -3,15 +3,25 @@ import numpy as np
 import pytest
 from mxnet import autograd, gluon
 
-from gluon_triplet.nets.model import MODELS, EmbeddingCNN, build_model, embed
+from gluon_triplet.config import Config, ConfigError
+from gluon_triplet.nets.architectures import cnn_architecture, legacy_cnn_architecture
+from gluon_triplet.nets.cnn import EmbeddingCNN
+from gluon_triplet.nets.embed import embed
+from gluon_triplet.nets.zoo import MODELS, build_model, model_from_config
 
 
 def images(n, *shape, seed=0):
     return np.random.default_rng(seed).random((n, *shape)).astype(np.float32)
 
 
+def cnn(model="cnn", **architecture):
+    """A Config whose CNN is ``architecture`` (EmbeddingCNN's arguments), as a run records
+    it or a JSON config (a bench recipe) sets it."""
+    return Config(model=model, architecture=architecture)
+
+
 def test_registered_and_built_like_the_reference_convnet():
-    assert MODELS["cnn"] is EmbeddingCNN
+    assert MODELS["cnn"] is EmbeddingCNN and MODELS["convnet"] is EmbeddingCNN
     net = build_model("cnn")
     out = net(mx.nd.array(images(2, 28, 28)))
     assert out.shape == (2, 128)
@@ -93,12 +103,7 @@ def test_trains_through_the_hybridized_graph():
 
 
 def test_batch_norm_option_normalises_with_batch_statistics_when_training():
-    from gluon_triplet.config import Config, ConfigError
-    from gluon_triplet.nets.model import model_from_config
-
-    net, name = model_from_config(
-        Config(batch_norm=True, channels=(4, 8), conv_block="strided"), (28, 28)
-    )
+    net, name = model_from_config(cnn(block="strided", channels=(4, 8), batch_norm=True), (28, 28))
     assert name == "cnn"
     net(mx.nd.array(images(2, 28, 28)))  # deferred initialisation
     conv1, bn1, act1, conv2, bn2, act2, _, dense = net.body
@@ -122,20 +127,18 @@ def test_batch_norm_option_normalises_with_batch_statistics_when_training():
     three = embed(net, images(3, 28, 28), batch_size=3)
     np.testing.assert_allclose(one, three, rtol=1e-5, atol=1e-6)
 
-    with pytest.raises(ConfigError, match="apply to the cnn"):
-        Config(model="mlp", batch_norm=True)
-    with pytest.raises(ValueError, match="batch_norm apply to the cnn.*'mlp'"):
-        model_from_config(Config(batch_norm=True), (784,))
-    with pytest.raises(ConfigError, match="channels must be one or more"):
-        Config(channels=(8, 0))
+    # An architecture is the CNN's: not the MLP's, and not for samples that are no images.
+    with pytest.raises(ConfigError, match="architecture applies to the cnn and convnet"):
+        cnn(model="mlp", channels=(4, 8), batch_norm=True)
+    with pytest.raises(ValueError, match="model 'cnn' needs image samples"):
+        model_from_config(cnn(channels=(4, 8), batch_norm=True), (784,))
+    with pytest.raises(ConfigError, match="architecture channels must be one or more"):
+        cnn(channels=(8, 0))
 
 
 def test_pooled_block_is_3x3_convolutions_each_followed_by_max_pooling():
-    from gluon_triplet.config import Config, ConfigError
-    from gluon_triplet.nets.model import model_from_config
-
     net, name = model_from_config(
-        Config(conv_block="pooled", channels=(4, 8, 16), batch_norm=True), (28, 28)
+        cnn(block="pooled", channels=(4, 8, 16), batch_norm=True), (28, 28)
     )
     assert name == "cnn"
     x = images(3, 28, 28)
@@ -161,12 +164,12 @@ def test_pooled_block_is_3x3_convolutions_each_followed_by_max_pooling():
     first = gluon.nn.HybridSequential()
     first.add(*net.body[:4])
     np.testing.assert_allclose(first(mx.nd.array(x[:, None])).asnumpy(), want, rtol=1e-4, atol=1e-5)
-    # Without --channels the pooled CNN has three blocks of POOLED_CHANNELS up to 32 px.
-    pooled, _ = model_from_config(Config(conv_block="pooled"), (28, 28))
+    # --model cnn up to 32 px: three pooled blocks of POOLED_CHANNELS; the default (auto)
+    # is that net for MNIST-sized pictures; --model convnet is the reference convnet's
+    # pair of strided 5x5 convolutions.
+    pooled, name = model_from_config(Config(model="cnn"), (28, 28))
     widths = [b.weight.shape[0] for b in pooled.body if isinstance(b, gluon.nn.Conv2D)]
-    assert widths == [16, 32, 128]
-    # The default (auto) is the pooled net for MNIST-sized pictures; --conv-block strided
-    # is the reference convnet's pair of strided 5x5 convolutions.
+    assert name == "cnn" and widths == [16, 32, 128]
     default, _ = model_from_config(Config(), (28, 28))
     default(mx.nd.array(x))  # deferred initialisation
     assert [b.weight.shape for b in default.body if isinstance(b, gluon.nn.Conv2D)] == [
@@ -174,32 +177,32 @@ def test_pooled_block_is_3x3_convolutions_each_followed_by_max_pooling():
         (32, 16, 3, 3),
         (128, 32, 3, 3),
     ]
-    strided, _ = model_from_config(Config(conv_block="strided"), (28, 28))
+    strided, name = model_from_config(Config(model="convnet"), (28, 28))
+    assert name == "convnet"
     assert [b.weight.shape[-1] for b in strided.body if isinstance(b, gluon.nn.Conv2D)] == [5, 5]
-    # auto: pooled up to 32 px, strided above (three strided convs + pooling at 40 px).
-    small, _ = model_from_config(Config(conv_block="auto"), (3, 32, 32))
+    # Pooled at every size up to 32 px; the convnet strided at every size (three strided
+    # convolutions and global pooling at 40 px). auto is the MLP for non-images.
+    small, _ = model_from_config(Config(), (3, 32, 32))
     assert [b.weight.shape[-1] for b in small.body if isinstance(b, gluon.nn.Conv2D)] == [3] * 3
-    large, _ = model_from_config(Config(conv_block="auto"), (3, 40, 40))
+    large, _ = model_from_config(Config(model="convnet"), (3, 40, 40))
     assert {b.weight.shape[-1] for b in large.body if isinstance(b, gluon.nn.Conv2D)} == {5}
-    assert model_from_config(Config(conv_block="auto"), (784,))[1] == "mlp"
-    with pytest.raises(ConfigError, match="conv_block must be one of strided, pooled, auto"):
-        Config(conv_block="dilated")
-    with pytest.raises(ConfigError, match="conv_block and pool_first apply to the cnn"):
-        Config(model="mlp", conv_block="pooled")
+    assert model_from_config(Config(), (784,))[1] == "mlp"
+    with pytest.raises(ConfigError, match="architecture block must be one of strided, pooled"):
+        cnn(block="dilated", channels=(4,))
+    with pytest.raises(ConfigError, match="architecture applies to the cnn and convnet"):
+        cnn(model="mlp", block="pooled", channels=(4,))
     with pytest.raises(ValueError, match="block must be one of"):
         EmbeddingCNN(block="dilated")
 
 
 def test_batch_norm_from_leaves_the_first_convolutions_without_batch_norm():
-    from gluon_triplet.config import Config, ConfigError
-    from gluon_triplet.nets.model import model_from_config, resolve_batch_norm
-
     def layers(config):
         net, _ = model_from_config(config, (28, 28))
         net(mx.nd.array(images(2, 28, 28)))  # deferred initialisation
         return net, [type(b).__name__ for b in net.body]
 
-    net, kinds = layers(Config(conv_block="pooled", batch_norm=True, batch_norm_from=2))
+    p3 = {"block": "pooled", "channels": (16, 32, 128)}
+    net, kinds = layers(cnn(**p3, batch_norm=True, batch_norm_from=2))
     # The full-resolution first convolution keeps its bias and ReLU; the others are
     # conv (no bias) -> BatchNorm -> ReLU, each then max-pooled.
     assert kinds == [
@@ -211,41 +214,55 @@ def test_batch_norm_from_leaves_the_first_convolutions_without_batch_norm():
     convs = [b for b in net.body if isinstance(b, gluon.nn.Conv2D)]
     assert convs[0].bias is not None and convs[0].act is not None
     assert convs[1].bias is None and convs[2].bias is None
-    _, kinds3 = layers(Config(conv_block="pooled", batch_norm=True, batch_norm_from=3))
+    _, kinds3 = layers(cnn(**p3, batch_norm=True, batch_norm_from=3))
     assert kinds3.count("BatchNorm") == 1 and kinds3.index("BatchNorm") == 5
-    # --batch-norm alone is every convolution, as it always was; past the last
-    # convolution there is none; with --no-batch-norm the setting changes nothing.
-    assert layers(Config(conv_block="pooled", batch_norm=True))[1].count("BatchNorm") == 3
-    past = Config(conv_block="pooled", batch_norm=True, batch_norm_from=4)
-    assert "BatchNorm" not in layers(past)[1]
-    off = layers(Config(conv_block="pooled", batch_norm=False, batch_norm_from=2))[1]
+    # batch_norm alone is every convolution; past the last convolution there is none;
+    # without batch_norm, batch_norm_from changes nothing.
+    assert layers(cnn(**p3, batch_norm=True))[1].count("BatchNorm") == 3
+    assert "BatchNorm" not in layers(cnn(**p3, batch_norm=True, batch_norm_from=4))[1]
+    off = layers(cnn(**p3, batch_norm=False, batch_norm_from=2))[1]
     assert "BatchNorm" not in off
-    assert off == layers(Config(conv_block="pooled", batch_norm=False))[1]
-    # Automatic (the default): the pooled CNN's last convolution only, as batch_norm_from=3
-    # builds it; --batch-norm-from moves it; none in the strided CNN.
-    assert layers(Config())[1] == kinds3
-    assert layers(Config(batch_norm_from=2))[1] == kinds
-    assert "BatchNorm" not in layers(Config(conv_block="strided"))[1]
-    assert resolve_batch_norm(Config(), "pooled", 3) == (True, 3)
-    assert resolve_batch_norm(Config(channels=(8, 8, 8, 8)), "pooled", 4) == (True, 4)
-    assert resolve_batch_norm(Config(), "strided", 2) == (False, 1)
-    assert resolve_batch_norm(Config(batch_norm=True), "strided", 2) == (True, 1)
-    deeper, _ = model_from_config(Config(conv_block="pooled", channels=(4, 4, 4, 4)), (28, 28))
+    assert off == layers(cnn(**p3, batch_norm=False))[1]
+    # The default (auto, and --model cnn) up to 32 px: the pooled CNN's last convolution
+    # only, as batch_norm_from=3 builds it; none in the convnet.
+    assert cnn_architecture("cnn", (28, 28))["batch_norm_from"] == 3
+    assert layers(Config())[1] == kinds3 == layers(Config(model="cnn"))[1]
+    moved = {**cnn_architecture("cnn", (28, 28)), "batch_norm_from": 2}
+    assert layers(cnn(**moved))[1] == kinds
+    assert "BatchNorm" not in layers(Config(model="convnet"))[1]
+    # Run dirs of earlier versions recorded batch_norm null (automatic) or a choice; read
+    # with the rules of that time: the pooled CNN's last convolution, however deep.
+    assert (
+        legacy_cnn_architecture({"conv_block": "pooled", "batch_norm": None}, (28, 28))[
+            "batch_norm_from"
+        ]
+        == 3
+    )
+    deep = {"conv_block": "pooled", "batch_norm": None, "channels": (4, 4, 4, 4)}
+    assert legacy_cnn_architecture(deep, (28, 28))["batch_norm_from"] == 4
+    deeper, _ = model_from_config(cnn(**legacy_cnn_architecture(deep, (28, 28))), (28, 28))
     assert [type(b).__name__ for b in deeper.body].count("BatchNorm") == 1
-    with pytest.raises(ConfigError, match="batch_norm_from must be >= 1, got 0"):
-        Config(batch_norm=True, batch_norm_from=0)
+    strided = legacy_cnn_architecture({"conv_block": "strided", "batch_norm": None}, (28, 28))
+    assert (strided["batch_norm"], strided["batch_norm_from"]) == (False, 1)
+    strided = legacy_cnn_architecture({"conv_block": "strided", "batch_norm": True}, (28, 28))
+    assert (strided["batch_norm"], strided["batch_norm_from"]) == (True, 1)
+    with pytest.raises(ConfigError, match="batch_norm_from must be an integer >= 1, got 0"):
+        cnn(**p3, batch_norm=True, batch_norm_from=0)
     with pytest.raises(ValueError, match="batch_norm_from must be >= 1"):
         EmbeddingCNN(batch_norm=True, batch_norm_from=0)
 
 
 def test_pool_first_max_pools_before_batch_norm_and_relu():
-    import dataclasses
-
-    from gluon_triplet.config import Config
-    from gluon_triplet.nets.model import model_from_config
-
-    config = Config(conv_block="pooled", batch_norm=True, batch_norm_from=2, pool_first=True)
-    net, _ = model_from_config(config, (28, 28))
+    net, _ = model_from_config(
+        cnn(
+            block="pooled",
+            channels=(16, 32, 128),
+            batch_norm=True,
+            batch_norm_from=2,
+            pool_first=True,
+        ),
+        (28, 28),
+    )
     x = mx.nd.array(images(4, 28, 28))
     assert net(x).shape == (4, 128)
     assert [type(b).__name__ for b in net.body] == [
@@ -258,9 +275,9 @@ def test_pool_first_max_pools_before_batch_norm_and_relu():
     assert convs[0].bias is not None and convs[0].act is None and convs[1].bias is None
     # Without BatchNorm the order changes nothing: ReLU commutes with max-pooling, so the
     # same weights give the same embedding as the usual conv -> ReLU -> pool.
-    plain = Config(conv_block="pooled", batch_norm=False)
-    first, _ = model_from_config(dataclasses.replace(plain, pool_first=True), (28, 28))
-    usual, _ = model_from_config(plain, (28, 28))
+    plain = {"block": "pooled", "channels": (16, 32, 128), "batch_norm": False}
+    first, _ = model_from_config(cnn(**plain, pool_first=True), (28, 28))
+    usual, _ = model_from_config(cnn(**plain), (28, 28))
     first(x), usual(x)
     for a, b in zip(first.collect_params().values(), usual.collect_params().values()):
         b.set_data(a.data())
@@ -274,12 +291,11 @@ def test_pool_first_max_pools_before_batch_norm_and_relu():
     per_channel = z.transpose(1, 0, 2, 3).reshape(32, -1)
     np.testing.assert_allclose(per_channel.mean(axis=1), 0, atol=1e-3)
     np.testing.assert_allclose(per_channel.std(axis=1), 1, atol=1e-2)
-    # Pooled blocks only; not for the MLP.
-    from gluon_triplet.config import ConfigError
-
+    # Pooled blocks only (the convnet's are strided); not for the MLP.
     with pytest.raises(ConfigError, match="pool_first applies to pooled blocks"):
-        Config(conv_block="strided", pool_first=True)
+        cnn(model="convnet", block="strided", channels=(32, 64), pool_first=True)
+    strided = {**cnn_architecture("convnet", (3, 40, 40)), "pool_first": True}
     with pytest.raises(ValueError, match="pool_first applies to pooled blocks, not 'strided'"):
-        model_from_config(Config(pool_first=True), (3, 40, 40))  # auto: strided above 32 px
-    with pytest.raises(ConfigError, match="pool_first apply to the cnn"):
-        Config(model="mlp", pool_first=True)
+        build_model("convnet", **strided)
+    with pytest.raises(ConfigError, match="architecture applies to the cnn"):
+        cnn(model="mlp", block="pooled", channels=(4,), pool_first=True)

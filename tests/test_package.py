@@ -84,6 +84,9 @@ def _fresh_modules(code):
         "from gluon_triplet import Config, ConfigError, DataError, __version__",
         "import gluon_triplet.data, gluon_triplet.training, gluon_triplet.runs",
         "from gluon_triplet.cli import main, build_parser; build_parser().format_help()",
+        # A run directory's config (an earlier version's too) is read without MXNet.
+        "from gluon_triplet.runs.rundir import RunDir, upgrade_recorded\n"
+        "from gluon_triplet.nets.architectures import cnn_architecture, resolve_model_name",
     ],
 )
 def test_importing_the_package_and_the_help_load_no_mxnet(code):
@@ -108,6 +111,23 @@ def test_every_exported_name_resolves(package):
     with pytest.raises(AttributeError, match="no attribute 'nope'"):
         module.nope  # noqa: B018
     assert set(module.__all__) <= set(dir(module))
+
+
+def test_the_nets_keep_their_public_names():
+    # Exported before nets/ was split by concept; the option helpers went with the options.
+    for name in (
+        "BACKBONES",
+        "MODELS",
+        "BackboneEmbedding",
+        "EmbeddingCNN",
+        "EmbeddingMLP",
+        "build_model",
+        "embed",
+        "model_from_config",
+        "export_model",
+    ):
+        assert name in gluon_triplet.__all__ and hasattr(gluon_triplet.nets, name), name
+    assert "ARCHITECTURES" in gluon_triplet.__all__
 
 
 _PACKAGE = pathlib.Path(gluon_triplet.__file__).parent

@@ -94,8 +94,12 @@ def test_load_config_reads_the_file_once(tmp_path, monkeypatch):
     import builtins
 
     run = make_run(str(tmp_path / "r"))
+    # An earlier version's record of a CNN run: the loader turns its settings into the
+    # architecture they built.
     recorded = json.loads(open(run.config_path).read())
-    recorded.pop("conv_block")  # an older run's record: the loader fills in its net
+    recorded.pop("architecture")
+    recorded.update(model="cnn", input_shape=[28, 28], conv_block="strided", channels=None)
+    recorded.update(batch_norm=False, batch_norm_from=1, pool_first=False)
     with open(run.config_path, "w") as f:
         json.dump(recorded, f)
     opened, real_open = [], builtins.open
@@ -108,7 +112,13 @@ def test_load_config_reads_the_file_once(tmp_path, monkeypatch):
     monkeypatch.setattr(builtins, "open", counting_open)
     config = run.load_config()
     assert len(opened) == 1
-    assert config.epochs == 3 and config.conv_block == "strided"
+    assert config.epochs == 3 and config.architecture == {
+        "block": "strided",
+        "channels": (32, 64),
+        "pool": "flatten",
+        "batch_norm": False,
+        "batch_norm_from": 1,
+    }
 
 
 def test_load_run_names_a_bad_config_once(tmp_path):
@@ -188,68 +198,192 @@ def _tiny_image_run_flags(tmp_path):
     return flags
 
 
-def test_a_run_made_before_conv_block_existed_loads_its_strided_cnn(tmp_path, capsys):
+def _train(tmp_path, name, *flags, architecture=None):
+    """A one-epoch run named ``name``; ``architecture``: its CNN, given as a JSON config
+    gives it (the CNN options have no flags)."""
     from gluon_triplet.cli import main
 
-    flags = _tiny_image_run_flags(tmp_path)
+    argv = [*_tiny_image_run_flags(tmp_path), "--run-name", name, *flags]
+    if architecture is not None:
+        path = tmp_path / f"{name}.json"
+        path.write_text(json.dumps({"model": "cnn", "architecture": architecture}))
+        argv += ["--config", str(path)]
+    assert main(argv) == 0
+    return RunDir(str(tmp_path / name))
 
-    # A new run records the block "auto" chose, and says which in its log.
-    assert main([*flags, "--run-name", "new"]) == 0
+
+def _as_written_before(run, **settings):
+    """Rewrite ``run``'s config.json as the version before architectures wrote it: model
+    "cnn", the CNN as its settings (conv_block, channels, batch_norm, ...), no
+    architecture; ``None`` leaves a setting out (a run from before it existed)."""
+    recorded = json.loads(open(run.config_path).read())
+    assert recorded.pop("architecture") is not None and recorded["input_shape"]
+    recorded["model"] = "cnn"
+    recorded.update({key: value for key, value in settings.items() if value is not None})
+    with open(run.config_path, "w") as f:
+        json.dump(recorded, f)
+
+
+def _parameters(net):
+    """Structural parameter names (as in a .params file) and their shapes."""
+    return {name: p.shape for name, p in net._collect_params_with_prefix().items()}
+
+
+def _rebuilds_its_net(run, trained):
+    """The recorded config rebuilds a net with the parameters ``trained`` had, and the
+    run's parameter file loads into it: every parameter, nothing left over."""
+    from mxnet import nd
+
+    from gluon_triplet.nets.zoo import model_from_config
+
+    net, _ = model_from_config(run.load_config(), None)
+    net.load_parameters(run.params_path("best"))  # strict: no missing or extra names
+    saved = {name: array.shape for name, array in nd.load(run.params_path("best")).items()}
+    assert _parameters(net) == trained == saved
+    return net
+
+
+def _trained_parameters(run):
+    from gluon_triplet.nets.zoo import model_from_config
+
+    net, _ = model_from_config(run.load_config(), None)
+    net.load_parameters(run.params_path("best"))
+    return _parameters(net)
+
+
+def test_a_run_records_its_architecture_and_rebuilds_its_net(tmp_path, capsys):
+    # A new run resolves auto once, says what it built in its log and records it.
+    run = _train(tmp_path, "new")
     assert (
-        "model: cnn, pooled blocks, BatchNorm from convolution 3 (auto: 12 x 12 data)"
+        "model: cnn, pooled blocks 16 32 128, BatchNorm from convolution 3 (auto: 12 x 12 data)"
         in capsys.readouterr().err
     )
-    assert RunDir(str(tmp_path / "new")).load_config().conv_block == "pooled"
+    recorded = json.loads(open(run.config_path).read())
+    assert (recorded["model"], recorded["input_shape"]) == ("cnn", [12, 12])
+    assert recorded["architecture"] == {
+        "block": "pooled",
+        "channels": [16, 32, 128],
+        "pool": "flatten",
+        "batch_norm": True,
+        "batch_norm_from": 3,
+    }
+    assert not {"conv_block", "channels", "batch_norm", "pool_first"} & set(recorded)
+    net = _rebuilds_its_net(run, _trained_parameters(run))
+    kinds = [type(b).__name__ for b in net.body]
+    assert kinds.count("BatchNorm") == 1 and kinds.count("MaxPool2D") == 3
+    # The record, not today's rule, decides: another architecture recorded by hand is
+    # what the run dir rebuilds (and then its parameters no longer fit).
+    recorded["architecture"]["channels"] = [16, 32, 64]
+    with open(run.config_path, "w") as f:
+        json.dump(recorded, f)
+    from gluon_triplet.nets.zoo import model_from_config
 
-    # An older run's config.json has no conv_block: its net was the strided CNN.
-    assert main([*flags, "--run-name", "old", "--conv-block", "strided"]) == 0
-    path = tmp_path / "old" / RunDir.CONFIG
-    recorded = json.loads(path.read_text())
-    assert recorded.pop("conv_block") == "strided"
-    path.write_text(json.dumps(recorded))
-    assert RunDir(str(tmp_path / "old")).load_config().conv_block == "strided"
-    assert main(["evaluate", str(tmp_path / "old"), "-q"]) == 0
+    other, _ = model_from_config(run.load_config(), None)
+    assert _parameters(other)["body.4.weight"][0] == 64  # the 3rd convolution's width
 
 
-def test_a_run_made_before_automatic_batch_norm_loads_its_net_without_it(tmp_path, capsys):
+@pytest.mark.parametrize(
+    "flags, architecture, old_settings, built",
+    [
+        # The reference strided CNN (conv_block strided, 32 64, no BatchNorm).
+        (
+            ["--model", "convnet"],
+            None,
+            {"conv_block": "strided", "channels": None, "batch_norm": False},
+            {"block": "strided", "channels": (32, 64), "batch_norm": False},
+        ),
+        # The pooled default 16 32 128 with BatchNorm from the 3rd convolution, as the
+        # previous version recorded what its automatic settings chose.
+        (
+            [],
+            None,
+            {"conv_block": "pooled", "channels": None, "batch_norm": True, "batch_norm_from": 3},
+            {
+                "block": "pooled",
+                "channels": (16, 32, 128),
+                "batch_norm": True,
+                "batch_norm_from": 3,
+            },
+        ),
+        # Widths given with --channels, BatchNorm on every convolution, pooling first.
+        (
+            [],
+            {"block": "pooled", "channels": [8, 16], "batch_norm": True, "pool_first": True},
+            {"conv_block": "pooled", "channels": [8, 16], "batch_norm": True, "pool_first": True},
+            {"block": "pooled", "channels": (8, 16), "batch_norm": True, "pool_first": True},
+        ),
+    ],
+    ids=["strided", "pooled-bn3", "pool-first"],
+)
+def test_a_run_dir_of_the_previous_version_loads_its_net(
+    tmp_path, flags, architecture, old_settings, built
+):
     from gluon_triplet.cli import main
 
-    flags = _tiny_image_run_flags(tmp_path)
+    run = _train(tmp_path, "r", *flags, architecture=architecture)
+    trained = _trained_parameters(run)
+    old = {"batch_norm_from": 1, "pool_first": False, **old_settings}
+    _as_written_before(run, **old)
+    config = run.load_config()
+    assert config.model == "cnn" and config.input_shape == (12, 12)
+    assert {k: config.architecture.get(k, False) for k in built} == built
+    _rebuilds_its_net(run, trained)
+    assert main(["evaluate", run.path, "-q"]) == 0
 
-    # A new run records the BatchNorm the automatic setting chose: the last of 3.
-    assert main([*flags, "--run-name", "new"]) == 0
-    recorded = json.loads((tmp_path / "new" / RunDir.CONFIG).read_text())
-    assert (recorded["batch_norm"], recorded["batch_norm_from"]) == (True, 3)
+
+def test_a_run_made_before_conv_block_existed_loads_its_strided_cnn(tmp_path):
+    from gluon_triplet.cli import main
+
+    # An older run's config.json has no conv_block (nor batch_norm): its net was the
+    # strided CNN.
+    run = _train(tmp_path, "old", "--model", "convnet")
+    trained = _trained_parameters(run)
+    _as_written_before(run, channels=None)
+    assert "conv_block" not in json.loads(open(run.config_path).read())
+    assert run.load_config().architecture["block"] == "strided"
+    _rebuilds_its_net(run, trained)
+    assert main(["evaluate", run.path, "-q"]) == 0
+    # Older still: no input_shape either (runs from before pictures over 32 px).
+    recorded = json.loads(open(run.config_path).read())
+    recorded.pop("input_shape")
+    with open(run.config_path, "w") as f:
+        json.dump(recorded, f)
+    assert run.load_config().input_shape is None
+    _rebuilds_its_net(run, trained)
+
+
+def test_a_run_made_before_automatic_batch_norm_loads_its_net_without_it(tmp_path):
+    from gluon_triplet.cli import main
+
     # Runs of the pooled CNN made before: batch_norm false (or, older, absent) and no
     # batch_norm_from; they load, evaluate and export the net they trained.
-    for name, drop in (("false", ()), ("absent", ("batch_norm",))):
-        assert main([*flags, "--run-name", name, "--no-batch-norm"]) == 0
-        path = tmp_path / name / RunDir.CONFIG
-        recorded = json.loads(path.read_text())
-        assert recorded.pop("batch_norm_from") == 1 and recorded["batch_norm"] is False
-        for key in drop:
-            recorded.pop(key)
-        path.write_text(json.dumps(recorded))
-        assert RunDir(str(tmp_path / name)).load_config().batch_norm is False
-        assert main(["evaluate", str(tmp_path / name), "-q"]) == 0
+    plain = {"block": "pooled", "channels": [16, 32, 128], "batch_norm": False}
+    for name, batch_norm in (("false", False), ("absent", None)):
+        run = _train(tmp_path, name, architecture=plain)
+        trained = _trained_parameters(run)
+        _as_written_before(run, conv_block="pooled", channels=None, batch_norm=batch_norm)
+        assert "batch_norm_from" not in json.loads(open(run.config_path).read())
+        assert run.load_config().architecture["batch_norm"] is False
+        _rebuilds_its_net(run, trained)
+        assert main(["evaluate", run.path, "-q"]) == 0
     # Had the loader read the absent key as automatic, the net would have BatchNorm
-    # parameters the file lacks, and evaluate would fail (checked: it does without the fix).
+    # parameters the file lacks, and loading them would fail.
 
 
 def test_a_pool_first_run_records_it_and_reloads_its_net(tmp_path, capsys):
     from gluon_triplet.cli import main
 
-    flags = _tiny_image_run_flags(tmp_path)
-    assert main([*flags, "--run-name", "pf", "--pool-first", "--batch-norm"]) == 0
-    assert "BatchNorm from convolution 1, pooling first" in capsys.readouterr().err
-    recorded = json.loads((tmp_path / "pf" / RunDir.CONFIG).read_text())
-    assert recorded["pool_first"] is True and recorded["batch_norm"] is True
-    assert main(["evaluate", str(tmp_path / "pf"), "-q"]) == 0
+    arch = {"block": "pooled", "channels": [16, 32, 128], "batch_norm": True, "pool_first": True}
+    run = _train(tmp_path, "pf", architecture=arch)
+    assert (
+        "model: cnn, pooled blocks 16 32 128, BatchNorm from convolution 1, pooling first "
+        "(12 x 12 data)" in capsys.readouterr().err
+    )
+    recorded = json.loads(open(run.config_path).read())
+    assert recorded["architecture"] == arch
+    assert main(["evaluate", run.path, "-q"]) == 0
     # The record rebuilds the net it trained: pooling right after each convolution (the
     # parameters alone would also fit the usual order, so the record is what decides).
-    from gluon_triplet.nets.model import model_from_config
-
-    config = RunDir(str(tmp_path / "pf")).load_config()
-    net, _ = model_from_config(config, None)
+    net = _rebuilds_its_net(run, _trained_parameters(run))
     kinds = [type(b).__name__ for b in net.body]
     assert kinds[:4] == ["Conv2D", "MaxPool2D", "BatchNorm", "Activation"]

@@ -58,6 +58,8 @@ def add_config_options(
     hints = typing.get_type_hints(config_cls)
     for field in dataclasses.fields(config_cls):
         meta = field.metadata
+        if meta.get("recorded"):
+            continue  # resolved and recorded by a run, not chosen on the command line
         # A field declared without option() still gets a flag, under "other".
         name = meta.get("group", "other")
         group = groups.get(name)

@@ -1,5 +1,5 @@
 """Embedding networks: the MLP, the CNN, model-zoo backbones with an embedding head
-(named in a registry), and their export to ONNX or MXNet's symbol format."""
+(named architectures, resolved once per run), and their export to ONNX or MXNet's symbol format."""
 
 from typing import TYPE_CHECKING
 
@@ -8,29 +8,21 @@ from .._lazy import attach
 __getattr__, __dir__, __all__ = attach(
     __name__,
     {
-        ".model": (
-            "BACKBONES",
-            "MODELS",
-            "BackboneEmbedding",
-            "EmbeddingCNN",
-            "EmbeddingMLP",
-            "build_model",
-            "embed",
-            "model_from_config",
-        ),
+        ".architectures": ("ARCHITECTURES", "BACKBONES", "cnn_architecture"),
+        ".mlp": ("EmbeddingMLP",),
+        ".cnn": ("EmbeddingCNN",),
+        ".backbones": ("BackboneEmbedding",),
+        ".zoo": ("MODELS", "build_model", "model_from_config", "resolve_architecture"),
+        ".embed": ("embed",),
         ".export": ("EXPORT_FORMATS", "export_model", "load_onnx_session"),
     },
 )
 
 if TYPE_CHECKING:
+    from .architectures import ARCHITECTURES, BACKBONES, cnn_architecture
+    from .backbones import BackboneEmbedding
+    from .cnn import EmbeddingCNN
+    from .embed import embed
     from .export import EXPORT_FORMATS, export_model, load_onnx_session
-    from .model import (
-        BACKBONES,
-        MODELS,
-        BackboneEmbedding,
-        EmbeddingCNN,
-        EmbeddingMLP,
-        build_model,
-        embed,
-        model_from_config,
-    )
+    from .mlp import EmbeddingMLP
+    from .zoo import MODELS, build_model, model_from_config, resolve_architecture

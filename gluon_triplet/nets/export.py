@@ -16,8 +16,8 @@ The directory also gets ``export.json``: the input name, shape (``null`` batch) 
 the output name and embedding size, the measured max |diff|, and the provenance passed in.
 
 MXNet's ONNX converter cannot translate ``L2Normalization`` in ``instance`` mode (the
-normalisation of :class:`~gluon_triplet.nets.model.EmbeddingMLP` and
-:class:`~gluon_triplet.nets.model.EmbeddingCNN`). Before converting, each such node is rewritten
+normalisation of :class:`~gluon_triplet.nets.mlp.EmbeddingMLP` and
+:class:`~gluon_triplet.nets.cnn.EmbeddingCNN`). Before converting, each such node is rewritten
 into the same arithmetic with operators it can translate,
 ``x / sqrt(sum(x^2 over all but the batch axis) + eps)``, which is what MXNet computes.
 """
@@ -240,7 +240,7 @@ def export_model(
         On the CPU, initialised. It is hybridized if it is not yet.
     sample_shape : tuple of int
         Shape of one sample as the graph sees it, e.g. ``(1, 28, 28)`` for
-        :class:`~gluon_triplet.nets.model.EmbeddingCNN` (which adds the channel axis to
+        :class:`~gluon_triplet.nets.cnn.EmbeddingCNN` (which adds the channel axis to
         ``(B, H, W)`` input outside the graph) or ``(28, 28)`` for the MLP. The exported
         model takes ``(B, *sample_shape)`` float32 for any ``B``.
     out_dir : str

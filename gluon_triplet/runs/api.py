@@ -21,7 +21,9 @@ from mxnet import gluon
 from ..config import Config
 from ..data.triplets import create_pairs
 from ..evaluation.metrics import clustering_metrics, evaluate_embeddings, per_class_precision_at_1
-from ..nets.model import embed, model_from_config
+from ..nets.architectures import legacy_cnn_architecture
+from ..nets.embed import embed
+from ..nets.zoo import model_from_config
 from ..resources import error_line
 from .rundir import RunDir
 
@@ -31,16 +33,25 @@ __all__ = ["PARAMS_FILES", "embed", "evaluate", "load_run", "params_path"]
 PARAMS_FILES = RunDir.PARAMS
 
 
-def _model_name(config: Config, params_file: str) -> str:
-    """The registered model a run trained. Training records the resolved name, but a
+def _model_of(
+    config: Config, recorded: Dict[str, Any], params_file: str
+) -> Tuple[str, Optional[Dict[str, Any]]]:
+    """The model and CNN architecture a run trained. Training records both, but a
     config.json saved from Python (``Config().save(...)``) keeps the default ``"auto"``,
     which was resolved from the data's shape; the parameters tell: only the CNN has 4-D
-    (convolution) weights."""
+    (convolution) weights. Its architecture is then the one the recorded CNN settings
+    built (:func:`legacy_cnn_architecture`), as the version that wrote them read them:
+    with no recorded sample shape, the strided CNN."""
     if config.model != "auto":
-        return config.model
+        return config.model, config.architecture
     arrays = mx.nd.load(params_file)
     values = arrays.values() if isinstance(arrays, dict) else arrays
-    return "cnn" if any(a.ndim == 4 for a in values) else "mlp"
+    if not any(a.ndim == 4 for a in values):
+        return "mlp", None
+    settings = dict(recorded)
+    if config.input_shape is None and settings.get("conv_block") in (None, "auto"):
+        settings["conv_block"] = "strided"
+    return "cnn", legacy_cnn_architecture(settings, config.input_shape or (28, 28))
 
 
 def params_path(run_dir: str, params: str = "best") -> str:
@@ -85,13 +96,18 @@ def load_run(
         ``config.json`` is invalid.
     """
     run = RunDir.open(run_dir)
-    config = run.load_config()  # a ConfigError names the file
+    config, recorded = run.load_recorded()  # a ConfigError names the file
     path = run.params_path(params)
     ctx = ctx or mx.cpu()
     try:
         # The run's own parameters replace any starting weights: never download or read them.
+        model, architecture = _model_of(config, recorded, path)
         rebuilt = dataclasses.replace(
-            config, model=_model_name(config, path), pretrained=False, pretrained_params=None
+            config,
+            model=model,
+            architecture=architecture,
+            pretrained=False,
+            pretrained_params=None,
         )
         net, _ = model_from_config(rebuilt, None, ctx=ctx)
         net.load_parameters(path, ctx=ctx)

@@ -79,7 +79,7 @@ def _run(config, quiet, resume, progress, accept_changed_data=False):
     from ..data.datasets import load_dataset
     from ..data.decoding import ImageOptions
     from ..data.streaming import shared_pool
-    from ..nets.model import cnn_arguments, model_from_config
+    from ..nets.zoo import model_from_config
     from ..training.batching import check_batch_fits
     from ..training.callbacks import CallbackList
     from ..training.trainer import TripletTrainer, create_kvstore, resolve_contexts, set_seed
@@ -116,26 +116,9 @@ def _run(config, quiet, resume, progress, accept_changed_data=False):
         config = dataclasses.replace(config, dataset=data.name)
     train_set, test_triplets = _triplets(data, config)
     shape = tuple(int(d) for d in data.x_train.shape[1:])
+    config = _resolve_model(config, shape)
     _check_memory(config, shape, len(train_set.classes), len(contexts))
-    net, model_name = model_from_config(config, shape, ctx=contexts)
-    # The same resolution model_from_config built the net with, for the log and the record.
-    cnn = cnn_arguments(config, shape) if model_name == "cnn" else None
-    if model_name != config.model:
-        shown = f"{model_name}, {cnn['block']} blocks" if cnn else model_name
-        if cnn and cnn["batch_norm"]:
-            shown += f", BatchNorm from convolution {cnn['batch_norm_from']}"
-        if cnn and cnn.get("pool_first"):
-            shown += ", pooling first"
-        logger.info("model: %s (auto: %s data)", shown, shape_text(shape))
-    # The run dir records what ran: "auto" resolved, so the config rebuilds this net.
-    config = dataclasses.replace(config, model=model_name, input_shape=shape)
-    if cnn:
-        config = dataclasses.replace(
-            config,
-            conv_block=cnn["block"],
-            batch_norm=cnn["batch_norm"],
-            batch_norm_from=cnn["batch_norm_from"],
-        )
+    net, _ = model_from_config(config, shape, ctx=contexts)
     check_batch_fits(config, train_set)
     kvstore = create_kvstore(config.kvstore)  # None unless distributed; waits for the job
     if kvstore is not None:
@@ -248,31 +231,50 @@ def _check_memory(config, sample_shape, num_classes: int, num_contexts: int = 1)
 
 def _dense_widths(config, sample_shape):
     """The net's Dense layers as ``(features, [width, ...])``: the width of what the first
-    one is fed, then each layer's output width. A CNN's are read from
-    :func:`~gluon_triplet.nets.model.cnn_arguments`, the settings the net is built from."""
-    from ..nets.model import cnn_arguments, resolve_model_name
-
+    one is fed, then each layer's output width, for a config whose model is resolved
+    (:func:`_resolve_model`): a CNN's from its recorded architecture."""
     shape = tuple(int(d) for d in sample_shape)
     features = math.prod(shape)
-    # Only "auto" is resolved here: a name that does not fit the data is
-    # model_from_config's error to report, after this check.
-    model = resolve_model_name("auto", shape) if config.model == "auto" else config.model
-    if model == "cnn" and len(shape) in (2, 3):
-        args = cnn_arguments(config, shape)
-        channels = args["channels"]
-        if args.get("pool") == "avg":
+    architecture = config.architecture
+    if architecture:
+        channels = architecture["channels"]
+        if architecture.get("pool") == "avg":
             features = channels[-1]  # global average pooling: one value per channel
         else:
             h, w = shape[-2:]
             for _ in channels:  # each block halves the map, rounding up
                 h, w = -(-h // 2), -(-w // 2)
             features = channels[-1] * h * w
-    elif model != "mlp":
+    elif config.model != "mlp":
         features = 1  # a backbone's features: unknown here, and no bound needed for it
     hidden = (
-        tuple(config.hidden) if config.hidden is not None else ((256,) if model == "mlp" else ())
+        tuple(config.hidden)
+        if config.hidden is not None
+        else ((256,) if config.model == "mlp" else ())
     )
     return features, [*hidden, config.embedding_size]
+
+
+def _resolve_model(config, shape):
+    """``model`` (``auto`` too) and a CNN's architecture resolved once for samples of
+    ``shape``, logged, and put in the config the run records, so that the run dir rebuilds
+    this net whatever the defaults become."""
+    from ..nets.zoo import resolve_architecture
+
+    name, architecture = resolve_architecture(config, shape)
+    if name != config.model or architecture:
+        shown = name
+        if architecture:
+            widths = " ".join(str(c) for c in architecture["channels"])
+            shown += f", {architecture['block']} blocks {widths}"
+            if architecture.get("batch_norm"):
+                shown += f", BatchNorm from convolution {architecture.get('batch_norm_from', 1)}"
+            if architecture.get("pool_first"):
+                shown += ", pooling first"
+        logger.info(
+            "model: %s (%s%s data)", shown, "auto: " * (config.model == "auto"), shape_text(shape)
+        )
+    return dataclasses.replace(config, model=name, input_shape=shape, architecture=architecture)
 
 
 def _names(contexts) -> str:

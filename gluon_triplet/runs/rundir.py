@@ -19,28 +19,38 @@ Nothing here imports MXNet.
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import datetime
 import json
 import os
 import re
-from typing import Any, Dict, Iterator, Optional, Union
+from typing import Any, Dict, Iterator, Optional, Tuple, Union
 
-from ..config import DIST_KVSTORES, Config
+from ..config import DIST_KVSTORES, REMOVED_KEYS, Config
 from ..errors import ConfigError, RunDirInUse
 from ..locks import exclusive_lock, probe_lock
+from ..nets.architectures import legacy_cnn_architecture
 
 PathLike = Union[str, "os.PathLike[str]"]
 
 __all__ = ["RunDir", "RunDirInUse"]
 
 
-# What runs made before a field existed trained with, where the field's default now
-# would rebuild another net around their parameters: the strided CNN (before
-# --conv-block, whose default "auto" picks pooled for small images) and no BatchNorm
-# (before --batch-norm, whose default null adds it to a pooled CNN). Later runs record
-# the resolved value.
-_BEFORE_THE_FIELD: Dict[str, Any] = {"conv_block": "strided", "batch_norm": False}
+def upgrade_recorded(recorded: Dict[str, Any]) -> Dict[str, Any]:
+    """A ``config.json`` of an earlier version in today's keys: its CNN settings
+    (``conv_block``, ``channels``, ``batch_norm``, ...) become the ``architecture`` they
+    built, with the rules of their time (a run from before ``conv_block`` was strided, one
+    from before ``batch_norm`` had none)."""
+    d = dict(recorded)
+    old = {key: d.pop(key) for key in REMOVED_KEYS if key in d}
+    if d.get("model") == "cnn" and d.get("architecture") is None:
+        # Runs that did not record input_shape predate pictures over 32 px: their CNN is
+        # the one of small pictures, whatever their exact size.
+        shape = d.get("input_shape") or _SMALL_PICTURES
+        d["architecture"] = legacy_cnn_architecture(old, shape)
+    return d
+
+
+_SMALL_PICTURES = (28, 28)
 
 
 def _slug(text: str) -> str:
@@ -192,10 +202,12 @@ class RunDir:
 
     def load_config(self) -> Config:
         """The run's :class:`~gluon_triplet.config.Config`; a ConfigError names the file."""
-        # One read: the keys the file records are those of the Config it gives.
-        config, recorded = Config.load_recorded(self.config_path)
-        missing = {k: v for k, v in _BEFORE_THE_FIELD.items() if k not in recorded}
-        return dataclasses.replace(config, **missing) if missing else config
+        return self.load_recorded()[0]
+
+    def load_recorded(self) -> Tuple[Config, Dict[str, Any]]:
+        """:meth:`load_config`, and the JSON object as the file holds it (an earlier
+        version's keys too), from one read of the file."""
+        return Config.load_recorded(self.config_path, upgrade=upgrade_recorded)
 
     def params_path(self, params: str = "best") -> str:
         """Path of a parameter file, checked to exist.

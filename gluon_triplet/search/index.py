@@ -337,7 +337,7 @@ class Index:
         batch_size : int
             Samples embedded at once.
         """
-        from ..nets.model import embed
+        from ..nets.embed import embed
 
         if len(x) == 0:
             raise ValueError("no samples to index")
@@ -399,7 +399,7 @@ class Index:
     def _embed(self, x):
         if self.net is None:
             return x
-        from ..nets.model import embed
+        from ..nets.embed import embed
 
         return embed(self.net, x, batch_size=self.batch_size)
 

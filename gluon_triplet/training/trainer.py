@@ -16,7 +16,7 @@ from mxnet import autograd, gluon, nd
 from ..config import DIST_KVSTORES, Config
 from ..data.triplets import TripletDataset
 from ..evaluation.metrics import clustering_metrics, evaluate_embeddings, per_class_precision_at_1
-from ..nets.model import embed
+from ..nets.embed import embed
 from ..runs.report import command
 from .averaging import WeightAverage
 from .batching import default_pk_classes, make_strategy

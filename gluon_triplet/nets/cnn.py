@@ -1,0 +1,158 @@
+"""The convolutional embedding net (its sizes for a picture: nets/architectures.py)."""
+
+from __future__ import annotations
+
+import functools
+from typing import Sequence
+
+from mxnet import gluon, nd
+
+from .architectures import CONV_BLOCKS
+
+__all__ = ["EmbeddingCNN"]
+
+
+class EmbeddingCNN(gluon.HybridBlock):
+    """Small convolutional net that maps images to embeddings.
+
+    Each entry of ``channels`` is a 5x5 convolution with stride 2 and padding 2 followed
+    by ReLU (each halves the height and width, rounding up), then the feature map is
+    flattened, goes through the optional ``hidden`` ReLU Dense layers and a
+    Dense(embedding_size). The default is the reference convnet: conv 32 -> conv 64 ->
+    Dense 128 (28x28 input: 14x14x32, 7x7x64, 3136 features).
+
+    Parameters
+    ----------
+    embedding_size : int
+        Width of the output layer.
+    channels : sequence of int
+        Output channels of the strided convolutions (at least one).
+    output : {"relu", "linear"}
+        Activation of the output layer.
+    normalize : bool
+        L2-normalise each embedding (rows on the unit sphere).
+    hidden : sequence of int
+        Widths of ReLU Dense layers between the flattened features and the output;
+        none by default.
+    batch_norm : bool
+        Put ``BatchNorm`` between each convolution (then without bias) and its ReLU.
+        Batch statistics while training, running averages when embedding.
+    batch_norm_from : int
+        With ``batch_norm``: the first convolution (1-based) that gets BatchNorm; the
+        ones before keep their bias and no normalisation. ``2`` skips the full-resolution
+        first convolution, whose map is most of BatchNorm's cost.
+    block : {"strided", "pooled"}
+        ``strided`` (the reference): each convolution is 5x5 with stride 2. ``pooled``: each
+        is 3x3 with stride 1 followed by 2x2 max-pooling (rounding up), which halves the
+        map as well at about a third of a 5x5 convolution's multiply-adds per output,
+        so the same budget buys more layers or channels.
+    pool : {"flatten", "avg"}
+        ``flatten`` (the reference) feeds every position of the last feature map to the
+        Dense layer; ``avg`` global-average-pools it first, so the net takes any image
+        size and the Dense layer does not grow with it (``convnet`` picks it
+        for images larger than 32 pixels).
+    pool_first : bool
+        ``pooled`` blocks only: max-pool each convolution's output before its BatchNorm
+        and ReLU (conv -> pool -> BatchNorm -> ReLU), so that they work on a quarter of
+        the map. Without BatchNorm the net computes the same function (ReLU commutes with
+        max-pooling); with it, BatchNorm normalises the pooled values.
+
+    Inputs: ``(B, H, W)`` or ``(B, C, H, W)`` float32. A 3-D NDArray gets its channel
+    axis (``C = 1``) in :meth:`forward`, before the (possibly hybridized) graph, which
+    always sees ``(B, C, H, W)``: a cached graph has no shapes to branch on. Symbolic
+    input (export, or use inside another hybridized block) must be 4-D.
+    Outputs: ``(B, embedding_size)``.
+    """
+
+    def __init__(
+        self,
+        embedding_size: int = 128,
+        channels: Sequence[int] = (32, 64),
+        output: str = "relu",
+        normalize: bool = False,
+        hidden: Sequence[int] = (),
+        batch_norm: bool = False,
+        pool: str = "flatten",
+        block: str = "strided",
+        batch_norm_from: int = 1,
+        pool_first: bool = False,
+        **kwargs,
+    ):
+        super().__init__(**kwargs)
+        if output not in ("relu", "linear"):
+            raise ValueError(f"output must be 'relu' or 'linear', got {output!r}")
+        if int(batch_norm_from) < 1:
+            raise ValueError(f"batch_norm_from must be >= 1, got {batch_norm_from}")
+        if not len(channels):
+            raise ValueError("channels must list at least one convolution width")
+        if pool not in ("flatten", "avg"):
+            raise ValueError(f"pool must be 'flatten' or 'avg', got {pool!r}")
+        if block not in CONV_BLOCKS:
+            raise ValueError(f"block must be one of {', '.join(CONV_BLOCKS)}, got {block!r}")
+        if pool_first and block != "pooled":
+            raise ValueError(f"pool_first applies to pooled blocks, not {block!r} ones")
+        self.normalize = normalize
+        kernel, stride = (5, 2) if block == "strided" else (3, 1)
+        with self.name_scope():
+            self.body = gluon.nn.HybridSequential()
+            for index, width in enumerate(channels, start=1):
+                normed = batch_norm and index >= int(batch_norm_from)
+                conv = functools.partial(
+                    gluon.nn.Conv2D, int(width), kernel, strides=stride, padding=kernel // 2
+                )
+
+                if pool_first:
+                    # Max-pooling before BatchNorm and ReLU: they then touch a quarter of
+                    # the map (ReLU commutes with max; BatchNorm normalises pooled values).
+                    self.body.add(
+                        conv(use_bias=not normed), gluon.nn.MaxPool2D(2, 2, ceil_mode=True)
+                    )
+                    if normed:
+                        self.body.add(gluon.nn.BatchNorm())
+                    self.body.add(gluon.nn.Activation("relu"))
+                    continue
+                if normed:
+                    # BatchNorm's shift makes the convolution's bias redundant.
+                    self.body.add(
+                        conv(use_bias=False), gluon.nn.BatchNorm(), gluon.nn.Activation("relu")
+                    )
+                else:
+                    self.body.add(conv(activation="relu"))
+                if block == "pooled":
+                    # Rounding up keeps the border rows, as the strided convolution does.
+                    self.body.add(gluon.nn.MaxPool2D(2, 2, ceil_mode=True))
+            if pool == "avg":
+                # Any input size gives the same feature width: one value per channel.
+                self.body.add(gluon.nn.GlobalAvgPool2D())
+            self.body.add(gluon.nn.Flatten())
+            for width in hidden:
+                self.body.add(gluon.nn.Dense(int(width), activation="relu"))
+            self.body.add(
+                gluon.nn.Dense(int(embedding_size), activation="relu" if output == "relu" else None)
+            )
+
+    @staticmethod
+    def prepare_input(x):
+        """``(N, H, W)`` numpy images as ``(N, 1, H, W)``, the layout the graph expects.
+
+        For callers that gather rows inside a larger hybridized graph (the trainer),
+        where :meth:`forward` cannot add the channel axis per batch.
+        """
+        return x[:, None] if getattr(x, "ndim", 0) == 3 else x
+
+    def forward(self, x, *args):
+        if isinstance(x, nd.NDArray):
+            if x.ndim == 3:
+                x = x.expand_dims(axis=1)
+            elif x.ndim != 4:
+                raise ValueError(
+                    f"EmbeddingCNN expects (B, H, W) or (B, C, H, W) input, got {x.shape}"
+                )
+        return super().forward(x, *args)
+
+    def hybrid_forward(self, F, x):
+        emb = self.body(x)
+        if self.normalize:
+            # eps keeps an all-zero ReLU output finite instead of NaN.
+            emb = F.L2Normalization(emb, mode="instance", eps=1e-10)
+        return emb
