@@ -103,10 +103,11 @@ os.environ.setdefault("OMP_NUM_THREADS", str(os.cpu_count() or 1))
 
 import numpy as np  # noqa: E402
 
-from gluon_triplet.config import PRESETS, Config  # noqa: E402
+from gluon_triplet.config import PRESETS, REMOVED_KEYS, Config  # noqa: E402
 from gluon_triplet.data.datasets import load_dataset  # noqa: E402
 from gluon_triplet.data.triplets import TripletDataset, create_pairs  # noqa: E402
 from gluon_triplet.evaluation.metrics import clustering_metrics, evaluate_embeddings  # noqa: E402
+from gluon_triplet.nets.architectures import legacy_cnn_architecture  # noqa: E402
 from gluon_triplet.nets.embed import embed  # noqa: E402
 from gluon_triplet.nets.zoo import model_from_config  # noqa: E402
 from gluon_triplet.training.callbacks import Callback  # noqa: E402
@@ -303,13 +304,34 @@ RECIPES = {
         "augment": "digits",
     },
 }
-# The pooled recipes above were measured with the pooled widths of their time, 16 32 64
-# (the default until the last convolution was widened to 128): pin them so that each name
-# keeps meaning the net its figures in bench/results/quality-fashion.md came from.
-# "default" is today's default.
-for _recipe in RECIPES.values():
-    if _recipe and _recipe.get("conv_block") == "pooled" and "channels" not in _recipe:
-        _recipe["channels"] = (16, 32, 64)
+
+
+def _recorded_net(recipe):
+    """A recipe written with the CNN options of its time (``conv_block``, ``channels``,
+    ``batch_norm``, ``batch_norm_from``, ``pool_first``, since replaced by named
+    architectures) as the Config overrides of today: the same settings with
+    ``model`` and the ``architecture`` those options built on the 28 x 28 pictures every
+    recipe ran on, so that each name keeps meaning the net its figures in
+    bench/results/quality-fashion.md came from. The options' defaults are those of the
+    recipes' time: no conv_block is the strided CNN (the default until the pooled one,
+    which every recipe after it names), no batch_norm the automatic choice (BatchNorm on
+    the pooled CNN's last convolution, none on the strided), and pooled widths 16 32 64
+    (the default until the last convolution was widened to 128)."""
+    old = {key: recipe.pop(key) for key in REMOVED_KEYS if key in recipe}
+    if not old:
+        return recipe
+    settings = {"conv_block": "strided", "batch_norm": None, **old}
+    if settings["conv_block"] == "pooled":
+        settings.setdefault("channels", (16, 32, 64))
+    architecture = legacy_cnn_architecture(settings, (28, 28))
+    model = "convnet" if architecture["block"] == "strided" else "cnn"
+    return {"model": model, "architecture": architecture, **recipe}
+
+
+RECIPES = {
+    name: recipe if recipe is None else _recorded_net(dict(recipe))
+    for name, recipe in RECIPES.items()
+}
 
 # The recipes a plain run trains; the candidates are asked for by name (--recipes).
 STANDARD = ["raw", "reference", "batch-hard", "semi-hard", "batch-all", "default"]
