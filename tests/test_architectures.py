@@ -58,12 +58,20 @@ def test_pictures_up_to_32_px_keep_the_measured_nets(shape):
 def test_the_rule_above_32_px():
     # The nets a 64 px picture gets today (a change of the rule shows here).
     assert cnn_architecture("cnn", (3, 64, 64)) == {
-        "block": "pooled",
-        "channels": (16, 32, 64, 128),
-        "pool": "flatten",
+        "block": "strided",
+        "channels": (32, 64, 128),
+        "pool": "avg",
         "batch_norm": True,
         "batch_norm_from": 1,
     }
+    # The cnn above 32 px is the convnet's layers with BatchNorm on every convolution.
+    for shape in [(33, 33), (3, 64, 48), (3, 100, 100), (1, 224, 224)]:
+        convnet = cnn_architecture("convnet", shape)
+        assert cnn_architecture("cnn", shape) == {
+            **convnet,
+            "batch_norm": True,
+            "batch_norm_from": 1,
+        }
     assert cnn_architecture("convnet", (3, 64, 64)) == {
         "block": "strided",
         "channels": (32, 64, 128),
