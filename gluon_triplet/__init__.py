@@ -68,6 +68,7 @@ _EXPORTS = {
         "triplet_distances",
     ),
     ".nets.export": ("export_model",),
+    ".nets.preprocess": ("preprocess", "preprocess_spec"),
     ".nets.model": (
         "BACKBONES",
         "BackboneEmbedding",
@@ -84,6 +85,7 @@ _EXPORTS = {
     ".runs.plots": ("PlotCallback",),
     ".runs.rundir": ("RunDir",),
     ".search.index": ("Index",),
+    ".search.serve": ("create_app",),
     ".training.averaging": ("WeightAverage", "average_decay"),
     ".training.batching": ("BatchStrategy", "OfflineTriplets", "OnlineMining", "make_strategy"),
     ".training.callbacks": (
@@ -158,12 +160,14 @@ if TYPE_CHECKING:  # what a type checker and an IDE see
         embed,
         model_from_config,
     )
+    from .nets.preprocess import preprocess, preprocess_spec
     from .runs.api import evaluate, load_run
     from .runs.board import BoardCallback, write_projector
     from .runs.checkpoint import load_checkpoint, save_checkpoint
     from .runs.plots import PlotCallback
     from .runs.rundir import RunDir
     from .search.index import Index
+    from .search.serve import create_app
     from .training.averaging import WeightAverage, average_decay
     from .training.batching import BatchStrategy, OfflineTriplets, OnlineMining, make_strategy
     from .training.callbacks import (
