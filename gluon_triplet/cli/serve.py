@@ -21,7 +21,7 @@ logger = logging.getLogger("gluon_triplet")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from ..nets.preprocess import DEFAULT_MAX_PIXELS
+    from ..data.headers import MAX_PIXELS
     from ..search.serve import DEFAULT_MAX_UPLOAD_MB
 
     p = argparse.ArgumentParser(
@@ -54,10 +54,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--max-pixels",
         type=int,
-        default=DEFAULT_MAX_PIXELS,
+        default=MAX_PIXELS,
         metavar="N",
         help="pictures with more pixels get 400, read from their header before decoding "
-        f"(default: {DEFAULT_MAX_PIXELS:,})",
+        f"(default: {MAX_PIXELS:,})",
     )
     p.add_argument(
         "--token",

@@ -19,7 +19,7 @@ __getattr__, __dir__, __all__ = attach(
             "model_from_config",
         ),
         ".export": ("EXPORT_FORMATS", "export_model", "load_onnx_session"),
-        ".preprocess": ("check_pixels", "preprocess", "preprocess_spec"),
+        ".preprocess": ("preprocess", "preprocess_spec"),
     },
 )
 
@@ -35,4 +35,4 @@ if TYPE_CHECKING:
         embed,
         model_from_config,
     )
-    from .preprocess import check_pixels, preprocess, preprocess_spec
+    from .preprocess import preprocess, preprocess_spec

@@ -15,34 +15,24 @@ model's input (a channel axis added for grey pictures, repeated three times for 
 that takes RGB). Any mean/std normalisation is inside the exported graph.
 
 Importing this module and calling :func:`preprocess` needs Pillow and numpy only (no MXNet).
-The picture's size is read from its header and checked against a pixel limit before
-anything is decoded (:func:`check_pixels`), so a small file that would decode to gigabytes
-of pixels (a decompression bomb) is refused cheaply.
+The picture's size is read from its header and checked against the package's pixel limit
+before anything is decoded (:mod:`gluon_triplet.data.headers`), so a small file that would
+decode to gigabytes of pixels (a decompression bomb) is refused cheaply.
 """
 
 from __future__ import annotations
 
-import io
 import json
 import os
-from typing import Any, Dict, Mapping, Optional, Sequence, Tuple, Union
+import re
+from typing import Any, Dict, Mapping, Optional, Sequence, Union
 
 import numpy as np
 
-from ..errors import ImageFileError
+from ..data.headers import MAX_PIXELS
+from ..errors import ImageFileError, TooManyPixels
 
-__all__ = [
-    "DEFAULT_MAX_PIXELS",
-    "check_pixels",
-    "picture_size",
-    "preprocess",
-    "preprocess_spec",
-    "read_preprocess_spec",
-]
-
-#: Largest picture :func:`preprocess` decodes by default, in pixels (48 megapixels: an
-#: 8000 x 6000 photo). Its decoded RGB pixels take 144 MB.
-DEFAULT_MAX_PIXELS = 48_000_000
+__all__ = ["preprocess", "preprocess_spec", "read_preprocess_spec"]
 
 _SPEC_KEYS = ("size", "channels", "input_shape")
 
@@ -120,42 +110,9 @@ def read_preprocess_spec(spec: Union[str, Mapping[str, Any]]) -> Dict[str, Any]:
     return dict(spec)
 
 
-def picture_size(image_bytes: bytes) -> Tuple[int, int]:
-    """``(width, height)`` of a picture, from its header only (nothing is decoded).
-
-    Raises
-    ------
-    ImageFileError
-        The bytes are not a picture Pillow can read.
-    """
-    from PIL import Image
-
-    from ..data.decoding import error_reason
-
-    try:
-        with Image.open(io.BytesIO(image_bytes)) as img:
-            return img.size
-    except Image.UnidentifiedImageError:
-        raise ImageFileError("not a picture: no format Pillow reads") from None
-    except Image.DecompressionBombError as e:  # more than twice Pillow's own limit
-        raise ImageFileError(f"not a usable picture: {error_reason(e)}") from None
-    except Exception as e:  # Pillow raises many types (UnidentifiedImageError, SyntaxError...)
-        raise ImageFileError(f"not a picture: {error_reason(e)}") from None
-
-
-def check_pixels(width: int, height: int, limit: int = DEFAULT_MAX_PIXELS) -> None:
-    """Refuse a picture of more than ``limit`` pixels before it is decoded.
-
-    Raises
-    ------
-    ImageFileError
-        ``width * height > limit``.
-    """
-    if width * height > limit:
-        raise ImageFileError(
-            f"the picture is {width}x{height} = {width * height:,} pixels, more than the "
-            f"limit of {limit:,}"
-        )
+def _plain(reason: str) -> str:
+    # Pillow names the in-memory file object; the reader of an HTTP answer has no use for it
+    return re.sub(r"cannot identify image file <[^>]*>", "no format Pillow reads", reason)
 
 
 class _Bytes:
@@ -178,7 +135,7 @@ class _Bytes:
 def preprocess(
     image_bytes: bytes,
     spec: Union[str, Mapping[str, Any]],
-    max_pixels: int = DEFAULT_MAX_PIXELS,
+    max_pixels: int = MAX_PIXELS,
 ) -> np.ndarray:
     """One picture file's bytes as the model's input, ``(1, *input_shape)`` float32.
 
@@ -189,7 +146,8 @@ def preprocess(
     spec : str or dict
         An export directory, its ``export.json`` content, or its ``"preprocess"`` entry.
     max_pixels : int
-        Pictures with more pixels are refused before decoding.
+        Pictures with more pixels are refused from their header, before decoding
+        (default: the package's limit, ``gluon_triplet.data.headers.MAX_PIXELS``).
 
     Raises
     ------
@@ -200,9 +158,14 @@ def preprocess(
     from ..data.decoding import DecodedImages
 
     spec = read_preprocess_spec(spec)
-    check_pixels(*picture_size(image_bytes), limit=max_pixels)
-    decoded = DecodedImages(_Bytes(image_bytes), spec["size"], spec["channels"], spec["upscale"])
-    pixels = decoded.picture(0)  # (H, W) or (C, H, W) uint8, as training decoded it
+    size, channels, upscale = spec["size"], spec["channels"], spec["upscale"]
+    decoded = DecodedImages(_Bytes(image_bytes), size, channels, upscale, max_pixels=max_pixels)
+    try:
+        pixels = decoded.picture(0)  # (H, W) or (C, H, W) uint8, as training decoded it
+    except TooManyPixels as e:
+        raise TooManyPixels(f"the picture is too large: {e}") from None
+    except ImageFileError as e:
+        raise ImageFileError(f"not a usable picture: {_plain(str(e))}") from None
     x = pixels.astype(np.float32)
     x /= 255
     shape = tuple(int(s) for s in spec["input_shape"])

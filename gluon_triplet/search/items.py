@@ -114,10 +114,10 @@ class ItemPictures:
             return _png(self._sample(item_id)), "image/png"
         from PIL import Image
 
-        from ..nets.preprocess import check_pixels, picture_size
+        from ..data.headers import check_pixels, picture_size
 
         data = _read(path)
-        check_pixels(*picture_size(data), limit=self.max_pixels)
+        check_pixels(*picture_size(data), self.max_pixels)
         with Image.open(io.BytesIO(data)) as img:
             kind = Image.MIME.get(img.format or "", "application/octet-stream")
         return data, kind
@@ -196,9 +196,10 @@ def _thumbnail(data: bytes, max_pixels: int) -> bytes:
     from PIL import Image, ImageOps
 
     from ..data.decoding import error_reason
-    from ..nets.preprocess import check_pixels, picture_size
+    from ..data.headers import check_pixels, picture_size, pillow_allows
 
-    check_pixels(*picture_size(data), limit=max_pixels)
+    check_pixels(*picture_size(data), max_pixels)
+    pillow_allows(max_pixels)
     try:
         with Image.open(io.BytesIO(data)) as img:
             img.draft("RGB", (THUMBNAIL_SIZE, THUMBNAIL_SIZE))  # JPEG: decode at 1/2..1/8

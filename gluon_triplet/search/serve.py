@@ -20,8 +20,8 @@ import logging
 import os
 from typing import Any, Callable, Dict, Optional, Tuple
 
+from ..data.headers import MAX_PIXELS
 from ..errors import ImageFileError
-from ..nets.preprocess import DEFAULT_MAX_PIXELS
 from ..optional import require
 
 __all__ = [
@@ -63,7 +63,7 @@ def create_app(
     run_dir: Optional[str] = None,
     max_upload_mb: float = DEFAULT_MAX_UPLOAD_MB,
     token: Optional[str] = None,
-    max_pixels: int = DEFAULT_MAX_PIXELS,
+    max_pixels: int = MAX_PIXELS,
 ):
     """The ASGI app serving an index (see the module's docstring).
 

@@ -21,8 +21,9 @@ from typing import Any, Dict, Optional
 
 import numpy as np
 
+from ..data.headers import MAX_PIXELS
 from ..errors import IndexFileError
-from ..nets.preprocess import DEFAULT_MAX_PIXELS, preprocess, read_preprocess_spec
+from ..nets.preprocess import preprocess, read_preprocess_spec
 
 __all__ = ["EXPORT_SUBDIR", "MAX_K", "SearchService", "ensure_export"]
 
@@ -112,7 +113,7 @@ class SearchService:
         self,
         index_dir: str,
         export_dir: str,
-        max_pixels: int = DEFAULT_MAX_PIXELS,
+        max_pixels: int = MAX_PIXELS,
         threads: int = 1,
     ):
         from .index import Index
