@@ -17,9 +17,8 @@ import zlib
 
 import numpy as np
 import pytest
-from hypothesis import given, settings
-from hypothesis import strategies as st
 from PIL import Image
+from test_serve_helpers import encode, picture
 
 from gluon_triplet.cli import main
 
@@ -27,28 +26,13 @@ pytest.importorskip("starlette")
 from starlette.testclient import TestClient  # noqa: E402
 
 from gluon_triplet.data.decoding import ImageOptions  # noqa: E402
-from gluon_triplet.nets.preprocess import preprocess, preprocess_spec  # noqa: E402
+from gluon_triplet.nets.preprocess import preprocess  # noqa: E402
 from gluon_triplet.search.index import Index  # noqa: E402
 from gluon_triplet.search.serve import create_app  # noqa: E402
 
 CLASSES = {"red": (220, 40, 30), "green": (40, 200, 60), "blue": (30, 60, 220)}
 PER_CLASS = 10
 ITEMS = 3 * PER_CLASS
-
-
-def picture(rng, colour, size, mode="RGB"):
-    """A coloured square on a noisy background, ``size`` = (width, height)."""
-    w, h = size
-    a = rng.integers(0, 80, (h, w, 3)).astype(np.uint8)
-    a[h // 4 : 3 * h // 4, w // 4 : 3 * w // 4] = colour
-    img = Image.fromarray(a, "RGB")
-    return img if mode == "RGB" else img.convert(mode)
-
-
-def encode(img, fmt="PNG"):
-    buf = io.BytesIO()
-    img.save(buf, format=fmt)
-    return buf.getvalue()
 
 
 def write_pictures(root, seed=0):
@@ -112,41 +96,6 @@ def test_preprocess_is_the_embed_image_path(served, tmp_path):
         data = load_dataset(f"image:{path}", images=ImageOptions(size=(16, 16), channels=3))
         assert got.dtype == np.float32 and got.shape == (1, 3, 16, 16)
         assert np.array_equal(got[0], data.x_test[0])
-
-
-@settings(max_examples=20, deadline=None)
-@given(
-    w=st.integers(4, 60),
-    h=st.integers(4, 60),
-    mode=st.sampled_from(["L", "RGB", "RGBA", "P"]),
-    graph=st.sampled_from(["grey", "grey-cnn", "rgb", "grey-into-rgb"]),
-)
-def test_preprocess_layout_matches_the_graph(w, h, mode, graph):
-    """Every sample layout becomes the graph's input: values in [0, 1], the decoded pixels."""
-    sample, inp = {
-        "grey": ((12, 10), (12, 10)),
-        "grey-cnn": ((12, 10), (1, 12, 10)),
-        "rgb": ((3, 12, 10), (3, 12, 10)),
-        "grey-into-rgb": ((12, 10), (3, 12, 10)),  # a backbone fed grey pictures
-    }[graph]
-    spec = preprocess_spec(sample, inp)
-    img = picture(np.random.default_rng(w * h), (250, 10, 120), (w, h), mode)
-    x = preprocess(encode(img), spec)
-    assert x.shape == (1, *inp) and x.dtype == np.float32
-    assert 0 <= x.min() and x.max() <= 1
-    channels = 1 if len(sample) == 2 else 3
-    want = img.convert("L" if channels == 1 else "RGB")
-    scale = max(12 / h, 10 / w)
-    nw, nh = max(10, round(w * scale)), max(12, round(h * scale))
-    if (nw, nh) != (w, h):
-        want = want.resize((nw, nh), Image.BILINEAR, reducing_gap=None if scale > 0.5 else 2.0)
-    left, top = (nw - 10) // 2, (nh - 12) // 2
-    want = np.asarray(want.crop((left, top, left + 10, top + 12)), np.float32) / 255
-    if channels == 3:
-        want = want.transpose(2, 0, 1)
-    if graph == "grey-into-rgb":
-        want = np.repeat(want[None], 3, axis=0)
-    assert np.array_equal(x.reshape(np.shape(want)), want)
 
 
 def test_search_answers_like_the_cli(served, capsys):
