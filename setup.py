@@ -25,14 +25,30 @@ with open(os.path.join(HERE, "README.md"), encoding="utf-8") as f:
 
 MXNET = os.environ.get("GLUON_TRIPLET_MXNET", "mxnet==1.9.1")
 
-# Using a trained model: nearest-neighbour search (faiss) and an export served without
-# MXNet (onnx, onnxruntime). Imported lazily; these versions resolve together with
-# numpy<1.24 and protobuf<3.21 (checked with pip on Python 3.11).
+# Using a trained model: nearest-neighbour search (faiss), an export served without
+# MXNet (onnx, onnxruntime) and `gluon-triplet serve` (Starlette, uvicorn, python-multipart).
+# Imported lazily; these versions resolve together with numpy<1.24 and protobuf<3.21
+# (checked with pip on Python 3.11).
 SERVE = [
     "faiss-cpu==1.8.0.post1",
     "onnx==1.17.0",
     'onnxruntime==1.26.0; python_version >= "3.10"',
     'onnxruntime; python_version < "3.10"',
+    'starlette==1.10.0; python_version >= "3.10"',
+    'starlette; python_version < "3.10"',
+    'uvicorn==0.55.0; python_version >= "3.10"',
+    'uvicorn; python_version < "3.10"',
+    'python-multipart==0.0.34; python_version >= "3.10"',
+    'python-multipart; python_version < "3.10"',
+]
+
+# The tests of `serve`: Starlette's TestClient (httpx2) and the page in headless Chromium
+# driven by Selenium through Debian's chromedriver (never a downloaded browser or driver).
+SERVE_TEST = [
+    'httpx2==2.17.0; python_version >= "3.10"',
+    'httpx; python_version < "3.10"',
+    'selenium==4.51.0; python_version >= "3.10"',
+    'selenium; python_version < "3.10"',
 ]
 
 # Streamed pictures: OpenCV decodes plain PNGs in a third of Pillow's CPU, to the same
@@ -48,6 +64,8 @@ setup(
     long_description_content_type="text/markdown",
     license="Apache-2.0",
     packages=find_packages(exclude=("tests", "bench")),
+    # the page of `gluon-triplet serve`
+    package_data={"gluon_triplet.search": ["static/*.html", "static/*.js", "static/*.css"]},
     python_requires=">=3.8,<3.12",
     install_requires=[
         MXNET,
@@ -68,7 +86,15 @@ setup(
     extras_require={
         "serve": SERVE,
         "fast": FAST,
-        "test": ["pytest>=7", "hypothesis>=6", "ruff==0.17.6", "mypy==1.14.1", *SERVE, *FAST],
+        "test": [
+            "pytest>=7",
+            "hypothesis>=6",
+            "ruff==0.17.6",
+            "mypy==1.14.1",
+            *SERVE,
+            *FAST,
+            *SERVE_TEST,
+        ],
     },
     entry_points={"console_scripts": ["gluon-triplet=gluon_triplet.cli:main"]},
     classifiers=[

@@ -73,6 +73,7 @@ _EXPORTS = {
     ".nets.cnn": ("EmbeddingCNN",),
     ".nets.embed": ("embed",),
     ".nets.mlp": ("EmbeddingMLP",),
+    ".nets.preprocess": ("preprocess", "preprocess_spec"),
     ".nets.zoo": ("MODELS", "build_model", "model_from_config"),
     ".runs.api": ("evaluate", "load_run"),
     ".runs.board": ("BoardCallback", "write_projector"),
@@ -80,6 +81,7 @@ _EXPORTS = {
     ".runs.plots": ("PlotCallback",),
     ".runs.rundir": ("RunDir",),
     ".search.index": ("Index",),
+    ".search.serve": ("create_app",),
     ".training.averaging": ("WeightAverage", "average_decay"),
     ".training.batching": ("BatchStrategy", "OfflineTriplets", "OnlineMining", "make_strategy"),
     ".training.callbacks": (
@@ -149,6 +151,7 @@ if TYPE_CHECKING:  # what a type checker and an IDE see
     from .nets.embed import embed
     from .nets.export import export_model
     from .nets.mlp import EmbeddingMLP
+    from .nets.preprocess import preprocess, preprocess_spec
     from .nets.zoo import MODELS, build_model, model_from_config
     from .runs.api import evaluate, load_run
     from .runs.board import BoardCallback, write_projector
@@ -156,6 +159,7 @@ if TYPE_CHECKING:  # what a type checker and an IDE see
     from .runs.plots import PlotCallback
     from .runs.rundir import RunDir
     from .search.index import Index
+    from .search.serve import create_app
     from .training.averaging import WeightAverage, average_decay
     from .training.batching import BatchStrategy, OfflineTriplets, OnlineMining, make_strategy
     from .training.callbacks import (

@@ -1,8 +1,10 @@
 """Optional dependencies, imported only by the features that need them.
 
-faiss (search), onnx and onnxruntime (export) are large; ``pip install gluon-triplet[serve]``
-installs them. Importing one that is missing raises one :class:`ImportError` line that names
-the pip package, instead of a bare ``No module named ...``.
+faiss (search), onnx and onnxruntime (export), Starlette, uvicorn and python-multipart
+(``gluon-triplet serve``) are large or needed by one feature only;
+``pip install gluon-triplet[serve]`` installs them. Importing one that is missing raises
+one :class:`ImportError` line that names the pip package, instead of a bare
+``No module named ...``.
 """
 
 from __future__ import annotations
@@ -19,6 +21,9 @@ PIP_NAMES = {
     "faiss": "faiss-cpu",
     "onnx": "onnx",
     "onnxruntime": "onnxruntime",
+    "python_multipart": "python-multipart",
+    "starlette": "starlette",
+    "uvicorn": "uvicorn",
 }
 
 

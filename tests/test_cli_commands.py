@@ -209,7 +209,7 @@ def test_unknown_subcommand_lists_the_valid_ones(capsys):
     assert main(["trian", "--epochs", "1"]) == 2
     assert error_lines(capsys.readouterr().err) == [
         "error: unknown subcommand 'trian'; choose one of: embed, evaluate, export, index, "
-        "launch, pack, search, train, view (or train options alone)"
+        "launch, pack, search, serve, train, view (or train options alone)"
     ]
 
 

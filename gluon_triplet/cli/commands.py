@@ -19,6 +19,7 @@ SUBCOMMANDS = {
     "search": "search",
     "export": "export",
     "pack": "pack",
+    "serve": "serve",
 }
 
 

@@ -7,8 +7,6 @@ import argparse
 import os
 from typing import Sequence
 
-import numpy as np
-
 from .common import add_common_flags, guarded, setup_logging
 
 __all__ = ["HELP", "build_parser", "main"]
@@ -24,7 +22,8 @@ def build_parser() -> argparse.ArgumentParser:
         "needed); --format mxnet writes model-symbol.json + model-0000.params "
         "(gluon.SymbolBlock.imports). The export embeds a batch of 16 samples and must "
         "match the net to 1e-4, else nothing is written. DIR/export.json records "
-        "the input name and shape.",
+        "the input name and shape, and for pictures how they become the input (size, "
+        "channels, resize and crop, scaling).",
     )
     p.add_argument("run_dir", metavar="RUN_DIR", help="a run directory written by training")
     p.add_argument("--format", choices=("onnx", "mxnet"), default="onnx", help="default: onnx")
@@ -36,8 +35,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--dataset",
-        help="verify on this dataset's first 16 test samples (default: 16 uniform [0, 1) "
-        "samples of the run's recorded input shape, or its own dataset if it has none)",
+        help="verify on this dataset's first 16 test samples (default: the run's own "
+        "dataset when it can be read here, else 16 uniform [0, 1) samples of the run's "
+        "recorded input shape; the output says which)",
     )
     p.add_argument(
         "--data-dir", help="IDX files for mnist / fashion-mnist (default: as for training)"
@@ -47,51 +47,16 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _export(args: argparse.Namespace) -> None:
-    import logging
-
-    from ..data.datasets import load_dataset
-    from ..data.decoding import ImageOptions
-    from ..io import sha256_file
-    from ..nets.export import export_model
-    from ..runs.api import load_run
-    from ..runs.rundir import RunDir
+    from ..runs.exported import export_run
 
     if os.path.exists(args.out):
         raise FileExistsError(f"{args.out} already exists; choose a new --out directory")
     parent = os.path.dirname(os.path.abspath(args.out))
     if not os.path.isdir(parent):
         raise FileNotFoundError(f"directory {parent!r} for --out does not exist")
-    run = RunDir.open(args.run_dir)
-    params_file = run.params_path(args.params)
-    config = run.load_config()
-    if args.dataset is None and config.input_shape is not None:
-        # The run recorded its sample shape: no need to read the data. Uniform [0, 1)
-        # samples are in the range of the pixels the net was trained on.
-        samples = np.random.default_rng(0).random((16, *config.input_shape), dtype=np.float32)
-        source = "random [0, 1)"
-    else:
-        dataset = args.dataset or config.dataset
-        data_dir = args.data_dir or (config.data_dir if args.dataset is None else None)
-        data = load_dataset(
-            dataset,
-            data_dir,
-            logger=logging.getLogger("gluon_triplet"),
-            images=ImageOptions.from_config(config),
-        )
-        samples, source = data.x_test[:16], f"{data.name} test"
-    net, config = load_run(run.path, params=args.params)
-    # The graph's own input layout (EmbeddingCNN adds the channel axis outside it).
-    batch = getattr(net, "prepare_input", lambda a: a)(samples)
-    info = {
-        "run_dir": os.path.abspath(run.path),
-        "params_file": os.path.basename(params_file),
-        "params_sha256": sha256_file(params_file),
-        "dataset": config.dataset,
-        "model": config.model,
-        "distance": config.distance,
-        "normalize": config.normalize,
-    }
-    doc = export_model(net, batch.shape[1:], args.out, format=args.format, batch=batch, info=info)
+    doc, source = export_run(
+        args.run_dir, args.out, args.format, args.params, args.dataset, args.data_dir
+    )
     shape = ", ".join("B" if s is None else str(s) for s in doc["input"]["shape"])
     print(
         f"exported {args.run_dir} ({args.params}) as {args.format} -> "

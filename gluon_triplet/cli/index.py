@@ -67,6 +67,7 @@ def _index(args: argparse.Namespace) -> None:
     from ..io import sha256_file
     from ..runs.rundir import RunDir
     from ..search.index import Index, metric_for_distance
+    from ..search.items import absolute_spec
 
     out = args.out
     if os.path.exists(out):
@@ -84,6 +85,8 @@ def _index(args: argparse.Namespace) -> None:
         "params_file": os.path.basename(params_file),
         "params_sha256": sha256_file(params_file),
         "dataset": data.name,
+        # the same data from any directory (serve reads item pictures only inside it)
+        "dataset_path": absolute_spec(data.name),
         "data_dir": args.data_dir or (config.data_dir if args.dataset is None else None),
         "split": args.split,
         "sample_shape": [int(s) for s in x.shape[1:]],

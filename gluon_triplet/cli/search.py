@@ -155,18 +155,10 @@ def _queries(
     return x, names, labels, class_names
 
 
-def _label_text(label: Any, class_names: Optional[Sequence[str]]) -> Any:
-    if label is None:
-        return None
-    value = label.item() if isinstance(label, np.generic) else label
-    if class_names and isinstance(value, int) and 0 <= value < len(class_names):
-        return class_names[value]
-    return value
-
-
 def _search(args: argparse.Namespace) -> None:
     from ..runs.api import load_run
     from ..search.index import Index
+    from ..search.results import result_rows
     from ..training.trainer import resolve_contexts
     from .inference import embed_checked
 
@@ -190,29 +182,7 @@ def _search(args: argparse.Namespace) -> None:
     net, config = load_run(run.path, params=run.params_path(index.info["params_file"]), ctx=ctx)
     emb = embed_checked(net, x, config, run.path)
     dist, ids = index.search_embeddings(emb, args.k)
-    nlabels = index.labels_of(ids)
-    rows = []
-    for i, name in enumerate(names):
-        qlabel = None if qlabels is None else _label_text(qlabels[i], qclass_names)
-        neighbours = []
-        for r in range(args.k):
-            nid = int(ids[i, r])
-            found = nid >= 0
-            path = index.paths[index._rows_of([nid])[0]] if index.paths and found else None
-            label = _label_text(nlabels[i, r], index.class_names) if nlabels is not None else None
-            neighbours.append(
-                {
-                    "id": nid,
-                    "label": label if found else None,
-                    "distance": float(dist[i, r]) if found else None,
-                    "path": path,
-                }
-            )
-        row = {"query": name}
-        if qlabel is not None:
-            row["label"] = qlabel
-        row["neighbours"] = neighbours
-        rows.append(row)
+    rows = result_rows(index, dist, ids, names, qlabels, qclass_names)
     if args.json:
         for row in rows:
             print(json.dumps(row))

@@ -15,6 +15,7 @@ __getattr__, __dir__, __all__ = attach(
         ".zoo": ("MODELS", "build_model", "model_from_config", "resolve_architecture"),
         ".embed": ("embed",),
         ".export": ("EXPORT_FORMATS", "export_model", "load_onnx_session"),
+        ".preprocess": ("preprocess", "preprocess_spec"),
     },
 )
 
@@ -25,4 +26,5 @@ if TYPE_CHECKING:
     from .embed import embed
     from .export import EXPORT_FORMATS, export_model, load_onnx_session
     from .mlp import EmbeddingMLP
+    from .preprocess import preprocess, preprocess_spec
     from .zoo import MODELS, build_model, model_from_config, resolve_architecture

@@ -231,6 +231,7 @@ def export_model(
     format: str = "onnx",
     batch: Optional[np.ndarray] = None,
     info: Optional[Dict[str, Any]] = None,
+    preprocess: Optional[Dict[str, Any]] = None,
 ) -> Dict[str, Any]:
     """Export ``net`` and check that the export computes the same embeddings.
 
@@ -250,6 +251,9 @@ def export_model(
         Verification samples (default: 8 uniform random ones in [0, 1)).
     info : dict, optional
         Provenance to record in ``export.json`` (e.g. the run directory).
+    preprocess : dict, optional
+        How pictures become the model's input, recorded as ``export.json``'s
+        ``"preprocess"`` (see :func:`gluon_triplet.nets.preprocess.preprocess_spec`).
 
     Returns
     -------
@@ -324,6 +328,8 @@ def export_model(
             "verified_on": len(batch),
             "info": dict(info or {}),
         }
+        if preprocess is not None:
+            doc["preprocess"] = dict(preprocess)
         with open(os.path.join(tmp, "export.json"), "w", encoding="utf-8") as f:
             json.dump(doc, f, indent=2)
         os.chmod(tmp, 0o755)
