@@ -21,6 +21,7 @@ __all__ = [
     "Config",
     "ConfigError",
     "check_architecture",
+    "resolve_epochs",
     "option",
     "recorded",
 ]
@@ -125,6 +126,25 @@ def check_architecture(arch: Dict[str, Any]) -> None:
         raise ConfigError(f"architecture batch_norm_from must be an integer >= 1, got {start!r}")
     if arch.get("pool_first") and arch.get("block", "strided") != "pooled":
         raise ConfigError("architecture pool_first applies to pooled blocks")
+
+
+#: ``epochs`` left automatic: at least this many passes over the training data ...
+AUTO_EPOCHS = 10
+#: ... and enough to show the net this many samples when the set is small (a few hundred
+#: pictures make a handful of batches an epoch: 10 epochs were too few steps to learn on
+#: the panel's small sets, docs/defaults.md) ...
+AUTO_MIN_SAMPLES = 30_000
+#: ... up to this many passes.
+MAX_AUTO_EPOCHS = 30
+
+
+def resolve_epochs(epochs: Optional[int], samples: int) -> int:
+    """``epochs`` as given, or the automatic count for a training set of ``samples``:
+    ``min(MAX_AUTO_EPOCHS, max(AUTO_EPOCHS, ceil(AUTO_MIN_SAMPLES / samples)))``."""
+    if epochs is not None:
+        return int(epochs)
+    needed = math.ceil(AUTO_MIN_SAMPLES / max(1, int(samples)))
+    return min(MAX_AUTO_EPOCHS, max(AUTO_EPOCHS, needed))
 
 
 #: MXNet's kvstore types; dist_* run under a ps-lite job (gluon-triplet launch).
@@ -247,7 +267,14 @@ class Config:
     momentum: float = option(0.0, "SGD momentum", "training")
     weight_decay: float = option(0.0, "weight decay (L2 penalty)", "training")
     batch_size: int = option(1024, "triplets per batch with --miner offline", "training")
-    epochs: int = option(10, "passes over the training data", "training")
+    epochs: Optional[int] = option(
+        None,
+        "passes over the training data",
+        "training",
+        shown_default=f"auto = {AUTO_EPOCHS}, or as many as show the run "
+        f"{AUTO_MIN_SAMPLES:,} samples when the training set is smaller (at most "
+        f"{MAX_AUTO_EPOCHS})",
+    )
     max_data_bytes: Optional[int] = option(
         None,
         "refuse, from its header and before reading it, any array of the dataset that would "
@@ -374,7 +401,7 @@ class Config:
         for name in positive_ints:
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
-        if self.epochs < 0:
+        if self.epochs is not None and self.epochs < 0:
             raise ConfigError(f"epochs must be >= 0, got {self.epochs}")
         if self.projector_samples < -1:
             raise ConfigError(
@@ -431,10 +458,9 @@ class Config:
             raise ConfigError(f"ema_decay must be in [0, 1), got {self.ema_decay}")
         if self.warmup_epochs < 0:
             raise ConfigError(f"warmup_epochs must be >= 0, got {self.warmup_epochs}")
-        if self.epochs > 0 and self.warmup_epochs >= self.epochs:
-            raise ConfigError(
-                f"warmup_epochs ({self.warmup_epochs:g}) must be < epochs ({self.epochs})"
-            )
+        least = AUTO_EPOCHS if self.epochs is None else self.epochs
+        if least > 0 and self.warmup_epochs >= least:
+            raise ConfigError(f"warmup_epochs ({self.warmup_epochs:g}) must be < epochs ({least})")
         if self.pk_samples < 2:
             raise ConfigError(
                 f"pk_samples must be >= 2 (anchors need a positive), got {self.pk_samples}"
@@ -571,6 +597,7 @@ def _coerce(key: str, value: Any, default: Any) -> Any:
         "image_channels",
         "workers",
         "max_data_bytes",
+        "epochs",
     ):
         if value is None or (isinstance(value, int) and not isinstance(value, bool)):
             return value

@@ -1,3 +1,4 @@
+import itertools
 import json
 
 import pytest
@@ -47,7 +48,7 @@ def test_json_round_trip(tmp_path):
     "values, message",
     [
         ({"epoch": 3}, "unknown config key\\(s\\): epoch"),
-        ({"epochs": "3"}, "'epochs' must be of type int"),
+        ({"epochs": "3"}, "'epochs' must be an integer or null"),
         ({"lr": True}, "'lr' must be of type float"),
         ({"hidden": [1.5]}, "'hidden' must be a list of integers"),
         ({"lr": 0}, "lr must be > 0"),
@@ -121,3 +122,24 @@ def test_an_architecture_round_trips_and_is_recorded_only(tmp_path):
     # Set by a run or a JSON config, never by a flag.
     recorded = {f.name for f in dataclasses.fields(Config) if f.metadata.get("recorded")}
     assert recorded == {"input_shape", "architecture"}
+
+
+def test_epochs_left_automatic_grow_for_small_training_sets():
+    from gluon_triplet.config import (
+        AUTO_EPOCHS,
+        AUTO_MIN_SAMPLES,
+        MAX_AUTO_EPOCHS,
+        resolve_epochs,
+    )
+
+    assert Config().epochs is None  # automatic
+    for samples in [1, 50, 768, 999, 1000, 1001, 1198, 2979, 3000, 3001, 4000, 60_000]:
+        # brute force: the fewest passes >= 10 that show 30,000 samples, at most 30
+        passes = next(e for e in itertools.count(1) if e * samples >= AUTO_MIN_SAMPLES)
+        want = min(MAX_AUTO_EPOCHS, max(AUTO_EPOCHS, passes))
+        assert resolve_epochs(None, samples) == want, samples
+        assert resolve_epochs(7, samples) == 7  # a chosen count is kept
+    assert resolve_epochs(None, 60_000) == 10 and resolve_epochs(None, 768) == 30
+    assert Config.from_dict({"epochs": None}).epochs is None
+    with pytest.raises(ConfigError, match=r"warmup_epochs \(10\) must be < epochs \(10\)"):
+        Config(warmup_epochs=10)  # automatic epochs are at least 10

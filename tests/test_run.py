@@ -79,3 +79,45 @@ def test_a_run_resolves_its_model_once_and_records_it(caplog):
     ]
     assert convnet.architecture["pool"] == "avg"
     assert (mlp.model, mlp.architecture, mlp.input_shape) == ("mlp", None, (784,))
+
+
+def test_a_run_resolves_automatic_epochs_for_its_training_set_and_records_them(tmp_path, capsys):
+    """40 training samples: ceil(30,000 / 40) = 750 passes, capped at 30; the run logs
+    and records the count, and trains that many epochs."""
+    import json
+
+    import numpy as np
+
+    from gluon_triplet.cli import main
+
+    rng = np.random.default_rng(0)
+    y = np.repeat(np.arange(4), 12)
+    x = (rng.normal(size=(48, 6)) + y[:, None]).astype(np.float32)
+    np.savez(tmp_path / "d.npz", x=x, y=y)
+    if True:
+        status = main(
+            [
+                "--dataset",
+                f"npz:{tmp_path / 'd.npz'}",
+                "--logdir",
+                str(tmp_path / "logs"),
+                "--run-name",
+                "r",
+                "--model",
+                "mlp",
+                "--no-plots",
+                "--projector-samples",
+                "0",
+                "-P",
+                "4",
+                "-K",
+                "4",
+                "--log-every",
+                "1000",
+            ]
+        )
+    assert status == 0
+    assert "epochs: 30 (auto: 40 training samples;" in capsys.readouterr().err
+    run = tmp_path / "logs" / "r"
+    assert json.loads((run / "config.json").read_text())["epochs"] == 30
+    assert json.loads((run / "metrics.json").read_text())["history"][-1]["epoch"] == 30

@@ -117,6 +117,7 @@ def _run(config, quiet, resume, progress, accept_changed_data=False):
     train_set, test_triplets = _triplets(data, config)
     shape = tuple(int(d) for d in data.x_train.shape[1:])
     config = _resolve_model(config, shape)
+    config = _resolve_epochs(config, len(train_set.labels))
     _check_memory(config, shape, len(train_set.classes), len(contexts))
     net, _ = model_from_config(config, shape, ctx=contexts)
     check_batch_fits(config, train_set)
@@ -253,6 +254,24 @@ def _dense_widths(config, sample_shape):
         else ((256,) if config.model == "mlp" else ())
     )
     return features, [*hidden, config.embedding_size]
+
+
+def _resolve_epochs(config, samples):
+    """``epochs`` left automatic, resolved for ``samples`` training samples, logged and put
+    in the config the run records (``--resume`` continues to the same count)."""
+    from ..config import AUTO_MIN_SAMPLES, resolve_epochs
+
+    if config.epochs is not None:
+        return config
+    epochs = resolve_epochs(None, samples)
+    logger.info(
+        "epochs: %d (auto: %s training samples; at least %s samples seen, at least 10 and at "
+        "most 30 epochs)",
+        epochs,
+        f"{samples:,}",
+        f"{AUTO_MIN_SAMPLES:,}",
+    )
+    return dataclasses.replace(config, epochs=epochs)
 
 
 def _resolve_model(config, shape):

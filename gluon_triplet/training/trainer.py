@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import atexit
+import dataclasses
 import logging
 import os
 import random
@@ -13,7 +14,7 @@ import mxnet as mx
 import numpy as np
 from mxnet import autograd, gluon, nd
 
-from ..config import DIST_KVSTORES, Config
+from ..config import DIST_KVSTORES, Config, resolve_epochs
 from ..data.triplets import TripletDataset
 from ..evaluation.metrics import clustering_metrics, evaluate_embeddings, per_class_precision_at_1
 from ..nets.embed import embed
@@ -219,7 +220,10 @@ class TripletTrainer:
         self.net = net
         self.class_names = class_names
         self.train_set = train_set
-        self.config = config
+        #: The epoch :meth:`fit` trains up to: ``config.epochs``, or when that is None
+        #: (automatic) the count for this training set's size (``config.resolve_epochs``).
+        self.total_epochs = resolve_epochs(config.epochs, len(train_set.labels))
+        self.config = dataclasses.replace(config, epochs=self.total_epochs)
         self.contexts = list(contexts)
         self.test_x = test_x
         self.test_y = test_y
@@ -313,7 +317,7 @@ class TripletTrainer:
         if not self.history:
             self.history.append({"epoch": 0, "time": 0.0, "train": {}, "test": self.evaluate()})
         self.callbacks.on_train_begin(self)
-        for epoch in range(self.epoch + 1, self.config.epochs + 1):
+        for epoch in range(self.epoch + 1, self.total_epochs + 1):
             self.epoch = epoch
             # MXNet's RNG (the miners' sampling) cannot be saved, so each epoch reseeds it:
             # an epoch's randomness then depends only on state a checkpoint holds.
@@ -387,8 +391,8 @@ class TripletTrainer:
                 f"{sorted(generators)} (a different --miner?)"
             )
         epoch = int(state["epoch"])
-        if not 0 <= epoch <= self.config.epochs:
-            raise ValueError(f"trainer state is at epoch {epoch}, beyond {self.config.epochs}")
+        if not 0 <= epoch <= self.total_epochs:
+            raise ValueError(f"trainer state is at epoch {epoch}, beyond {self.total_epochs}")
         for name, gen in generators.items():
             gen.bit_generator.state = rng[name]
         self.epoch = epoch
