@@ -84,9 +84,12 @@ def labelled_points(draw):
     return points, labels, ks, chunk_size, threads
 
 
+@pytest.mark.parametrize("method", ["numpy", "flat"])
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(labelled_points())
-def test_retrieval_matches_brute_force(case):
+def test_retrieval_matches_brute_force(method, case):
+    # "flat": faiss's float32 search, whose tied and near-tied rankings are checked and
+    # redone in float64; here nearly every query has exact ties.
     points, labels, ks, chunk_size, threads = case
     expected, expected_per_class = brute_force_retrieval(points, labels, sorted(set(ks)))
     emb = np.array(points, dtype=np.float32)
@@ -96,8 +99,8 @@ def test_retrieval_matches_brute_force(case):
             with pytest.raises(ValueError, match="no query has another item with its label"):
                 retrieval_metrics(emb, labels, ks=ks, chunk_size=chunk_size)
             return
-        got = retrieval_metrics(emb, labels, ks=ks, chunk_size=chunk_size)
-        per_class = per_class_precision_at_1(emb, labels, chunk_size=chunk_size)
+        got = retrieval_metrics(emb, labels, ks=ks, chunk_size=chunk_size, method=method)
+        per_class = per_class_precision_at_1(emb, labels, chunk_size=chunk_size, method=method)
     assert got.keys() == expected.keys()
     assert got == pytest.approx(expected, abs=1e-12)
     assert per_class == pytest.approx(expected_per_class, abs=1e-12)
@@ -456,7 +459,8 @@ def brute_force_gallery(q_points, q_labels, g_points, g_labels, ks):
         )
     )
 )
-def test_gallery_retrieval_matches_brute_force(case):
+@pytest.mark.parametrize("method", ["numpy", "flat"])
+def test_gallery_retrieval_matches_brute_force(method, case):
     qp, ql, gp, gl, chunk = case
     ks = (1, 2, 4, 20)
     if not set(ql) & set(gl):
@@ -464,7 +468,9 @@ def test_gallery_retrieval_matches_brute_force(case):
             gallery_retrieval_metrics(np.array(qp), ql, np.array(gp), gl, ks=ks)
         return
     expected = brute_force_gallery(qp, ql, gp, gl, ks)
-    got = gallery_retrieval_metrics(np.array(qp), ql, np.array(gp), gl, ks=ks, chunk_size=chunk)
+    got = gallery_retrieval_metrics(
+        np.array(qp), ql, np.array(gp), gl, ks=ks, chunk_size=chunk, method=method
+    )
     assert got.keys() == expected.keys()
     for key, value in expected.items():
         assert got[key] == pytest.approx(value, abs=1e-12), key
@@ -637,3 +643,39 @@ def test_clustering_metrics_skips_kmeans_above_the_work_limit(caplog):
         "NMI/AMI skipped: " + got["clustering_skipped"]
     ]
     assert set(clustering_metrics(emb, y, max_work=600)) == {"nmi", "ami"}
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_faiss_search_equals_numpy_beyond_its_first_neighbours(seed):
+    # Enough rows that faiss returns only a part of them (depth + a few): clusters of
+    # integer points with many exact ties, and near ties after a tiny shift of some rows,
+    # so the float64 check must catch the rankings float32 cannot tell.
+    rng = np.random.default_rng(seed)
+    n = 600
+    emb = rng.integers(-3, 4, size=(n, 4)).astype(np.float64)
+    emb[::7] += 1e-9
+    labels = rng.integers(0, 40, n)
+    exact = retrieval_metrics(emb, labels, ks=(1, 2, 4, 8), method="numpy")
+    got = retrieval_metrics(emb, labels, ks=(1, 2, 4, 8), method="flat")
+    assert "neighbours" not in got and "neighbours" not in exact
+    assert got == exact
+    assert per_class_precision_at_1(emb, labels, method="flat") == per_class_precision_at_1(
+        emb, labels, method="numpy"
+    )
+    both = evaluate_embeddings(emb, labels, per_class=True, method="flat")
+    assert both["per_class_precision_at_1"] == per_class_precision_at_1(emb, labels)
+
+
+def test_ivf_search_says_it_is_approximate_and_caps_r(monkeypatch):
+    rng = np.random.default_rng(0)
+    centres = rng.standard_normal((3, 8)) * 10
+    labels = np.repeat(np.arange(3), 400)
+    emb = (centres[labels] + rng.standard_normal((1200, 8))).astype(np.float32)
+    monkeypatch.setattr(metrics, "APPROXIMATE_MAX_R", 50)
+    got = retrieval_metrics(emb, labels, method="ivf")
+    assert got["neighbours"].startswith("approximate (IVF, nlist=")
+    assert got["map_at_r_max_r"] == 50
+    assert got["precision_at_1"] == pytest.approx(1.0)
+    assert got["map_at_r"] > 0.99
+    monkeypatch.setattr(metrics, "APPROXIMATE_ABOVE", 1000)
+    assert retrieval_metrics(emb, labels)["neighbours"].startswith("approximate")

@@ -16,7 +16,7 @@ from __future__ import annotations
 import logging
 import os
 from concurrent.futures import ThreadPoolExecutor
-from typing import Dict, Iterable, Iterator, Optional, Sequence, Tuple
+from typing import Any, Dict, Iterable, Iterator, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -55,8 +55,9 @@ def _to_numpy(x):
     return np.asarray(x)
 
 
-def _as_embedding(emb, name: str = "emb") -> np.ndarray:
-    """``(N, D)`` finite real array as float64 (float32 inputs convert exactly)."""
+def _as_embedding(emb, name: str = "emb", convert: bool = True) -> np.ndarray:
+    """``(N, D)`` finite real array as float64 (float32 inputs convert exactly); with
+    ``convert=False`` float32 stays float32 (other dtypes become float64)."""
     arr = _to_numpy(emb)
     if arr.ndim != 2:
         raise ValueError(f"{name} must be 2-D (N, D), got shape {arr.shape}")
@@ -64,9 +65,13 @@ def _as_embedding(emb, name: str = "emb") -> np.ndarray:
         raise ValueError(f"{name} must be a real numeric array, got dtype {arr.dtype}")
     if arr.shape[0] == 0 or arr.shape[1] == 0:
         raise ValueError(f"{name} must be non-empty, got shape {arr.shape}")
-    arr = arr.astype(np.float64, copy=False)
-    if not np.isfinite(arr).all():
-        raise ValueError(f"{name} must be finite (no NaN or inf)")
+    if not (arr.dtype == np.float32 and not convert):
+        arr = arr.astype(np.float64, copy=False)
+    # In blocks of rows: a whole-array check would allocate N x D booleans.
+    step = max(1, 2**22 // arr.shape[1])
+    for start in range(0, arr.shape[0], step):
+        if not np.isfinite(arr[start : start + step]).all():
+            raise ValueError(f"{name} must be finite (no NaN or inf)")
     return arr
 
 
@@ -218,7 +223,7 @@ def triplet_distances(emb, anchor_idx, positive_idx, negative_idx):
     -------
     ap_dist, an_dist : (T,) float64
     """
-    emb = _as_embedding(emb)
+    emb = _as_embedding(emb, convert=False)
     n = emb.shape[0]
     a = _as_index(anchor_idx, "anchor_idx", n)
     p = _as_index(positive_idx, "positive_idx", n)
@@ -228,11 +233,15 @@ def triplet_distances(emb, anchor_idx, positive_idx, negative_idx):
             "anchor_idx, positive_idx, negative_idx must have equal lengths, "
             f"got {len(a)}, {len(p)}, {len(g)}"
         )
-    anchors = emb[a]
-    diff = anchors - emb[p]
-    ap = np.einsum("ij,ij->i", diff, diff)
-    np.subtract(anchors, emb[g], out=diff)
-    an = np.einsum("ij,ij->i", diff, diff)
+    ap = np.empty(len(a))
+    an = np.empty(len(a))
+    step = max(1, 2**21 // emb.shape[1])  # rows gathered at once, in float64
+    for s in range(0, len(a), step):
+        anchors = emb[a[s : s + step]].astype(np.float64)
+        diff = anchors - emb[p[s : s + step]]
+        ap[s : s + step] = np.einsum("ij,ij->i", diff, diff)
+        np.subtract(anchors, emb[g[s : s + step]], out=diff)
+        an[s : s + step] = np.einsum("ij,ij->i", diff, diff)
     return ap, an
 
 
@@ -429,7 +438,7 @@ def _score_rankings(
 
 
 def _retrieval_setup(emb, labels, chunk_size):
-    x = _as_embedding(emb)
+    x = _as_embedding(emb, convert=False)
     codes, classes = _encode_labels(labels, x.shape[0])
     chunk_size = _as_chunk_size(chunk_size)
     counts = np.bincount(codes, minlength=len(classes))
@@ -444,7 +453,11 @@ def _retrieval_setup(emb, labels, chunk_size):
 
 
 def retrieval_metrics(
-    emb, labels, ks: Sequence[int] = (1, 2, 4, 8), chunk_size: int = 1024
+    emb,
+    labels,
+    ks: Sequence[int] = (1, 2, 4, 8),
+    chunk_size: int = 1024,
+    method: str = "auto",
 ) -> Dict[str, float]:
     """Leave-one-out retrieval quality of an embedding on one labelled set.
 
@@ -458,7 +471,13 @@ def retrieval_metrics(
     ks : iterable of positive int
         Cut-offs for ``recall_at_k``. A ``k`` above ``N - 1`` behaves as ``N - 1``.
     chunk_size : int
-        Queries processed at once; peak memory is about ``9 * chunk_size * N`` bytes.
+        Queries processed at once by the NumPy search; peak memory is about
+        ``9 * chunk_size * N`` bytes, and ``chunk_size`` is lowered to keep
+        ``chunk_size * N`` under 2**25.
+    method : str
+        The neighbour search (:func:`neighbour_method`): ``"auto"`` (exact up to
+        :data:`APPROXIMATE_ABOVE` rows, faiss's approximate IVF index above, when faiss is
+        installed), ``"numpy"``, ``"flat"`` or ``"ivf"``.
 
     Returns
     -------
@@ -474,6 +493,14 @@ def retrieval_metrics(
             query's label, ``AP@R = (1/R) * sum_{i<=R} P@i * rel(i)``, averaged over queries.
         ``num_queries`` : int
             Queries that were scored.
+        ``neighbours`` : str
+            Only when the search was approximate: ``"approximate (IVF, nlist=...,
+            nprobe=...; Q queries)"``: above :data:`APPROXIMATE_ABOVE` rows, a seeded
+            sample of :data:`APPROXIMATE_MAX_QUERIES` queries, each ranking all the other
+            rows. Without it, every query was ranked exactly.
+        ``map_at_r_max_r`` : int
+            Only with the IVF search when a class is larger: R of MAP@R was capped at
+            :data:`APPROXIMATE_MAX_R`.
 
     Notes
     -----
@@ -490,10 +517,56 @@ def retrieval_metrics(
     query are sorted.
     """
     ks = _as_ks(ks)
-    x, codes, _, num_relevant, queries, chunk_size = _retrieval_setup(emb, labels, chunk_size)
-    depth = min(max(max(ks), 1, int(num_relevant.max())), x.shape[0] - 1)
-    stream = _ranked_relevance(x, codes, queries, depth, chunk_size)
-    return _score_rankings(stream, num_relevant, int(queries.size), depth, ks)
+    x, codes, classes, num_relevant, queries, chunk_size = _retrieval_setup(emb, labels, chunk_size)
+    return _retrieval(x, codes, classes, num_relevant, queries, chunk_size, ks, method)[0]
+
+
+def _retrieval(x, codes, classes, num_relevant, queries, chunk_size, ks, method, gallery=None):
+    """Scores and per-class P@1 hits (``(C,)`` over ``classes``) from one search."""
+    candidates = len(x) if gallery is None else len(gallery[0])
+    method = neighbour_method(candidates, method)
+    if method != "numpy" and _beyond_float32(x, "emb" if gallery is None else "query_emb"):
+        method = "numpy"  # faiss's float32 would overflow; the NumPy search is float64
+    if method != "numpy" and gallery is not None and _beyond_float32(gallery[0], "gallery"):
+        method = "numpy"
+    info: Dict[str, object] = {}
+    if method == "ivf" and num_relevant.max() > APPROXIMATE_MAX_R:
+        num_relevant = np.minimum(num_relevant, APPROXIMATE_MAX_R)
+        info["map_at_r_max_r"] = APPROXIMATE_MAX_R
+    if method == "ivf" and len(queries) > APPROXIMATE_MAX_QUERIES:
+        rng = np.random.default_rng(0)
+        queries = np.sort(rng.choice(queries, APPROXIMATE_MAX_QUERIES, replace=False))
+    limit = candidates - (1 if gallery is None else 0)
+    depth = min(max(max(ks), 1, int(num_relevant[queries].max())), limit)
+    # Peak memory of the NumPy search: a few arrays of chunk x candidates float64.
+    chunk_size = max(1, min(chunk_size, _NUMPY_BLOCK_ELEMENTS // candidates))
+    exact: Dict[str, object] = {}
+
+    def exact_rows(rows):
+        if "x" not in exact:  # float64 copies, made only when a search needs them
+            exact["x"] = _as_embedding(x)
+            if gallery is not None:
+                exact["gallery"] = (_as_embedding(gallery[0], "gallery_emb"), gallery[1])
+        return _ranked_relevance(
+            exact["x"], codes, rows, depth, chunk_size, gallery=exact.get("gallery")
+        )
+
+    if method == "numpy":
+        stream = exact_rows(queries)
+    else:
+        stream = _faiss_relevance(x, codes, queries, depth, gallery, method, exact_rows, info)
+    hits = np.zeros(len(classes), dtype=np.int64)
+
+    def counted(stream):
+        for q, rel in stream:
+            hits[:] += np.bincount(codes[q], weights=rel[:, 0], minlength=len(classes)).astype(
+                np.int64
+            )
+            yield q, rel
+
+    result = _score_rankings(counted(stream), num_relevant, int(queries.size), depth, ks)
+    result.update(info)
+    return result, hits
 
 
 def gallery_retrieval_metrics(
@@ -503,6 +576,7 @@ def gallery_retrieval_metrics(
     gallery_labels,
     ks: Sequence[int] = (1, 2, 4, 8),
     chunk_size: int = 1024,
+    method: str = "auto",
 ) -> Dict[str, float]:
     """Retrieval quality of queries searched against a separate gallery.
 
@@ -532,8 +606,10 @@ def gallery_retrieval_metrics(
     """
     ks = _as_ks(ks)
     chunk_size = _as_chunk_size(chunk_size)
-    q = _as_embedding(query_emb, "query_emb")
-    g = _as_embedding(gallery_emb, "gallery_emb")
+    q = _as_embedding(query_emb, "query_emb", convert=False)
+    g = _as_embedding(gallery_emb, "gallery_emb", convert=False)
+    if q.dtype != g.dtype:
+        q, g = q.astype(np.float64, copy=False), g.astype(np.float64, copy=False)
     if g.shape[1] != q.shape[1]:
         raise ValueError(
             f"gallery_emb must have shape (M, D) = (M, {q.shape[1]}) like query_emb, got {g.shape}"
@@ -554,9 +630,173 @@ def gallery_retrieval_metrics(
     queries = np.flatnonzero(num_relevant > 0)
     if queries.size == 0:
         raise ValueError("no query's label occurs in the gallery; retrieval metrics are undefined")
-    depth = min(max(max(ks), int(num_relevant.max())), g.shape[0])
-    stream = _ranked_relevance(q, qcodes, queries, depth, chunk_size, gallery=(g, gcodes))
-    return _score_rankings(stream, num_relevant, int(queries.size), depth, ks)
+    classes = np.arange(int(codes.max()) + 1)
+    gallery = (g, gcodes)
+    return _retrieval(q, qcodes, classes, num_relevant, queries, chunk_size, ks, method, gallery)[0]
+
+
+# ------------------------------------------------------------------ neighbours by faiss
+
+#: Above this many candidates a query ranks, neighbours come from a faiss IVF index:
+#: approximate, and said so in the result (``neighbours``). At or below it (or without
+#: faiss), from the exact float64 NumPy search in blocks of queries.
+APPROXIMATE_ABOVE = 200_000
+
+#: With the IVF index a query looks at no more than this many neighbours: R of MAP@R is
+#: capped here (``map_at_r_max_r`` in the result) for classes larger than it.
+APPROXIMATE_MAX_R = 1000
+
+#: With the IVF index, at most this many queries (a seeded random sample) are scored:
+#: faiss's IVF scan measured about 2 ms a query on 200,000 rows of 128 dimensions here,
+#: so all 400,000 queries of a 2M-sample set would take about 15 minutes.
+APPROXIMATE_MAX_QUERIES = 10_000
+
+#: Queries searched at once by faiss: its results (``block x k`` distances and ids) and the
+#: checks on them are the memory a search needs besides the embeddings.
+_FAISS_BLOCK = 2048
+
+#: Cells probed per query by the IVF index, of about ``sqrt(candidates)`` cells.
+IVF_NPROBE = 16
+
+#: Elements (queries x candidates) of one block of the NumPy search: 8 bytes each, a few
+#: arrays of that size at once.
+_NUMPY_BLOCK_ELEMENTS = 2**25
+
+
+def _faiss_module():
+    try:
+        import faiss
+    except ImportError:
+        return None
+    return faiss
+
+
+def neighbour_method(candidates: int, method: str = "auto") -> str:
+    """Which search ranks ``candidates`` rows: ``"numpy"``, ``"flat"`` or ``"ivf"``.
+
+    ``"auto"``: faiss's IVF index above :data:`APPROXIMATE_ABOVE` candidates (when faiss
+    is installed), else the exact NumPy search. ``"flat"`` is faiss's exact search, its
+    float32 rankings checked and, where float32 cannot tell the order, redone in float64:
+    the same result as ``"numpy"``, but no faster with many near ties in the first R
+    neighbours (MAP@R on 10,000 Fashion-MNIST pictures redid nearly every query). An
+    explicit ``"flat"`` or ``"ivf"`` needs faiss (:func:`~gluon_triplet.optional.require`).
+    """
+    if method not in ("auto", "numpy", "flat", "ivf"):
+        raise ValueError(f"method must be auto, numpy, flat or ivf, got {method!r}")
+    if method == "auto":
+        if candidates <= APPROXIMATE_ABOVE or _faiss_module() is None:
+            return "numpy"
+        return "ivf"
+    if method != "numpy":
+        from ..optional import require
+
+        require("faiss", "the faiss neighbour search of the evaluation")
+    return method
+
+
+def _ivf_index(faiss, gx: np.ndarray, seed: int):
+    """An IVF flat index of ``gx`` (float32), about sqrt(n) cells, trained on a sample."""
+    n, d = gx.shape
+    nlist = max(1, int(np.sqrt(n)))
+    quantizer = faiss.IndexFlatL2(d)
+    index = faiss.IndexIVFFlat(quantizer, d, nlist)
+    train = min(n, 40 * nlist)
+    pick = np.sort(np.random.default_rng(seed).choice(n, train, replace=False))
+    index.train(np.ascontiguousarray(gx[pick]))
+    for start in range(0, n, 65536):
+        index.add(np.ascontiguousarray(gx[start : start + 65536]))
+    index.nprobe = min(IVF_NPROBE, nlist)
+    return index, nlist, index.nprobe
+
+
+def _beyond_float32(x: np.ndarray, name: str) -> bool:
+    """Whether squared norms of ``x`` leave float32's range (raises when they leave
+    float64's, as the NumPy search does)."""
+    step = 65536
+    rows = (x[s : s + step].astype(np.float64, copy=False) for s in range(0, len(x), step))
+    return max(float(_row_sq_norms(r, name).max()) for r in rows) > 1e30
+
+
+def _float32_rows(x: np.ndarray) -> np.ndarray:
+    return np.ascontiguousarray(x, dtype=np.float32)
+
+
+def _faiss_relevance(
+    x: np.ndarray,
+    codes: np.ndarray,
+    queries: np.ndarray,
+    depth: int,
+    gallery: Optional[Tuple[np.ndarray, np.ndarray]],
+    method: str,
+    exact_rows,
+    info: Dict[str, object],
+) -> Iterator[Tuple[np.ndarray, np.ndarray]]:
+    """:func:`_ranked_relevance`'s stream from a faiss search, in blocks of queries.
+
+    ``flat``: exact. faiss ranks by float32 distances; a query's ranking is kept only when
+    it provably equals the float64 one under the pessimistic tie rule: wherever two
+    neighbours among the first ``depth + 1`` are within twice the float32 rounding bound
+    (``(8 + 2 sqrt(D)) * eps32 * (|q|^2 + max |x|^2)``) their relevance must agree, and the
+    ``depth``-th must be clear of the last one returned. The other queries (ties between a
+    same-label and a wrong-label neighbour, a collapsed embedding) are ranked again by
+    ``exact_rows(query_idx)``, the float64 NumPy search. ``ivf``: approximate, no check;
+    a neighbour faiss did not find counts as not relevant.
+    """
+    faiss = _faiss_module()
+    gx, gcodes = (x, codes) if gallery is None else gallery
+    loo = gallery is None
+    xb = _float32_rows(gx)
+    xq = xb if loo else _float32_rows(x)
+    n = len(xb)
+    extra = max(16, depth // 8)
+    k = min(n, depth + extra + (1 if loo else 0))
+    index = None
+    if method == "ivf":
+        index, nlist, nprobe = _ivf_index(faiss, xb, seed=0)
+        info["neighbours"] = (
+            f"approximate (IVF, nlist={nlist}, nprobe={nprobe}; {len(queries)} queries)"
+        )
+    eps = float(np.finfo(np.float32).eps)
+    xn_max = float(np.einsum("ij,ij->i", xb, xb).max()) if method == "flat" else 0.0
+    coef = (8.0 + 2.0 * np.sqrt(xb.shape[1])) * eps
+    redone = 0
+    for start in range(0, len(queries), _FAISS_BLOCK):
+        q = queries[start : start + _FAISS_BLOCK]
+        block = xq[q]
+        if index is None:
+            dist, ids = faiss.knn(block, xb, k)
+        else:
+            dist, ids = index.search(block, k)
+        if loo:
+            # The query itself goes last; the others keep faiss's order.
+            own = ids == q[:, None]
+            order = np.argsort(own, axis=1, kind="stable")
+            ids = np.take_along_axis(ids, order, axis=1)[:, : k - 1]
+            dist = np.take_along_axis(dist, order, axis=1)[:, : k - 1]
+        found = ids >= 0
+        rel = found & (gcodes[np.where(found, ids, 0)] == codes[q][:, None])
+        if method == "flat":
+            # Neighbours closer than the rounding bound form groups whose order float32
+            # cannot tell; a group reaching into the first `depth` must be all relevant or
+            # all not, and must end before the last neighbour returned.
+            tol = 2.0 * coef * (np.einsum("ij,ij->i", block, block) + xn_max)
+            near = np.diff(dist, axis=1) <= tol[:, None]
+            group = np.zeros(dist.shape, dtype=np.int64)
+            np.cumsum(~near, axis=1, out=group[:, 1:])
+            reach = group[:, depth - 1 : depth]
+            mixed = near & (rel[:, :-1] != rel[:, 1:]) & (group[:, :-1] <= reach)
+            unsure = mixed.any(axis=1)
+            if rel.shape[1] < (n - 1 if loo else n):  # candidates beyond those returned
+                unsure |= group[:, -1] == reach[:, 0]
+            pos = np.flatnonzero(unsure)
+            redone += len(pos)
+            done = 0
+            for rq, rrel in exact_rows(q[pos]) if len(pos) else ():
+                rel[pos[done : done + len(rq)], :depth] = rrel
+                done += len(rq)
+        yield q, rel[:, :depth]
+    if redone:
+        logger.debug("faiss search: %d of %d queries ranked again in float64", redone, len(queries))
 
 
 # --------------------------------------------------------------------------- clustering
@@ -703,7 +943,11 @@ def clustering_metrics(
 
 
 def per_class_precision_at_1(
-    emb, labels, chunk_size: int = 1024, class_names: Optional[Sequence[str]] = None
+    emb,
+    labels,
+    chunk_size: int = 1024,
+    class_names: Optional[Sequence[str]] = None,
+    method: str = "auto",
 ) -> Dict[object, float]:
     """Precision@1 of :func:`retrieval_metrics`, split by the query's class.
 
@@ -722,10 +966,13 @@ def per_class_precision_at_1(
         Python values, in sorted label order. Singleton classes have no scorable query and
         are omitted.
     """
-    x, codes, classes, _, queries, chunk_size = _retrieval_setup(emb, labels, chunk_size)
-    hits = np.zeros(len(classes), dtype=np.int64)
-    for q, rel in _ranked_relevance(x, codes, queries, 1, chunk_size):
-        hits += np.bincount(codes[q], weights=rel[:, 0], minlength=len(classes)).astype(np.int64)
+    x, codes, classes, num_relevant, queries, chunk_size = _retrieval_setup(emb, labels, chunk_size)
+    ones = np.minimum(num_relevant, 1)  # depth 1: P@1 alone
+    _, hits = _retrieval(x, codes, classes, ones, queries, chunk_size, (1,), method)
+    return _per_class(hits, codes, classes, queries, class_names)
+
+
+def _per_class(hits, codes, classes, queries, class_names):
     totals = np.bincount(codes[queries], minlength=len(classes))
     names = list(class_names or ())
 
@@ -751,7 +998,10 @@ def evaluate_embeddings(
     margin: float = 1.0,
     ks: Sequence[int] = (1, 2, 4, 8),
     chunk_size: int = 1024,
-) -> Dict[str, float]:
+    method: str = "auto",
+    per_class: bool = False,
+    class_names: Optional[Sequence[str]] = None,
+) -> Dict[str, Any]:
     """All per-epoch metrics of an embedding in one JSON-serialisable dict.
 
     Parameters
@@ -764,8 +1014,13 @@ def evaluate_embeddings(
         The ``TripletLoss`` margin, for ``active_fraction``.
     ks : iterable of positive int
         Passed to :func:`retrieval_metrics`.
-    chunk_size : int
+    chunk_size, method : int, str
         Passed to :func:`retrieval_metrics`.
+    per_class : bool
+        Also ``per_class_precision_at_1`` (see :func:`per_class_precision_at_1`), from the
+        same search.
+    class_names : sequence of str, optional
+        Its keys, as in :func:`per_class_precision_at_1`.
 
     Returns
     -------
@@ -776,9 +1031,18 @@ def evaluate_embeddings(
         :func:`active_triplet_fraction`), ``mean_ap_dist``, ``mean_an_dist`` and the
         fractions of :func:`triplet_difficulty`.
     """
-    x = _as_embedding(emb)
-    result = retrieval_metrics(x, labels, ks=ks, chunk_size=chunk_size)
-    result["embedding_norm"] = float(np.sqrt(_row_sq_norms(x)).mean())
+    ks = _as_ks(ks)
+    x, codes, classes, num_relevant, queries, chunk_size = _retrieval_setup(emb, labels, chunk_size)
+    result, hits = _retrieval(x, codes, classes, num_relevant, queries, chunk_size, ks, method)
+    if per_class:
+        result["per_class_precision_at_1"] = _per_class(hits, codes, classes, queries, class_names)
+    norms = np.concatenate(
+        [
+            np.sqrt(_row_sq_norms(x[s : s + 65536].astype(np.float64)))
+            for s in range(0, len(x), 65536)
+        ]
+    )
+    result["embedding_norm"] = float(norms.mean())
     if triplets is not None:
         if len(triplets) != 3:
             raise ValueError(
