@@ -378,6 +378,20 @@ class Config:
         "output",
     )
     eval_batch_size: int = option(4096, "samples per batch when embedding for evaluation", "output")
+    eval_every: int = option(
+        1,
+        "evaluate on the test split every N epochs (epoch 0 and the last epoch always)",
+        "output",
+        metavar="N",
+    )
+    eval_samples: int = option(
+        2000,
+        "test samples of each epoch's evaluation: a fixed seeded sample, each querying the "
+        "others; the last epoch is evaluated on the whole test split; 0 = the whole split "
+        "every epoch",
+        "output",
+        metavar="N",
+    )
     log_every: int = option(50, "batches between loss read-backs", "output")
 
     def __post_init__(self) -> None:
@@ -397,10 +411,15 @@ class Config:
             "batch_size",
             "eval_batch_size",
             "log_every",
+            "eval_every",
         )
         for name in positive_ints:
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.eval_samples < 0 or self.eval_samples == 1:
+            raise ConfigError(
+                f"eval_samples must be 0 (the whole test split) or >= 2, got {self.eval_samples}"
+            )
         if self.epochs is not None and self.epochs < 0:
             raise ConfigError(f"epochs must be >= 0, got {self.epochs}")
         if self.projector_samples < -1:

@@ -135,3 +135,53 @@ def test_non_finite_loss_stops_with_epoch_and_batch(mnist5k):
     trainer = make_trainer(mnist5k, [mx.cpu()], lr=1e30, output="linear", log_every=1)
     with pytest.raises(FloatingPointError, match="epoch 1, batch"):
         trainer.fit()
+
+
+def test_epochs_are_evaluated_on_a_fixed_sample_and_the_last_on_the_whole_split(mnist5k):
+    from gluon_triplet.evaluation.metrics import (
+        clustering_metrics,
+        evaluate_embeddings,
+        per_class_precision_at_1,
+    )
+
+    trainer = make_trainer(mnist5k, [mx.cpu()], epochs=4, eval_samples=300, eval_every=2)
+    pick, triplets = trainer._eval_sample
+    assert len(pick) == 300 and np.all(np.diff(pick) > 0)
+    sample_metrics = trainer.evaluate(sample=True)
+    emb = trainer.embed(mnist5k.x_test[pick])
+    expected = evaluate_embeddings(emb, mnist5k.y_test[pick], triplets=triplets, margin=1.0)
+    assert sample_metrics.pop("evaluated_on") == "fixed sample of 300 of 1000"
+    assert sample_metrics == expected
+    history = trainer.fit()
+    tests = [r["test"] for r in history]
+    # epoch 0 and 2 on the sample, 1 and 3 not evaluated, 4 (the last) on everything
+    assert [t.get("evaluated_on") for t in tests[:3]] == ["fixed sample of 300 of 1000", None] + [
+        "fixed sample of 300 of 1000"
+    ]
+    assert tests[1] == {} and tests[3] == {}
+    final = dict(tests[4])
+    assert "evaluated_on" not in final and final["num_queries"] == 1000
+    emb = trainer.embed(mnist5k.x_test)
+    assert final.pop("per_class_precision_at_1") == per_class_precision_at_1(emb, mnist5k.y_test)
+    clusters = clustering_metrics(emb, mnist5k.y_test, seed=0)
+    assert {k: final.pop(k) for k in clusters} == clusters
+    final.pop("raw_embedding_norm", None)
+    expected = evaluate_embeddings(emb, mnist5k.y_test, triplets=trainer.test_triplets, margin=1.0)
+    assert final == expected
+
+
+def test_a_run_stopped_early_ends_with_the_whole_split(mnist5k):
+    from gluon_triplet.training.callbacks import Callback
+
+    class StopAfterOne(Callback):
+        def on_epoch_end(self, trainer):
+            trainer.stop_training = True
+
+    trainer = make_trainer(mnist5k, [mx.cpu()], epochs=3, eval_samples=200)
+    trainer.callbacks.callbacks.append(StopAfterOne())
+    history = trainer.fit()
+    assert [r["epoch"] for r in history] == [0, 1]
+    assert history[0]["test"]["evaluated_on"] == "fixed sample of 200 of 1000"
+    assert "evaluated_on" not in history[1]["test"]
+    assert history[1]["test"]["num_queries"] == 1000
+    assert "per_class_precision_at_1" in history[1]["test"] and "nmi" in history[1]["test"]

@@ -99,6 +99,8 @@ def format_metrics(record):
         if "raw_embedding_norm" in test:
             # Normalised nets: every |emb| is 1; the norm before normalisation shows collapse.
             parts[-1] += f" (before L2 norm {test['raw_embedding_norm']:.3f})"
+        if "evaluated_on" in test:
+            parts[-1] += f" [{test['evaluated_on']}]"
     if record.get("time"):
         parts.append(f"{record['time']:.1f}s")
     return " | ".join(parts)

@@ -15,7 +15,7 @@ import numpy as np
 from mxnet import autograd, gluon, nd
 
 from ..config import DIST_KVSTORES, Config, resolve_epochs
-from ..data.triplets import TripletDataset
+from ..data.triplets import TripletDataset, create_pairs
 from ..evaluation.metrics import clustering_metrics, evaluate_embeddings, per_class_precision_at_1
 from ..nets.embed import embed
 from ..runs.report import command
@@ -240,6 +240,8 @@ class TripletTrainer:
         if self.rank != 0:
             # Evaluation runs once, on rank 0.
             self.test_x = self.test_y = self.test_triplets = None
+        self._eval_sample = _evaluation_sample(self.test_y, config)
+        self._final: Optional[Tuple[int, np.ndarray, Dict[Any, float]]] = None
         # A dist_sync server sums the workers' gradients and updates once, so dividing by
         # the global batch makes n workers step like one process on their union; dist_async
         # applies every worker's push as an update of its own.
@@ -289,19 +291,38 @@ class TripletTrainer:
         """Embeddings of ``x`` by the current net: ``(N, ...) -> (N, D) float32`` numpy."""
         return embed(self.net, x, batch_size=self.config.eval_batch_size, ctx=self.contexts[0])
 
-    def evaluate(self) -> Dict[str, Any]:
-        """Metrics of the current net on the test split (see ``metrics.evaluate_embeddings``)."""
-        if self.test_x is None:
+    def evaluate(self, sample: bool = False) -> Dict[str, Any]:
+        """Metrics of the current net on the test split (see ``metrics.evaluate_embeddings``).
+
+        With ``sample``, on the fixed sample of ``config.eval_samples`` test samples (each
+        querying the others), said in ``evaluated_on``; else on the whole split.
+        """
+        if self.test_x is None or self.test_y is None:
             return {}
-        emb = self.embed(self.test_x)
-        result = evaluate_embeddings(
-            emb, self.test_y, triplets=self.test_triplets, margin=self.config.margin
+        pick, triplets = self._eval_sample if sample and self._eval_sample else (None, None)
+        if pick is None:
+            x, y, triplets = self.test_x, self.test_y, self.test_triplets
+        else:
+            x, y = self.test_x[pick], self.test_y[pick]
+        emb = self.embed(x)
+        result: Dict[str, Any] = evaluate_embeddings(
+            emb,
+            y,
+            triplets=triplets,
+            margin=self.config.margin,
+            per_class=pick is None,
+            class_names=self.class_names,
         )
+        if pick is None:
+            # Kept for the end of training, which needs this embedding and these scores.
+            self._final = (self.epoch, emb, result.pop("per_class_precision_at_1"))
+        else:
+            result["evaluated_on"] = f"fixed sample of {len(pick)} of {len(self.test_y)}"
         body = getattr(self.net, "body", None)
         if getattr(self.net, "normalize", False) and body is not None:
             # Collapse shows in the norm *before* normalisation (after it, every norm is
             # 1); a sample of the test set is enough for a mean.
-            x = getattr(self.net, "prepare_input", lambda a: a)(self.test_x[:_NORM_SAMPLES])
+            x = getattr(self.net, "prepare_input", lambda a: a)(x[:_NORM_SAMPLES])
             raw = embed(body, x, batch_size=self.config.eval_batch_size, ctx=self.contexts[0])
             result["raw_embedding_norm"] = float(np.linalg.norm(raw, axis=1).mean())
         return result
@@ -315,7 +336,9 @@ class TripletTrainer:
         after this returns.
         """
         if not self.history:
-            self.history.append({"epoch": 0, "time": 0.0, "train": {}, "test": self.evaluate()})
+            self.history.append(
+                {"epoch": 0, "time": 0.0, "train": {}, "test": self._evaluate_epoch(0)}
+            )
         self.callbacks.on_train_begin(self)
         for epoch in range(self.epoch + 1, self.total_epochs + 1):
             self.epoch = epoch
@@ -334,7 +357,7 @@ class TripletTrainer:
                 "epoch": epoch,
                 "time": time.perf_counter() - start,
                 "train": train_stats,
-                "test": self.evaluate(),
+                "test": self._evaluate_epoch(epoch),
             }
             self.history.append(record)
             self.callbacks.on_epoch_end(self)
@@ -343,16 +366,38 @@ class TripletTrainer:
         if self.average is not None:
             self.average.swap_in()  # also when a resumed run had no epoch left
         if self.test_x is not None:
-            # Once, at the end: a per-class report costs another retrieval pass, and k-means
-            # for NMI/AMI about a second on 10k test samples.
-            emb = self.embed(self.test_x)
-            final = self.history[-1]["test"]
-            final["per_class_precision_at_1"] = per_class_precision_at_1(
-                emb, self.test_y, class_names=self.class_names
-            )
-            final.update(clustering_metrics(emb, self.test_y, seed=self.config.seed))
+            self._finish_evaluation()
         self.callbacks.on_train_end(self)
         return self.history
+
+    def _evaluate_epoch(self, epoch: int) -> Dict[str, Any]:
+        """An epoch's test metrics: every ``config.eval_every`` epochs (and epoch 0 and the
+        last) on the evaluation sample; the last epoch on the whole split."""
+        every = getattr(self.config, "eval_every", 1)
+        if epoch and epoch % every and epoch != self.total_epochs:
+            return {}
+        return self.evaluate(sample=epoch != self.total_epochs)
+
+    def _finish_evaluation(self) -> None:
+        """The last epoch's record gets the whole split's metrics (when training stopped
+        early its epoch was evaluated on the sample), per-class P@1 and NMI/AMI: from the
+        epoch's own embedding and search, not a second pass."""
+        record = self.history[-1]
+        assert self.test_x is not None
+        if self._final is None or self._final[0] != record["epoch"]:
+            if not record["test"] or "evaluated_on" in record["test"]:
+                record["test"] = self.evaluate()
+            else:  # resumed after the last epoch: its metrics are in the history
+                emb = self.embed(self.test_x)
+                per_class = per_class_precision_at_1(emb, self.test_y, class_names=self.class_names)
+                self._final = (record["epoch"], emb, per_class)
+        assert self._final is not None
+        _, emb, per_class = self._final
+        final = record["test"]
+        final["per_class_precision_at_1"] = per_class
+        # k-means for NMI/AMI: about a second on 10k test samples, a sample above 20k.
+        final.update(clustering_metrics(emb, self.test_y, seed=self.config.seed))
+        self._final = None
 
     def state_dict(self) -> Dict[str, Any]:
         """What the next epoch depends on besides the parameters and the optimizer state.
@@ -448,6 +493,25 @@ class TripletTrainer:
         nd.waitall()
         loss, active, count = _sums(totals)
         return {"loss": loss, "active_fraction": active, "triplets": count}
+
+
+def _evaluation_sample(test_y, config):
+    """``(indices, triplets)`` of the per-epoch evaluation sample, or None: the whole split
+    (``eval_samples`` 0 or at least the split's size, or a sample in which no two samples
+    share a label)."""
+    size = getattr(config, "eval_samples", 0)
+    if test_y is None or not size or size >= len(test_y):
+        return None
+    rng = np.random.default_rng([config.seed % 2**63, 0x65766C])
+    pick = np.sort(rng.choice(len(test_y), size, replace=False))
+    y = np.asarray(test_y)[pick]
+    if (np.bincount(np.unique(y, return_inverse=True)[1]) >= 2).sum() < 2:
+        return None
+    try:
+        triplets = create_pairs(y, seed=config.seed, warn=False)
+    except ValueError:
+        return None
+    return pick, triplets
 
 
 def _epoch_seed(seed, epoch):
