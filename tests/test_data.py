@@ -426,6 +426,25 @@ def test_npz_xy_layout_stratified_split(tmp_path):
     np.testing.assert_array_equal(again.x_test, b.x_test)
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.uint8, np.float64])
+def test_npz_xy_split_is_two_views_of_one_array(tmp_path, dtype):
+    # The rows each split gets are those of plain indexing, in the same order, but both
+    # splits are views of the one float32 array the loader made (no second copy).
+    from gluon_triplet.data.datasets import _stratified_split
+
+    rng = np.random.default_rng(3)
+    y = rng.integers(0, 7, 5000)
+    x = rng.integers(0, 256, (5000, 3, 4)).astype(dtype)
+    np.savez(tmp_path / "d.npz", x=x, y=y)
+    b = load_dataset(f"npz:{tmp_path / 'd.npz'}")
+    train, test = _stratified_split(y)
+    want = x.astype(np.float32) / (255 if dtype == np.uint8 else 1)
+    np.testing.assert_array_equal(b.x_train, want[train])
+    np.testing.assert_array_equal(b.x_test, want[test])
+    np.testing.assert_array_equal(b.y_train, y[train])
+    assert b.x_train.base is not None and b.x_train.base is b.x_test.base
+
+
 @pytest.mark.parametrize(
     "arrays, phrase",
     [

@@ -321,6 +321,23 @@ def to_unit_float(pixels: np.ndarray) -> np.ndarray:
     return out
 
 
+def _resident(arr: np.ndarray, ctx):
+    """``arr`` as an NDArray on ``ctx``. On the first CPU a C-contiguous array is shared,
+    not copied (``nd.from_numpy(zero_copy=True)``, which makes ``arr`` read-only): the
+    training set is the largest array of a run and is never written."""
+    from mxnet import nd
+
+    if (
+        ctx.device_type == "cpu"
+        and ctx.device_id == 0
+        and arr.dtype == np.float32
+        and arr.flags.c_contiguous
+        and arr.size
+    ):
+        return nd.from_numpy(arr, zero_copy=True)
+    return nd.array(arr, ctx=ctx, dtype=np.float32)
+
+
 class BatchFeed:
     """The training samples a step gathers from: all of them, or one streamed batch.
 
@@ -365,7 +382,7 @@ class BatchFeed:
         self.labels = [nd.array(self.all_labels, ctx=c, dtype=np.float32) for c in self.contexts]
         if self.stream is None:
             arr = self.prepare(np.asarray(x).astype(np.float32, copy=False))
-            self.data = [nd.array(arr, ctx=c, dtype=np.float32) for c in self.contexts]
+            self.data = [_resident(arr, c) for c in self.contexts]
 
     @property
     def streaming(self) -> bool:
