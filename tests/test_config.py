@@ -61,6 +61,9 @@ def test_json_round_trip(tmp_path):
         ({"model": "cnn", "architecture": {"channels": [8], "pool": "max"}}, "pool must be"),
         ({"model": "cnn", "architecture": {"channels": [8], "batch_norm": 1}}, "true or false"),
         ({"model": "auto", "architecture": {"channels": [8]}}, "model is 'auto'"),
+        ({"eval_every": 0}, "eval_every must be >= 1"),
+        ({"eval_samples": 1}, "eval_samples must be 0 \\(the whole test split\\) or >= 2"),
+        ({"eval_samples": -1}, "eval_samples must be 0"),
     ],
 )
 def test_bad_values_name_the_key(values, message):
