@@ -71,9 +71,10 @@ def available_gib() -> float:
     return float("inf")
 
 
-def run_child(argv, min_free_gib: float):
-    """Run ``gluon-triplet`` with ``argv``; its stderr lines with seconds since start."""
-    env = dict(os.environ, PYTHONPATH=ROOT)
+def run_child(argv, min_free_gib: float, root: str = ROOT, timeout: float = 0.0):
+    """Run ``gluon-triplet`` with ``argv`` (the package of ``root``); its stderr lines with
+    seconds since start. Stopped after ``timeout`` seconds when given."""
+    env = dict(os.environ, PYTHONPATH=os.path.abspath(root))
     start = time.perf_counter()
     proc = subprocess.Popen(
         [sys.executable, "-m", "gluon_triplet", *argv],
@@ -87,7 +88,11 @@ def run_child(argv, min_free_gib: float):
     def watch():
         while proc.poll() is None:
             if available_gib() < min_free_gib:
-                stopped.append(available_gib())
+                stopped.append(f"available memory fell to {available_gib():.1f} GiB")
+                proc.kill()
+                return
+            if timeout and time.perf_counter() - start > timeout:
+                stopped.append(f"stopped after {timeout:.0f} s (--timeout)")
                 proc.kill()
                 return
             time.sleep(0.5)
@@ -111,7 +116,9 @@ def at(lines, prefix):
 
 
 def measure(argv, logdir, args, what):
-    code, lines, out, wall, peak, stopped = run_child(argv, args.min_free_gib)
+    code, lines, out, wall, peak, stopped = run_child(
+        argv, args.min_free_gib, args.root, args.timeout
+    )
     result = {
         "what": what,
         "returncode": code,
@@ -119,7 +126,7 @@ def measure(argv, logdir, args, what):
         "peak_rss_gib": round(peak, 2),
     }
     if stopped:
-        result["stopped"] = f"available memory fell to {stopped[0]:.1f} GiB"
+        result["stopped"] = stopped[0]
     runs = [os.path.join(logdir, d) for d in os.listdir(logdir)] if os.path.isdir(logdir) else []
     metrics_path = next((os.path.join(r, "metrics.json") for r in runs), None)
     first = at(lines, "epoch   0 |")
@@ -161,6 +168,8 @@ def main() -> None:
     p.add_argument("--workdir", default=None, help="where the data goes (default: a temp dir)")
     p.add_argument("--keep", action="store_true", help="keep the data for another run")
     p.add_argument("--min-free-gib", type=float, default=4.0)
+    p.add_argument("--root", default=ROOT, help="the source tree to run (e.g. an older one)")
+    p.add_argument("--timeout", type=float, default=0.0, help="stop the run after this many s")
     p.add_argument("extra", nargs="*", help="more training options, after --")
     args = p.parse_args()
     work = args.workdir or tempfile.mkdtemp(prefix="scale-")
