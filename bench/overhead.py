@@ -34,7 +34,7 @@ def run(root: str, args, out: dict) -> None:
     env = dict(os.environ, PYTHONPATH=os.path.abspath(root))
     start = time.perf_counter()
     proc = subprocess.Popen(
-        argv, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True, env=env
+        argv, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True, env=env, cwd=logdir
     )
     lines = []
     assert proc.stderr is not None

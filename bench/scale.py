@@ -82,6 +82,7 @@ def run_child(argv, min_free_gib: float, root: str = ROOT, timeout: float = 0.0)
         stdout=subprocess.PIPE,
         text=True,
         env=env,
+        cwd=tempfile.gettempdir(),  # with -m the working directory comes before PYTHONPATH
     )
     stopped = []
 

@@ -65,6 +65,8 @@ OTHER = {
     "plots": [],  # --no-plots
     "eval_batch_size": ["128"],
     "log_every": ["5"],
+    "eval_every": ["2"],
+    "eval_samples": ["500"],
     "max_data_bytes": ["1000000"],
 }
 
