@@ -284,7 +284,7 @@ CASES = {
     ),
     "config: wrong type": (
         ["--config", "{cfg}/type.json"],
-        "error: {cfg}/type.json: config key 'epochs' must be of type int, got '3'",
+        "error: {cfg}/type.json: config key 'epochs' must be an integer or null, got '3'",
     ),
     "config: wrong type (bool)": (
         ["--config", "{cfg}/bool.json"],
