@@ -132,14 +132,29 @@ def carve_validation(
     return ValidationSplit(fit, val, "class-disjoint" if open_set else "per-class")
 
 
+def _swaps(split: ValidationSplit) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The rows to exchange so that validation rows come last: ``move_in`` (validation
+    rows before the end), ``move_out`` (fit rows at the end, as many), and the resulting
+    order (the original position of each row)."""
+    fit, val = split.fit, split.val
+    n = len(fit) + len(val)
+    head = len(fit)
+    move_in = val[val < head]
+    move_out = np.setdiff1d(np.arange(head, n), val)
+    order = np.arange(n, dtype=np.int64)
+    order[move_in], order[move_out] = move_out, move_in
+    return move_in, move_out, order
+
+
 def split_rows(x: Any, split: ValidationSplit) -> Tuple[Any, Any, np.ndarray]:
     """The fit and validation samples of ``x``, without copying the whole of it.
 
-    Streamed samples (with ``subset``) become two index subsets. A NumPy array has its
-    rows reordered **in place** so that validation rows come last: only the validation
-    rows that are not already at the end swap places with fit rows (a temporary copy of
-    at most twice the validation rows), and both splits are views of ``x``. Any other
-    array is indexed (a copy).
+    A NumPy array has its rows reordered **in place** so that validation rows come last:
+    only the validation rows that are not already at the end swap places with fit rows at
+    the end (a temporary copy of at most twice the validation rows), and both splits are
+    views of ``x``. Streamed samples (with ``subset``) become two index subsets in the
+    same order, so that a streamed run trains as an in-memory one. Any other array is
+    indexed (a copy).
 
     Returns
     -------
@@ -148,22 +163,17 @@ def split_rows(x: Any, split: ValidationSplit) -> Tuple[Any, Any, np.ndarray]:
         The original position of each row of ``concatenate([x_fit, x_val])``: index labels
         and paths with it.
     """
-    fit, val = split.fit, split.val
-    n = len(fit) + len(val)
+    move_in, move_out, order = _swaps(split)
+    head = len(split.fit)
     if hasattr(x, "subset"):
-        return x.subset(fit), x.subset(val), np.concatenate([fit, val])
+        return x.subset(order[:head]), x.subset(order[head:]), order
     if not (isinstance(x, np.ndarray) and x.flags.writeable and x.flags.c_contiguous):
-        return x[fit], x[val], np.concatenate([fit, val])
-    head = n - len(val)
-    move_in = val[val < head]  # validation rows to bring to the end
-    move_out = np.setdiff1d(np.arange(head, n), val)  # fit rows at the end, to bring forward
+        return x[order[:head]], x[order[head:]], order
     if len(move_in):
         kept = x[move_in]  # a copy
         x[move_in] = x[move_out]
         x[move_out] = kept
         del kept
-    order = np.arange(n, dtype=np.int64)
-    order[move_in], order[move_out] = move_out, move_in
     return x[:head], x[head:], order
 
 
