@@ -66,6 +66,7 @@ OTHER = {
     "eval_batch_size": ["128"],
     "log_every": ["5"],
     "max_data_bytes": ["1000000"],
+    "val_fraction": ["0.2"],
 }
 
 
