@@ -2,9 +2,9 @@
 
 Whole runs go through the command line on tiny generated pictures: 6 classes of 48 x 48
 colour pictures, each class a smooth random pattern under heavy noise. On these, the
-default recipe with ``--lr 0.1`` collapses (the loss sits at the margin, every triplet
-active, every embedding on one point) and, before the collapse guard, still ended with
-exit status 0.
+default recipe with ``--lr 10`` collapses in its first epoch (every test embedding within
+0.002 of each other, every test triplet active) and, before the collapse guard, still
+ended with exit status 0, its test P@1 below the raw pixels'.
 """
 
 import json
@@ -29,7 +29,8 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONFIG = type("C", (), {"margin": 0.2, "soft_margin": False})()
 
 
-def write_pictures(root, classes, per_class=30, size=48, seed=0):
+def write_pictures(root, classes, per_class=30, size=48, seed=0, same=False):
+    """Noisy class patterns; ``same``: every picture of every class the same grey."""
     rng = np.random.default_rng(seed)
     for name in classes:
         os.makedirs(os.path.join(root, name))
@@ -37,6 +38,8 @@ def write_pictures(root, classes, per_class=30, size=48, seed=0):
         pattern = np.asarray(Image.fromarray(small).resize((size, size), Image.BILINEAR), float)
         for i in range(per_class):
             noisy = pattern * rng.uniform(0.6, 1.2) + rng.normal(0, 50, (size, size, 3))
+            if same:
+                noisy = np.full((size, size, 3), 128.0)
             Image.fromarray(np.clip(noisy, 0, 255).astype(np.uint8)).save(
                 os.path.join(root, name, f"{i}.png")
             )
@@ -78,11 +81,11 @@ def test_probe_signs():
 
 
 def test_a_collapsing_recipe_recovers_or_exits_non_zero(tmp_path, pictures):
-    proc, metrics = train(tmp_path, pictures, "--lr", "0.1", "--log-every", "1")
+    proc, metrics = train(tmp_path, pictures, "--lr", "10", "--log-every", "1")
     assert "Traceback" not in proc.stderr
     events = metrics["events"]  # recorded either way
     first = events[0]
-    assert first["epoch"] == 1 and first["batch"] >= 1
+    assert first["epoch"] in (1, 2) and first["batch"] >= 1
     assert "pinned at the margin" in first["reason"] or "same point" in first["reason"]
     assert first["action"].startswith("rewound to the weights of the start of epoch 1")
     assert "the embedding collapsed" in proc.stderr
@@ -99,8 +102,11 @@ def test_a_collapsing_recipe_recovers_or_exits_non_zero(tmp_path, pictures):
         assert proc.stderr.rstrip().endswith(line)
 
 
-def test_a_run_that_cannot_recover_exits_non_zero_with_new_advice(tmp_path, pictures):
-    proc, metrics = train(tmp_path, pictures, "--lr", "1", "--log-every", "1")
+def test_a_run_that_cannot_recover_exits_non_zero_with_new_advice(tmp_path):
+    # Every picture the same: every embedding is one point, whatever the weights.
+    data = tmp_path / "same"
+    write_pictures(str(data), [f"c{i}" for i in range(4)], per_class=10, same=True)
+    proc, metrics = train(tmp_path, data, "--log-every", "1")
     assert proc.returncode == 2 and "Traceback" not in proc.stderr and "done:" not in proc.stdout
     line = proc.stderr.rstrip().splitlines()[-1]
     assert line.startswith("error: the embedding ") and "collapsed" in line
@@ -188,7 +194,7 @@ def test_open_set_is_reported_and_validated_on_whole_classes(tmp_path):
 
 @pytest.mark.parametrize(
     "flags",
-    [("--lr", "0.1", "--max-memory", "0")],
+    [("--lr", "10", "--max-memory", "0")],
     ids=["streamed"],
 )
 def test_streamed_runs_validate_and_recover(tmp_path, pictures, flags):

@@ -8,7 +8,8 @@ the trainer's ``window`` (the mean loss and active fraction since the previous r
 and from the embedding of a fixed probe of training samples:
 
 - every probe embedding (nearly) the same point: their mean squared distance is below
-  1e-4 of their mean squared norm (all-zero embeddings included);
+  1e-4 of their mean squared norm (all-zero embeddings included), or (hinge losses) below
+  1% of the margin, where no triplet can be satisfied;
 - the loss pinned at the margin: at least 99% of the triplets active, the mean loss within
   1% of the margin, and the probe's mean squared distance below 5% of the margin (the
   hinge loss ``d(a,p) - d(a,n) + margin`` then equals the margin because every distance
@@ -70,14 +71,15 @@ def probe_collapse_reason(
         Uses ``margin`` and ``soft_margin`` (whose loss has no margin to pin to).
     """
     spread, norm2 = probe_spread(emb)
-    if spread <= 1e-4 * norm2:
+    hinge = not getattr(config, "soft_margin", False)
+    margin = float(config.margin)
+    if spread <= 1e-4 * norm2 or (hinge and spread <= 0.01 * margin):
         return (
             f"every probe embedding is nearly the same point (mean squared distance "
-            f"{spread:.3g}, mean squared norm {norm2:.3g})"
+            f"{spread:.3g}, mean squared norm {norm2:.3g}, margin {margin:g})"
         )
-    if window is None or getattr(config, "soft_margin", False):
+    if window is None or not hinge:
         return None
-    margin = float(config.margin)
     loss, active = window["loss"], window["active_fraction"]
     if active >= 0.99 and abs(loss - margin) <= 0.01 * margin and spread < 0.05 * margin:
         return (
