@@ -43,8 +43,10 @@ _EXPORTS = {
     ".data.recordio": ("pack_folder",),
     ".data.samplers": ("PKBatchSampler",),
     ".data.triplets": ("TripletDataset", "create_pairs", "encode_labels"),
+    ".data.validation": ("ValidationSplit", "carve_validation"),
     ".errors": (
         "CheckpointError",
+        "CollapseError",
         "ConfigError",
         "DataError",
         "DiskFullError",
@@ -90,7 +92,9 @@ _EXPORTS = {
         "CollapseCallback",
         "MetricsCallback",
         "ProgressCallback",
+        "best_record",
     ),
+    ".training.collapse": ("CollapseGuard",),
     ".training.distances": ("Distance", "get_distance"),
     ".training.losses": ("DistanceTripletLoss", "SoftMarginTripletLoss", "triplet_loss"),
     ".training.mining": (
@@ -121,8 +125,10 @@ if TYPE_CHECKING:  # what a type checker and an IDE see
     from .data.recordio import pack_folder
     from .data.samplers import PKBatchSampler
     from .data.triplets import TripletDataset, create_pairs, encode_labels
+    from .data.validation import ValidationSplit, carve_validation
     from .errors import (
         CheckpointError,
+        CollapseError,
         ConfigError,
         DataError,
         DiskFullError,
@@ -168,7 +174,9 @@ if TYPE_CHECKING:  # what a type checker and an IDE see
         CollapseCallback,
         MetricsCallback,
         ProgressCallback,
+        best_record,
     )
+    from .training.collapse import CollapseGuard
     from .training.distances import Distance, get_distance
     from .training.losses import DistanceTripletLoss, SoftMarginTripletLoss, triplet_loss
     from .training.mining import (

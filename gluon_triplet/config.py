@@ -223,6 +223,14 @@ class Config:
         metavar="N",
         shown_default="89478485, Pillow's Image.MAX_IMAGE_PIXELS",
     )
+    val_fraction: float = option(
+        0.1,
+        "fraction of the training data held out as a validation split, on which the best "
+        "epoch (model-best.params) is chosen by MAP@R: per class (stratified, fixed seed), "
+        "or whole classes when the test classes differ from the training ones (open set); "
+        "0: no validation split, best is the last epoch",
+        "data",
+    )
     model: str = option(
         "auto",
         "embedding net, by name: auto = cnn for pictures, else mlp; mlp (Dense layers); cnn "
@@ -475,6 +483,10 @@ class Config:
                 raise ConfigError(f"{name} must be >= 0, got {getattr(self, name)}")
         if not 0.0 <= self.ema_decay < 1.0:
             raise ConfigError(f"ema_decay must be in [0, 1), got {self.ema_decay}")
+        if not 0.0 <= self.val_fraction < 1.0:
+            raise ConfigError(
+                f"val_fraction (--val-fraction) must be in [0, 1), got {self.val_fraction}"
+            )
         if self.warmup_epochs < 0:
             raise ConfigError(f"warmup_epochs must be >= 0, got {self.warmup_epochs}")
         least = AUTO_EPOCHS if self.epochs is None else self.epochs

@@ -6,6 +6,7 @@ library raises them with a message that names the file, key or value at fault.
 
 __all__ = [
     "CheckpointError",
+    "CollapseError",
     "ConfigError",
     "DataError",
     "DiskFullError",
@@ -38,6 +39,11 @@ class TooManyPixels(ImageFileError):
 
 class CheckpointError(ValueError):
     """A checkpoint is missing, corrupt, or does not fit the model or trainer at hand."""
+
+
+class CollapseError(FloatingPointError):
+    """The embedding collapsed during training and automatic recovery did not help; the
+    message says what was tried and which setting to change."""
 
 
 class ExportError(ValueError):

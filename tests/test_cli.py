@@ -60,8 +60,13 @@ def test_end_to_end_run_train_script(tmp_path):
         "name": "mnist-5k",
         "requested": "mnist-5k",
         "source": metrics["dataset"]["source"],
-        "train": 4000,
+        # 4,000 training digits, of which 10% of each class validate
+        "train": 3600,
+        "validation": 400,
+        "validation_mode": "per-class",
         "test": 1000,
+        "open_set": False,
+        "unseen_test_classes": 0,
     }
     summary = proc.stdout.strip().splitlines()[-1]
     assert summary.startswith("done: 2 epochs") and "P@1" in summary

@@ -68,6 +68,7 @@ OTHER = {
     "eval_every": ["2"],
     "eval_samples": ["500"],
     "max_data_bytes": ["1000000"],
+    "val_fraction": ["0.2"],
 }
 
 

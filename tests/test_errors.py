@@ -36,6 +36,8 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # A small, fast model on tiny data; every case adds its own --dataset.
 FAST = ["--model", "mlp", "--hidden", "16", "--embedding-size", "8", "--epochs", "1"]
 FAST += ["--projector-samples", "0", "--no-plots", "-q"]
+# These tests count and compare the whole training split: no validation split.
+FAST += ["--val-fraction", "0"]
 
 
 def error_lines(text):
@@ -892,6 +894,7 @@ def sigterm(path):
 # Two epochs; with seed 2 the last epoch is also a new best (checked below), so its end
 # writes both model files.
 FAULTED = [*RESUMABLE, "--epochs", "2", "--seed", "2", "--projector-samples", "0"]
+FAULTED += ["--val-fraction", "0"]  # best is then the last epoch, as the test expects
 
 
 @pytest.fixture(scope="module")

@@ -45,15 +45,53 @@ def test_done_line_tells_how_to_view_the_run(monkeypatch):
     assert line.endswith(f"| run: logs/r | view: {view} view logs/r (or {board} --logdir logs)")
 
 
-def test_summary_table_marks_best_and_last():
+def test_summary_table_shows_the_epoch_chosen_on_validation_and_the_last():
+    # Epoch 1 has the best validation MAP@R and the worse test P@1: it is chosen all the same.
     history = [
-        {"epoch": 0, "train": {}, "test": {"precision_at_1": 0.1}},
-        {"epoch": 1, "train": {"loss": 0.5}, "test": {"precision_at_1": 0.9}},
-        {"epoch": 2, "train": {"loss": 0.4}, "test": {"precision_at_1": 0.8}},
+        {"epoch": 0, "train": {}, "test": {"precision_at_1": 0.1}, "val": {"map_at_r": 0.1}},
+        {
+            "epoch": 1,
+            "train": {"loss": 0.5},
+            "test": {"precision_at_1": 0.7},
+            "val": {"map_at_r": 0.9},
+        },
+        {
+            "epoch": 2,
+            "train": {"loss": 0.4},
+            "test": {"precision_at_1": 0.9},
+            "val": {"map_at_r": 0.8},
+        },
     ]
     lines = report.summary_table(history, {"precision_at_1": 0.05}).splitlines()
     assert lines[0] == "summary:" and [line.split()[0] for line in lines[2:]] == [
         "raw",
         "epoch",
-    ] * 1 + ["epoch", "epoch"]
-    assert "epoch 1 (best P@1)" in lines[4] and "epoch 2 (last)" in lines[5]
+        "epoch",
+        "epoch",
+    ]
+    assert "val MAP@R" in lines[1] and "test P@1" in lines[1]
+    assert "epoch 1 (chosen on validation)" in lines[4] and "0.7000" in lines[4]
+    assert "epoch 2 (last)" in lines[5] and "0.9000" in lines[5]
+
+
+def test_summary_table_without_validation_keeps_the_last_epoch():
+    history = [
+        {"epoch": 0, "train": {}, "test": {"precision_at_1": 0.1}},
+        {"epoch": 1, "train": {"loss": 0.5}, "test": {"precision_at_1": 0.9}},
+        {"epoch": 2, "train": {"loss": 0.4}, "test": {"precision_at_1": 0.8}},
+    ]
+    lines = report.summary_table(history).splitlines()
+    assert "val MAP@R" not in lines[1]
+    assert [line.split()[:2] for line in lines[2:]] == [["epoch", "0"], ["epoch", "2"]]
+    assert "(last)" in lines[3] and "chosen" not in lines[3]
+
+
+def test_done_line_names_the_epoch_chosen_on_validation():
+    chosen = {
+        "epoch": 3,
+        "val": {"map_at_r": 0.5},
+        "test": {"precision_at_1": 0.8, "map_at_r": 0.4},
+    }
+    metrics = {"triplet_accuracy": 0.9, "precision_at_1": 0.7, "map_at_r": 0.3}
+    line = report.done_line(5, 1.0, "cpu(0)", metrics, {"precision_at_1": 0.5}, "logs/r", chosen)
+    assert "| best: epoch 3, chosen on validation MAP@R (test P@1 0.8000 MAP@R 0.4000) |" in line

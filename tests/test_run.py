@@ -117,7 +117,8 @@ def test_a_run_resolves_automatic_epochs_for_its_training_set_and_records_them(t
             ]
         )
     assert status == 0
-    assert "epochs: 30 (auto: 40 training samples;" in capsys.readouterr().err
+    # 40 training samples, of which 8 (2 of each class) validate: 32 train.
+    assert "epochs: 30 (auto: 32 training samples;" in capsys.readouterr().err
     run = tmp_path / "logs" / "r"
     assert json.loads((run / "config.json").read_text())["epochs"] == 30
     assert json.loads((run / "metrics.json").read_text())["history"][-1]["epoch"] == 30

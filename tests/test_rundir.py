@@ -87,7 +87,9 @@ def test_a_bad_config_is_named_once(tmp_path):
         json.dump({"epochs": "3"}, f)
     with pytest.raises(ConfigError) as e:
         run.load_config()
-    assert str(e.value) == f"{run.config_path}: config key 'epochs' must be an integer or null, got '3'"
+    assert str(e.value) == (
+        f"{run.config_path}: config key 'epochs' must be an integer or null, got '3'"
+    )
 
 
 def test_load_config_reads_the_file_once(tmp_path, monkeypatch):

@@ -140,11 +140,17 @@ def _clustering_text(result: dict) -> str:
 
 
 def _evaluate(args: argparse.Namespace) -> None:
+    from ..data.validation import unseen_test_classes
     from ..runs.api import evaluate
+    from ..runs.selection import open_set_note
 
     if args.query is not None or args.gallery is not None:
         return _evaluate_gallery(args)
     net, config, data, x, y = load_for_inference(args)
+    # Whether the dataset's test classes are training classes: retrieval among classes
+    # never seen in training (an open set) is the usual protocol of folder data.
+    unseen = len(unseen_test_classes(data.y_train, data.y_test))
+    note = open_set_note(data.y_train, data.y_test)
     emb = embed_checked(net, x, config, args.run_dir)
     result = evaluate(
         emb,
@@ -162,11 +168,15 @@ def _evaluate(args: argparse.Namespace) -> None:
             "dataset": data.name,
             "split": args.split,
             "samples": len(y),
+            "open_set": bool(unseen),
+            "unseen_test_classes": unseen,
             "metrics": result,
         }
         print(json.dumps(doc, indent=2), flush=True)
         return
     recall = _recall_text(result)
+    if note:
+        print(note, flush=True)
     print(
         f"{data.name} {args.split} ({len(y)} samples) with {args.run_dir} ({args.params}): "
         f"triplet-acc {result['triplet_accuracy']:.4f} P@1 {result['precision_at_1']:.4f} "

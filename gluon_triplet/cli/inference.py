@@ -123,4 +123,4 @@ def embed_checked(net: Any, x: np.ndarray, config: Any, run_dir: str) -> np.ndar
             f"({config.model}): {first}"
         ) from None
     with shared_pool(x):  # streamed pictures: one pool of workers for every chunk
-        return embed(net, x, batch_size=config.eval_batch_size)
+        return embed(net, x, batch_size=config.eval_batch_size, desc="embedding")

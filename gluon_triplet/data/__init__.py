@@ -19,6 +19,7 @@ __getattr__, __dir__, __all__ = attach(
         ".triplets": ("TripletDataset", "create_pairs", "encode_labels"),
         ".samplers": ("PKBatchSampler",),
         ".augment": ("AUGMENTATIONS", "make_augmenter"),
+        ".validation": ("ValidationSplit", "carve_validation"),
     },
 )
 
@@ -33,3 +34,4 @@ if TYPE_CHECKING:
     from .samplers import PKBatchSampler
     from .streaming import LazyImages
     from .triplets import TripletDataset, create_pairs, encode_labels
+    from .validation import ValidationSplit, carve_validation

@@ -23,6 +23,7 @@ from typing import Optional, Tuple
 import numpy as np
 
 from ..errors import DataError, ImageFileError, TooManyPixels
+from ..progress import slow_progress
 from .fastpng import available, decode_png
 from .headers import MAX_PIXELS, check_pixels, picture_size, pillow_allows
 
@@ -422,10 +423,15 @@ def decode_all(dataset: DecodedImages, workers: Optional[int] = None, batch_size
             batchify_fn=_batchify,
         )
     start = 0
-    for pixels, codes in loader:
-        out[start : start + len(codes)] = pixels
-        status[start : start + len(codes)] = codes
-        start += len(codes)
+    bar = slow_progress(len(dataset), "decoding")
+    try:
+        for pixels, codes in loader:
+            out[start : start + len(codes)] = pixels
+            status[start : start + len(codes)] = codes
+            start += len(codes)
+            bar.update(len(codes))
+    finally:
+        bar.close()
     return out, status
 
 

@@ -61,7 +61,9 @@ def params_path(run_dir: str, params: str = "best") -> str:
     ----------
     run_dir : str
     params : {"best", "last"} or str
-        ``best`` (highest test P@1), ``last`` (end of training), or a file name inside
+        ``best`` (the epoch chosen on validation MAP@R; in runs made before the
+        validation split, the highest test P@1), ``last`` (end of training), or a file name
+        inside
         ``run_dir`` or a path.
     """
     return RunDir(run_dir).params_path(params)

@@ -48,6 +48,8 @@ __all__ = [
     "MANIFEST",
     "CheckpointError",
     "load_checkpoint",
+    "load_optimizer_state",
+    "optimizer_state",
     "read_manifest",
     "restore_outputs",
     "save_checkpoint",
@@ -114,6 +116,19 @@ def _unflatten(layout, arrays, shape, where):
     kind = "tuple" if "tuple" in layout else "list"
     items = [_unflatten(s, arrays, shape, where) for s in layout[kind]]
     return tuple(items) if kind == "tuple" else items
+
+
+def optimizer_state(gluon_trainer):
+    """A copy of a ``gluon.Trainer``'s optimizer state: ``(arrays, meta)`` for
+    :func:`load_optimizer_state` (the arrays on the CPU, copied)."""
+    arrays, meta = _optimizer_state(gluon_trainer)
+    return {key: a.copy() for key, a in arrays.items()}, meta
+
+
+def load_optimizer_state(gluon_trainer, arrays, meta, where="the optimizer state"):
+    """Put :func:`optimizer_state`'s output back into ``gluon_trainer``; ``where`` names
+    it in a :class:`CheckpointError`."""
+    _load_optimizer_state(gluon_trainer, arrays, meta, where)
 
 
 def _optimizer_state(gluon_trainer):

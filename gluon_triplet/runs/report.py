@@ -56,9 +56,12 @@ def command(*args: str, program: str = "gluon-triplet") -> str:
 
 
 def summary_table(
-    history: List[Dict[str, Any]], baseline: Optional[Mapping[str, float]] = None
+    history: List[Dict[str, Any]],
+    baseline: Optional[Mapping[str, float]] = None,
+    margin: Optional[float] = None,
 ) -> str:
-    """A small text table: raw pixels, the untrained net, the best and the last epoch.
+    """A small text table of test figures: raw pixels, the untrained net, the epoch chosen
+    on validation and the last epoch (with the validation MAP@R it was chosen by).
 
     Parameters
     ----------
@@ -66,33 +69,40 @@ def summary_table(
         ``TripletTrainer.history``.
     baseline : dict, optional
         Test metrics of the raw pixels.
+    margin : float, optional
+        The run's margin: epochs whose validation metrics look collapsed are not chosen.
     """
+    from ..training.callbacks import best_record
+
     trained = [r for r in history if r["epoch"] > 0]
     rows: List[Any] = []
     if baseline:
-        rows.append(("raw pixels", {}, baseline))
+        rows.append(("raw pixels", {"test": baseline}))
     for record in history:
         if record["epoch"] == 0:
-            rows.append(("epoch 0 (untrained)", {}, record.get("test") or {}))
+            rows.append(("epoch 0 (untrained)", record))
     if trained:
-        best = max(trained, key=lambda r: (r.get("test") or {}).get("precision_at_1", -1.0))
-        last = trained[-1]
+        best, last = best_record(history, margin), trained[-1]
+        validated = bool(best.get("val"))
         if best is not last:
-            rows.append((f"epoch {best['epoch']} (best P@1)", best["train"], best["test"]))
-        tag = " (best P@1, last)" if best is last else " (last)"
-        rows.append((f"epoch {last['epoch']}{tag}", last["train"], last["test"]))
+            rows.append((f"epoch {best['epoch']} (chosen on validation)", best))
+        tag = " (last, chosen on validation)" if best is last and validated else " (last)"
+        rows.append((f"epoch {last['epoch']}{tag}", last))
     columns = [
         ("loss", "train", "loss", "{:.4f}"),
         ("active", "train", "active_fraction", "{:.3f}"),
-        ("triplet-acc", "test", "triplet_accuracy", "{:.4f}"),
-        ("P@1", "test", "precision_at_1", "{:.4f}"),
-        ("MAP@R", "test", "map_at_r", "{:.4f}"),
+        ("val MAP@R", "val", "map_at_r", "{:.4f}"),
+        ("test triplet-acc", "test", "triplet_accuracy", "{:.4f}"),
+        ("test P@1", "test", "precision_at_1", "{:.4f}"),
+        ("test MAP@R", "test", "map_at_r", "{:.4f}"),
     ]
+    if not any(record.get("val") for record in history):
+        columns.pop(2)
     table = [[""] + [c[0] for c in columns]]
-    for name, train, test in rows:
+    for name, record in rows:
         cells = [name]
         for _, split, key, fmt in columns:
-            value = (train if split == "train" else test).get(key)
+            value = (record.get(split) or {}).get(key)
             cells.append("-" if value is None else fmt.format(value))
         table.append(cells)
     widths = [max(len(row[i]) for row in table) for i in range(len(table[0]))]
@@ -113,13 +123,24 @@ def done_line(
     final: Mapping[str, float],
     raw: Mapping[str, float],
     run_dir: str,
+    chosen: Optional[Mapping[str, Any]] = None,
 ) -> str:
-    """The last line of a training run: what it reached, where it is, how to look at it."""
+    """The last line of a training run: what it reached, where it is, how to look at it.
+
+    ``final`` is the last epoch's test metrics; ``chosen``, the record of the epoch chosen
+    on validation (saved as ``model-best.params``), adds its epoch and test figures."""
     logdir = os.path.dirname(os.path.normpath(run_dir)) or os.curdir
+    pick = ""
+    if chosen is not None and chosen.get("val"):
+        test = chosen.get("test") or {}
+        pick = f"best: epoch {chosen['epoch']}, chosen on validation MAP@R"
+        if "precision_at_1" in test:
+            pick += f" (test P@1 {test['precision_at_1']:.4f} MAP@R {test['map_at_r']:.4f})"
+        pick += " | "
     return (
         f"done: {epochs} epochs in {seconds:.1f}s on {contexts} | "
         f"test triplet-acc {final['triplet_accuracy']:.4f} P@1 {final['precision_at_1']:.4f} "
-        f"MAP@R {final['map_at_r']:.4f} (raw pixels P@1 {raw['precision_at_1']:.4f}) | "
+        f"MAP@R {final['map_at_r']:.4f} (raw pixels P@1 {raw['precision_at_1']:.4f}) | {pick}"
         f"run: {run_dir} | view: {command('view', run_dir)} "
         f"(or {command('--logdir', logdir, program='tensorboard')})"
     )

@@ -24,12 +24,13 @@ import numpy as np
 
 from .. import __version__
 from ..config import Config
-from ..errors import ConfigError, DiskFullError
+from ..errors import CollapseError, ConfigError, DiskFullError
 from ..resources import DISK_FULL_ERRNOS, disk_full_error
 from ..signals import Interrupted, interrupts
-from ..training.callbacks import Callback
+from ..training.callbacks import Callback, MetricsCallback
 from .report import class_name, command, done_line, shape_text, summary_table
 from .rundir import RunDir
+from .selection import trainer_arguments, validation_record, validation_split
 
 __all__ = ["Interrupted", "run"]
 
@@ -83,8 +84,8 @@ def _run(config, quiet, resume, progress, accept_changed_data=False):
     from ..training.batching import check_batch_fits
     from ..training.callbacks import CallbackList
     from ..training.trainer import TripletTrainer, create_kvstore, resolve_contexts, set_seed
-    from .checkpoint import load_checkpoint, restore_outputs
-    from .datacheck import check_resumed_data, record_data
+    from .checkpoint import load_checkpoint
+    from .datacheck import check_resumed_data
 
     t0 = time.perf_counter()
     contexts = resolve_contexts(config.ctx)
@@ -108,12 +109,7 @@ def _run(config, quiet, resume, progress, accept_changed_data=False):
         images=ImageOptions.from_config(config),
         max_bytes=config.max_data_bytes,
     )
-    config = _record_image_shape(config, data)
-    requested = config.dataset
-    if data.name != config.dataset:
-        # The offline fallback (mnist -> mnist-5k): the run records what it trained on, so
-        # that --resume, embed and evaluate read the same data and never download.
-        config = dataclasses.replace(config, dataset=data.name)
+    config, data, val, requested = _prepare_data(config, data)
     train_set, test_triplets = _triplets(data, config)
     shape = tuple(int(d) for d in data.x_train.shape[1:])
     config = _resolve_model(config, shape)
@@ -137,51 +133,85 @@ def _run(config, quiet, resume, progress, accept_changed_data=False):
         test_triplets=test_triplets,
         kvstore=kvstore,
         class_names=data.class_names,
+        **trainer_arguments(val, config),
     )
     if manifest is not None:
         load_checkpoint(trainer, run_dir.checkpoint_dir, manifest)
     if not resume:
-        run_dir = RunDir.create(config.logdir, config.run_name, data.name)
-        try:
-            with run_dir.lock():
-                config.save(run_dir.config_path)
-                record_data(run_dir, config)
-        except BaseException:
-            # A run dir without its config (a full disk) is useless, and it is new.
-            shutil.rmtree(run_dir.path, ignore_errors=True)
-            raise
+        run_dir = _new_run_dir(config, data.name)
     with run_dir.lock(), _file_log(run_dir.log_path):
         progress.update(run_dir=run_dir, trainer=trainer)
         logger.info("run directory: %s", run_dir)
-        if resume:
-            logger.info(
-                "resuming after epoch %d of %d (%s)",
-                trainer.epoch,
-                config.epochs,
-                "from its checkpoint" if manifest else "no epoch had finished: from the start",
-            )
-        if manifest is not None:
-            # The part before may have stopped between the checkpoint and the model files.
-            for path in restore_outputs(run_dir.checkpoint_dir, run_dir.path, manifest):
-                logger.info("restored %s from the checkpoint of epoch %d", path, trainer.epoch)
-        logger.debug("config: %s", json.dumps(config.to_dict(), sort_keys=True))
-        logger.info(
-            "triplets per epoch: %d (class-balanced over %d classes)",
-            len(train_set),
-            len(train_set.classes),
-        )
-        if config.augment != "none":
-            logger.info("augment: %s (training batches only, in the step's graph)", config.augment)
+        _log_start(run_dir, trainer, config, resume, manifest)
         # A streamed test split is embedded in chunks: each evaluation pass decodes them
         # in one pool of workers, stopped when a training epoch starts its own.
-        with shared_pool(data.x_test):
+        with shared_pool(data.x_test), shared_pool(val["x"] if val else None):
             raw = _raw_baseline(data, test_triplets, config)
-            callbacks = _callbacks(run_dir, data, config, raw, contexts, kvstore, quiet, requested)
+            callbacks = _callbacks(
+                run_dir, data, config, raw, contexts, kvstore, quiet, requested, val
+            )
             trainer.callbacks = CallbackList(callbacks)
             progress["callbacks"] = callbacks
             history = _fit(trainer, callbacks, run_dir)
         _report(history, raw, data, config, run_dir, contexts, time.perf_counter() - t0)
     return run_dir.path
+
+
+def _prepare_data(config, data):
+    """``(config, data, val, requested)``: the config with what the data resolved, the
+    data without its validation split (``val``, see :mod:`.selection`), and the dataset
+    the user asked for."""
+    config = _record_image_shape(config, data)
+    data, val = validation_split(data, config)
+    requested = config.dataset
+    if data.name != config.dataset:
+        # The offline fallback (mnist -> mnist-5k): the run records what it trained on, so
+        # that --resume, embed and evaluate read the same data and never download.
+        config = dataclasses.replace(config, dataset=data.name)
+    return config, data, val, requested
+
+
+def _new_run_dir(config, dataset: str) -> RunDir:
+    """A new run directory holding the run's ``config.json`` and its data record."""
+    from .datacheck import record_data
+
+    run_dir = RunDir.create(config.logdir, config.run_name, dataset)
+    try:
+        with run_dir.lock():
+            config.save(run_dir.config_path)
+            record_data(run_dir, config)
+    except BaseException:
+        # A run dir without its config (a full disk) is useless, and it is new.
+        shutil.rmtree(run_dir.path, ignore_errors=True)
+        raise
+    return run_dir
+
+
+def _log_start(run_dir, trainer, config, resume, manifest) -> None:
+    """Where a resumed run continues from, the model files its checkpoint restored, the
+    config and the epoch's triplets."""
+    from .checkpoint import restore_outputs
+
+    if resume:
+        logger.info(
+            "resuming after epoch %d of %d (%s)",
+            trainer.epoch,
+            config.epochs,
+            "from its checkpoint" if manifest else "no epoch had finished: from the start",
+        )
+    if manifest is not None:
+        # The part before may have stopped between the checkpoint and the model files.
+        for path in restore_outputs(run_dir.checkpoint_dir, run_dir.path, manifest):
+            logger.info("restored %s from the checkpoint of epoch %d", path, trainer.epoch)
+    logger.debug("config: %s", json.dumps(config.to_dict(), sort_keys=True))
+    train_set = trainer.train_set
+    logger.info(
+        "triplets per epoch: %d (class-balanced over %d classes)",
+        len(train_set),
+        len(train_set.classes),
+    )
+    if config.augment != "none":
+        logger.info("augment: %s (training batches only, in the step's graph)", config.augment)
 
 
 def _check_memory(config, sample_shape, num_classes: int, num_contexts: int = 1) -> None:
@@ -407,15 +437,18 @@ class _EvaluationPool(Callback):
         self.test_x.release_workers()
 
 
-def _callbacks(run_dir, data, config, raw, contexts, kvstore, quiet, requested) -> List[Any]:
+def _callbacks(
+    run_dir, data, config, raw, contexts, kvstore, quiet, requested, val=None
+) -> List[Any]:
     """What writes the run's outputs: progress, checkpoints, metrics.json, the projector,
-    the pictures."""
+    the pictures; and what watches the training for a collapse."""
     from ..training.callbacks import (
         CheckpointCallback,
         CollapseCallback,
         MetricsCallback,
         ProgressCallback,
     )
+    from ..training.collapse import CollapseGuard
     from .board import BoardCallback
 
     rng = np.random.default_rng(config.seed)
@@ -424,11 +457,13 @@ def _callbacks(run_dir, data, config, raw, contexts, kvstore, quiet, requested) 
     pick = np.sort(rng.choice(len(data.x_test), size=m, replace=False))
     callbacks = [
         ProgressCallback(bar=False if quiet else None),
+        CollapseGuard(),
         CheckpointCallback(run_dir.path),
         CollapseCallback(),
     ]
-    if hasattr(data.x_test, "release_workers"):
-        callbacks.insert(0, _EvaluationPool(data.x_test))
+    for x in (data.x_test, None if val is None else val["x"]):
+        if hasattr(x, "release_workers"):
+            callbacks.insert(0, _EvaluationPool(x))
     if m:
         callbacks.append(
             BoardCallback(
@@ -454,6 +489,7 @@ def _callbacks(run_dir, data, config, raw, contexts, kvstore, quiet, requested) 
                     "source": data.source,
                     "train": len(data.y_train),
                     "test": len(data.y_test),
+                    **validation_record(val, data),
                 },
                 "contexts": [str(c) for c in contexts],
                 "workers": 1 if kvstore is None else kvstore.num_workers,
@@ -466,14 +502,24 @@ def _callbacks(run_dir, data, config, raw, contexts, kvstore, quiet, requested) 
 
 def _report(history, raw, data, config, run_dir, contexts, seconds) -> None:
     """The summary table (log) and the ``done:`` line (stdout)."""
-    logger.info("%s", summary_table(history, raw))
+    logger.info("%s", summary_table(history, raw, config.margin))
     per_class = history[-1]["test"].get("per_class_precision_at_1") or {}
     logger.debug(
         "per-class test P@1: %s",
         ", ".join(f"{class_name(data.class_names, k)} {v:.3f}" for k, v in per_class.items()),
     )
+    from ..training.callbacks import best_record
+
+    chosen = best_record(history, config.margin)
+    if chosen.get("val"):
+        logger.info(
+            "best epoch: %d, chosen on validation MAP@R %.4f (model-best.params; the test "
+            "split did not take part in the choice)",
+            chosen["epoch"],
+            chosen["val"]["map_at_r"],
+        )
     summary = done_line(
-        config.epochs, seconds, _names(contexts), history[-1]["test"], raw, run_dir.path
+        config.epochs, seconds, _names(contexts), history[-1]["test"], raw, run_dir.path, chosen
     )
     print(summary, flush=True)
     logger.debug(summary)
@@ -521,6 +567,8 @@ def _fit(trainer, callbacks, run_dir):
                     close()
                 except Exception as close_error:  # the original error matters more
                     logger.debug("closing %s failed: %s", type(cb).__name__, close_error)
+        if isinstance(e, CollapseError):
+            _write_metrics(callbacks, trainer)  # with the collapse events
         if isinstance(e, FloatingPointError):
             saved = _checkpoint_epoch(callbacks)
             if saved is None:
@@ -547,6 +595,13 @@ def _fit(trainer, callbacks, run_dir):
             error.errno = e.errno
             raise error from None
         raise
+
+
+def _write_metrics(callbacks, trainer) -> None:
+    """Write metrics.json now, unfinished, through the run's MetricsCallback."""
+    for cb in callbacks:
+        if isinstance(cb, MetricsCallback):
+            cb.write(trainer)
 
 
 def _run_worker(net, train_set, config, contexts, kvstore, t0):

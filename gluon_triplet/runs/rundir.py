@@ -47,6 +47,8 @@ def upgrade_recorded(recorded: Dict[str, Any]) -> Dict[str, Any]:
         # the one of small pictures, whatever their exact size.
         shape = d.get("input_shape") or _SMALL_PICTURES
         d["architecture"] = legacy_cnn_architecture(old, shape)
+    # Before --val-fraction no validation split was carved: every training sample trained.
+    d.setdefault("val_fraction", 0.0)
     return d
 
 
@@ -215,7 +217,9 @@ class RunDir:
         Parameters
         ----------
         params : {"best", "last"} or str
-            ``best`` (highest test P@1), ``last`` (end of training), or a file name inside
+            ``best`` (the epoch chosen on validation MAP@R; in runs made before the
+            validation split, the highest test P@1), ``last`` (end of training), or a file
+            name inside
             the run directory, or a path.
 
         Raises

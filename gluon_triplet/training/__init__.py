@@ -32,7 +32,9 @@ __getattr__, __dir__, __all__ = attach(
             "CollapseCallback",
             "MetricsCallback",
             "ProgressCallback",
+            "best_record",
         ),
+        ".collapse": ("CollapseGuard",),
     },
 )
 
@@ -45,7 +47,9 @@ if TYPE_CHECKING:
         CollapseCallback,
         MetricsCallback,
         ProgressCallback,
+        best_record,
     )
+    from .collapse import CollapseGuard
     from .distances import DISTANCES, Distance, get_distance
     from .losses import DistanceTripletLoss, SoftMarginTripletLoss, triplet_loss
     from .mining import (

@@ -138,6 +138,18 @@ class WeightAverage:
         )
         self.updates = int(updates)
 
+    def snapshot(self):
+        """A copy of the averages and the update count, for :meth:`rewind`."""
+        averages = self._averages
+        copied = None if averages is None else [[a.copy() for a in c] for c in averages]
+        return copied, self.updates
+
+    def rewind(self, snapshot) -> None:
+        """Go back to a :meth:`snapshot` (the net must hold its training weights)."""
+        averages, updates = snapshot
+        self._averages = None if averages is None else [[a.copy() for a in c] for c in averages]
+        self.updates = int(updates)
+
     def _copy_of_net(self) -> List[List[nd.NDArray]]:
         """The net's weights, copied: per parameter, one array per context."""
         return [[w.copy() for w in p.list_data()] for p in self._params]

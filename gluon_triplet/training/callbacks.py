@@ -10,7 +10,10 @@ read from ``trainer``:
 ``trainer.batch``         the batch index within the epoch, counting from 0 (in ``on_batch_end``)
 ``trainer.num_batches``   batches per epoch
 ``trainer.history``       list of per-epoch records, newest last; each is a dict
-                          ``{"epoch": int, "time": float, "train": {...}, "test": {...}}``
+                          ``{"epoch": int, "time": float, "train": {...}, "test": {...}}``,
+                          plus ``"val": {...}`` with a validation split
+``trainer.window``        in ``on_batch_end``: the mean loss and active fraction since the
+                          previous loss read-back, or None on a batch without one
 ``trainer.embed(x)``      ``(N, ...) -> (N, D) float32`` numpy embeddings of the current net
 """
 
@@ -33,10 +36,47 @@ __all__ = [
     "CollapseCallback",
     "MetricsCallback",
     "ProgressCallback",
+    "SELECTION",
+    "best_record",
+    "collapse_advice",
+    "selection_key",
     "collapse_reason",
 ]
 
 logger = logging.getLogger("gluon_triplet")
+
+
+#: The ``(split, metric)`` the best epoch is chosen on: validation MAP@R, never the test.
+SELECTION = ("val", "map_at_r")
+
+
+_MONITOR = "/".join(SELECTION)
+
+
+def selection_key(record, split, metric, margin=None):
+    """How good an epoch record is for choosing the best: None when it lacks ``metric``
+    (then the last epoch is the best), else ``(not collapsed, value)``: an epoch whose
+    ``split`` metrics look collapsed (:func:`collapse_reason`, with ``margin``) comes after
+    every other, whatever its value (a collapsed embedding can still rank a tiny split)."""
+    values = record.get(split) or {}
+    value = values.get(metric)
+    if value is None:
+        return None
+    healthy = margin is None or collapse_reason(values, margin) is None
+    return (int(healthy), value)
+
+
+def best_record(history, margin=None):
+    """The record of the epoch chosen as best: the highest validation MAP@R among the
+    epochs that do not look collapsed (the earliest on ties), or the last trained epoch
+    when the records have no validation metrics. See :func:`selection_key`."""
+    trained = [r for r in history if r["epoch"] > 0] or history
+    keys = [selection_key(r, *SELECTION, margin) for r in trained]
+    scored = [(k, i) for i, k in enumerate(keys) if k is not None]
+    if not scored:
+        return trained[-1]
+    best = max(k for k, _ in scored)
+    return trained[next(i for k, i in scored if k == best)]
 
 
 class Callback:
@@ -128,8 +168,22 @@ class ProgressCallback(Callback):
         record = trainer.history[-1]
         note = " (before training)" if record["epoch"] == 0 else " (resumed from here)"
         logger.info("%s", format_metrics(record) + note)
+        self._log_validation(record)
+
+    @staticmethod
+    def _log_validation(record):
+        val = record.get("val")
+        if val:
+            logger.info(
+                "epoch %3d | validation triplet-acc %.4f P@1 %.4f MAP@R %.4f",
+                record["epoch"],
+                val["triplet_accuracy"],
+                val["precision_at_1"],
+                val["map_at_r"],
+            )
 
     def on_epoch_begin(self, trainer):
+        self.close()  # an epoch started again (see TripletTrainer.restart_epoch)
         if self.bar_enabled:
             from tqdm import tqdm
 
@@ -182,6 +236,7 @@ class ProgressCallback(Callback):
     def on_epoch_end(self, trainer):
         self.close()
         logger.info("%s", format_metrics(trainer.history[-1]))
+        self._log_validation(trainer.history[-1])
 
 
 def _duration(seconds: float) -> str:
@@ -201,16 +256,17 @@ class CheckpointCallback(Callback):
     ----------
     run_dir : str
     monitor : str
-        ``"<split>/<metric>"`` of the epoch records; higher is better.
+        ``"<split>/<metric>"`` of the epoch records; higher is better. Records without it
+        (no validation split) make every epoch the best: best is then the last.
     resumable : bool
         Also save the optimizer and trainer state every epoch (skipped with a ``dist_*``
         kvstore, whose optimizer state lives on the servers).
     """
 
-    def __init__(self, run_dir, monitor="test/precision_at_1", resumable=True):
+    def __init__(self, run_dir, monitor=_MONITOR, resumable=True):
         self.run_dir = run_dir
         self.split, self.metric = monitor.split("/")
-        self.best = -float("inf")
+        self.best = None
         self.best_epoch = None
         self.resumable = resumable
         self.checkpoint_epoch = None
@@ -218,9 +274,8 @@ class CheckpointCallback(Callback):
     def on_train_begin(self, trainer):
         # A resumed run starts with its history: the best so far is in it.
         for record in trainer.history:
-            value = record.get(self.split, {}).get(self.metric)
-            if record["epoch"] > 0 and value is not None and value > self.best:
-                self.best, self.best_epoch = value, record["epoch"]
+            if record["epoch"] > 0 and self._better(record, trainer):
+                self.best, self.best_epoch = self._key(record, trainer), record["epoch"]
             if record["epoch"] > 0:
                 self.checkpoint_epoch = record["epoch"]
 
@@ -231,8 +286,7 @@ class CheckpointCallback(Callback):
 
     def on_epoch_end(self, trainer):
         record = trainer.history[-1]
-        value = record.get(self.split, {}).get(self.metric)
-        new_best = value is not None and value > self.best
+        new_best = self._better(record, trainer)
 
         def save_models():
             self._save(trainer.net, RunDir.LAST_PARAMS)
@@ -258,7 +312,16 @@ class CheckpointCallback(Callback):
         if not saved:
             save_models()
         if new_best:
-            self.best, self.best_epoch = value, record["epoch"]
+            self.best, self.best_epoch = self._key(record, trainer), record["epoch"]
+
+    def _key(self, record, trainer):
+        margin = getattr(getattr(trainer, "config", None), "margin", None)
+        return selection_key(record, self.split, self.metric, margin)
+
+    def _better(self, record, trainer):
+        """Whether ``record`` beats the best so far (see :func:`selection_key`)."""
+        key = self._key(record, trainer)
+        return key is None or self.best is None or key > self.best
 
 
 def collapse_reason(test, margin):
@@ -301,14 +364,31 @@ def collapse_reason(test, margin):
     return None
 
 
+def collapse_advice(config, lr=None):
+    """What to change after a collapse: a lower learning rate, then each setting known to
+    help that ``config`` does not already have (never a default the run already used)."""
+    lr = getattr(config, "lr", None) if lr is None else lr
+    advice = ["a lower --lr" + (f" (e.g. --lr {lr / 10:.2g})" if lr else "")]
+    epochs = getattr(config, "epochs", None)  # None: automatic, at least 10
+    if not getattr(config, "warmup_epochs", 0) and (epochs is None or epochs > 1):
+        advice.append("--warmup-epochs 1")
+    size = getattr(config, "image_size", None)
+    if size and int(str(size).split("x")[0]) > 64:
+        advice.append("a smaller --image-size (e.g. --image-size 64)")
+    if getattr(config, "output", "linear") == "relu":
+        advice.append("--output linear (a ReLU output can die to all zeros)")
+    if not getattr(config, "normalize", True):
+        advice.append("--normalize")
+    if getattr(config, "miner", "semi-hard") in ("batch-hard", "batch-all"):
+        advice.append("--miner semi-hard")
+    if getattr(config, "margin", 0.2) > 0.2:
+        advice.append("a smaller --margin")
+    return advice
+
+
 class CollapseCallback(Callback):
     """Logs a WARNING, with what to try, when a trained epoch's embedding has collapsed
     (see :func:`collapse_reason`): at the first such epoch, and again if the last one is."""
-
-    hint = (
-        "try a lower --lr, --output linear (a ReLU output can die to all zeros), --normalize, "
-        "a smaller --margin, or --miner semi-hard instead of batch-hard"
-    )
 
     def __init__(self):
         self.first = None
@@ -326,7 +406,11 @@ class CollapseCallback(Callback):
             self.first = record["epoch"]
         when = "still collapsed at the end" if final else "collapsed"
         logger.warning(
-            "epoch %d: the embedding %s: %s; %s", record["epoch"], when, reason, self.hint
+            "epoch %d: the embedding %s: %s; try %s",
+            record["epoch"],
+            when,
+            reason,
+            ", ".join(collapse_advice(trainer.config)),
         )
 
     def on_epoch_end(self, trainer):
@@ -352,11 +436,26 @@ class MetricsCallback(Callback):
 
     def _write(self, trainer, finished):
         history = trainer.history
-        trained = [r for r in history if r["epoch"] > 0] or history
-        best = max(trained, key=lambda r: r.get("test", {}).get("precision_at_1", -1.0))
+        best = best_record(history, getattr(getattr(trainer, "config", None), "margin", None))
         doc = dict(self.extra)
-        doc.update({"finished": finished, "final": history[-1], "best": best, "history": history})
+        doc.update({"finished": finished, "final": history[-1], "best": best})
+        split, metric = SELECTION
+        chosen = (best.get(split) or {}).get(metric) is not None
+        doc["selection"] = {
+            "epoch": best["epoch"],
+            "split": split if chosen else None,
+            "metric": metric if chosen else None,
+            "rule": f"highest {split} {metric}" if chosen else "last epoch (no validation split)",
+        }
+        events = getattr(trainer, "events", None)
+        if events:
+            doc["events"] = events
+        doc["history"] = history
         atomic_write_text(self.path, json.dumps(doc, indent=2) + "\n")
+
+    def write(self, trainer):
+        """Write ``metrics.json`` now, unfinished (a run that stops on an error)."""
+        self._write(trainer, finished=False)
 
     def on_epoch_end(self, trainer):
         self._write(trainer, finished=False)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import mxnet as mx
 
-__all__ = ["make_lr_scheduler"]
+__all__ = ["make_lr_scheduler", "scale_learning_rate"]
 
 
 def make_lr_scheduler(config, updates_per_epoch: int):
@@ -42,3 +42,22 @@ def make_lr_scheduler(config, updates_per_epoch: int):
     return mx.lr_scheduler.FactorScheduler(
         step=max(1, total), factor=1.0, base_lr=config.lr, warmup_steps=warmup
     )
+
+
+def scale_learning_rate(gluon_trainer, config, scale: float) -> float:
+    """Make ``gluon_trainer`` train at ``scale`` times the rate ``config`` asks for, on the
+    same schedule (its warm-up and cosine decay keep their shape); returns the new peak
+    rate."""
+    lr = float(config.lr) * float(scale)
+    scheduler = getattr(gluon_trainer.optimizer, "lr_scheduler", None)
+    if scheduler is None:
+        gluon_trainer.set_learning_rate(lr)
+    else:
+        # What mx.lr_scheduler's schedules read at every update: the peak (the cosine
+        # keeps it as base_lr_orig and recomputes base_lr from it), and the end of the
+        # warm-up (set from the peak when they were made).
+        scheduler.base_lr = lr
+        scheduler.warmup_final_lr = lr
+        if hasattr(scheduler, "base_lr_orig"):
+            scheduler.base_lr_orig = lr
+    return lr

@@ -23,7 +23,7 @@ from .averaging import WeightAverage
 from .batching import default_pk_classes, make_strategy
 from .callbacks import Callback, CallbackList
 from .mining import Miner
-from .schedule import make_lr_scheduler
+from .schedule import make_lr_scheduler, scale_learning_rate
 
 __all__ = [
     "DIST_KVSTORES",
@@ -202,6 +202,16 @@ class TripletTrainer:
     class_names : sequence of str, optional
         The names of labels ``0, 1, ...``: the keys of the final
         ``per_class_precision_at_1`` (label numbers without them).
+    val_x, val_y, val_triplets : optional
+        A validation split, evaluated like the test split after every epoch (the records'
+        ``"val"``); callbacks choose the best epoch on it.
+
+    Attributes a callback may also read or set: ``window`` (the mean ``loss`` and
+    ``active_fraction`` of the batches since the previous loss read-back, set on the
+    batches that read it back, else None), ``restart_epoch`` (set by a callback that put
+    back earlier weights: the epoch starts again from its first batch), ``lr_scale`` (the
+    factor on ``config.lr`` a callback applied) and ``events`` (what callbacks changed in
+    the training, as dicts; kept in :meth:`state_dict`).
     """
 
     def __init__(
@@ -216,6 +226,9 @@ class TripletTrainer:
         callbacks: Iterable[Callback] = (),
         kvstore: Optional[mx.kvstore.KVStore] = None,
         class_names: Optional[Sequence[str]] = None,
+        val_x: Optional[np.ndarray] = None,
+        val_y: Optional[np.ndarray] = None,
+        val_triplets: Optional[Tuple[np.ndarray, np.ndarray, np.ndarray]] = None,
     ) -> None:
         self.net = net
         self.class_names = class_names
@@ -228,11 +241,16 @@ class TripletTrainer:
         self.test_x = test_x
         self.test_y = test_y
         self.test_triplets = test_triplets
+        self.val_x, self.val_y, self.val_triplets = val_x, val_y, val_triplets
         self.callbacks = CallbackList(callbacks)
         self.history: List[Dict[str, Any]] = []
         self.epoch = 0
         self.batch = 0
         self.running_loss = float("nan")
+        self.window: Optional[Dict[str, float]] = None
+        self.restart_epoch = False
+        self.lr_scale = 1.0
+        self.events: List[Dict[str, Any]] = []
         self.stop_training = False
         self.kvstore = kvstore if kvstore is not None else create_kvstore(config.kvstore)
         self.rank = self.kvstore.rank if self.kvstore is not None else 0
@@ -240,6 +258,7 @@ class TripletTrainer:
         if self.rank != 0:
             # Evaluation runs once, on rank 0.
             self.test_x = self.test_y = self.test_triplets = None
+            self.val_x = self.val_y = self.val_triplets = None
         self._eval_sample = _evaluation_sample(self.test_y, config)
         self._final: Optional[Tuple[int, np.ndarray, Dict[Any, float]]] = None
         # A dist_sync server sums the workers' gradients and updates once, so dividing by
@@ -287,9 +306,34 @@ class TripletTrainer:
         """The triplet loss, under the distance the miner ranks by."""
         return self.strategy.loss_fn
 
-    def embed(self, x: np.ndarray) -> np.ndarray:
-        """Embeddings of ``x`` by the current net: ``(N, ...) -> (N, D) float32`` numpy."""
-        return embed(self.net, x, batch_size=self.config.eval_batch_size, ctx=self.contexts[0])
+    def embed(self, x: np.ndarray, desc: Optional[str] = None) -> np.ndarray:
+        """Embeddings of ``x`` by the current net: ``(N, ...) -> (N, D) float32`` numpy;
+        ``desc`` labels a progress bar shown when that takes more than a few seconds."""
+        return embed(
+            self.net, x, batch_size=self.config.eval_batch_size, ctx=self.contexts[0], desc=desc
+        )
+
+    def evaluate_validation(self) -> Dict[str, Any]:
+        """Metrics of the current net on the validation split, {} without one."""
+        if self.val_x is None:
+            return {}
+        emb = self.embed(self.val_x, "evaluating validation")
+        return evaluate_embeddings(
+            emb, self.val_y, triplets=self.val_triplets, margin=self.config.margin
+        )
+
+    def _record(self, epoch: int, seconds: float, train: Dict[str, Any]) -> Dict[str, Any]:
+        """An epoch's record: its training stats, the test metrics and, with a validation
+        split, the validation metrics."""
+        record = {
+            "epoch": epoch,
+            "time": seconds,
+            "train": train,
+            "test": self._evaluate_epoch(epoch),
+        }
+        if self.val_x is not None:
+            record["val"] = self.evaluate_validation()
+        return record
 
     def evaluate(self, sample: bool = False) -> Dict[str, Any]:
         """Metrics of the current net on the test split (see ``metrics.evaluate_embeddings``).
@@ -304,7 +348,7 @@ class TripletTrainer:
             x, y, triplets = self.test_x, self.test_y, self.test_triplets
         else:
             x, y = self.test_x[pick], self.test_y[pick]
-        emb = self.embed(x)
+        emb = self.embed(x, "evaluating test")
         result: Dict[str, Any] = evaluate_embeddings(
             emb,
             y,
@@ -336,11 +380,10 @@ class TripletTrainer:
         after this returns.
         """
         if not self.history:
-            self.history.append(
-                {"epoch": 0, "time": 0.0, "train": {}, "test": self._evaluate_epoch(0)}
-            )
+            self.history.append(self._record(0, 0.0, {}))
         self.callbacks.on_train_begin(self)
-        for epoch in range(self.epoch + 1, self.total_epochs + 1):
+        epoch = self.epoch + 1
+        while epoch <= self.total_epochs:
             self.epoch = epoch
             # MXNet's RNG (the miners' sampling) cannot be saved, so each epoch reseeds it:
             # an epoch's randomness then depends only on state a checkpoint holds.
@@ -351,18 +394,16 @@ class TripletTrainer:
             start = time.perf_counter()
             self.callbacks.on_epoch_begin(self)
             train_stats = self._train_epoch()
+            if self.restart_epoch:  # a callback rewound the weights: this epoch again
+                self.restart_epoch = False
+                continue
             if self.average is not None:
                 self.average.swap_in()
-            record = {
-                "epoch": epoch,
-                "time": time.perf_counter() - start,
-                "train": train_stats,
-                "test": self._evaluate_epoch(epoch),
-            }
-            self.history.append(record)
+            self.history.append(self._record(epoch, time.perf_counter() - start, train_stats))
             self.callbacks.on_epoch_end(self)
             if self.stop_training:
                 break
+            epoch += 1
         if self.average is not None:
             self.average.swap_in()  # also when a resumed run had no epoch left
         if self.test_x is not None:
@@ -415,6 +456,8 @@ class TripletTrainer:
             "history": self.history,
             "rng": {name: gen.bit_generator.state for name, gen in self._generators().items()},
         }
+        if self.events or self.lr_scale != 1.0:  # a callback changed the training
+            state.update(events=self.events, lr_scale=self.lr_scale)
         if self.average is not None:
             state["average_updates"] = self.average.updates
         return state
@@ -442,6 +485,10 @@ class TripletTrainer:
             gen.bit_generator.state = rng[name]
         self.epoch = epoch
         self.history = list(state["history"])
+        self.events = list(state.get("events", []))
+        self.lr_scale = float(state.get("lr_scale", 1.0))
+        if self.lr_scale != 1.0:
+            scale_learning_rate(self.trainer, self.config, self.lr_scale)
 
     def _generators(self):
         return self.strategy.generators()
@@ -463,10 +510,12 @@ class TripletTrainer:
         # Per context, the running sums of (loss, active triplets, triplets), kept on the
         # device: one add per batch, read back every log_every batches.
         totals = [nd.zeros((3,), ctx=c) for c in self.contexts]
+        before = (0.0, 0.0, 0.0)  # the sums at the previous read-back
         # In memory each batch is a row of `batches`; streamed, its pictures are decoded
         # ahead by DataLoader workers and the row is re-indexed into them.
         for b, batch in enumerate(strategy.epoch_batches(batches)):
             self.batch = b
+            self.window = None
             parts = gluon.utils.split_and_load(batch, self.contexts, even_split=False)
             with autograd.record():
                 outputs = [self._forward(i, idx) for i, idx in enumerate(parts)]
@@ -479,14 +528,22 @@ class TripletTrainer:
             if average is not None:
                 average.update()
             if (b + 1) % self.config.log_every == 0 or b + 1 == self.num_batches:
-                loss, _, _ = _sums(totals)
-                self.running_loss = loss
+                now = _raw_sums(totals)
+                self.running_loss = now[0] / now[2] if now[2] else 0.0
+                self.window = _window(now, before)
+                before = now
                 if not np.isfinite(self.running_loss):
                     raise FloatingPointError(
                         f"non-finite training loss at epoch {self.epoch}, batch {b + 1}; "
                         "try a lower --lr"
                     )
             self.callbacks.on_batch_end(self)
+            if self.restart_epoch:
+                # Streamed: stop the workers decoding this epoch's next batches ahead.
+                feed = getattr(strategy, "feed", None)
+                if feed is not None:
+                    feed.close()
+                break
         # The epoch ends when its last update has been applied: in a ps-lite job the last
         # push may still be queued, and a worker that leaves first would drop it (MXNet
         # skips queued operations at exit) and stall the others' last pull.
@@ -519,12 +576,26 @@ def _epoch_seed(seed, epoch):
     return int(np.random.SeedSequence([seed % 2**63, epoch]).generate_state(1)[0] % 2**31)
 
 
+def _raw_sums(totals):
+    """The summed loss, active triplets and triplets of the contexts' running sums."""
+    loss, active, count = (sum(float(x) for x in column) for column in zip(*_host(totals)))
+    return loss, active, count
+
+
 def _sums(totals):
     """Mean loss, active fraction and triplet count from the contexts' running sums."""
-    loss, active, count = (sum(float(x) for x in column) for column in zip(*_host(totals)))
+    loss, active, count = _raw_sums(totals)
     if not count:
         return 0.0, 0.0, 0
     return loss / count, active / count, int(count)
+
+
+def _window(now, before):
+    """The mean loss and active fraction of the triplets between two read-backs."""
+    loss, active, count = (a - b for a, b in zip(now, before))
+    if count <= 0:
+        return {"loss": 0.0, "active_fraction": 0.0, "triplets": 0}
+    return {"loss": loss / count, "active_fraction": active / count, "triplets": int(count)}
 
 
 def _host(totals):
