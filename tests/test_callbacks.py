@@ -84,52 +84,73 @@ def test_collapse_callback_silent_when_healthy(warnings_log):
     assert warnings_log == []
 
 
-def _progress_run(callback, num_batches, epochs=10, epoch=1):
-    """Drive a ProgressCallback through one epoch of a trainer stand-in."""
-    import types
+class _Batches:
+    """A trainer stand-in that runs through its batches, and a clock and a sync for a
+    ProgressCallback: the clock reads ``per_batch`` seconds per batch done."""
 
-    trainer = types.SimpleNamespace(
-        num_batches=num_batches,
-        epoch=epoch,
-        config=types.SimpleNamespace(epochs=epochs, log_every=50),
-        running_loss=0.1,
-    )
-    for b in range(num_batches):
-        trainer.batch = b
-        callback.on_batch_end(trainer)
+    def __init__(self, per_batch=0.5):
+        import types
+
+        self.per_batch, self.syncs = per_batch, []
+        self.trainer = types.SimpleNamespace(
+            num_batches=0,
+            epoch=1,
+            batch=0,
+            running_loss=0.1,
+            config=types.SimpleNamespace(epochs=10, log_every=50),
+        )
+
+    def clock(self):
+        return (self.trainer.batch + 1) * self.per_batch
+
+    def sync(self):
+        self.syncs.append(self.trainer.batch + 1)
+
+    def run(self, callback, num_batches, epochs=10, epoch=1):
+        self.trainer.num_batches, self.trainer.epoch = num_batches, epoch
+        self.trainer.config.epochs = epochs
+        for b in range(num_batches):
+            self.trainer.batch = b
+            callback.on_batch_end(self.trainer)
 
 
 def test_progress_estimates_the_epoch_and_the_run_from_timed_batches(caplog):
-    import itertools
-
     from gluon_triplet.training.callbacks import ProgressCallback
 
-    ticks = itertools.count(0.0, 0.5)  # every batch takes 0.5 s on this clock
-    callback = ProgressCallback(bar=False, warmup=2, timed=4, clock=lambda: next(ticks))
+    fake = _Batches(per_batch=0.5)
+    callback = ProgressCallback(bar=False, warmup=2, timed=4, clock=fake.clock, sync=fake.sync)
     with caplog.at_level(logging.INFO, logger="gluon_triplet"):
-        _progress_run(callback, num_batches=100, epochs=10, epoch=3)
+        fake.run(callback, num_batches=100, epochs=10, epoch=3)
     lines = [r.getMessage() for r in caplog.records if "estimated time" in r.getMessage()]
-    # 4 batches timed (under the 3 s it may take): 0.5 s each, 50 s an epoch, 8 epochs
-    # left (3 to 10)
+    # batches 3-6 timed (under the 3 s it may take): 0.5 s each, 50 s an epoch, 8 epochs
+    # left (3 to 10); the queued work is waited for when the clock starts and stops
     assert lines == [
         "estimated time: 50 s per epoch, 6.7 min for 8 epoch(s) before evaluation "
         "(from 4 timed batches of 100)"
     ]
-    slow = itertools.count(0.0, 2.0)  # 2 s a batch: the 3 s budget ends it after 2 batches
-    callback = ProgressCallback(bar=False, warmup=2, timed=4, clock=lambda: next(slow))
+    assert fake.syncs == [2, 6]
+    slow = _Batches(per_batch=2.0)  # the 3 s budget ends it after 2 batches
+    callback = ProgressCallback(bar=False, warmup=2, timed=4, clock=slow.clock, sync=slow.sync)
     caplog.clear()
     with caplog.at_level(logging.INFO, logger="gluon_triplet"):
-        _progress_run(callback, num_batches=100, epochs=1)
+        slow.run(callback, num_batches=100, epochs=1)
     assert "3.3 min per epoch" in caplog.text and "from 2 timed batches" in caplog.text
+    quick = _Batches(per_batch=0.02)
+    callback = ProgressCallback(bar=False, warmup=2, timed=4, clock=quick.clock, sync=quick.sync)
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="gluon_triplet"):
+        quick.run(callback, num_batches=23, epochs=10)
+    assert "0.5 s per epoch, 4.6 s for 10 epoch(s)" in caplog.text
 
 
 def test_progress_estimate_is_said_once_and_never_on_one_batch_epochs(caplog):
     from gluon_triplet.training.callbacks import ProgressCallback
 
-    callback = ProgressCallback(bar=False, warmup=2, timed=1)
+    fake = _Batches()
+    callback = ProgressCallback(bar=False, warmup=2, timed=1, clock=fake.clock, sync=fake.sync)
     with caplog.at_level(logging.INFO, logger="gluon_triplet"):
-        _progress_run(callback, num_batches=1)
-        _progress_run(callback, num_batches=2)  # the clock starts after batch 1, ends at 2
-        _progress_run(callback, num_batches=50)
+        fake.run(callback, num_batches=1)
+        fake.run(callback, num_batches=2)  # the clock starts after batch 1, ends at 2
+        fake.run(callback, num_batches=50)
     lines = [r for r in caplog.records if "estimated time" in r.getMessage()]
     assert len(lines) == 1 and "from 1 timed batches of 2" in lines[0].getMessage()

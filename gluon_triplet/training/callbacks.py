@@ -156,10 +156,15 @@ class ProgressCallback(Callback):
     epoch.
     """
 
-    def __init__(self, bar=None, warmup: int = 2, timed: int = 20, clock=time.perf_counter):
+    def __init__(
+        self, bar=None, warmup: int = 2, timed: int = 20, clock=time.perf_counter, sync=None
+    ):
         self.bar_enabled = sys.stderr.isatty() if bar is None else bar
         self._bar = None
         self.warmup, self.timed, self.clock = warmup, timed, clock
+        # MXNet runs the batches asynchronously: the clock is read once the queued work
+        # is done, or it would time the queueing only.
+        self.sync = sync if sync is not None else _wait_for_mxnet
         self._estimated = False
         self._clock: Optional[float] = None
         self._start = 0
@@ -209,12 +214,15 @@ class ProgressCallback(Callback):
         done = trainer.batch + 1
         if self._clock is None:
             if done == min(self.warmup, trainer.num_batches - 1):
+                self.sync()
                 self._clock, self._start = self.clock(), done
             return
         timed, seconds = done - self._start, self.clock() - self._clock
         if timed < self.timed and seconds < 3.0 and done < trainer.num_batches:
             return
         self._estimated = True
+        self.sync()
+        seconds = self.clock() - self._clock
         epoch = seconds / timed * trainer.num_batches
         epochs = trainer.config.epochs - trainer.epoch + 1
         logger.info(
@@ -239,7 +247,15 @@ class ProgressCallback(Callback):
         self._log_validation(trainer.history[-1])
 
 
+def _wait_for_mxnet() -> None:
+    from mxnet import nd
+
+    nd.waitall()
+
+
 def _duration(seconds: float) -> str:
+    if seconds < 10:
+        return f"{seconds:.1f} s"
     if seconds < 90:
         return f"{seconds:.0f} s"
     if seconds < 5400:
