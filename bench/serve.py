@@ -14,7 +14,7 @@ server's RSS after start, after warm-up and at the end (growth after warm-up in 
 same rates for the CLI loop (CPU of the child processes). The queries are test pictures of
 the index's dataset written as PNGs (``--dataset``, default fashion-mnist).
 
-Targets (issue: serve): 0 errors, p99 < 100 ms, RSS growth after warm-up < 10%, and
+Targets: 0 errors, p99 < 100 ms, RSS growth after warm-up < 10%, and
 requests per CPU-second >= 5x the CLI loop's. A miss prints MISS; the exit status is 0.
 
 Usage::
