@@ -55,8 +55,8 @@ logger = logging.getLogger("gluon_triplet")
 
 
 #: Largest side the automatic ``--image-size`` picks. The CNN's cost grows with the
-#: picture's area: at 64 px a 10-epoch default run over 30,000 pictures stays within about
-#: 10 minutes on 2 CPUs, while 96 px has 2.25 times the multiply-adds (docs/defaults.md).
+#: picture's area: 96 px has 2.25 times the multiply-adds of 64 px, 224 px 12 times
+#: (docs/defaults.md).
 MAX_AUTO_SIZE = 64
 
 
