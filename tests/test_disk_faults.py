@@ -11,6 +11,7 @@ import sys
 
 import numpy as np
 import pytest
+from conftest import mounted_tmpfs
 from PIL import Image
 
 from gluon_triplet.cli import main
@@ -36,19 +37,8 @@ def error_lines(text):
 @pytest.fixture
 def tmpfs(tmp_path):
     """A 256 KiB tmpfs; ``fill(mount)`` uses up its space, ``read_only(mount)`` remounts it."""
-    mount = tmp_path / "disk"
-    mount.mkdir()
-    done = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(mount)],
-        capture_output=True,
-        text=True,
-    )
-    if done.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here: {done.stderr.strip()}")
-    try:
+    with mounted_tmpfs(tmp_path / "disk", "256k") as mount:
         yield mount
-    finally:
-        subprocess.run(["umount", str(mount)], check=False)
 
 
 def fill(mount, keep=0):

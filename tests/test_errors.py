@@ -20,6 +20,7 @@ import zipfile
 
 import numpy as np
 import pytest
+from conftest import mounted_tmpfs
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
@@ -1114,19 +1115,8 @@ def test_mxnet_failing_to_write_parameters_is_a_disk_full_line(
 @pytest.fixture
 def tiny_tmpfs(tmp_path):
     """A 3 MB tmpfs (root only; skipped where mounting is not permitted)."""
-    mount = tmp_path / "full"
-    mount.mkdir()
-    done = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", "size=3m", "tmpfs", str(mount)],
-        capture_output=True,
-        text=True,
-    )
-    if done.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here: {done.stderr.strip()}")
-    try:
+    with mounted_tmpfs(tmp_path / "full", "3m") as mount:
         yield mount
-    finally:
-        subprocess.run(["umount", str(mount)], check=False)
 
 
 def test_a_real_full_disk(inputs, straight_run, tiny_tmpfs, capsys, monkeypatch):
