@@ -106,7 +106,8 @@ import numpy as np  # noqa: E402
 from gluon_triplet.config import PRESETS, REMOVED_KEYS, Config  # noqa: E402
 from gluon_triplet.data.datasets import load_dataset  # noqa: E402
 from gluon_triplet.data.triplets import TripletDataset, create_pairs  # noqa: E402
-from gluon_triplet.evaluation.metrics import clustering_metrics, evaluate_embeddings  # noqa: E402
+from gluon_triplet.evaluation.clustering import clustering_metrics  # noqa: E402
+from gluon_triplet.evaluation.metrics import evaluate_embeddings  # noqa: E402
 from gluon_triplet.nets.architectures import legacy_cnn_architecture  # noqa: E402
 from gluon_triplet.nets.embed import embed  # noqa: E402
 from gluon_triplet.nets.zoo import model_from_config  # noqa: E402

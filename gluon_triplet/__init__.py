@@ -58,16 +58,12 @@ _EXPORTS = {
         "RunDirInUse",
         "TooManyPixels",
     ),
-    ".evaluation.metrics": (
-        "ami",
-        "clustering_metrics",
-        "evaluate_embeddings",
+    ".evaluation.clustering": ("ami", "clustering_metrics", "nmi"),
+    ".evaluation.metrics": ("evaluate_embeddings", "strict_triplet_accuracy", "triplet_distances"),
+    ".evaluation.retrieval": (
         "gallery_retrieval_metrics",
-        "nmi",
         "per_class_precision_at_1",
         "retrieval_metrics",
-        "strict_triplet_accuracy",
-        "triplet_distances",
     ),
     ".nets.export": ("export_model",),
     ".nets.architectures": ("ARCHITECTURES", "BACKBONES"),
@@ -140,16 +136,12 @@ if TYPE_CHECKING:  # what a type checker and an IDE see
         RunDirInUse,
         TooManyPixels,
     )
-    from .evaluation.metrics import (
-        ami,
-        clustering_metrics,
-        evaluate_embeddings,
+    from .evaluation.clustering import ami, clustering_metrics, nmi
+    from .evaluation.metrics import evaluate_embeddings, strict_triplet_accuracy, triplet_distances
+    from .evaluation.retrieval import (
         gallery_retrieval_metrics,
-        nmi,
         per_class_precision_at_1,
         retrieval_metrics,
-        strict_triplet_accuracy,
-        triplet_distances,
     )
     from .nets.architectures import ARCHITECTURES, BACKBONES
     from .nets.backbones import BackboneEmbedding

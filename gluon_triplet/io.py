@@ -14,7 +14,7 @@ from typing import Callable, Optional
 
 from .resources import write_failure
 
-__all__ = ["atomic_save", "atomic_write_text", "sha256_file"]
+__all__ = ["atomic_save", "atomic_write_text", "new_directory_parent", "sha256_file"]
 
 
 def atomic_save(
@@ -76,3 +76,21 @@ def sha256_file(path: str) -> str:
         for chunk in iter(lambda: f.read(1 << 20), b""):
             h.update(chunk)
     return h.hexdigest()
+
+
+def new_directory_parent(path: str) -> str:
+    """The existing parent of ``path``, a directory about to be written as a whole.
+
+    Raises
+    ------
+    FileExistsError
+        ``path`` exists and is not an empty directory.
+    FileNotFoundError
+        Its parent directory does not exist.
+    """
+    if os.path.exists(path) and not (os.path.isdir(path) and not os.listdir(path)):
+        raise FileExistsError(f"{path} already exists; choose a new directory")
+    parent = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(parent):
+        raise FileNotFoundError(f"directory {parent!r} does not exist")
+    return parent

@@ -14,7 +14,7 @@ from test_images import digits, write_digits  # noqa: F401
 from gluon_triplet import embed, load_dataset, load_run
 from gluon_triplet.cli import main
 from gluon_triplet.data.recordio import pack_folder
-from gluon_triplet.evaluation.metrics import gallery_retrieval_metrics
+from gluon_triplet.evaluation.retrieval import gallery_retrieval_metrics
 
 
 def error_lines(text):

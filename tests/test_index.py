@@ -201,7 +201,7 @@ def test_unreadable_faiss_file_with_matching_checksum(tmp_path, vectors):
     blob = (out / "index.faiss").read_bytes()[:100]
     (out / "index.faiss").write_bytes(blob)
     doc = json.loads((out / "manifest.json").read_text())
-    from gluon_triplet.search.index import sha256_file
+    from gluon_triplet.io import sha256_file
 
     doc["files"]["index.faiss"] = sha256_file(str(out / "index.faiss"))
     (out / "manifest.json").write_text(json.dumps(doc))

@@ -10,20 +10,19 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from gluon_triplet.evaluation import metrics
+from gluon_triplet.evaluation import neighbours, retrieval
+from gluon_triplet.evaluation.arrays import pairwise_squared_distances
+from gluon_triplet.evaluation.clustering import ami, clustering_metrics, kmeans_clusters, nmi
 from gluon_triplet.evaluation.metrics import (
     active_triplet_fraction,
-    ami,
-    clustering_metrics,
     evaluate_embeddings,
-    gallery_retrieval_metrics,
-    kmeans_clusters,
-    nmi,
-    pairwise_squared_distances,
-    per_class_precision_at_1,
-    retrieval_metrics,
     strict_triplet_accuracy,
     triplet_distances,
+)
+from gluon_triplet.evaluation.retrieval import (
+    gallery_retrieval_metrics,
+    per_class_precision_at_1,
+    retrieval_metrics,
 )
 
 # ------------------------------------------------------------------ brute-force reference
@@ -94,7 +93,7 @@ def test_retrieval_matches_brute_force(method, case):
     expected, expected_per_class = brute_force_retrieval(points, labels, sorted(set(ks)))
     emb = np.array(points, dtype=np.float32)
     # Forcing several worker threads also exercises the row-block split on tiny chunks.
-    with mock.patch.object(metrics, "_worker_count", lambda rows: threads):
+    with mock.patch.object(retrieval, "_worker_count", lambda rows: threads):
         if expected is None:
             with pytest.raises(ValueError, match="no query has another item with its label"):
                 retrieval_metrics(emb, labels, ks=ks, chunk_size=chunk_size)
@@ -575,7 +574,7 @@ def test_ami_memory_does_not_grow_with_classes_squared(tmp_path):
     one fits. Checked against a brute-force MI on a small case below."""
     code = (
         "import resource, numpy as np\n"
-        "from gluon_triplet.evaluation.metrics import ami, nmi\n"
+        "from gluon_triplet.evaluation.clustering import ami, nmi\n"
         "rng = np.random.default_rng(0)\n"
         "y = np.arange(20000) % 5000\n"
         "rng.shuffle(y)\n"
@@ -671,11 +670,11 @@ def test_ivf_search_says_it_is_approximate_and_caps_r(monkeypatch):
     centres = rng.standard_normal((3, 8)) * 10
     labels = np.repeat(np.arange(3), 400)
     emb = (centres[labels] + rng.standard_normal((1200, 8))).astype(np.float32)
-    monkeypatch.setattr(metrics, "APPROXIMATE_MAX_R", 50)
+    monkeypatch.setattr(retrieval, "APPROXIMATE_MAX_R", 50)
     got = retrieval_metrics(emb, labels, method="ivf")
     assert got["neighbours"].startswith("approximate (IVF, nlist=")
     assert got["map_at_r_max_r"] == 50
     assert got["precision_at_1"] == pytest.approx(1.0)
     assert got["map_at_r"] > 0.99
-    monkeypatch.setattr(metrics, "APPROXIMATE_ABOVE", 1000)
+    monkeypatch.setattr(neighbours, "APPROXIMATE_ABOVE", 1000)
     assert retrieval_metrics(emb, labels)["neighbours"].startswith("approximate")

@@ -94,7 +94,8 @@ def _embed(args: argparse.Namespace) -> None:
     if args.projector is not None:
         from mxboard import SummaryWriter
 
-        from ..runs.board import sprite_images, write_projector
+        from ..runs.board import write_projector
+        from ..runs.sprites import sprite_images
 
         n = len(emb) if args.projector_samples == -1 else min(args.projector_samples, len(emb))
         pick = np.sort(np.random.default_rng(config.seed).choice(len(emb), size=n, replace=False))

@@ -71,7 +71,7 @@ def _evaluate_gallery(args: argparse.Namespace) -> None:
 
     from ..data.datasets import load_dataset
     from ..data.decoding import ImageOptions
-    from ..evaluation.metrics import gallery_retrieval_metrics
+    from ..evaluation.retrieval import gallery_retrieval_metrics
     from ..runs.api import load_run
     from ..runs.rundir import RunDir
     from ..training.trainer import resolve_contexts
@@ -130,7 +130,7 @@ def _recall_text(result: dict) -> str:
 
 def _clustering_text(result: dict) -> str:
     """``NMI 0.9 AMI 0.8`` (``on a sample of N`` when k-means clustered a sample), or
-    ``NMI/AMI skipped`` when :func:`~gluon_triplet.evaluation.metrics.clustering_metrics`
+    ``NMI/AMI skipped`` when :func:`~gluon_triplet.evaluation.clustering.clustering_metrics`
     skipped k-means (its reason is logged)."""
     if "nmi" not in result:
         return "NMI/AMI skipped"

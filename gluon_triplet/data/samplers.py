@@ -91,6 +91,97 @@ def _distinct_rows(rng, rows, need, pool):
     return chosen
 
 
+class _Levels:
+    """Classes in :class:`_Bucket` s keyed by chunks left, the keys kept sorted."""
+
+    def __init__(self, chunks, rng, rnd):
+        self.rng, self.rnd = rng, rnd
+        self.buckets = {0: _Bucket()}
+        by_level = np.argsort(chunks, kind="stable")
+        values, firsts = np.unique(chunks[by_level], return_index=True)
+        for level, members in zip(values.tolist(), np.split(by_level, firsts[1:])):
+            self.buckets[level] = _Bucket()
+            self.buckets[level].add(members)
+        self.levels = sorted(self.buckets)  # ascending; 0 always present
+        self.active = len(chunks)  # classes with chunks left
+
+    def move(self, level, classes):
+        if level not in self.buckets:
+            self.buckets[level] = _Bucket()
+            bisect.insort(self.levels, level)
+        self.buckets[level].add(classes)
+
+    def take(self, level, n):
+        part = self.buckets[level].take(n, self.rng, self.rnd)
+        if level and not self.buckets[level].size:
+            del self.buckets[level]
+            self.levels.remove(level)
+        return part
+
+    def take_all(self, level):
+        return self.take(level, self.buckets[level].size)
+
+    def drain(self, level):
+        """Every class of a level, the level kept (for the bulk phase, which ends here)."""
+        bucket = self.buckets[level]
+        return bucket.take(bucket.size, self.rng, self.rnd)
+
+
+def _largest_first(levels, p):
+    """The greedy phase while at least ``p`` classes have chunks left: slot classes."""
+    slots = []
+    while levels.levels[-1] > 0 and levels.active >= p:
+        top = levels.levels[-1]
+        group = levels.take_all(top)
+        whole = len(group) - len(group) % p
+        if whole:
+            slots.extend(group[:whole])
+            levels.move(top - 1, group[:whole])
+        rest = group[whole:]
+        if rest:
+            slots.extend(rest)
+            _complete_batch(levels, top, p - len(rest), slots)
+            levels.move(top - 1, rest)
+        levels.active -= len(group) if top == 1 else 0
+    return np.asarray(slots, dtype=np.int64)
+
+
+def _complete_batch(levels, top, need, slots):
+    """Fill a partial batch with ``need`` classes from the levels below ``top``."""
+    parts = []
+    for level in levels.levels[bisect.bisect_left(levels.levels, top) - 1 :: -1]:
+        parts.append((level, levels.take(level, need)))
+        need -= len(parts[-1][1])
+        if not need:
+            break
+    # Move only after the batch is complete: a class moved one level down
+    # must not be drawn again from that level for the same batch.
+    for level, part in parts:
+        slots.extend(part)
+        levels.move(max(level - 1, 0), part)
+        levels.active -= len(part) if level == 1 else 0
+
+
+def _fewer_than_p_left(levels, p, rng):
+    """The rest, in bulk: each batch is every class left plus random finished ones."""
+    left = [(lv, c) for lv in levels.levels if lv for c in levels.drain(lv)]
+    left_levels = np.array([level for level, _ in left], dtype=np.int64)
+    left_classes = np.array([c for _, c in left], dtype=np.int64)
+    done = np.asarray(levels.drain(0), dtype=np.int64)
+    pieces = []
+    while len(left_classes):
+        steps = int(left_levels.min())
+        need = p - len(left_classes)
+        extra = done[_distinct_rows(rng, steps, need, len(done))]
+        rows = np.concatenate([np.broadcast_to(left_classes, (steps, p - need)), extra], 1)
+        pieces.append(rows.ravel())
+        left_levels = left_levels - steps
+        done = np.concatenate([done, left_classes[left_levels == 0]])
+        left_classes = left_classes[left_levels > 0]
+        left_levels = left_levels[left_levels > 0]
+    return pieces
+
+
 class PKBatchSampler(gluon.data.Sampler):
     """Batches of ``P`` classes x ``K`` samples that cover every sample each epoch.
 
@@ -209,76 +300,11 @@ class PKBatchSampler(gluon.data.Sampler):
         (len(self) * P,) int64
             Batch ``b`` is slots ``b * P ... (b + 1) * P - 1``.
         """
-        p = self.p
         rnd = random.Random(int(rng.integers(2**63)))
-        buckets = {0: _Bucket()}
-        by_level = np.argsort(self.chunks, kind="stable")
-        values, firsts = np.unique(self.chunks[by_level], return_index=True)
-        for level, members in zip(values.tolist(), np.split(by_level, firsts[1:])):
-            buckets[level] = _Bucket()
-            buckets[level].add(members)
-        levels = sorted(buckets)  # ascending; 0 always present
-        active = len(self.classes)  # classes with chunks left
-        slots, pieces = [], []
-
-        def move(level, classes):
-            if level not in buckets:
-                buckets[level] = _Bucket()
-                bisect.insort(levels, level)
-            buckets[level].add(classes)
-
-        def take(level, n):
-            part = buckets[level].take(n, rng, rnd)
-            if level and not buckets[level].size:
-                del buckets[level]
-                levels.remove(level)
-            return part
-
-        while levels[-1] > 0 and active >= p:
-            top = levels[-1]
-            group = take(top, buckets[top].size)
-            whole = len(group) - len(group) % p
-            if whole:
-                slots.extend(group[:whole])
-                move(top - 1, group[:whole])
-            rest = group[whole:]
-            if rest:
-                slots.extend(rest)
-                need = p - len(rest)
-                parts = []
-                for level in levels[bisect.bisect_left(levels, top) - 1 :: -1]:
-                    parts.append((level, take(level, need)))
-                    need -= len(parts[-1][1])
-                    if not need:
-                        break
-                # Move only after the batch is complete: a class moved one level down
-                # must not be drawn again from that level for the same batch.
-                for level, part in parts:
-                    slots.extend(part)
-                    move(max(level - 1, 0), part)
-                    active -= len(part) if level == 1 else 0
-                move(top - 1, rest)
-            active -= len(group) if top == 1 else 0
-        pieces.append(np.asarray(slots, dtype=np.int64))
-
-        # Fewer than P classes left: each batch is all of them plus random finished ones.
-        left = [
-            (lv, c) for lv in levels if lv for c in buckets[lv].take(buckets[lv].size, rng, rnd)
-        ]
-        left_levels = np.array([level for level, _ in left], dtype=np.int64)
-        left_classes = np.array([c for _, c in left], dtype=np.int64)
-        done = np.asarray(buckets[0].take(buckets[0].size, rng, rnd), dtype=np.int64)
-        while len(left_classes):
-            steps = int(left_levels.min())
-            need = p - len(left_classes)
-            extra = done[_distinct_rows(rng, steps, need, len(done))]
-            rows = np.concatenate([np.broadcast_to(left_classes, (steps, p - need)), extra], 1)
-            pieces.append(rows.ravel())
-            left_levels = left_levels - steps
-            done = np.concatenate([done, left_classes[left_levels == 0]])
-            left_classes = left_classes[left_levels > 0]
-            left_levels = left_levels[left_levels > 0]
+        levels = _Levels(self.chunks, rng, rnd)
+        pieces = [_largest_first(levels, self.p)]
+        pieces.extend(_fewer_than_p_left(levels, self.p, rng))
         slot_class = np.concatenate(pieces)
-        if len(slot_class) != self._num_batches * p:
+        if len(slot_class) != self._num_batches * self.p:
             raise RuntimeError("PKBatchSampler: schedule does not match len(); this is a bug")
         return slot_class

@@ -8,29 +8,21 @@ from .._lazy import attach
 __getattr__, __dir__, __all__ = attach(
     __name__,
     {
-        ".metrics": (
-            "ami",
-            "clustering_metrics",
-            "evaluate_embeddings",
+        ".clustering": ("ami", "clustering_metrics", "nmi"),
+        ".metrics": ("evaluate_embeddings", "strict_triplet_accuracy", "triplet_distances"),
+        ".retrieval": (
             "gallery_retrieval_metrics",
-            "nmi",
             "per_class_precision_at_1",
             "retrieval_metrics",
-            "strict_triplet_accuracy",
-            "triplet_distances",
         ),
     },
 )
 
 if TYPE_CHECKING:
-    from .metrics import (
-        ami,
-        clustering_metrics,
-        evaluate_embeddings,
+    from .clustering import ami, clustering_metrics, nmi
+    from .metrics import evaluate_embeddings, strict_triplet_accuracy, triplet_distances
+    from .retrieval import (
         gallery_retrieval_metrics,
-        nmi,
         per_class_precision_at_1,
         retrieval_metrics,
-        strict_triplet_accuracy,
-        triplet_distances,
     )

@@ -33,6 +33,7 @@ from typing import Any, Dict, Optional, Sequence
 import numpy as np
 
 from ..errors import ExportError
+from ..io import new_directory_parent
 from ..optional import require
 from ..resources import write_error
 
@@ -271,61 +272,21 @@ def export_model(
     """
     import mxnet as mx
 
-    if format not in EXPORT_FORMATS:
-        raise ValueError(f"unknown export format {format!r}; choose one of: onnx, mxnet")
-    if os.path.exists(out_dir) and not (os.path.isdir(out_dir) and not os.listdir(out_dir)):
-        raise FileExistsError(f"{out_dir} already exists; choose a new directory")
-    parent = os.path.dirname(os.path.abspath(out_dir))
-    if not os.path.isdir(parent):
-        raise FileNotFoundError(f"directory {parent!r} does not exist")
-    sample_shape = tuple(int(s) for s in sample_shape)
-    if not sample_shape or min(sample_shape) < 1:
-        raise ValueError(f"sample_shape must be positive sizes, got {sample_shape}")
-    if batch is None:
-        batch = np.random.default_rng(0).random((8,) + sample_shape, dtype=np.float32)
-    batch = np.ascontiguousarray(batch, dtype=np.float32)
-    if batch.shape[1:] != sample_shape:
-        raise ValueError(f"batch must be (B, *{sample_shape}), got {batch.shape}")
-    if format == "onnx":
-        require("onnx", "ONNX export")
-        require("onnxruntime", "checking an ONNX export")
-
+    parent, sample_shape, samples = _check_export_args(sample_shape, out_dir, format, batch)
     net.hybridize()
-    expected = net(mx.nd.array(batch, ctx=mx.cpu())).asnumpy()
+    expected = net(mx.nd.array(samples, ctx=mx.cpu())).asnumpy()
     tmp = ""
     try:
         tmp = tempfile.mkdtemp(prefix=".tmp-export-", dir=parent)
-        # HybridBlock.export writes the graph traced by the last forward (just above).
-        net.export(os.path.join(tmp, _PREFIX), epoch=0)
-        if format == "onnx":
-            sym = mx.sym.load(os.path.join(tmp, f"{_PREFIX}-symbol.json"))
-            params = mx.nd.load(os.path.join(tmp, f"{_PREFIX}-0000.params"))
-            params = {k.split(":", 1)[-1]: v for k, v in params.items()}
-            _export_onnx(sym, params, (1,) + sample_shape, os.path.join(tmp, "model.onnx"))
-            for name in os.listdir(tmp):
-                if name != "model.onnx":
-                    os.unlink(os.path.join(tmp, name))
-            got, io = _verify_onnx(os.path.join(tmp, "model.onnx"), batch)
-        else:
-            got, io = _verify_mxnet(tmp, batch)
-        if got.shape != expected.shape:
-            raise ExportError(
-                f"the {format} export outputs {got.shape} for a batch the net maps to "
-                f"{expected.shape}"
-            )
-        diff = float(np.abs(got - expected).max())
-        if not diff <= TOLERANCE:
-            raise ExportError(
-                f"the {format} export does not reproduce the net: max |diff| {diff:.3g} > "
-                f"{TOLERANCE:g} on {len(batch)} samples"
-            )
+        got, io = _write_export(net, tmp, format, sample_shape, samples)
+        diff = _check_reproduces(got, expected, format, len(samples))
         doc = {
             "format": format,
             "files": sorted(os.listdir(tmp)),
             **io,
             "embedding_size": int(expected.shape[1]),
             "max_abs_diff": diff,
-            "verified_on": len(batch),
+            "verified_on": len(samples),
             "info": dict(info or {}),
         }
         if preprocess is not None:
@@ -345,3 +306,55 @@ def export_model(
         if failure is None:
             raise
         raise failure from None
+
+
+def _check_export_args(sample_shape, out_dir, format, batch):
+    """``(parent directory, sample shape, float32 batch)``; the errors of bad arguments."""
+    if format not in EXPORT_FORMATS:
+        raise ValueError(f"unknown export format {format!r}; choose one of: onnx, mxnet")
+    parent = new_directory_parent(out_dir)
+    sample_shape = tuple(int(s) for s in sample_shape)
+    if not sample_shape or min(sample_shape) < 1:
+        raise ValueError(f"sample_shape must be positive sizes, got {sample_shape}")
+    if batch is None:
+        batch = np.random.default_rng(0).random((8,) + sample_shape, dtype=np.float32)
+    batch = np.ascontiguousarray(batch, dtype=np.float32)
+    if batch.shape[1:] != sample_shape:
+        raise ValueError(f"batch must be (B, *{sample_shape}), got {batch.shape}")
+    if format == "onnx":
+        require("onnx", "ONNX export")
+        require("onnxruntime", "checking an ONNX export")
+    return parent, sample_shape, batch
+
+
+def _write_export(net, directory, format, sample_shape, batch):
+    """Write the model files into ``directory`` and load them back: ``(output, io)``."""
+    import mxnet as mx
+
+    # HybridBlock.export writes the graph traced by the last forward.
+    net.export(os.path.join(directory, _PREFIX), epoch=0)
+    if format != "onnx":
+        return _verify_mxnet(directory, batch)
+    sym = mx.sym.load(os.path.join(directory, f"{_PREFIX}-symbol.json"))
+    params = mx.nd.load(os.path.join(directory, f"{_PREFIX}-0000.params"))
+    params = {k.split(":", 1)[-1]: v for k, v in params.items()}
+    _export_onnx(sym, params, (1,) + sample_shape, os.path.join(directory, "model.onnx"))
+    for name in os.listdir(directory):
+        if name != "model.onnx":
+            os.unlink(os.path.join(directory, name))
+    return _verify_onnx(os.path.join(directory, "model.onnx"), batch)
+
+
+def _check_reproduces(got, expected, format, count):
+    """The max |diff| between the export's output and the net's; ExportError over tolerance."""
+    if got.shape != expected.shape:
+        raise ExportError(
+            f"the {format} export outputs {got.shape} for a batch the net maps to {expected.shape}"
+        )
+    diff = float(np.abs(got - expected).max())
+    if not diff <= TOLERANCE:
+        raise ExportError(
+            f"the {format} export does not reproduce the net: max |diff| {diff:.3g} > "
+            f"{TOLERANCE:g} on {count} samples"
+        )
+    return diff

@@ -20,7 +20,9 @@ from mxnet import gluon
 
 from ..config import Config
 from ..data.triplets import create_pairs
-from ..evaluation.metrics import clustering_metrics, evaluate_embeddings, per_class_precision_at_1
+from ..evaluation.clustering import clustering_metrics
+from ..evaluation.metrics import evaluate_embeddings
+from ..evaluation.retrieval import per_class_precision_at_1
 from ..nets.architectures import legacy_cnn_architecture
 from ..nets.embed import embed
 from ..nets.zoo import model_from_config

@@ -22,22 +22,19 @@ later to a run it already knows appear after TensorBoard is restarted.
 from __future__ import annotations
 
 import logging
-import math
 import numbers
 import os
 import re
 
 import numpy as np
 
-from ..io import atomic_save, atomic_write_text
+from ..io import atomic_write_text
 from ..training.callbacks import Callback
+from .sprites import MAX_SPRITE_SIZE, _pad_sprite_square, _tiles_per_side, _to_numpy, sprite_images
 
-__all__ = ["MAX_SPRITE_SIZE", "BoardCallback", "sprite_images", "write_projector"]
+__all__ = ["BoardCallback", "write_projector"]
 
 logger = logging.getLogger("gluon_triplet")
-
-#: Largest sprite side in pixels; the projector front-end refuses bigger sprites.
-MAX_SPRITE_SIZE = 8192
 
 PROJECTOR_CONFIG = "projector_config.pbtxt"
 
@@ -48,137 +45,11 @@ _TAG_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 _FLUSH_SECS = 2
 
 
-def _tiles_per_side(n):
-    """``ceil(sqrt(n))``, exactly, for ``n >= 1``."""
-    return math.isqrt(n - 1) + 1
-
-
-def _to_numpy(x):
-    return x.asnumpy() if hasattr(x, "asnumpy") else np.asarray(x)
-
-
-def sprite_images(x, max_size: int = MAX_SPRITE_SIZE):
-    """Images for the projector's sprite, or None when ``x`` does not look like images.
-
-    The sprite is a square atlas of ``ceil(sqrt(N))`` tiles per side, and the projector
-    refuses one wider than ``max_size`` pixels. When the pictures are too large or too
-    many for that, each becomes a thumbnail in a square cell of
-    ``max_size // ceil(sqrt(N))`` pixels: resized (Pillow, antialiased) so that its longer
-    side fills the cell, aspect ratio and colour kept, centred on black. Every sample keeps
-    its picture; only their resolution drops.
-
-    Parameters
-    ----------
-    x : array-like
-        ``(N, H, W)``, ``(N, H, W, C)`` or ``(N, C, H, W)`` with ``C`` 1 or 3 images, or
-        ``(N, D)`` flattened square single-channel images (``D = S * S``, e.g. 784). Pixels
-        are expected in [0, 1]; uint8 is taken as it is and other ranges are min-max
-        rescaled as a whole.
-    max_size : int
-        Largest sprite side in pixels (the projector's limit by default).
-
-    Returns
-    -------
-    (N, C, H', W') uint8, or None
-        NCHW, as mxboard wants; ``(H', W') = (H, W)`` when the sprite fits, else square
-        thumbnail cells. Float pixels are rounded to uint8 (mxboard would truncate them).
-        None for other shapes, non-finite pixels, or more samples than ``max_size ** 2``
-        (a cell would be under one pixel).
-    """
-    x = _to_numpy(x)
-    if x.ndim < 2 or x.shape[0] == 0 or x.dtype.kind not in "buif":
-        return None
-    n = x.shape[0]
-    if x.ndim == 2:
-        side = math.isqrt(x.shape[1])
-        if side < 2 or side * side != x.shape[1]:
-            return None
-        images = x.reshape(n, 1, side, side)
-    elif x.ndim == 3:
-        images = x[:, None]
-    elif x.ndim == 4:
-        # MXNet's own layout wins when both readings fit, e.g. (N, 3, 3, 3)
-        if x.shape[1] in (1, 3):
-            images = x
-        elif x.shape[3] in (1, 3):
-            images = x.transpose(0, 3, 1, 2)
-        else:
-            return None
-    else:
-        return None
-    height, width = images.shape[2:]
-    if height == 0 or width == 0:
-        return None
-    cell = max_size // _tiles_per_side(n)
-    if cell < 1:
-        return None
-    if images.dtype == np.uint8:
-        pixels = np.ascontiguousarray(images)
-    else:
-        images = images.astype(np.float32)
-        if not np.isfinite(images).all():
-            return None
-        lo, hi = float(images.min()), float(images.max())
-        if lo < 0 or hi > 1:
-            # standardised inputs still make a readable picture once stretched back to [0, 1]
-            images = (images - lo) / (hi - lo) if hi > lo else np.zeros_like(images)
-        pixels = np.rint(images * 255).astype(np.uint8)
-    if max(height, width) <= cell:
-        return pixels
-    logger.info(
-        "projector: the sprite shows %d pictures of %dx%d as %dx%d thumbnails (a sprite is "
-        "at most %d px a side)",
-        n,
-        height,
-        width,
-        cell,
-        cell,
-        max_size,
-    )
-    return _thumbnails(pixels, cell)
-
-
-def _thumbnails(pixels, cell):
-    """``(N, C, H, W) uint8`` -> ``(N, C, cell, cell) uint8``: each picture resized so its
-    longer side is ``cell`` (aspect kept), centred on black."""
-    from PIL import Image
-
-    n, channels, height, width = pixels.shape
-    scale = cell / max(height, width)
-    th, tw = max(1, min(cell, round(height * scale))), max(1, min(cell, round(width * scale)))
-    top, left = (cell - th) // 2, (cell - tw) // 2
-    out = np.zeros((n, channels, cell, cell), np.uint8)
-    for i in range(n):
-        # Pillow's filters other than NEAREST average over every source pixel a thumbnail
-        # pixel covers when shrinking, so fine detail blurs instead of aliasing.
-        if channels == 3:
-            picture = Image.fromarray(pixels[i].transpose(1, 2, 0), "RGB")
-            small = np.asarray(picture.resize((tw, th), Image.LANCZOS, reducing_gap=2.0))
-            small = small.transpose(2, 0, 1)
-        else:
-            picture = Image.fromarray(pixels[i, 0], "L")
-            small = np.asarray(picture.resize((tw, th), Image.LANCZOS, reducing_gap=2.0))
-        out[i, :, top : top + th, left : left + tw] = small
-    return out
-
-
 def _clean_label(value):
     # The projector reads one label per line, takes a first line with a tab as a header and
     # skips blank lines; any of those would shift every label after it.
     text = re.sub(r"[\t\r\n]+", " ", str(value)).strip()
     return text if text else "(empty)"
-
-
-def _pad_sprite_square(path, side_w, side_h):
-    from PIL import Image
-
-    with Image.open(path) as im:
-        im.load()
-    if im.size == (side_w, side_h):
-        return
-    canvas = Image.new(im.mode, (side_w, side_h))
-    canvas.paste(im, (0, 0))
-    atomic_save(path, lambda tmp: canvas.save(tmp, format="PNG"))
 
 
 def _tidy_projector_config(logdir, shared_sprite=None):
@@ -259,73 +130,17 @@ def write_projector(writer, tag, embedding, labels, images=None, global_step=Non
         On a bad tag or step, shapes and values that do not fit together, or no sprite in
         ``sprite_of``.
     """
-    if not isinstance(tag, str) or not _TAG_RE.match(tag):
-        raise ValueError(
-            f"write_projector: tag must be letters, digits, '_', '.', '-', got {tag!r}"
-        )
-    if global_step is not None and (
-        isinstance(global_step, bool) or not isinstance(global_step, numbers.Integral)
-    ):
-        raise ValueError(f"write_projector: global_step must be an int, got {global_step!r}")
-    if global_step is not None and global_step < 0:
-        raise ValueError(f"write_projector: global_step must be >= 0, got {global_step}")
-
-    embedding = _to_numpy(embedding)
-    if embedding.ndim != 2 or embedding.shape[0] == 0 or embedding.shape[1] == 0:
-        raise ValueError(
-            f"write_projector: embedding must be (M, D) with M, D >= 1, got shape {embedding.shape}"
-        )
-    if embedding.dtype.kind not in "buif":
-        raise ValueError(f"write_projector: embedding must be numeric, got {embedding.dtype}")
-    embedding = embedding.astype(np.float32)
-    if not np.isfinite(embedding).all():
-        raise ValueError("write_projector: embedding has NaN or inf values")
+    _check_tag_and_step(tag, global_step)
+    embedding = _checked_embedding(embedding)
     m = embedding.shape[0]
-
     if labels is not None:
-        if hasattr(labels, "asnumpy"):
-            labels = labels.asnumpy()
-        if np.ndim(labels) != 1:
-            raise ValueError(f"write_projector: labels must be 1-D, got shape {np.shape(labels)}")
-        labels = [_clean_label(v) for v in labels]
-        if len(labels) != m:
-            raise ValueError(f"write_projector: {len(labels)} labels for an embedding of {m} rows")
-
+        labels = _checked_labels(labels, m)
     if images is not None:
-        images = _to_numpy(images)
-        if images.ndim != 4 or images.shape[1] not in (1, 3):
-            raise ValueError(
-                "write_projector: images must be (M, C, H, W) with C 1 or 3, got shape "
-                f"{images.shape}"
-            )
-        if images.shape[0] != m:
-            raise ValueError(
-                f"write_projector: {images.shape[0]} images for an embedding of {m} rows"
-            )
-        height, width = images.shape[2:]
-        per_side = _tiles_per_side(m)
-        if per_side * max(height, width) > MAX_SPRITE_SIZE:
-            raise ValueError(
-                f"write_projector: a sprite of {m} images of {height}x{width} would be "
-                f"{per_side * width}x{per_side * height} px, over the projector's "
-                f"{MAX_SPRITE_SIZE} px limit; sprite_images makes thumbnails that fit"
-            )
-        if images.dtype != np.uint8:
-            images = images.astype(np.float32)
-            if not np.isfinite(images).all() or images.min() < 0 or images.max() > 1:
-                raise ValueError("write_projector: float images must be in [0, 1]")
-            # mxboard truncates floats to uint8; rounding keeps a pixel within 0.5/255
-            images = np.rint(images * 255).astype(np.uint8)
-
+        images = _checked_images(images, m)
     logdir = writer.get_logdir()
     shared = None
     if images is not None and sprite_of is not None:
-        if not isinstance(sprite_of, str) or not _TAG_RE.match(sprite_of):
-            raise ValueError(f"write_projector: sprite_of must be a folder name, got {sprite_of!r}")
-        if not os.path.isfile(os.path.join(logdir, sprite_of, "sprite.png")):
-            raise ValueError(f"write_projector: no sprite.png in {sprite_of!r} to point at")
-        # The projector resolves a relative image path against the pbtxt's directory.
-        shared = f"{sprite_of}/sprite.png", (images.shape[3], images.shape[2])
+        shared = _shared_sprite(logdir, sprite_of, images)
 
     writer.add_embedding(
         tag,
@@ -346,6 +161,82 @@ def write_projector(writer, tag, embedding, labels, images=None, global_step=Non
         )
     _tidy_projector_config(logdir, (folder, *shared) if shared else None)
     return folder
+
+
+def _check_tag_and_step(tag, global_step):
+    if not isinstance(tag, str) or not _TAG_RE.match(tag):
+        raise ValueError(
+            f"write_projector: tag must be letters, digits, '_', '.', '-', got {tag!r}"
+        )
+    if global_step is not None and (
+        isinstance(global_step, bool) or not isinstance(global_step, numbers.Integral)
+    ):
+        raise ValueError(f"write_projector: global_step must be an int, got {global_step!r}")
+    if global_step is not None and global_step < 0:
+        raise ValueError(f"write_projector: global_step must be >= 0, got {global_step}")
+
+
+def _checked_embedding(embedding):
+    """``(M, D)`` finite float32, or ValueError."""
+    embedding = _to_numpy(embedding)
+    if embedding.ndim != 2 or embedding.shape[0] == 0 or embedding.shape[1] == 0:
+        raise ValueError(
+            f"write_projector: embedding must be (M, D) with M, D >= 1, got shape {embedding.shape}"
+        )
+    if embedding.dtype.kind not in "buif":
+        raise ValueError(f"write_projector: embedding must be numeric, got {embedding.dtype}")
+    embedding = embedding.astype(np.float32)
+    if not np.isfinite(embedding).all():
+        raise ValueError("write_projector: embedding has NaN or inf values")
+    return embedding
+
+
+def _checked_labels(labels, m):
+    """``m`` labels as one-line strings, or ValueError."""
+    if hasattr(labels, "asnumpy"):
+        labels = labels.asnumpy()
+    if np.ndim(labels) != 1:
+        raise ValueError(f"write_projector: labels must be 1-D, got shape {np.shape(labels)}")
+    labels = [_clean_label(v) for v in labels]
+    if len(labels) != m:
+        raise ValueError(f"write_projector: {len(labels)} labels for an embedding of {m} rows")
+    return labels
+
+
+def _checked_images(images, m):
+    """``(m, C, H, W)`` uint8 pictures that fit one sprite, or ValueError."""
+    images = _to_numpy(images)
+    if images.ndim != 4 or images.shape[1] not in (1, 3):
+        raise ValueError(
+            f"write_projector: images must be (M, C, H, W) with C 1 or 3, got shape {images.shape}"
+        )
+    if images.shape[0] != m:
+        raise ValueError(f"write_projector: {images.shape[0]} images for an embedding of {m} rows")
+    height, width = images.shape[2:]
+    per_side = _tiles_per_side(m)
+    if per_side * max(height, width) > MAX_SPRITE_SIZE:
+        raise ValueError(
+            f"write_projector: a sprite of {m} images of {height}x{width} would be "
+            f"{per_side * width}x{per_side * height} px, over the projector's "
+            f"{MAX_SPRITE_SIZE} px limit; sprite_images makes thumbnails that fit"
+        )
+    if images.dtype != np.uint8:
+        images = images.astype(np.float32)
+        if not np.isfinite(images).all() or images.min() < 0 or images.max() > 1:
+            raise ValueError("write_projector: float images must be in [0, 1]")
+        # mxboard truncates floats to uint8; rounding keeps a pixel within 0.5/255
+        images = np.rint(images * 255).astype(np.uint8)
+    return images
+
+
+def _shared_sprite(logdir, sprite_of, images):
+    """``(image_path, (width, height))`` of the earlier sprite in ``sprite_of``."""
+    if not isinstance(sprite_of, str) or not _TAG_RE.match(sprite_of):
+        raise ValueError(f"write_projector: sprite_of must be a folder name, got {sprite_of!r}")
+    if not os.path.isfile(os.path.join(logdir, sprite_of, "sprite.png")):
+        raise ValueError(f"write_projector: no sprite.png in {sprite_of!r} to point at")
+    # The projector resolves a relative image path against the pbtxt's directory.
+    return f"{sprite_of}/sprite.png", (images.shape[3], images.shape[2])
 
 
 def _is_number(value):

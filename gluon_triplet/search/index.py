@@ -33,20 +33,14 @@ metric, embedding size, index kind and parameters, and the SHA-256 of every file
 
 from __future__ import annotations
 
-import json
 import math
-import os
-import shutil
-import tempfile
 import time
 from typing import Any, Dict, Optional, Sequence, Tuple
 
 import numpy as np
 
 from ..errors import IndexFileError
-from ..io import sha256_file
-from ..optional import require
-from ..resources import write_error
+from .store import FORMAT, INDEX_KINDS, METRICS, _faiss, load_index_dir, save_index_dir
 
 __all__ = [
     "DEFAULT_PARAMS",
@@ -55,14 +49,8 @@ __all__ = [
     "Index",
     "IndexFileError",
     "metric_for_distance",
-    "read_manifest",
-    "sha256_file",
 ]
 
-#: Index kinds :meth:`Index.build` accepts.
-INDEX_KINDS = ("flat", "hnsw", "ivf")
-#: Metrics an index can rank by.
-METRICS = ("squared_l2", "cosine")
 #: Parameters of each kind and their defaults (``None``: chosen from the number of rows).
 DEFAULT_PARAMS: Dict[str, Dict[str, Any]] = {
     "flat": {},
@@ -70,9 +58,6 @@ DEFAULT_PARAMS: Dict[str, Dict[str, Any]] = {
     "ivf": {"nlist": None, "nprobe": None},
 }
 
-MANIFEST = "manifest.json"
-_FORMAT = 1
-_INDEX_FILE = "index.faiss"
 # faiss's k-means wants this many training points per cell; fewer gives a poor quantizer.
 _POINTS_PER_CELL = 39
 
@@ -88,10 +73,6 @@ def metric_for_distance(distance: str) -> str:
     if distance == "cosine":
         return "cosine"
     raise ValueError(f"unknown distance {distance!r}; choose one of: squared, euclidean, cosine")
-
-
-def _faiss():
-    return require("faiss", "the nearest-neighbour index")
 
 
 def _resolve_params(kind: str, n: int, params: Dict[str, Any]) -> Dict[str, int]:
@@ -505,7 +486,7 @@ class Index:
     def manifest(self) -> Dict[str, Any]:
         """What :meth:`save` writes to ``manifest.json`` (without the file checksums)."""
         doc = {
-            "format": _FORMAT,
+            "format": FORMAT,
             "metric": self.metric,
             "embedding_size": self.dim,
             "count": len(self),
@@ -525,53 +506,13 @@ class Index:
         temporary directory beside it and renamed into place at the end, so a failure
         leaves nothing behind and nothing is overwritten.
         """
-        if os.path.exists(directory) and not (
-            os.path.isdir(directory) and not os.listdir(directory)
-        ):
-            raise FileExistsError(f"{directory} already exists; choose a new directory")
-        parent = os.path.dirname(os.path.abspath(directory))
-        if not os.path.isdir(parent):
-            raise FileNotFoundError(f"directory {parent!r} does not exist")
-        faiss = _faiss()
-        writing = directory  # named in the error of a full or read-only disk
-        tmp = ""
-        try:
-            tmp = tempfile.mkdtemp(prefix=".tmp-index-", dir=parent)
-            files: dict = {}
-            writing = os.path.join(directory, _INDEX_FILE)
-            # Through Python's file, not ndarray.tofile: its fwrite loses a small file's
-            # end on a full disk without an error.
-            with open(os.path.join(tmp, _INDEX_FILE), "wb") as f:
-                f.write(faiss.serialize_index(self._index).tobytes())
-            files[_INDEX_FILE] = None
-            arrays = {"ids.npy": self.ids, "labels.npy": self.labels}
-            for name, array in arrays.items():
-                if array is not None:
-                    writing = os.path.join(directory, name)
-                    np.save(os.path.join(tmp, name), array, allow_pickle=False)
-                    files[name] = None
-            for name, value in (("class_names.json", self.class_names), ("paths.json", self.paths)):
-                if value is not None:
-                    writing = os.path.join(directory, name)
-                    with open(os.path.join(tmp, name), "w", encoding="utf-8") as f:
-                        json.dump(value, f)
-                    files[name] = None
-            doc = self.manifest()
-            doc["files"] = {name: sha256_file(os.path.join(tmp, name)) for name in files}
-            writing = os.path.join(directory, MANIFEST)
-            with open(os.path.join(tmp, MANIFEST), "w", encoding="utf-8") as f:
-                json.dump(doc, f, indent=2, sort_keys=True)
-            os.chmod(tmp, 0o755)
-            if os.path.isdir(directory):
-                os.rmdir(directory)  # empty, checked above
-            os.rename(tmp, directory)
-        except BaseException as e:
-            if tmp:
-                shutil.rmtree(tmp, ignore_errors=True)
-            failure = write_error(writing, e)
-            if failure is None:
-                raise
-            raise failure from None
+        save_index_dir(
+            directory,
+            self._index,
+            arrays={"ids.npy": self.ids, "labels.npy": self.labels},
+            listings={"class_names.json": self.class_names, "paths.json": self.paths},
+            manifest=self.manifest(),
+        )
 
     @classmethod
     def load(cls, directory: str, net=None, batch_size: int = 4096) -> Index:
@@ -590,58 +531,8 @@ class Index:
             The directory or a file is missing, a checksum does not match (corrupt or
             edited file), or the files disagree with each other.
         """
-        doc = read_manifest(directory)
-        for name, digest in doc["files"].items():
-            path = os.path.join(directory, name)
-            if not os.path.isfile(path):
-                raise IndexFileError(f"{directory}: {name} is missing")
-            if sha256_file(path) != digest:
-                raise IndexFileError(f"{directory}: {name} is corrupt (its SHA-256 differs)")
-        faiss = _faiss()
-        try:
-            index = faiss.deserialize_index(
-                np.fromfile(os.path.join(directory, _INDEX_FILE), np.uint8)
-            )
-        except RuntimeError as e:
-            first = str(e).strip().splitlines()[0][:200]
-            raise IndexFileError(
-                f"{directory}: {_INDEX_FILE} is not a faiss index: {first}"
-            ) from None
-
-        def array(name):
-            if name not in doc["files"]:
-                return None
-            try:
-                return np.load(os.path.join(directory, name), allow_pickle=False)
-            except ValueError as e:
-                raise IndexFileError(f"{directory}: {name} is unreadable: {e}") from None
-
-        def listing(name):
-            if name not in doc["files"]:
-                return None
-            with open(os.path.join(directory, name), encoding="utf-8") as f:
-                try:
-                    return json.load(f)
-                except json.JSONDecodeError as e:
-                    raise IndexFileError(f"{directory}: {name} is not JSON: {e}") from None
-
-        ids, labels = array("ids.npy"), array("labels.npy")
-        class_names, paths = listing("class_names.json"), listing("paths.json")
-        n = int(index.ntotal)
-        problems = []
-        if ids is None or ids.shape != (n,):
-            problems.append(f"ids.npy has {None if ids is None else ids.shape}, want ({n},)")
-        if labels is not None and labels.shape != (n,):
-            problems.append(f"labels.npy has shape {labels.shape}, want ({n},)")
-        if paths is not None and len(paths) != n:
-            problems.append(f"paths.json lists {len(paths)} paths, want {n}")
-        if int(index.d) != doc["embedding_size"] or n != doc["count"]:
-            problems.append(
-                f"the faiss index holds {n} x {index.d}, the manifest says "
-                f"{doc['count']} x {doc['embedding_size']}"
-            )
-        if problems:
-            raise IndexFileError(f"{directory}: inconsistent index: {'; '.join(problems)}")
+        stored = load_index_dir(directory)
+        doc = stored.manifest
         info = {
             k: v
             for k, v in doc.items()
@@ -649,57 +540,17 @@ class Index:
             and k not in ("labels", "class_names", "paths")
         }
         out = cls(
-            index,
+            stored.index,
             metric=doc["metric"],
             kind=doc["index"]["kind"],
             params=doc["index"]["params"],
-            ids=ids,
-            labels=labels,
-            class_names=class_names,
-            paths=paths,
+            ids=stored.ids,
+            labels=stored.labels,
+            class_names=stored.class_names,
+            paths=stored.paths,
             info=info,
             net=net,
             batch_size=batch_size,
         )
         out._apply_search_params()
         return out
-
-
-def read_manifest(directory: str) -> Dict[str, Any]:
-    """The checked ``manifest.json`` of an index directory.
-
-    Raises
-    ------
-    IndexFileError
-        The directory or the manifest is missing, or the manifest is not one this
-        version wrote.
-    """
-    if not os.path.isdir(directory):
-        if os.path.exists(directory):
-            raise IndexFileError(f"{directory!r} is a file, not an index directory")
-        raise IndexFileError(f"index directory {directory!r} does not exist")
-    path = os.path.join(directory, MANIFEST)
-    if not os.path.isfile(path):
-        raise IndexFileError(f"{directory!r} is not an index directory: it has no {MANIFEST}")
-    try:
-        with open(path, encoding="utf-8") as f:
-            doc = json.load(f)
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise IndexFileError(f"{path} is corrupt: {e}") from None
-    need = {"format": int, "metric": str, "embedding_size": int, "count": int, "index": dict}
-    need["files"] = dict
-    bad = [k for k, t in need.items() if not isinstance(doc, dict) or not isinstance(doc.get(k), t)]
-    if bad:
-        raise IndexFileError(f"{path} is corrupt: missing or malformed {', '.join(bad)}")
-    if doc["format"] != _FORMAT:
-        raise IndexFileError(
-            f"{path}: index format {doc['format']} is not supported (want {_FORMAT})"
-        )
-    if doc["metric"] not in METRICS:
-        raise IndexFileError(f"{path}: unknown metric {doc['metric']!r}")
-    kind = doc["index"].get("kind")
-    if kind not in INDEX_KINDS or not isinstance(doc["index"].get("params"), dict):
-        raise IndexFileError(f"{path}: unknown index kind {kind!r}")
-    if _INDEX_FILE not in doc["files"] or "ids.npy" not in doc["files"]:
-        raise IndexFileError(f"{path} is corrupt: it lists no {_INDEX_FILE} or ids.npy")
-    return doc

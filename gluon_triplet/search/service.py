@@ -36,7 +36,7 @@ MAX_K = 1000
 
 
 def _manifest_run(index_dir: str) -> Dict[str, Any]:
-    from .index import read_manifest
+    from .store import read_manifest
 
     doc = read_manifest(index_dir)
     if "params_sha256" not in doc or "params_file" not in doc:
