@@ -12,6 +12,12 @@ import urllib.request
 
 import numpy as np
 import pytest
+from helpers import (
+    FAST,
+    error_lines,
+    projector_points,
+    snapshot,
+)
 
 from gluon_triplet import embed, evaluate, load_dataset, load_run
 from gluon_triplet.cli import main, setup_logging
@@ -54,10 +60,6 @@ def assert_same_metrics(got, want):
     # norms); every metric evaluate computes must agree.
     assert set(got) <= set(want)
     assert got == pytest.approx({k: want[k] for k in got}, rel=1e-9)
-
-
-def error_lines(text):
-    return [line for line in text.splitlines() if line.startswith("error:")]
 
 
 @pytest.fixture(scope="module")
@@ -247,3 +249,40 @@ def test_view_serves_the_run_and_stops_with_its_parent(run):
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
+
+
+# ---------------------------------------------- --projector-samples and --params
+
+
+def test_projector_samples_0_is_none_and_minus_1_all_in_training_and_embed(inputs, workdir, capsys):
+    args = [*FAST, "--dataset", f"idx:{inputs['good_idx']}", "--logdir", "logs"]
+    assert main([*args, "--run-name", "none", "--projector-samples", "0"]) == 0
+    assert main([*args, "--run-name", "all", "--projector-samples", "-1"]) == 0
+    assert projector_points("logs/none") == 0
+    assert projector_points("logs/all") == 20  # the whole test split
+    capsys.readouterr()
+
+    embed = ["embed", "logs/all", "--out", "e.npy", "--projector", "proj"]
+    assert main([*embed, "--projector-samples", "0"]) == 2
+    assert error_lines(capsys.readouterr().err) == [
+        "error: --projector-samples 0 means no projector points; with --projector give a "
+        "count, or -1 for all"
+    ]
+    assert not os.path.exists("e.npy") and not os.path.exists("proj")
+    assert main([*embed, "--projector-samples", "-1"]) == 0
+    assert projector_points("proj") == 20
+
+
+def test_embed_params_not_a_params_file_one_error_line(inputs, workdir, capsys):
+    args = [*FAST, "--dataset", f"idx:{inputs['good_idx']}", "--logdir", "logs"]
+    assert main([*args, "--run-name", "r"]) == 0
+    capsys.readouterr()
+    before = snapshot(workdir)
+    assert main(["embed", "logs/r", "--params", "/etc/passwd", "--out", "e.npy"]) == 2
+    err = capsys.readouterr().err
+    assert error_lines(err) == [
+        "error: cannot load /etc/passwd into the model of logs/r/config.json: Invalid NDArray "
+        "file format"
+    ], err
+    assert "Traceback" not in err
+    assert snapshot(workdir) == before

@@ -3,15 +3,23 @@ the fields a run records have none."""
 
 import argparse
 import dataclasses
+import json
 import os
 import subprocess
 import sys
 
 import pytest
+from helpers import (
+    FAST,
+    error_lines,
+    fill,
+    snapshot,
+)
 
 from gluon_triplet.cli import build_parser, config_from_args, main
 from gluon_triplet.cli.train import option_names
 from gluon_triplet.config import Config
+from gluon_triplet.data.datasets import DataError
 
 # The options; the recorded fields (what a run resolved: input_shape, architecture) are
 # set by runs and JSON configs only.
@@ -222,3 +230,251 @@ def test_the_help_names_every_registered_subcommand():
         assert name == "train" or f"{name}|" in epilog or f"|{name} --help" in epilog
         module = subcommand(name)
         assert callable(module.main) and module.HELP
+
+
+# ---------------------------- bad input: one error line, exit 2, nothing written
+
+
+# (case id) -> (argv, exact fragment of the one error line). {name} is filled from inputs.
+CASES = {
+    "unknown dataset": (
+        ["--dataset", "cifar"],
+        "error: unknown dataset 'cifar'; choose one of: mnist, fashion-mnist, mnist-5k, "
+        "idx:DIR, npz:FILE",
+    ),
+    "missing data dir": (
+        ["--dataset", "idx:{dir}/nope"],
+        "error: IDX directory not found: {dir}/nope",
+    ),
+    "missing --data-dir": (
+        ["--dataset", "mnist", "--data-dir", "{dir}/nope"],
+        "error: IDX directory not found: {dir}/nope",
+    ),
+    "empty data dir": (
+        ["--dataset", "idx:{empty}"],
+        "error: missing IDX files in {empty}: train-images-idx3-ubyte[.gz], "
+        "train-labels-idx1-ubyte[.gz], t10k-images-idx3-ubyte[.gz], t10k-labels-idx1-ubyte[.gz]",
+    ),
+    "truncated IDX": (
+        ["--dataset", "idx:{truncated}"],
+        "error: {truncated}/train-images-idx3-ubyte: truncated IDX file: expected 1440 bytes "
+        "of data, found 1433",
+    ),
+    "wrong IDX magic": (
+        ["--dataset", "idx:{magic}"],
+        "error: {magic}/t10k-labels-idx1-ubyte: not an IDX file (bad magic number 0x08030801)",
+    ),
+    "image/label count mismatch": (
+        ["--dataset", "idx:{count}"],
+        "error: image/label count mismatch in {count} (train): 40 images, 39 labels",
+    ),
+    "one class only": (
+        ["--dataset", "idx:{one_class}"],
+        "error: idx:{one_class} training set: need at least 2 classes with >= 2 samples to "
+        "form triplets; got 1 class(es), 1 with >= 2 samples",
+    ),
+    "every class a singleton (x, y)": (
+        ["--dataset", "npz:{singletons}"],
+        "error: {singletons}: no test samples (every class has a single sample)",
+    ),
+    "every class a singleton (train split)": (
+        ["--dataset", "npz:{singleton_train}"],
+        "error: npz:{singleton_train} training set: need at least 2 classes with >= 2 "
+        "samples to form triplets; got 12 class(es), 0 with >= 2 samples",
+    ),
+    "labels (N, 2)": (
+        ["--dataset", "npz:{labels_n2}"],
+        "error: {labels_n2}: x/y labels must be (N,) or (N, 1), got shape (40, 2)",
+    ),
+    "NaN in inputs": (
+        ["--dataset", "npz:{nan}"],
+        "error: {nan}: x/y samples contain NaN or infinite values",
+    ),
+    "inf in inputs": (
+        ["--dataset", "npz:{inf}"],
+        "error: {inf}: x/y samples contain NaN or infinite values",
+    ),
+    "non-numeric samples": (
+        ["--dataset", "npz:{strings}"],
+        "error: {strings}: x/y samples are not numeric (dtype <U1)",
+    ),
+    "non-numeric labels": (
+        ["--dataset", "npz:{string_labels}"],
+        "error: {string_labels}: x/y labels must be integers, got dtype <U3",
+    ),
+    "non-integer labels": (
+        ["--dataset", "npz:{float_labels}"],
+        "error: {float_labels}: x/y labels must be integers, got dtype float64",
+    ),
+    "object array (pickle) in npz": (
+        ["--dataset", "npz:{evil}"],
+        "error: {evil}: contains pickled objects; refusing to load",
+    ),
+    "batch size larger than the data": (
+        ["--dataset", "idx:{good_idx}", "--miner", "offline", "--batch-size", "1000"],
+        "error: --batch-size 1000 is larger than the 36 training triplets of an epoch; use "
+        "--batch-size 36 or less",
+    ),
+    "P x K: more classes than exist": (
+        ["--dataset", "idx:{good_idx}", "--miner", "batch-hard", "--pk-classes", "5"],
+        "error: --pk-classes 5 asks for more classes per batch than the training data has "
+        "(4); use --pk-classes 4 or less",
+    ),
+    "logs dir is a file": (
+        ["--dataset", "idx:{good_idx}", "--logdir", "{file}"],
+        "error: logs dir '{file}' exists and is not a directory",
+    ),
+    "logs dir under a file": (
+        ["--dataset", "idx:{good_idx}", "--logdir", "{file}/logs"],
+        "error: cannot create logs dir '{file}/logs': '{file}' is not a directory",
+    ),
+    "existing --run-name": (
+        ["--dataset", "idx:{good_idx}", "--run-name", "earlier-run"],
+        "error: run directory 'logs/earlier-run' already exists; choose another --run-name",
+    ),
+    "config: unknown key": (
+        ["--config", "{cfg}/unknown.json"],
+        "error: {cfg}/unknown.json: unknown config key(s): lrr; valid keys: dataset, data_dir,",
+    ),
+    "config: wrong type": (
+        ["--config", "{cfg}/type.json"],
+        "error: {cfg}/type.json: config key 'epochs' must be an integer or null, got '3'",
+    ),
+    "config: wrong type (bool)": (
+        ["--config", "{cfg}/bool.json"],
+        "error: {cfg}/bool.json: config key 'normalize' must be of type bool, got 'yes'",
+    ),
+    "config: not JSON": (
+        ["--config", "{cfg}/not_json.json"],
+        "error: {cfg}/not_json.json: not valid JSON (Expecting property name enclosed in "
+        "double quotes: line 1 column 14 (char 13))",
+    ),
+    "config: not an object": (
+        ["--config", "{cfg}/list.json"],
+        "error: {cfg}/list.json: config must be a JSON object, got list",
+    ),
+    "decompression bomb: npz": (
+        ["--dataset", "npz:{bomb_npz}", "--max-data-bytes", "1000000"],
+        "error: {bomb_npz}: array 'x' of shape (2000, 2500) float32 needs 19.1 MiB in memory, "
+        "above the limit of 976.6 KiB (--max-data-bytes; default: half the available memory)",
+    ),
+    "decompression bomb: npz header beyond any memory (default limit)": (
+        ["--dataset", "npz:{liar_npz}"],
+        "error: {liar_npz}: array 'x' of shape (1000000000000, 10000) uint8 needs 35.5 PiB "
+        "in memory, above the limit of ",
+    ),
+    "decompression bomb: gzipped IDX": (
+        ["--dataset", "idx:{bomb_idx}", "--max-data-bytes", "1000000"],
+        "error: {bomb_idx}/train-images-idx3-ubyte.gz: IDX data of shape (20, 1000, 1000) uint8 "
+        "needs 76.3 MiB in memory, above the limit of 976.6 KiB (--max-data-bytes; default: "
+        "half the available memory)",
+    ),
+    "--momentum nan": (
+        ["--dataset", "idx:{good_idx}", "--optimizer", "sgd", "--momentum", "nan"],
+        "error: momentum (--momentum) must be a finite number, got nan",
+    ),
+    "--weight-decay nan": (
+        ["--dataset", "idx:{good_idx}", "--weight-decay", "nan"],
+        "error: weight_decay (--weight-decay) must be a finite number, got nan",
+    ),
+    "--weight-decay inf": (
+        ["--dataset", "idx:{good_idx}", "--weight-decay", "inf"],
+        "error: weight_decay (--weight-decay) must be a finite number, got inf",
+    ),
+    "--lr inf": (
+        ["--dataset", "idx:{good_idx}", "--lr", "inf"],
+        "error: lr (--lr) must be a finite number, got inf",
+    ),
+    "--seed -1": (
+        ["--dataset", "idx:{good_idx}", "--seed", "-1"],
+        "error: seed (--seed) must be >= 0, got -1",
+    ),
+    "--embedding-size 3000000000": (
+        ["--dataset", "idx:{good_idx}", "--embedding-size", "3000000000"],
+        "error: embedding_size (--embedding-size) 3000000000 is too large: MXNet layers hold at "
+        "most 2147483647 units, and one of 3000000000 units needs 11.2 GiB per input feature "
+        "(float32 weights)",
+    ),
+    "--hidden 10000000000": (
+        ["--dataset", "idx:{good_idx}", "--hidden", "10000000000"],
+        "error: hidden (--hidden) 10000000000 is too large: MXNet layers hold at most "
+        "2147483647 units, and one of 10000000000 units needs 37.3 GiB per input feature "
+        "(float32 weights)",
+    ),
+    "--hidden 1000000000 (beyond memory)": (
+        ["--dataset", "idx:{good_idx}", "--hidden", "1000000000"],
+        "error: this run needs at least 1.1 TiB of memory: its 45000000008 parameters need "
+        "670.6 GiB with their gradients and optimizer state; only ",
+    ),
+    "-K 100000000 (beyond memory)": (
+        ["--dataset", "idx:{good_idx}", "-K", "100000000"],
+        "error: this run needs at least 568.4 PiB of memory: a batch of 400000000 samples "
+        "(-P 4 x -K 100000000) needs 568.4 PiB, 568.4 PiB of it for its 400000000 x 400000000 "
+        "distances; only ",
+    ),
+    "samples of shape (N, 0)": (
+        ["--dataset", "npz:{no_features}"],
+        "error: {no_features}: x/y samples have no values: shape (40, 0) (every sample is empty)",
+    ),
+    "uint64 labels beyond int64": (
+        ["--dataset", "npz:{uint64_labels}"],
+        "error: {uint64_labels}: x/y labels must fit in int64; got uint64 values up to "
+        "18446744073709551615 (number the classes 0, 1, ... instead)",
+    ),
+    "config: missing file": (
+        ["--config", "{cfg}/missing.json"],
+        "error: config file not found: {cfg}/missing.json",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_bad_input_one_error_line_exit_2_nothing_written(case, inputs, workdir, capsys):
+    argv, expected = CASES[case]
+    argv = [fill(a, inputs) for a in argv]
+    expected = fill(expected, inputs)
+    before, inputs_before = snapshot(workdir), snapshot(inputs["dir"])
+    code = main([*FAST, "--logdir", "logs", *argv])
+    err = capsys.readouterr().err
+    assert code == 2
+    lines = error_lines(err)
+    assert len(lines) == 1 and lines[0].startswith(expected), err
+    assert "Traceback" not in err
+    assert snapshot(workdir) == before
+    assert snapshot(inputs["dir"]) == inputs_before
+    assert not os.path.exists(inputs["marker"])  # the pickle never ran
+
+
+def test_labels_n_by_1_are_accepted_and_flattened(inputs, workdir, capsys):
+    code = main(
+        [*FAST, "--logdir", "logs", "--run-name", "r", "--dataset", f"npz:{inputs['labels_n1']}"]
+    )
+    assert code == 0, capsys.readouterr().err
+    metrics = json.loads((workdir / "logs" / "r" / "metrics.json").read_text())
+    assert metrics["finished"] and metrics["dataset"]["train"] + metrics["dataset"]["test"] == 40
+
+
+def test_debug_shows_the_traceback(inputs, workdir):
+    with pytest.raises(DataError, match="unknown dataset"):
+        main([*FAST, "--logdir", "logs", "--dataset", "cifar", "--debug"])
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root writes into read-only directories")
+def test_unwritable_logs_dir(inputs, workdir, capsys):
+    locked = workdir / "locked"
+    locked.mkdir(mode=0o500)
+    code = main([*FAST, "--logdir", str(locked), "--dataset", f"idx:{inputs['good_idx']}"])
+    assert code == 2
+    assert error_lines(capsys.readouterr().err) == [
+        f"error: logs dir {str(locked)!r} is not writable"
+    ]
+    assert os.listdir(locked) == []
+
+
+def test_resume_refuses_other_flags(interrupted_run, workdir, capsys):
+    before = snapshot(workdir)
+    assert main(["--resume", "logs/r", "--lr", "0.5", "--epochs", "9"]) == 2
+    assert error_lines(capsys.readouterr().err) == [
+        "error: --resume continues a run with its own config.json; drop --epochs, --lr"
+    ]
+    assert snapshot(workdir) == before

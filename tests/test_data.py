@@ -6,6 +6,7 @@ import struct
 
 import numpy as np
 import pytest
+from helpers import xy
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -494,3 +495,30 @@ def test_npz_not_found_or_not_npz(tmp_path):
     (tmp_path / "z.npz").write_bytes(b"PK\x03\x04broken")
     with pytest.raises(DataError, match="unreadable .npz archive"):
         load_dataset(f"npz:{tmp_path / 'z.npz'}")
+
+
+# -------------------------------------------------------- fuzzing the npz loader
+
+
+@given(data=st.binary(max_size=300), cut=st.integers(0, 2000))
+@settings(
+    max_examples=100, deadline=2000, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+def test_fuzz_npz_loader(tmp_path, data, cut):
+    """Random bytes, or a real archive cut short or with bytes replaced: a bundle or a
+    DataError, nothing else."""
+    x, y = xy()
+    good = tmp_path / "good.npz"
+    np.savez(good, x=x, y=y)
+    raw = good.read_bytes()
+    for content in (data, raw[:cut], raw[:cut] + data + raw[cut + len(data) :]):
+        path = tmp_path / "f.npz"
+        path.write_bytes(content)
+        try:
+            bundle = load_dataset(f"npz:{path}")
+        except DataError as e:
+            assert "\n" not in str(e)
+        else:
+            assert len(bundle.x_train) + len(bundle.x_test) == len(bundle.y_train) + len(
+                bundle.y_test
+            )

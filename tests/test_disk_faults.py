@@ -3,19 +3,36 @@ process packs: one ``error:`` line naming the path and the free space, exit 2, n
 left behind. The disks are real tmpfs mounts (root only; skipped where mounting is not
 permitted)."""
 
+import json
 import os
 import re
+import shutil
+import signal
 import socket
 import subprocess
 import sys
 
 import numpy as np
 import pytest
-from conftest import mounted_tmpfs
+from helpers import (
+    FAULTED,
+    RESUMABLE,
+    EpochEndFault,
+    assert_same_run,
+    error_lines,
+    final_state,
+    interrupt_at,
+    mounted_tmpfs,
+    no_space,
+    run_files,
+    temporary_files,
+)
 from PIL import Image
 
 from gluon_triplet.cli import main
 from gluon_triplet.data.recordio import open_rec
+from gluon_triplet.runs import checkpoint
+from gluon_triplet.runs.report import command
 
 TRAIN = ["--model", "mlp", "--hidden", "256", "--embedding-size", "16", "--epochs", "1"]
 TRAIN += ["--projector-samples", "0", "--no-plots", "-q"]
@@ -28,10 +45,6 @@ HOLDER = (
     "os.write(fd, b'%d %s\\n' % (os.getpid(), socket.gethostname().encode()))\n"
     "print('locked', flush=True); sys.stdin.readline()"
 )
-
-
-def error_lines(text):
-    return [line for line in text.splitlines() if line.startswith("error:")]
 
 
 @pytest.fixture
@@ -191,3 +204,98 @@ def test_index_of_a_path_that_is_a_file(tmp_path, capsys):
     assert error_lines(capsys.readouterr().err) == [
         f"error: {str(path)!r} is a file, not an index directory"
     ]
+
+
+# --------------------------------------------------- disk full at an epoch's end
+
+
+@pytest.mark.parametrize("name", ["model-last.params", "checkpoint.json", "metrics.json"])
+def test_disk_full_at_an_epoch_end_one_error_line_then_resume(
+    name, inputs, epoch_end_writes, workdir, capsys, monkeypatch
+):
+    """ENOSPC while writing one file of the last epoch's end: one error line naming the
+    file, the free space and the last good checkpoint; no temporary file left; after
+    --resume the run equals an uninterrupted one."""
+    straight, writes = epoch_end_writes
+    args = [*FAULTED, "--dataset", f"idx:{inputs['good_idx']}", "--logdir", "logs"]
+    with monkeypatch.context() as m:
+        EpochEndFault(m, 2, writes.index(name), no_space)
+        assert main([*args, "--run-name", "r"]) == 2
+    err = capsys.readouterr().err
+    saved = 2 if writes.index(name) > writes.index("checkpoint.json") else 1
+    path = "logs/r/" + ("checkpoint/" if name == "checkpoint.json" else "") + name
+    (line,) = error_lines(err)
+    assert re.fullmatch(
+        rf"error: cannot write {path}: No space left on device \([0-9.]+ [KMGT]iB free in "
+        rf"{os.path.dirname(path)}\); last good checkpoint: logs/r/checkpoint \(epoch {saved}\); "
+        r"free some space, then continue with: " + re.escape(command("--resume", "logs/r")),
+        line,
+    ), line
+    assert "Traceback" not in err
+    assert temporary_files("logs") == []
+    assert main(["--resume", "logs/r", "-q"]) == 0, capsys.readouterr().err
+    assert run_files("logs/r") == run_files(straight)
+
+
+def test_mxnet_failing_to_write_parameters_is_a_disk_full_line(
+    inputs, straight_run, workdir, capsys, monkeypatch
+):
+    """A real failed write inside MXNet: the checkpoint's temporary file is a link to
+    /dev/full, where every write fails with ENOSPC (MXNet reports no errno)."""
+    if not os.path.exists("/dev/full"):
+        pytest.skip("no /dev/full")
+    args = [*RESUMABLE, "--dataset", f"idx:{inputs['good_idx']}", "--logdir", "logs"]
+    with monkeypatch.context() as m:
+        interrupt_at(m, epoch=2, batch=1, signum=signal.SIGINT)
+        assert main([*args, "--run-name", "r"]) == 130
+    os.symlink("/dev/full", "logs/r/checkpoint/.tmp-model-e0002.params")
+    capsys.readouterr()
+    assert main(["--resume", "logs/r"]) == 2
+    err = capsys.readouterr().err
+    (line,) = error_lines(err)
+    assert line.startswith(
+        "error: cannot write logs/r/checkpoint/model-e0002.params: MXNet wrote an incomplete "
+        "file (Invalid NDArray file format) ("
+    ), line
+    assert line.endswith(
+        "; last good checkpoint: logs/r/checkpoint (epoch 1); free some space, then continue "
+        f"with: {command('--resume', 'logs/r')}"
+    ), line
+    assert "Traceback" not in err
+    assert not os.path.lexists("logs/r/checkpoint/.tmp-model-e0002.params")
+    assert checkpoint.read_manifest("logs/r/checkpoint")["epoch"] == 1
+    assert main(["--resume", "logs/r", "-q"]) == 0
+    assert_same_run(final_state("logs/r"), final_state(straight_run))
+
+
+@pytest.fixture
+def tiny_tmpfs(tmp_path):
+    """A 3 MB tmpfs (root only; skipped where mounting is not permitted)."""
+    with mounted_tmpfs(tmp_path / "full", "3m") as mount:
+        yield mount
+
+
+def test_a_real_full_disk(inputs, straight_run, tiny_tmpfs, capsys, monkeypatch):
+    """--logdir on a 3 MB tmpfs filled up to 24 KB: the first parameter file (~48 KB)
+    does not fit. One error line; no partial file; --resume finishes once there is room."""
+    monkeypatch.chdir(tiny_tmpfs)
+    filler = tiny_tmpfs / "filler"
+    with open(filler, "wb") as f:
+        f.write(b"\0" * (shutil.disk_usage(tiny_tmpfs).free - 24 * 1024))
+    args = [*RESUMABLE, "--hidden", "256", "--dataset", f"idx:{inputs['good_idx']}"]
+    assert main([*args, "--logdir", "logs", "--run-name", "r"]) == 2
+    err = capsys.readouterr().err
+    (line,) = error_lines(err)
+    # Which file fills the disk depends on the libraries' write sizes (mxboard's projector
+    # files come first); what is checked is the form of the line.
+    assert re.fullmatch(
+        r"error: cannot write (into )?logs/r\S*: No space left on device \([0-9.]+ (bytes|KiB) "
+        r"free in logs/r\S*\); no epoch finished, so there is no checkpoint; free some space, "
+        r"then continue with: " + re.escape(command("--resume", "logs/r")),
+        line,
+    ), line
+    assert "Traceback" not in err and "Logging error" not in err
+    assert temporary_files("logs") == []
+    filler.unlink()
+    assert main(["--resume", "logs/r", "-q"]) == 0, capsys.readouterr().err
+    assert json.loads(open("logs/r/metrics.json").read())["finished"]

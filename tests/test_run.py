@@ -1,11 +1,40 @@
-"""Tests of gluon_triplet.runs.run's helpers (whole runs are in test_cli_train.py)."""
+"""runs.run: its helpers, and whole runs through the CLI: interrupts and resume, divergence,
+the run directory's lock, faults at an epoch's end (bad input is in test_cli_train.py)."""
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
 
 import numpy as np
 import pytest
+from helpers import (
+    FAST,
+    FAULTED,
+    RESUMABLE,
+    ROOT,
+    EpochEndFault,
+    after_hook,
+    assert_same_run,
+    edit_json,
+    error_lines,
+    final_state,
+    interrupt_at,
+    run_files,
+    sigterm,
+    snapshot,
+)
 from mxnet import nd
 
+from gluon_triplet.cli import main
 from gluon_triplet.config import Config
 from gluon_triplet.nets.zoo import model_from_config
+from gluon_triplet.runs import checkpoint
+from gluon_triplet.runs.report import command
 from gluon_triplet.runs.run import _dense_widths, _resolve_model
 
 
@@ -122,3 +151,314 @@ def test_a_run_resolves_automatic_epochs_for_its_training_set_and_records_them(t
     run = tmp_path / "logs" / "r"
     assert json.loads((run / "config.json").read_text())["epochs"] == 30
     assert json.loads((run / "metrics.json").read_text())["history"][-1]["epoch"] == 30
+
+
+# ------------ interrupts, resume, divergence, the lock, faults at an epoch's end
+
+
+@pytest.mark.parametrize("signum, code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+def test_interrupt_then_resume_equals_uninterrupted(
+    signum, code, inputs, straight_run, workdir, capsys, monkeypatch
+):
+    args = [*RESUMABLE, "--dataset", f"idx:{inputs['good_idx']}", "--logdir", "logs"]
+    handlers = signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)
+    interrupt_at(monkeypatch, epoch=2, batch=2, signum=signum)
+    assert main([*args, "--run-name", "r"]) == code
+    err = capsys.readouterr().err
+    run_dir = os.path.join("logs", "r")
+    name = signal.Signals(signum).name
+    assert error_lines(err) == [
+        f"error: interrupted by {name} in epoch 2 of 3; the checkpoint of epoch 1 is in "
+        f"{run_dir}/checkpoint (the partial epoch is dropped); continue with: "
+        f"{command('--resume', run_dir)}"
+    ]
+    assert "Traceback" not in err
+    assert signal.getsignal(signal.SIGINT) is handlers[0]  # restored
+    assert signal.getsignal(signal.SIGTERM) is handlers[1]
+    metrics = json.loads(open(os.path.join(run_dir, "metrics.json")).read())
+    assert not metrics["finished"] and [r["epoch"] for r in metrics["history"]] == [0, 1]
+    events = [f for f in os.listdir(run_dir) if f.startswith("events.out")]
+    assert len(events) == 1 and os.path.getsize(os.path.join(run_dir, events[0])) > 0
+    first_part = snapshot(run_dir)
+
+    monkeypatch.undo()
+    monkeypatch.chdir(workdir)
+    assert main(["--resume", run_dir, "-q"]) == 0, capsys.readouterr().err
+    # Appended, not overwritten: the first part's event file and config are untouched.
+    after = snapshot(run_dir)
+    kept = [f for f in first_part if f.startswith(("raw_input", "events", "config.json"))]
+    assert len(kept) > 3 and {f: after[f] for f in kept} == {f: first_part[f] for f in kept}
+    assert len([f for f in after if f.startswith("events.out")]) == 2
+    assert_same_run(final_state(run_dir), final_state(straight_run))
+
+
+def test_resume_of_run_interrupted_before_first_epoch_restarts(
+    inputs, straight_run, workdir, capsys, monkeypatch
+):
+    args = [*RESUMABLE, "--dataset", f"idx:{inputs['good_idx']}", "--logdir", "logs"]
+    interrupt_at(monkeypatch, epoch=1, batch=1, signum=signal.SIGINT)
+    assert main([*args, "--run-name", "r"]) == 130
+    assert (
+        "before any epoch finished, so there is no checkpoint; continue with: "
+        f"{command('--resume', 'logs/r')}\n"
+    ) in capsys.readouterr().err
+    monkeypatch.undo()
+    monkeypatch.chdir(workdir)
+    assert main(["--resume", "logs/r", "-q"]) == 0
+    assert_same_run(final_state("logs/r"), final_state(straight_run))
+
+
+RESUME_CASES = {
+    "checkpoint of another architecture": (
+        lambda run: edit_json(run / "config.json", hidden=[24]),
+        "error: logs/r/checkpoint/model-e0001.params does not fit the model the config "
+        "describes (mlp, embedding size 8): Failed loading Parameter",
+    ),
+    "checkpoint of another optimizer": (
+        lambda run: edit_json(run / "config.json", optimizer="sgd"),
+        "error: logs/r/checkpoint/optimizer-e0001.params: saved by optimizer Adam, but the "
+        "config uses SGD",
+    ),
+    "truncated checkpoint": (
+        lambda run: (run / "checkpoint" / "model-e0001.params").write_bytes(b"\x12\x01"),
+        "error: logs/r/checkpoint/model-e0001.params: does not match the checksum in "
+        "checkpoint.json",
+    ),
+    "torn manifest": (
+        lambda run: (run / "checkpoint" / "checkpoint.json").write_text('{"epoch": 1,'),
+        "error: logs/r/checkpoint/checkpoint.json: unreadable checkpoint manifest",
+    ),
+    "no checkpoint, but outputs": (
+        lambda run: shutil.rmtree(run / "checkpoint"),
+        "error: logs/r has no checkpoint to resume from (no checkpoint/checkpoint.json) but "
+        "holds metrics.json, model-best.params, model-last.params, which a restart would "
+        "overwrite",
+    ),
+    "finished run": (
+        lambda run: edit_json(run / "metrics.json", finished=True),
+        "error: logs/r already finished its 3 epochs; nothing to resume",
+    ),
+    "not a run dir": (
+        lambda run: (run / "config.json").unlink(),
+        "error: 'logs/r' is not a run directory: it has no config.json",
+    ),
+    "missing run dir": (
+        lambda run: shutil.rmtree(run),
+        "error: run directory 'logs/r' does not exist",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", list(RESUME_CASES))
+def test_bad_resume_one_error_line_nothing_written(case, interrupted_run, workdir, capsys):
+    damage, expected = RESUME_CASES[case]
+    damage(interrupted_run)
+    before = snapshot(workdir)
+    code = main(["--resume", "logs/r"])
+    err = capsys.readouterr().err
+    assert code == 2
+    lines = error_lines(err)
+    assert len(lines) == 1 and lines[0].startswith(expected), err
+    assert "Traceback" not in err
+    assert snapshot(workdir) == before
+
+
+def test_interrupt_from_outside_then_resume_subprocess(tmp_path, monkeypatch):
+    """The real thing: a separate process gets SIGINT from outside once epoch 1's
+    checkpoint exists; the printed `--resume` command, run as printed, then ends where an
+    uninterrupted run ends."""
+    common = ["--dataset", "mnist-5k", "--preset", "reference", "--hidden", "64"]
+    common += ["--epochs", "5", "--projector-samples", "0", "--no-plots"]
+    script = os.path.join(ROOT, "run_train.py")
+    manifest = tmp_path / "logs" / "cut" / "checkpoint" / "checkpoint.json"
+    proc = subprocess.Popen(
+        [sys.executable, script, *common, "--logdir", "logs", "--run-name", "cut"],
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    deadline = time.monotonic() + 120
+    while not manifest.exists() and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.01)
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err
+    (line,) = error_lines(err)
+    assert line.startswith("error: interrupted by SIGINT")
+    monkeypatch.chdir(tmp_path)  # render the command as the child, running there, did
+    resume = command("--resume", "logs/cut")
+    assert line.endswith(f"continue with: {resume}"), line
+    assert "Traceback" not in err
+
+    resumed = subprocess.run(
+        line.split("continue with: ")[1],
+        shell=True,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert resumed.returncode == 0, resumed.stderr
+    assert "resuming after epoch" in resumed.stderr
+    log = (tmp_path / "logs" / "cut" / "train.log").read_text()
+    assert log.count("run directory:") == 2  # appended by both parts
+
+    assert main([*common, "--logdir", str(tmp_path / "logs"), "--run-name", "straight", "-q"]) == 0
+    # Another process: the same arithmetic, but allow for float reassociation anyway.
+    assert_same_run(
+        final_state(tmp_path / "logs" / "cut"),
+        final_state(tmp_path / "logs" / "straight"),
+        rtol=1e-5,
+    )
+
+
+def test_non_finite_loss_names_epoch_batch_and_last_good_checkpoint(
+    inputs, workdir, capsys, monkeypatch
+):
+    def poison(trainer):
+        if (trainer.epoch, trainer.batch) == (2, 2):
+            # NaN weights: the next batch's loss is NaN.
+            for param in trainer.net.collect_params().values():
+                param.set_data(param.data() * float("nan"))
+
+    after_hook(monkeypatch, "on_batch_end", poison)
+    args = [*RESUMABLE, "--dataset", f"idx:{inputs['good_idx']}", "--logdir", "logs"]
+    assert main([*args, "--run-name", "r", "--log-every", "1"]) == 2
+    err = capsys.readouterr().err
+    assert error_lines(err) == [
+        "error: non-finite training loss at epoch 2, batch 4; try a lower --lr; last good "
+        "checkpoint: logs/r/checkpoint (epoch 1; its parameters are also "
+        "logs/r/model-last.params)"
+    ]
+    assert checkpoint.read_manifest("logs/r/checkpoint")["epoch"] == 1
+
+
+def test_training_holds_the_run_dir_lock_and_releases_it(inputs, workdir, capsys, monkeypatch):
+    from gluon_triplet.runs.rundir import RunDir, RunDirInUse
+
+    seen = []
+
+    def check(trainer):
+        if not seen:
+            try:
+                RunDir("logs/r").check_free()
+                seen.append(None)
+            except RunDirInUse as e:
+                seen.append(str(e))
+
+    after_hook(monkeypatch, "on_batch_end", check)
+    args = [*FAST, "--logdir", "logs", "--run-name", "r", "--dataset", f"idx:{inputs['good_idx']}"]
+    assert main(args) == 0, capsys.readouterr().err
+    assert seen == [f"logs/r is in use by process {os.getpid()} on {socket.gethostname()}"]
+    RunDir("logs/r").check_free()  # released
+
+
+def test_resume_of_a_run_in_use_is_refused(interrupted_run, workdir, capsys):
+    # Holds the lock as RunDir.lock does (flock, PID inside), without importing MXNet.
+    holder_code = (
+        "import fcntl, os, sys\n"
+        "fd = os.open(sys.argv[1], os.O_RDWR | os.O_CREAT, 0o644)\n"
+        "fcntl.flock(fd, fcntl.LOCK_EX)\n"
+        "os.ftruncate(fd, 0); os.write(fd, b'%d\\n' % os.getpid())\n"
+        "print('locked', flush=True); sys.stdin.readline()"
+    )
+    holder = subprocess.Popen(
+        [sys.executable, "-c", holder_code, "logs/r/.lock"],
+        cwd=workdir,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert holder.stdout.readline() == "locked\n"
+        before = snapshot(workdir)
+        assert main(["--resume", "logs/r", "-q"]) == 2
+        err = capsys.readouterr().err
+        assert error_lines(err) == [f"error: logs/r is in use by process {holder.pid}"]
+        assert "Traceback" not in err
+        assert snapshot(workdir) == before
+    finally:
+        holder.communicate("\n", timeout=60)
+
+
+def test_sigterm_at_every_write_of_an_epoch_end_then_resume(
+    inputs, epoch_end_writes, workdir, capsys, monkeypatch
+):
+    """SIGTERM before each rename at the end of the last epoch (and after the last one):
+    the resumed run's model files are bit-for-bit those of an uninterrupted run, which
+    are the epochs metrics.json names."""
+    straight, writes = epoch_end_writes
+    want = run_files(straight)
+    assert want[:3] == (True, 2, 2)
+    for name in ("checkpoint.json", "model-best.params", "model-last.params", "metrics.json"):
+        assert name in writes
+    args = [*FAULTED, "--dataset", f"idx:{inputs['good_idx']}", "--logdir", "logs"]
+    for at in [*range(len(writes)), "after"]:
+        run = f"logs/r{at}"
+        with monkeypatch.context() as m:
+            fault = EpochEndFault(m, 2, at, sigterm)
+            fault.last = len(writes)
+            assert main([*args, "--run-name", f"r{at}"]) == 143, at
+        err = capsys.readouterr().err
+        assert len(error_lines(err)) == 1 and "interrupted by SIGTERM" in err, (at, err)
+        assert not [f for f in os.listdir(run) if f.startswith(".tmp")], at
+        code = main(["--resume", run, "-q"])
+        err = capsys.readouterr().err
+        if at == "after":  # metrics.json was the last write: the run had finished
+            assert code == 2 and "already finished" in err, err
+        else:
+            assert code == 0, (at, err)
+        assert run_files(run) == want, f"fault before write {at} of {writes}"
+
+
+@pytest.mark.parametrize("signum, code", [(signal.SIGHUP, 129), (signal.SIGQUIT, 131)])
+def test_sighup_and_sigquit_stop_training_like_sigterm(
+    signum, code, inputs, workdir, capsys, monkeypatch
+):
+    args = [*RESUMABLE, "--dataset", f"idx:{inputs['good_idx']}", "--logdir", "logs"]
+    before = signal.getsignal(signum)
+    interrupt_at(monkeypatch, epoch=2, batch=1, signum=signum)
+    assert main([*args, "--run-name", "r"]) == code
+    name = signal.Signals(signum).name
+    assert error_lines(capsys.readouterr().err) == [
+        f"error: interrupted by {name} in epoch 2 of 3; the checkpoint of epoch 1 is in "
+        "logs/r/checkpoint (the partial epoch is dropped); continue with: "
+        f"{command('--resume', 'logs/r')}"
+    ]
+    assert signal.getsignal(signum) is before
+
+
+def test_offline_fallback_is_recorded_and_rereading_the_run_never_downloads(
+    workdir, capsys, monkeypatch
+):
+    from gluon_triplet.data import datasets as data
+
+    monkeypatch.setenv("MXNET_HOME", str(workdir / "mxnet-home"))  # no cached MNIST
+    calls = []
+
+    def offline(url, path, sha1):
+        calls.append(url)
+        raise OSError("network is unreachable")
+
+    monkeypatch.setattr(data, "_download", offline)
+    args = [*FAST, "--epochs", "1", "--dataset", "mnist", "--logdir", "logs", "--run-name", "r"]
+    assert main(args) == 0
+    assert calls  # training tried, then fell back
+    assert json.loads((workdir / "logs/r/config.json").read_text())["dataset"] == "mnist-5k"
+    metrics = json.loads((workdir / "logs/r/metrics.json").read_text())
+    assert metrics["dataset"]["name"] == "mnist-5k"
+    assert metrics["dataset"]["requested"] == "mnist"
+    capsys.readouterr()
+
+    calls.clear()
+    assert main(["embed", "logs/r", "--out", "emb.npy"]) == 0
+    assert main(["evaluate", "logs/r", "--params", "last"]) == 0
+    # A run of an older version recorded "mnist" in config.json: metrics.json tells.
+    config = json.loads((workdir / "logs/r/config.json").read_text())
+    (workdir / "logs/r/config.json").write_text(json.dumps({**config, "dataset": "mnist"}))
+    assert main(["evaluate", "logs/r"]) == 0
+    out, err = capsys.readouterr()
+    assert calls == [], calls
+    assert "Downloading" not in out + err and "WARNING" not in err, err
+    assert out.count("mnist-5k test (1000 samples)") == 2

@@ -257,7 +257,7 @@ def test_resume_of_a_streamed_run_ends_like_an_uninterrupted_one(
     continued with --resume ends with the numbers and parameters of an uninterrupted one."""
     import signal
 
-    from test_errors import assert_same_run, final_state, interrupt_at
+    from helpers import assert_same_run, final_state, interrupt_at
 
     from gluon_triplet.cli import main
 

@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from hypothesis.extra import numpy as hnp
 
 from gluon_triplet.data.triplets import TripletDataset, create_pairs, encode_labels
 
@@ -162,3 +163,48 @@ def test_transform_applies_per_sample():
 def test_length_mismatch_raises():
     with pytest.raises(ValueError, match="same length"):
         TripletDataset(np.zeros((5, 2)), np.zeros(4))
+
+
+# ----------------------------------------------------------------- label layouts
+
+
+labels_strategy = st.one_of(
+    hnp.arrays(
+        np.int64, hnp.array_shapes(min_dims=1, max_dims=3, max_side=30), elements=st.integers(-3, 5)
+    ),
+    hnp.arrays(
+        np.float64, st.integers(0, 30), elements=st.floats(allow_nan=True, allow_infinity=True)
+    ),
+    hnp.arrays("<U2", st.integers(0, 30), elements=st.sampled_from(["a", "b", "c", ""])),
+    hnp.arrays(np.bool_, st.tuples(st.integers(0, 30), st.just(1))),
+)
+
+
+@given(labels=labels_strategy, n=st.none() | st.integers(0, 31), seed=st.integers(0, 2**32 - 1))
+@settings(max_examples=200, deadline=2000)
+def test_fuzz_triplet_dataset_label_layouts(labels, n, seed):
+    """Any label layout, as many samples as labels or not: valid triplets (anchor and
+    positive share a class and differ, the negative's class differs) or a ValueError."""
+    n = len(labels) if n is None else n
+    x = np.arange(n, dtype=np.float32).reshape(n, 1)
+    try:
+        ds = TripletDataset(x, labels, seed=seed)
+    except ValueError as e:
+        assert "\n" not in str(e)
+        return
+    flat = np.asarray(labels).reshape(len(x))
+    a, p, neg = ds.anchor_idx, ds.positive_idx, ds.negative_idx
+    assert len(ds) > 0 and (a != p).all()
+    same = lambda i, j: flat[i] == flat[j] or (flat[i] != flat[i] and flat[j] != flat[j])  # noqa: E731
+    assert all(same(i, j) for i, j in zip(a, p))
+    assert not any(same(i, j) for i, j in zip(a, neg))
+
+
+def test_triplet_dataset_takes_uint64_labels_near_2_to_the_64():
+    y = np.array([2**64 - 1, 2**64 - 2, 5] * 4, dtype=np.uint64)
+    ds = TripletDataset(np.arange(12, dtype=np.float32)[:, None], y, seed=0)
+    assert ds.classes.dtype == np.uint64
+    assert sorted(int(c) for c in ds.classes) == [5, 2**64 - 2, 2**64 - 1]
+    assert (ds.classes[ds.labels] == y).all()
+    a, p, n = ds.anchor_idx, ds.positive_idx, ds.negative_idx
+    assert len(a) > 0 and (y[a] == y[p]).all() and (y[a] != y[n]).all()
