@@ -1,5 +1,9 @@
 """Fixtures several test files share: tiny inputs (good and bad), a directory to run the
-CLI in, and reference runs that resumed or faulted runs must equal."""
+CLI in, and reference runs that resumed or faulted runs must equal.
+
+Nothing here imports gluon_triplet when pytest loads it: the package sets OpenMP variables
+before MXNet loads, and the tests run with MXNet imported first, as each file does.
+"""
 
 import gzip
 import os
@@ -20,8 +24,6 @@ from helpers import (
     npz,
     xy,
 )
-
-from gluon_triplet.cli import main
 
 
 @pytest.fixture(scope="session")
@@ -121,6 +123,8 @@ def workdir(tmp_path, monkeypatch):
 @pytest.fixture(scope="session")
 def straight_run(inputs, tmp_path_factory):
     """The uninterrupted reference run."""
+    from gluon_triplet.cli import main
+
     logdir = tmp_path_factory.mktemp("straight")
     args = [*RESUMABLE, "--dataset", f"idx:{inputs['good_idx']}", "--logdir", str(logdir)]
     assert main([*args, "--run-name", "r"]) == 0
@@ -130,6 +134,8 @@ def straight_run(inputs, tmp_path_factory):
 @pytest.fixture
 def interrupted_run(inputs, workdir, monkeypatch, capsys):
     """logs/r: interrupted in epoch 2, with the checkpoint of epoch 1."""
+    from gluon_triplet.cli import main
+
     args = [*RESUMABLE, "--dataset", f"idx:{inputs['good_idx']}", "--logdir", "logs"]
     with monkeypatch.context() as m:
         interrupt_at(m, epoch=2, batch=1, signum=signal.SIGINT)
@@ -141,6 +147,8 @@ def interrupted_run(inputs, workdir, monkeypatch, capsys):
 @pytest.fixture(scope="session")
 def epoch_end_writes(inputs, tmp_path_factory):
     """The uninterrupted run, and the files written at the end of its last epoch."""
+    from gluon_triplet.cli import main
+
     logdir = tmp_path_factory.mktemp("writes")
     args = [*FAULTED, "--dataset", f"idx:{inputs['good_idx']}", "--logdir", str(logdir)]
     with pytest.MonkeyPatch.context() as m:

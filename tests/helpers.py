@@ -13,8 +13,6 @@ import subprocess
 import numpy as np
 import pytest
 
-from gluon_triplet.data.idx import write_idx
-
 
 def block_mean(x, f):
     """The mean of every ``f x f`` block of ``(N, C, H, W)`` pictures."""
@@ -74,6 +72,8 @@ def images_labels(n_per_class=10, classes=4, shape=(6, 6), seed=0):
 
 
 def idx_dir(path, train=None, test=None):
+    from gluon_triplet.data.idx import write_idx
+
     os.makedirs(path)
     for prefix, (x, y) in (("train", train or images_labels()), ("t10k", test or images_labels(5))):
         write_idx(os.path.join(path, f"{prefix}-images-idx3-ubyte"), x)
