@@ -186,8 +186,25 @@ def run_one(
         active=last["train"].get("active_fraction"),
         mean_an_dist=last["test"].get("mean_an_dist"),
         events=metrics.get("events", []),
+        validation=_validation(metrics),
     )
     return result
+
+
+def _validation(metrics: dict) -> Optional[dict]:
+    """The validation split's size and the epoch it chose (highest validation MAP@R),
+    with that epoch's test figures when it was scored; None without a validation split."""
+    scored = [h for h in metrics["history"] if h.get("epoch", 0) > 0 and h.get("val")]
+    if not scored:
+        return None
+    best = max(scored, key=lambda h: h["val"]["map_at_r"])
+    return {
+        "samples": metrics["dataset"].get("validation"),
+        "mode": metrics["dataset"].get("validation_mode"),
+        "best_epoch": best["epoch"],
+        "best_val_map_at_r": best["val"]["map_at_r"],
+        "last_val_map_at_r": scored[-1]["val"]["map_at_r"],
+    }
 
 
 def _fmt(values: List[float], digits: int = 3) -> str:
