@@ -91,9 +91,9 @@ _EXPORTS = {
         "best_record",
     ),
     ".training.collapse": ("CollapseGuard",),
-    ".training.distances": ("Distance", "get_distance"),
+    ".training.distances": ("Distance", "get_distance", "pairwise_distances"),
     ".training.losses": ("DistanceTripletLoss", "SoftMarginTripletLoss", "triplet_loss"),
-    ".training.mining": (
+    ".training.miners": (
         "BatchAllMiner",
         "BatchHardMiner",
         "DistanceWeightedMiner",
@@ -103,7 +103,6 @@ _EXPORTS = {
         "distance_weights",
         "get_miner",
         "mined_loss",
-        "pairwise_distances",
     ),
     ".training.schedule": ("make_lr_scheduler",),
     ".training.trainer": ("TripletTrainer", "create_kvstore", "resolve_contexts", "set_seed"),
@@ -169,9 +168,9 @@ if TYPE_CHECKING:  # what a type checker and an IDE see
         best_record,
     )
     from .training.collapse import CollapseGuard
-    from .training.distances import Distance, get_distance
+    from .training.distances import Distance, get_distance, pairwise_distances
     from .training.losses import DistanceTripletLoss, SoftMarginTripletLoss, triplet_loss
-    from .training.mining import (
+    from .training.miners import (
         MINERS,
         BatchAllMiner,
         BatchHardMiner,
@@ -181,7 +180,6 @@ if TYPE_CHECKING:  # what a type checker and an IDE see
         distance_weights,
         get_miner,
         mined_loss,
-        pairwise_distances,
     )
     from .training.schedule import make_lr_scheduler
     from .training.trainer import TripletTrainer, create_kvstore, resolve_contexts, set_seed

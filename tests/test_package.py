@@ -101,7 +101,8 @@ def test_a_public_name_loads_its_module_when_read():
 
 
 @pytest.mark.parametrize(
-    "package", ["", ".data", ".nets", ".training", ".evaluation", ".runs", ".search"]
+    "package",
+    ["", ".data", ".nets", ".training", ".training.miners", ".evaluation", ".runs", ".search"],
 )
 def test_every_exported_name_resolves(package):
     module = importlib.import_module(f"gluon_triplet{package}")

@@ -8,7 +8,7 @@ from gluon_triplet.data.datasets import load_dataset
 from gluon_triplet.data.samplers import PKBatchSampler
 from gluon_triplet.data.triplets import TripletDataset, create_pairs
 from gluon_triplet.nets.zoo import build_model
-from gluon_triplet.training.mining import get_miner, mined_loss
+from gluon_triplet.training.miners import get_miner, mined_loss
 from gluon_triplet.training.trainer import TripletTrainer, resolve_contexts, set_seed
 
 

@@ -1,6 +1,6 @@
-"""Training with triplet loss: distances, losses, online miners, how a batch becomes
-triplets, the trainer's loop, the learning-rate schedule, weight averaging and the
-callbacks the loop calls."""
+"""Training with triplet loss: distances, losses, online miners (the ``miners``
+subpackage), how a batch becomes triplets, the trainer's loop, the learning-rate
+schedule, weight averaging and the callbacks the loop calls."""
 
 from typing import TYPE_CHECKING
 
@@ -9,9 +9,9 @@ from .._lazy import attach
 __getattr__, __dir__, __all__ = attach(
     __name__,
     {
-        ".distances": ("DISTANCES", "Distance", "get_distance"),
+        ".distances": ("DISTANCES", "Distance", "get_distance", "pairwise_distances"),
         ".losses": ("DistanceTripletLoss", "SoftMarginTripletLoss", "triplet_loss"),
-        ".mining": (
+        ".miners": (
             "MINERS",
             "BatchAllMiner",
             "BatchHardMiner",
@@ -20,7 +20,6 @@ __getattr__, __dir__, __all__ = attach(
             "SemiHardMiner",
             "get_miner",
             "mined_loss",
-            "pairwise_distances",
         ),
         ".batching": ("BatchStrategy", "OfflineTriplets", "OnlineMining", "make_strategy"),
         ".trainer": ("TripletTrainer", "create_kvstore", "resolve_contexts", "set_seed"),
@@ -50,9 +49,9 @@ if TYPE_CHECKING:
         best_record,
     )
     from .collapse import CollapseGuard
-    from .distances import DISTANCES, Distance, get_distance
+    from .distances import DISTANCES, Distance, get_distance, pairwise_distances
     from .losses import DistanceTripletLoss, SoftMarginTripletLoss, triplet_loss
-    from .mining import (
+    from .miners import (
         MINERS,
         BatchAllMiner,
         BatchHardMiner,
@@ -61,7 +60,6 @@ if TYPE_CHECKING:
         SemiHardMiner,
         get_miner,
         mined_loss,
-        pairwise_distances,
     )
     from .schedule import make_lr_scheduler
     from .trainer import TripletTrainer, create_kvstore, resolve_contexts, set_seed

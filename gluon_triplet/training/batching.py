@@ -31,7 +31,8 @@ from ..data.triplets import TripletDataset
 from ..errors import ConfigError
 from .distances import get_distance
 from .losses import triplet_loss_from_config
-from .mining import _in_blocks, get_miner
+from .miners.base import _in_blocks
+from .miners.registry import get_miner
 
 __all__ = [
     "BatchStrategy",
@@ -77,7 +78,7 @@ class TripletStep(gluon.HybridBlock):
 class MinedStep(gluon.HybridBlock):
     """Gather + embed + mine + loss as one graph, for online mining.
 
-    The miner's selection (:meth:`~gluon_triplet.training.mining.Miner.select`) runs inside the
+    The miner's selection (:meth:`~gluon_triplet.training.miners.base.Miner.select`) runs inside the
     graph, on the embeddings cut from the gradient: the small operations of a
     semi-hard selection then cost no Python call and no allocation each. The result is
     the same, to the bit, as the imperative ``Miner.mine`` + ``mined_loss``.
@@ -99,7 +100,7 @@ class MinedStep(gluon.HybridBlock):
     block : int, optional
         The slices are blocks of ``block`` rows sharing a label, distinct between blocks
         (whole classes of a P x K batch): the miner may list pairs from that layout
-        (:meth:`~gluon_triplet.training.mining.Miner.select`); the caller guarantees it.
+        (:meth:`~gluon_triplet.training.miners.base.Miner.select`); the caller guarantees it.
     """
 
     def __init__(self, net, miner, loss_fn, batch_size, augment=None, block=None, **kwargs):

@@ -5,14 +5,14 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from mxnet import autograd, gluon, nd
 
-from gluon_triplet.training.mining import (
+from gluon_triplet.training.distances import pairwise_distances
+from gluon_triplet.training.miners import (
     MINERS,
     BatchAllMiner,
     BatchHardMiner,
     SemiHardMiner,
     get_miner,
     mined_loss,
-    pairwise_distances,
 )
 
 ALL_MINERS = [BatchHardMiner, SemiHardMiner, BatchAllMiner]
@@ -190,7 +190,7 @@ def test_block_layout_is_checked_and_used_only_where_it_applies():
     st.integers(0, 2**32 - 1),
 )
 def test_search_sorted_matches_numpy(rows, length, seed):
-    from gluon_triplet.training.mining import _search_sorted
+    from gluon_triplet.training.miners.selection import search_sorted
 
     rng = np.random.default_rng(seed)
     sorted_rows = rng.integers(0, 9, size=(rows, length)).astype(np.float32)
@@ -198,7 +198,7 @@ def test_search_sorted_matches_numpy(rows, length, seed):
     sorted_rows.sort(axis=1)
     queries = rng.integers(-1, 10, size=40).astype(np.float32)
     rows_of = rng.integers(0, rows, size=40)
-    got = _search_sorted(
+    got = search_sorted(
         nd,
         nd.array(sorted_rows.reshape(-1)),
         nd.array(queries),
@@ -452,3 +452,12 @@ def test_get_miner_registry():
     assert "choose one of: batch-all, batch-hard, distance-weighted, offline, semi-hard" in str(
         err.value
     )
+
+
+def test_the_former_mining_module_names_the_same_objects():
+    # The miners were one module, training/mining.py; code importing from it still works.
+    from gluon_triplet.training import miners, mining
+
+    for name in mining.__all__:
+        if name not in ("METRICS", "pairwise_distances"):
+            assert getattr(mining, name) is getattr(miners, name), name

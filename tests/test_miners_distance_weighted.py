@@ -1,4 +1,4 @@
-"""DistanceWeightedMiner and distance_weights (gluon_triplet/mining.py)."""
+"""DistanceWeightedMiner and distance_weights (training/miners/distance_weighted.py)."""
 
 import mxnet as mx
 import numpy as np
@@ -7,13 +7,13 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from mxnet import autograd, gluon, nd
 
-from gluon_triplet.training.mining import (
+from gluon_triplet.training.distances import pairwise_distances
+from gluon_triplet.training.miners import (
     MINERS,
     DistanceWeightedMiner,
     distance_weights,
     get_miner,
     mined_loss,
-    pairwise_distances,
 )
 
 
