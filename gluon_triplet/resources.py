@@ -26,6 +26,7 @@ __all__ = [
     "format_bytes",
     "free_space",
     "mxnet_reason",
+    "short_reason",
     "write_error",
     "write_failure",
 ]
@@ -184,3 +185,17 @@ def error_line(error: BaseException) -> str:
         return mxnet_reason(error)
     text = str(error).strip()
     return text.splitlines()[0] if text else type(error).__name__
+
+
+def short_reason(e: Exception) -> str:
+    """An exception as one short line, its type and gist, for a message (a failed download
+    or read): at most 100 characters of text; requests' long chains become their cause."""
+    text = " ".join(str(e).split())
+    # requests nests the real cause deep inside a long message; keep just its gist
+    cause = re.search(r"Caused by (\w+)", text)
+    if cause:
+        code = re.search(r"\[Errno -?\d+\] ([^)\"']+)", text)
+        text = cause.group(1) + (f": {code.group(1).strip()}" if code else "")
+    if len(text) > 100:
+        text = text[:97] + "..."
+    return f"{type(e).__name__}: {text}" if text else type(e).__name__

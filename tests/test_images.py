@@ -9,7 +9,8 @@ import pytest
 from PIL import Image
 
 from gluon_triplet.data import decoding
-from gluon_triplet.data.datasets import DataError, _stratified_split, load_dataset
+from gluon_triplet.data.bundle import stratified_split
+from gluon_triplet.data.datasets import DataError, load_dataset
 from gluon_triplet.data.decoding import ImageOptions, parse_image_size
 from gluon_triplet.data.layout import to_canonical_layout
 from gluon_triplet.data.recordio import pack_folder
@@ -21,7 +22,7 @@ CLASSES = ("three", "one", "zero", "two")  # folder names; sorted they are one, 
 
 @pytest.fixture(scope="module")
 def digits():
-    from gluon_triplet.data.datasets import _mnist_5k_arrays
+    from gluon_triplet.data.mnist import _mnist_5k_arrays
 
     x, y = _mnist_5k_arrays()
     return (np.asarray(x) * 255).round().astype(np.uint8), np.asarray(y)
@@ -88,7 +89,7 @@ def test_folder_pixels_match_the_files(tmp_path, digits):
 def test_folder_stratified_split_is_the_npz_rule(folder):
     b = load_dataset(f"folder:{folder}", images=ImageOptions(workers=0))
     labels = np.sort(np.concatenate([b.y_train, b.y_test]))
-    train, test = _stratified_split(labels)
+    train, test = stratified_split(labels)
     assert np.array_equal(np.bincount(b.y_test), np.bincount(labels[test]))
     again = load_dataset(f"folder:{folder}", images=ImageOptions(workers=2))
     np.testing.assert_array_equal(again.x_test, b.x_test)  # workers do not change the data

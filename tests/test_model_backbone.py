@@ -152,7 +152,7 @@ def test_pretrained_params_load_into_a_fresh_run(tmp_path):
 
 def test_train_a_backbone_run_and_load_it(tmp_path, capsys):
     from gluon_triplet.cli import main
-    from gluon_triplet.data.datasets import _mnist_5k_arrays
+    from gluon_triplet.data.mnist import _mnist_5k_arrays
 
     x, y = _mnist_5k_arrays()
     pick = np.concatenate([np.flatnonzero(y == c)[:12] for c in range(3)])

@@ -432,7 +432,7 @@ def test_sighup_and_sigquit_stop_training_like_sigterm(
 def test_offline_fallback_is_recorded_and_rereading_the_run_never_downloads(
     workdir, capsys, monkeypatch
 ):
-    from gluon_triplet.data import datasets as data
+    from gluon_triplet.data import mnist as data
 
     monkeypatch.setenv("MXNET_HOME", str(workdir / "mxnet-home"))  # no cached MNIST
     calls = []

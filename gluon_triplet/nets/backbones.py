@@ -104,11 +104,11 @@ def _zoo_net(name, pretrained):
     try:
         return vision.get_model(name, pretrained=True)
     except Exception as e:  # offline: requests' ConnectionError; a bad file: a hash error
-        from ..data.datasets import _short_reason
+        from ..resources import short_reason
 
         raise ValueError(
             f"--pretrained: Gluon could not fetch the ImageNet weights of {name} "
-            f"({_short_reason(e)}); run once with network access (they are cached in "
+            f"({short_reason(e)}); run once with network access (they are cached in "
             "$MXNET_HOME/models) or pass --pretrained-params FILE"
         ) from None
 

@@ -1,0 +1,283 @@
+"""The picture sources, ``folder:DIR``, ``rec:PREFIX`` and ``image:PATH[,PATH...]``, as
+a :class:`~gluon_triplet.data.bundle.DataBundle`: decoded once into float32 arrays when
+they fit ``--max-memory``, else streamed (decoded batch by batch). Pillow and MXNet are
+imported only here, and only when pictures are loaded."""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+from typing import List, Optional, Sequence, Tuple
+
+import numpy as np
+
+from ..errors import DataError
+from .bundle import DataBundle, make_bundle, stratified_split
+
+__all__ = ["image_files_bundle", "load_folder", "load_image_files", "load_rec", "split_image_paths"]
+
+
+def load_folder(path: str, name: str, options, logger: logging.Logger) -> DataBundle:
+    """``folder:DIR``: class folders, split by their ``train/`` and ``test/`` folders or
+    80/20 per class."""
+    from . import folder
+
+    scan = folder.scan_folder(path)
+    folder.check_classes(scan, scan.root)
+    reader = folder.FolderImages(scan.paths, max_pixels=options.max_pixels)
+    return _decoded_bundle(
+        name, scan.root, reader, scan.labels, scan.test, scan.class_names, options, logger
+    )
+
+
+def load_rec(prefix: str, name: str, options, logger: logging.Logger) -> DataBundle:
+    """``rec:PREFIX``: a RecordIO pack, its classes and split from the ``PREFIX.json``
+    sidecar."""
+    from . import recordio
+
+    reader, labels, meta = recordio.open_rec(prefix)
+    source = reader.path
+    top = int(labels.max())
+    classes = meta.get("classes") or [str(i) for i in range(top + 1)]
+    if len(classes) <= top:
+        raise DataError(
+            f"{source}: record label {top} but the sidecar names only {len(classes)} classes"
+        )
+    test = None
+    splits = meta.get("splits")
+    if splits:
+        n_train = int(splits.get("train", 0))
+        if n_train + int(splits.get("test", 0)) != len(labels):
+            raise DataError(
+                f"{source}: the sidecar's splits ({splits}) do not add up to its "
+                f"{len(labels)} records"
+            )
+        test = np.arange(len(labels)) >= n_train
+    if "channels" in meta and options.channels is None:
+        options = dataclasses.replace(options, channels=int(meta["channels"]))
+    return _decoded_bundle(
+        name, source, reader, labels, test, tuple(str(c) for c in classes), options, logger
+    )
+
+
+def load_image_files(paths: str, name: str, options, logger: logging.Logger) -> DataBundle:
+    """``image:PATH[,PATH...]``: see :func:`image_files_bundle`."""
+    return image_files_bundle(split_image_paths(paths), name, options)
+
+
+def image_files_bundle(files: Sequence[str], name: str, options) -> DataBundle:
+    """Named picture files as both splits, label 0 (``image:`` for ``embed``, the
+    picture queries of ``search``), decoded with ``options`` (an ImageOptions).
+
+    Raises
+    ------
+    DataError
+        A missing or unreadable file, or one above ``options.max_pixels``.
+    """
+    from . import decoding, folder
+
+    files = [os.path.expanduser(os.fspath(p)) for p in files]
+    reader = folder.FolderImages(files, max_pixels=options.max_pixels)
+    missing = [p for p in files if not os.path.isfile(p)]
+    if missing:
+        raise DataError(f"image file not found: {missing[0]}")
+    size, channels = options.size, options.channels
+    if size is None or channels is None:
+        auto_size, auto_channels = decoding.choose_image_size(reader)
+        size, channels = size or auto_size, channels or auto_channels
+    if size is None:
+        raise DataError(f"none of the image files could be read: {', '.join(files[:3])}")
+    pixels = folder.read_image_files(
+        files, size, channels, options.upscale, max_pixels=options.max_pixels
+    )
+    x = pixels.astype(np.float32)
+    x /= 255
+    y = np.zeros(len(x), dtype=np.int64)
+    where = tuple(os.path.abspath(p) for p in files)
+    return DataBundle(name, x, y, x, y, None, f"{len(files)} image file(s)", where, where)
+
+
+_MAX_COMMAS = 15  # commas in one file name of a list, beyond a single whole path
+
+
+def split_image_paths(text: str) -> List[str]:
+    """The files of ``image:PATH[,PATH...]``: split at commas, except inside the name of
+    a file that exists (the longest such name wins), so ``image:a,b.png`` is the one
+    file ``a,b.png`` when it exists, else ``a`` and ``b.png``. A whole ``text`` naming a
+    file is one path whatever its commas; in a list, a name may hold up to 15."""
+    if os.path.isfile(os.path.expanduser(text)):
+        return [os.path.expanduser(text)]
+    parts = text.split(",")
+    files: List[str] = []
+    start = 0
+    while start < len(parts):
+        stop = start + 1
+        for end in range(min(len(parts), start + _MAX_COMMAS + 1), start + 1, -1):
+            if os.path.isfile(os.path.expanduser(",".join(parts[start:end]))):
+                stop = end
+                break
+        name = ",".join(parts[start:stop])
+        if name:
+            files.append(os.path.expanduser(name))
+        start = stop
+    return files
+
+
+def _decoded_bundle(
+    name: str,
+    source: str,
+    reader,
+    labels: np.ndarray,
+    test: Optional[np.ndarray],
+    class_names: Tuple[str, ...],
+    options,
+    logger: logging.Logger,
+) -> DataBundle:
+    """Decode every picture once into float32 arrays and split them."""
+    from . import decoding
+
+    size, channels = options.size, options.channels
+    if size is None or channels is None:
+        auto_size, auto_channels = decoding.choose_image_size(reader)
+        if auto_size is None:
+            raise DataError(f"{source}: none of the sampled images could be read")
+        if size is None:
+            size = auto_size
+            logger.info(
+                "image size %dx%d (height x width): the median of %d sampled images, capped "
+                "at %d for speed; choose another with --image-size",
+                size[0],
+                size[1],
+                min(len(reader), decoding.SIZE_SAMPLE),
+                decoding.MAX_AUTO_SIZE,
+            )
+        channels = channels or auto_channels
+    dataset = decoding.DecodedImages(
+        reader, size, channels, options.upscale, max_pixels=options.max_pixels
+    )
+    need = len(dataset) * int(np.prod(dataset.sample_shape)) * 4
+    if need > options.max_memory * 2**30:
+        return _streamed_bundle(
+            name, source, dataset, labels, test, class_names, options, logger, need
+        )
+    logger.info(
+        "decoding %d images to %s %s with %s",
+        len(dataset),
+        "x".join(str(s) for s in size),
+        "grey" if channels == 1 else "RGB",
+        f"{options.workers if options.workers is not None else decoding.default_workers()} "
+        "DataLoader worker(s)",
+    )
+    pixels, status = decoding.decode_all(dataset, options.workers)
+    decoding.report_bad(dataset, status, options.strict, source)
+    ok = status == decoding.OK
+    if not ok.all():
+        pixels, labels = pixels[ok], labels[ok]
+        test = None if test is None else test[ok]
+    train_idx, test_idx = _split_readable(labels, test, len(class_names), source)
+    parts = []
+    for idx in (train_idx, test_idx):
+        x = pixels[idx].astype(np.float32)
+        x /= 255
+        parts.append((x, labels[idx]))
+    del pixels
+    bundle = make_bundle(name, source, parts[0], parts[1], class_names)
+    return _with_paths(bundle, reader, np.flatnonzero(ok), train_idx, test_idx)
+
+
+def _with_paths(bundle: DataBundle, reader, kept: np.ndarray, train_idx, test_idx) -> DataBundle:
+    """``bundle`` with the file of each sample when ``reader`` reads files; ``kept`` maps
+    the readable samples to the reader's positions, ``train_idx``/``test_idx`` index them."""
+    files = getattr(reader, "paths", None)  # FolderImages; RecordImages has no files
+    if files is None:
+        return bundle
+    return dataclasses.replace(
+        bundle,
+        paths_train=tuple(os.path.abspath(files[i]) for i in kept[train_idx]),
+        paths_test=tuple(os.path.abspath(files[i]) for i in kept[test_idx]),
+    )
+
+
+def _streamed_bundle(
+    name: str,
+    source: str,
+    dataset,
+    labels: np.ndarray,
+    test: Optional[np.ndarray],
+    class_names: Tuple[str, ...],
+    options,
+    logger: logging.Logger,
+    need: int,
+) -> DataBundle:
+    """Splits of :class:`~gluon_triplet.data.streaming.LazyImages`: decoded batch by batch."""
+    from . import decoding, folder
+    from .fastpng import available
+    from .streaming import LazyImages
+
+    workers = options.workers if options.workers is not None else decoding.default_workers()
+    if options.workers is None:
+        # beside training, one CPU is left to the step (decoding.training_workers)
+        count = f"{decoding.training_workers()} during training, {workers} for evaluation"
+    else:
+        count = str(workers)
+    logger.info(
+        "%d images are %.2f GiB as float32, above --max-memory %g GiB: streaming them, "
+        "decoded batch by batch by DataLoader workers (%s); plain PNGs by %s",
+        len(dataset),
+        need / 2**30,
+        options.max_memory,
+        count,
+        "OpenCV"
+        if available()
+        else "Pillow (pip install opencv-python-headless: the same pixels for a third of the CPU)",
+    )
+    status = folder.check_headers(dataset.reader)
+    decoding.report_bad(dataset, status, options.strict, source)
+    ok = np.flatnonzero(status == decoding.OK)
+    labels = labels[ok]
+    test = None if test is None else test[ok]
+    train_idx, test_idx = _split_readable(labels, test, len(class_names), source)
+    if len(test_idx) == 0:
+        raise DataError(f"{source}: no test samples (every class has a single sample)")
+
+    def split(idx):
+        sub = decoding.DecodedImages(
+            dataset.reader,
+            dataset.size,
+            dataset.channels,
+            dataset.upscale,
+            ok[idx],
+            max_pixels=dataset.max_pixels,
+        )
+        return LazyImages(sub, workers)
+
+    bundle = DataBundle(
+        name,
+        split(train_idx),
+        labels[train_idx],
+        split(test_idx),
+        labels[test_idx],
+        class_names,
+        source,
+    )
+    return _with_paths(bundle, dataset.reader, ok, train_idx, test_idx)
+
+
+def _split_readable(
+    labels: np.ndarray, test: Optional[np.ndarray], num_classes: int, source: str
+) -> Tuple[np.ndarray, np.ndarray]:
+    """Train and test indices of the readable pictures of an image source.
+
+    ``test`` is the folders' own split (True for test pictures), or None for a stratified
+    split. Refuses data with fewer than two classes that can form triplets.
+    """
+    counts = np.bincount(labels, minlength=num_classes)
+    if (counts >= 2).sum() < 2:
+        raise DataError(
+            f"{source}: fewer than two classes with at least two readable images; triplets "
+            "need two or more"
+        )
+    if test is None:
+        return stratified_split(labels)
+    return np.flatnonzero(~test), np.flatnonzero(test)
