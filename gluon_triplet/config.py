@@ -414,6 +414,14 @@ class Config:
 
     def validate(self) -> None:
         """Raise :class:`ConfigError` naming the first invalid value."""
+        self._check_counts()
+        self._check_sizes()
+        self._check_training()
+        self._check_choices()
+        self._check_data()
+
+    def _check_counts(self) -> None:
+        """Counts and limits, each at least its least; every float finite; the seed."""
         positive_ints = (
             "embedding_size",
             "batch_size",
@@ -446,6 +454,9 @@ class Config:
                 )
         if self.seed < 0:
             raise ConfigError(f"seed (--seed) must be >= 0, got {self.seed}")
+
+    def _check_sizes(self) -> None:
+        """Layer widths and shapes, projector and sampling counts, the architecture."""
         for name in ("embedding_size", "hidden"):
             widths = getattr(self, name)
             widths = widths if isinstance(widths, tuple) else () if widths is None else (widths,)
@@ -475,6 +486,9 @@ class Config:
                 raise ConfigError(
                     f"an architecture applies to the cnn and convnet; model is {self.model!r}"
                 )
+
+    def _check_training(self) -> None:
+        """The optimiser's numbers, averaging, the validation split, the warm-up."""
         for name in ("lr", "margin", "init_scale"):
             if not getattr(self, name) > 0:
                 raise ConfigError(f"{name} must be > 0, got {getattr(self, name)}")
@@ -496,6 +510,9 @@ class Config:
             raise ConfigError(
                 f"pk_samples must be >= 2 (anchors need a positive), got {self.pk_samples}"
             )
+
+    def _check_choices(self) -> None:
+        """Every option with choices, and the pairs of choices that do not go together."""
         choices = {f.name: f.metadata["choices"] for f in fields(self) if "choices" in f.metadata}
         choices["kvstore"] = KVSTORES
         for name, valid in choices.items():
@@ -516,6 +533,9 @@ class Config:
             raise ConfigError(f"optimizer must be 'sgd' or 'adam', got {self.optimizer!r}")
         if self.output not in ("relu", "linear"):
             raise ConfigError(f"output must be 'relu' or 'linear', got {self.output!r}")
+
+    def _check_data(self) -> None:
+        """How pictures are read, and the run's folder name."""
         if self.image_size is not None:
             from .data.decoding import parse_image_size
 

@@ -259,30 +259,42 @@ def pack_folder(
         source = source[len("folder:") :]
     _check_pack_args(encoding, quality, resize)
     prefix = os.path.expanduser(os.fspath(prefix))
-    outputs = [prefix + ".rec", prefix + ".idx", _sidecar_path(prefix)]
-    _refuse_existing(outputs)
-    parent = os.path.dirname(os.path.abspath(prefix))
-    if not os.path.isdir(parent):
-        raise DataError(f"directory {parent!r} for --out does not exist")
+    outputs = _new_outputs(prefix)
     scan = scan_folder(source)
     check_classes(scan, source)
     options = dict(
         quality=quality, resize=resize, encoding=encoding, strict=strict, max_pixels=max_pixels
     )
     with contextlib.ExitStack() as stack:
-        lock = prefix + ".lock"
-        try:
-            stack.enter_context(exclusive_lock(lock, _in_use(prefix), remove=True))
-        except LockedError:
-            raise
-        except OSError as e:
-            failure = write_error(outputs[0], e)
-            if failure is None:
-                raise
-            raise failure from None
+        _lock_prefix(stack, prefix, outputs)
         _refuse_existing(outputs)  # a pack that held the lock before may have written them
         return _write_pack(scan, source, outputs, options, progress)
     raise AssertionError("unreachable")
+
+
+def _new_outputs(prefix: str) -> List[str]:
+    """The pack's three files, refused when one exists or their directory does not."""
+    outputs = [prefix + ".rec", prefix + ".idx", _sidecar_path(prefix)]
+    _refuse_existing(outputs)
+    parent = os.path.dirname(os.path.abspath(prefix))
+    if not os.path.isdir(parent):
+        raise DataError(f"directory {parent!r} for --out does not exist")
+    return outputs
+
+
+def _lock_prefix(stack: contextlib.ExitStack, prefix: str, outputs: List[str]) -> None:
+    """Hold ``PREFIX.lock`` until ``stack`` closes; a lock that cannot be written is the
+    one-line error of the disk (full, read-only) at ``outputs[0]``."""
+    lock = prefix + ".lock"
+    try:
+        stack.enter_context(exclusive_lock(lock, _in_use(prefix), remove=True))
+    except LockedError:
+        raise
+    except OSError as e:
+        failure = write_error(outputs[0], e)
+        if failure is None:
+            raise
+        raise failure from None
 
 
 def _refuse_existing(outputs: List[str]) -> None:

@@ -291,12 +291,7 @@ def export_model(
         }
         if preprocess is not None:
             doc["preprocess"] = dict(preprocess)
-        with open(os.path.join(tmp, "export.json"), "w", encoding="utf-8") as f:
-            json.dump(doc, f, indent=2)
-        os.chmod(tmp, 0o755)
-        if os.path.isdir(out_dir):
-            os.rmdir(out_dir)
-        os.rename(tmp, out_dir)
+        _publish(tmp, out_dir, doc)
         return doc
     except BaseException as e:
         if tmp:
@@ -306,6 +301,17 @@ def export_model(
         if failure is None:
             raise
         raise failure from None
+
+
+def _publish(tmp: str, out_dir: str, doc: Dict[str, Any]) -> None:
+    """Write ``doc`` as ``export.json`` into the finished ``tmp`` directory, then rename it
+    to ``out_dir`` (which replaces an empty ``out_dir``): readers never see half an export."""
+    with open(os.path.join(tmp, "export.json"), "w", encoding="utf-8") as f:
+        json.dump(doc, f, indent=2)
+    os.chmod(tmp, 0o755)
+    if os.path.isdir(out_dir):
+        os.rmdir(out_dir)
+    os.rename(tmp, out_dir)
 
 
 def _check_export_args(sample_shape, out_dir, format, batch):

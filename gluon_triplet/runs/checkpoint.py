@@ -245,35 +245,10 @@ def save_checkpoint(trainer, directory, best_epoch=None, before_commit=None):
     params_path = os.path.join(directory, params_name)
     optimizer_path = os.path.join(directory, optimizer_name)
     save_parameters(trainer.net, params_path)
-    atomic_save(
-        optimizer_path,
-        lambda tmp: mx.nd.save(tmp, arrays),
-        check=_check_params_file(optimizer_path),
-    )
+    _save_arrays(optimizer_path, arrays)
     sha256 = {params_name: _sha256(params_path), optimizer_name: _sha256(optimizer_path)}
-    average = getattr(trainer, "average", None)
-    training_name = None
-    if average is not None:
-        training_name = f"training-e{epoch:04d}.params"
-        training_path = os.path.join(directory, training_name)
-        arrays = {
-            str(i): a.as_in_context(mx.cpu()) for i, a in enumerate(average.training_arrays())
-        }
-        atomic_save(
-            training_path,
-            lambda tmp: mx.nd.save(tmp, arrays),
-            check=_check_params_file(training_path),
-        )
-        sha256[training_name] = _sha256(training_path)
-    best = None
-    if best_epoch is not None:
-        best_name = _params_name(best_epoch)
-        best_path = os.path.join(directory, best_name)
-        # Missing only after resuming a checkpoint older than this field: then it is
-        # simply not recorded.
-        if best_name == params_name or os.path.isfile(best_path):
-            sha256.setdefault(best_name, _sha256(best_path))
-            best = {"epoch": int(best_epoch), "params": best_name}
+    training_name = _save_training_state(trainer, directory, epoch, sha256)
+    best = _best_params(directory, best_epoch, params_name, sha256)
     if before_commit is not None:
         before_commit()
     manifest = {
@@ -289,11 +264,49 @@ def save_checkpoint(trainer, directory, best_epoch=None, before_commit=None):
     }
     path = os.path.join(directory, MANIFEST)
     atomic_write_text(path, json.dumps(manifest, indent=1) + "\n")
-    keep = set(sha256) | {MANIFEST}
+    _remove_older(directory, set(sha256) | {MANIFEST})
+    return path
+
+
+def _save_arrays(path, arrays):
+    """``arrays`` (a dict or list of NDArrays) to ``path``, atomically, read back to check."""
+    atomic_save(path, lambda tmp: mx.nd.save(tmp, arrays), check=_check_params_file(path))
+
+
+def _save_training_state(trainer, directory, epoch, sha256):
+    """The weight average's training arrays, when the trainer averages: their file name
+    (its checksum added to ``sha256``), else None."""
+    average = getattr(trainer, "average", None)
+    if average is None:
+        return None
+    training_name = f"training-e{epoch:04d}.params"
+    training_path = os.path.join(directory, training_name)
+    arrays = {str(i): a.as_in_context(mx.cpu()) for i, a in enumerate(average.training_arrays())}
+    _save_arrays(training_path, arrays)
+    sha256[training_name] = _sha256(training_path)
+    return training_name
+
+
+def _best_params(directory, best_epoch, params_name, sha256):
+    """The manifest's ``best`` record of epoch ``best_epoch`` (its parameters' checksum
+    added to ``sha256``), or None when there is none to record."""
+    if best_epoch is None:
+        return None
+    best_name = _params_name(best_epoch)
+    best_path = os.path.join(directory, best_name)
+    # Missing only after resuming a checkpoint older than this field: then it is
+    # simply not recorded.
+    if best_name == params_name or os.path.isfile(best_path):
+        sha256.setdefault(best_name, _sha256(best_path))
+        return {"epoch": int(best_epoch), "params": best_name}
+    return None
+
+
+def _remove_older(directory, keep):
+    """Delete the epoch files of ``directory`` not named in ``keep`` (older checkpoints)."""
     for old in glob.glob(os.path.join(directory, "*-e[0-9]*.params")):
         if os.path.basename(old) not in keep:
             os.unlink(old)
-    return path
 
 
 def _params_name(epoch):
