@@ -94,7 +94,7 @@ def snapshot(trainer) -> Optional[Dict[str, Any]]:
     """A copy of what :func:`rewind` puts back: the parameters, the optimizer state and
     the weight average; None where that cannot be done (a ``dist_*`` kvstore keeps the
     optimizer state on its servers; parameters still waiting for their first forward)."""
-    from ..runs.checkpoint import optimizer_state
+    from ..runs.optimizer import optimizer_state
 
     if getattr(trainer, "kvstore", None) is not None:
         return None
@@ -112,7 +112,7 @@ def snapshot(trainer) -> Optional[Dict[str, Any]]:
 def rewind(trainer, state: Dict[str, Any], lr_scale: float) -> float:
     """Put a :func:`snapshot` back into ``trainer``, multiply its learning rate by
     ``lr_scale`` and have the current epoch start again; returns the new peak rate."""
-    from ..runs.checkpoint import load_optimizer_state
+    from ..runs.optimizer import load_optimizer_state
 
     for name, p in trainer.net.collect_params().items():
         for target, value in zip(p.list_data(), state["params"][name]):
