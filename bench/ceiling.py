@@ -80,6 +80,12 @@ def _np_dtype(dtype):
     return bfloat16 if dtype == "bfloat16" else np.dtype(dtype)
 
 
+def _waitall():
+    import mxnet as mx
+
+    mx.nd.waitall()
+
+
 def _median_rounds(fns: Dict[str, Callable[[], None]], rounds: int, reps: int):
     """Median seconds per call of each fn; every round runs them all, order alternating."""
     names = list(fns)
@@ -92,6 +98,9 @@ def _median_rounds(fns: Dict[str, Callable[[], None]], rounds: int, reps: int):
             start = time.perf_counter()
             for _ in range(reps):
                 fns[name]()
+            # A step returns when its loss is ready; its backward and update may still
+            # be queued, and would otherwise be charged to whatever is timed next.
+            _waitall()
             times[name].append((time.perf_counter() - start) / reps)
     return {name: statistics.median(v) for name, v in times.items()}
 
@@ -470,6 +479,7 @@ def step_worker(mx, args):
     start, cpu = time.perf_counter(), time.process_time()
     for _ in range(args.step_reps):
         run()
+    _waitall()
     wall, cpu = time.perf_counter() - start, time.process_time() - cpu
     return {
         "samples_per_s": args.step_reps * args.batch / wall,
