@@ -6,8 +6,8 @@ code before a change), all at the same time when ``--together`` (so that they sh
 machine's load), and reports for each: the wall time from start to exit, the training
 time (the sum of ``metrics.json``'s epoch times, which exclude evaluation), their ratio,
 the child's CPU time, and the time of each phase from the time-stamped stderr lines
-(until the raw-pixel baseline, the epoch-0 evaluation, the evaluations after the
-epochs, the end). Usage::
+(until the epoch-0 line, after which the first epoch trains; the evaluations after the
+epochs; from the last epoch line to the exit; when the raw-pixel line appeared). Usage::
 
     python bench/overhead.py --epochs 10
     python bench/overhead.py --epochs 10 --root . --root /path/to/old/checkout --together
@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import subprocess
 import sys
 import tempfile
@@ -49,8 +50,11 @@ def run(root: str, args, out: dict) -> None:
         metrics = json.load(f)
     train = sum(r["time"] for r in metrics["history"])
     at = lambda text: next((t for t, line in lines if text in line), None)  # noqa: E731
-    epoch_lines = [t for t, line in lines if line.lstrip().startswith("epoch ") and "|" in line]
-    # After epoch e's training ends (its line time minus nothing known), evaluation runs
+    # The first line of each epoch (its validation line, if any, follows it).
+    epoch_lines = []
+    for e in range(len(metrics["history"])):
+        epoch_lines.append(next(t for t, line in lines if re.match(rf"epoch +{e}\b", line)))
+    # After epoch e's training ends, evaluation (and checkpoints, projector snapshots) runs
     # until its line: the time between consecutive epoch lines less the epoch's training.
     times = [r["time"] for r in metrics["history"]]
     evals = [b - a - t for a, b, t in zip(epoch_lines, epoch_lines[1:], times[1:])]
@@ -61,8 +65,8 @@ def run(root: str, args, out: dict) -> None:
         "train_s": round(train, 1),
         "wall_over_train": round(wall / train, 3) if train else None,
         "child_cpu_s": round(usage.ru_utime + usage.ru_stime, 1),
-        "until_raw_baseline_s": at("raw pixels") and round(at("raw pixels"), 1),
-        "epoch_0_line_s": epoch_lines[0] if epoch_lines else None,
+        "raw_pixels_line_s": at("raw pixels") and round(at("raw pixels"), 1),
+        "epoch_0_line_s": round(epoch_lines[0], 1) if epoch_lines else None,
         "evaluation_after_epochs_s": round(sum(evals), 1),
         "after_last_epoch_s": round(wall - epoch_lines[-1], 1) if epoch_lines else None,
         "final_test_p1": metrics["final"]["test"].get("precision_at_1"),

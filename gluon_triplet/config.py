@@ -387,16 +387,18 @@ class Config:
     )
     eval_batch_size: int = option(4096, "samples per batch when embedding for evaluation", "output")
     eval_every: int = option(
-        1,
-        "evaluate on the test split every N epochs (epoch 0 and the last epoch always)",
+        0,
+        "also score the test split on its evaluation sample before training and every N "
+        "epochs (for its curve); 0: the test split is scored once, in full, after the last "
+        "epoch, and the per-epoch figures are the validation split's",
         "output",
         metavar="N",
     )
     eval_samples: int = option(
         2000,
-        "test samples of each epoch's evaluation: a fixed seeded sample, each querying the "
-        "others; the last epoch is evaluated on the whole test split; 0 = the whole split "
-        "every epoch",
+        "samples of each epoch's evaluation (the validation split's, and the test split's "
+        "with --eval-every): a fixed seeded sample, each querying the others; the test "
+        "split after the last epoch is always scored whole; 0 = the whole split every time",
         "output",
         metavar="N",
     )
@@ -427,14 +429,18 @@ class Config:
             "batch_size",
             "eval_batch_size",
             "log_every",
-            "eval_every",
         )
         for name in positive_ints:
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.eval_every < 0:
+            raise ConfigError(
+                f"eval_every must be >= 0 (0: the test split after the last epoch only), got "
+                f"{self.eval_every}"
+            )
         if self.eval_samples < 0 or self.eval_samples == 1:
             raise ConfigError(
-                f"eval_samples must be 0 (the whole test split) or >= 2, got {self.eval_samples}"
+                f"eval_samples must be 0 (the whole split) or >= 2, got {self.eval_samples}"
             )
         if self.epochs is not None and self.epochs < 0:
             raise ConfigError(f"epochs must be >= 0, got {self.epochs}")

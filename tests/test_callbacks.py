@@ -74,6 +74,24 @@ def test_collapse_callback_warns_at_first_collapse_and_at_the_end(warnings_log):
     assert all("try a lower --lr" in m for m in messages)
 
 
+def test_collapse_callback_reads_the_validation_split_of_epochs_without_test(warnings_log):
+    # By default only the last epoch scores the test split: the epochs before it are
+    # watched on their validation metrics.
+    collapsed = metrics_of(np.zeros((100, 8), np.float32), 0.2)
+    healthy = metrics_of(clusters(), 0.2)
+    trainer = SimpleNamespace(config=SimpleNamespace(margin=0.2), history=[])
+    cb = CollapseCallback()
+    for epoch, val in enumerate([healthy, healthy, collapsed, healthy]):
+        test = healthy if epoch == 3 else {}
+        trainer.history.append({"epoch": epoch, "train": {}, "test": test, "val": val})
+        if epoch:
+            cb.on_epoch_end(trainer)
+    cb.on_train_end(trainer)
+    messages = [r.getMessage() for r in warnings_log]
+    assert [m.split(":")[0] for m in messages] == ["epoch 2"]
+    assert "every validation embedding is nearly the same point" in messages[0]
+
+
 def test_collapse_callback_silent_when_healthy(warnings_log):
     trainer = SimpleNamespace(config=SimpleNamespace(margin=0.2), history=[])
     cb = CollapseCallback()

@@ -81,7 +81,9 @@ def test_probe_signs():
 
 
 def test_a_collapsing_recipe_recovers_or_exits_non_zero(tmp_path, pictures):
-    proc, metrics = train(tmp_path, pictures, "--lr", "10", "--log-every", "1")
+    # --eval-every 1: every epoch scores the test split, the chosen one included
+    flags = ("--lr", "10", "--log-every", "1", "--eval-every", "1")
+    proc, metrics = train(tmp_path, pictures, *flags)
     assert "Traceback" not in proc.stderr
     events = metrics["events"]  # recorded either way
     first = events[0]
@@ -123,7 +125,8 @@ def test_a_run_that_cannot_recover_exits_non_zero_with_new_advice(tmp_path):
 @pytest.fixture(scope="module")
 def healthy(tmp_path_factory, pictures):
     tmp = tmp_path_factory.mktemp("healthy")
-    proc, metrics = train(tmp, pictures, "--log-every", "1")
+    # --eval-every 1: every epoch scores the test split, the chosen one included
+    proc, metrics = train(tmp, pictures, "--log-every", "1", "--eval-every", "1")
     return tmp / "logs" / "run", proc, metrics
 
 

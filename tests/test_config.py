@@ -61,8 +61,8 @@ def test_json_round_trip(tmp_path):
         ({"model": "cnn", "architecture": {"channels": [8], "pool": "max"}}, "pool must be"),
         ({"model": "cnn", "architecture": {"channels": [8], "batch_norm": 1}}, "true or false"),
         ({"model": "auto", "architecture": {"channels": [8]}}, "model is 'auto'"),
-        ({"eval_every": 0}, "eval_every must be >= 1"),
-        ({"eval_samples": 1}, "eval_samples must be 0 \\(the whole test split\\) or >= 2"),
+        ({"eval_every": -1}, "eval_every must be >= 0"),
+        ({"eval_samples": 1}, "eval_samples must be 0 \\(the whole split\\) or >= 2"),
         ({"eval_samples": -1}, "eval_samples must be 0"),
     ],
 )

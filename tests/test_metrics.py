@@ -83,12 +83,13 @@ def labelled_points(draw):
     return points, labels, ks, chunk_size, threads
 
 
-@pytest.mark.parametrize("method", ["numpy", "flat"])
+@pytest.mark.parametrize("method", ["numpy", "float32", "flat"])
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(labelled_points())
 def test_retrieval_matches_brute_force(method, case):
     # "flat": faiss's float32 search, whose tied and near-tied rankings are checked and
-    # redone in float64; here nearly every query has exact ties.
+    # redone in float64; here nearly every query has exact ties. "float32": the NumPy
+    # search on float32 distances, exact for these small integer coordinates, ties too.
     points, labels, ks, chunk_size, threads = case
     expected, expected_per_class = brute_force_retrieval(points, labels, sorted(set(ks)))
     emb = np.array(points, dtype=np.float32)
@@ -458,7 +459,7 @@ def brute_force_gallery(q_points, q_labels, g_points, g_labels, ks):
         )
     )
 )
-@pytest.mark.parametrize("method", ["numpy", "flat"])
+@pytest.mark.parametrize("method", ["numpy", "float32", "flat"])
 def test_gallery_retrieval_matches_brute_force(method, case):
     qp, ql, gp, gl, chunk = case
     ks = (1, 2, 4, 20)

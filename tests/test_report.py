@@ -39,7 +39,9 @@ def test_done_line_tells_how_to_view_the_run(monkeypatch):
     monkeypatch.chdir(os.path.dirname(os.path.dirname(os.path.dirname(SCRIPT))))
     metrics = {"triplet_accuracy": 0.9, "precision_at_1": 0.8, "map_at_r": 0.5}
     line = report.done_line(2, 3.25, "cpu(0)", metrics, {"precision_at_1": 0.7}, "logs/r")
-    assert line.startswith("done: 2 epochs in 3.2s on cpu(0) | test triplet-acc 0.9000 P@1 0.8000")
+    assert line.startswith(
+        "done: 2 epochs in 3.2s on cpu(0) | test (last epoch) triplet-acc 0.9000 P@1 0.8000"
+    )
     view = os.path.relpath(SCRIPT)
     board = os.path.join(os.path.dirname(view), "tensorboard")
     assert line.endswith(f"| run: logs/r | view: {view} view logs/r (or {board} --logdir logs)")

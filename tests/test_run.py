@@ -153,6 +153,27 @@ def test_a_run_resolves_automatic_epochs_for_its_training_set_and_records_them(t
     assert json.loads((run / "metrics.json").read_text())["history"][-1]["epoch"] == 30
 
 
+def test_the_raw_pixel_baseline_is_scored_after_the_last_epoch(straight_run):
+    """The baseline only feeds the report: the first epoch does not wait for it."""
+    import re
+
+    from gluon_triplet.data.datasets import load_dataset
+    from gluon_triplet.data.triplets import create_pairs
+    from gluon_triplet.evaluation.metrics import evaluate_embeddings
+
+    lines = open(os.path.join(straight_run, "train.log")).read().splitlines()
+    raw = [i for i, line in enumerate(lines) if " raw pixels: " in line]
+    epochs = [i for i, line in enumerate(lines) if re.search(r" epoch +\d+ \|", line)]
+    assert len(raw) == 1 and epochs and raw[0] > max(epochs)
+    config = json.loads(open(os.path.join(straight_run, "config.json")).read())
+    metrics = json.loads(open(os.path.join(straight_run, "metrics.json")).read())
+    data = load_dataset(config["dataset"])
+    triplets = create_pairs(data.y_test, seed=config["seed"], warn=False)
+    x = data.x_test.reshape(len(data.x_test), -1)
+    expected = evaluate_embeddings(x, data.y_test, triplets=triplets, margin=config["margin"])
+    assert metrics["raw_pixels"] == pytest.approx(expected)
+
+
 # ------------ interrupts, resume, divergence, the lock, faults at an epoch's end
 
 

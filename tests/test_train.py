@@ -47,8 +47,9 @@ def mnist5k():
     return load_dataset("mnist-5k")
 
 
-def make_trainer(data, contexts, **overrides):
+def make_trainer(data, contexts, val=None, **overrides):
     # The reference recipe (offline triplets, SGD): these tests pin down its semantics.
+    # val: (x, y) of a validation split.
     config = Config(
         **{**PRESETS["reference"], "epochs": 3, "batch_size": 128, "seed": 0, **overrides}
     )
@@ -63,11 +64,17 @@ def make_trainer(data, contexts, **overrides):
         test_x=data.x_test,
         test_y=data.y_test,
         test_triplets=create_pairs(data.y_test, seed=0),
+        **(
+            {}
+            if val is None
+            else dict(val_x=val[0], val_y=val[1], val_triplets=create_pairs(val[1], seed=0))
+        ),
     )
 
 
 def test_training_on_mnist5k_beats_the_untrained_net(mnist5k):
-    trainer = make_trainer(mnist5k, [mx.cpu()])
+    # eval_every 1: the untrained net (epoch 0) is scored on the test split's sample too
+    trainer = make_trainer(mnist5k, [mx.cpu()], eval_every=1)
     history = trainer.fit()
     assert [r["epoch"] for r in history] == [0, 1, 2, 3]
     before, after = history[0]["test"], history[-1]["test"]
@@ -170,6 +177,28 @@ def test_epochs_are_evaluated_on_a_fixed_sample_and_the_last_on_the_whole_split(
     assert final == expected
 
 
+def test_by_default_epochs_score_a_validation_sample_and_the_test_split_once(mnist5k):
+    from gluon_triplet.evaluation.metrics import evaluate_embeddings
+
+    x_val, y_val = mnist5k.x_train[:600], mnist5k.y_train[:600]
+    trainer = make_trainer(mnist5k, [mx.cpu()], epochs=2, eval_samples=300, val=(x_val, y_val))
+    history = trainer.fit()
+    # the test split: only after the last epoch, whole; never for the epochs before
+    assert [bool(r["test"]) for r in history] == [False, False, True]
+    assert history[-1]["test"]["num_queries"] == 1000
+    assert "evaluated_on" not in history[-1]["test"]
+    # the validation split: every epoch, on one fixed sample of 300 of its 600
+    for record in history:
+        assert record["val"]["evaluated_on"] == "fixed sample of 300 of 600"
+        assert record["val"]["num_queries"] == 300
+    # the whole validation split when it is no larger than --eval-samples
+    whole = make_trainer(mnist5k, [mx.cpu()], epochs=1, eval_samples=600, val=(x_val, y_val))
+    record = whole.evaluate_validation()
+    emb = whole.embed(x_val)
+    expected = evaluate_embeddings(emb, y_val, triplets=whole.val_triplets, margin=1.0)
+    assert record == expected
+
+
 def test_a_run_stopped_early_ends_with_the_whole_split(mnist5k):
     from gluon_triplet.training.callbacks import Callback
 
@@ -177,7 +206,7 @@ def test_a_run_stopped_early_ends_with_the_whole_split(mnist5k):
         def on_epoch_end(self, trainer):
             trainer.stop_training = True
 
-    trainer = make_trainer(mnist5k, [mx.cpu()], epochs=3, eval_samples=200)
+    trainer = make_trainer(mnist5k, [mx.cpu()], epochs=3, eval_samples=200, eval_every=1)
     trainer.callbacks.callbacks.append(StopAfterOne())
     history = trainer.fit()
     assert [r["epoch"] for r in history] == [0, 1]

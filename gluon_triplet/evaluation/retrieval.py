@@ -29,6 +29,7 @@ from .neighbours import (
     APPROXIMATE_MAX_R,
     _beyond_float32,
     _faiss_relevance,
+    _float32_rows,
     neighbour_method,
 )
 
@@ -64,7 +65,9 @@ def _block_relevance(
     the queries and candidates, ``qcodes`` and ``codes`` their label codes. ``self_cols``
     (leave-one-out) is each query's own column, which is never ranked.
     """
-    keys = _finish_sq_dists(g, qn, sq).view(np.uint64)
+    dists = _finish_sq_dists(g, qn, sq)
+    # float32 distances (the "float32" search) widen exactly: the same order, same ties.
+    keys = dists.astype(np.float64, copy=False).view(np.uint64)
     np.left_shift(keys, np.uint64(1), out=keys)
     np.bitwise_or(keys, qcodes[:, None] == codes[None, :], out=keys)
     if self_cols is not None:
@@ -204,7 +207,8 @@ def retrieval_metrics(
     method : str
         The neighbour search (:func:`neighbour_method`): ``"auto"`` (exact up to
         :data:`APPROXIMATE_ABOVE` rows, faiss's approximate IVF index above, when faiss is
-        installed), ``"numpy"``, ``"flat"`` or ``"ivf"``.
+        installed), ``"numpy"``, ``"float32"`` (the NumPy search on float32 distances),
+        ``"flat"`` or ``"ivf"``.
 
     Returns
     -------
@@ -270,15 +274,16 @@ def _retrieval(x, codes, classes, num_relevant, queries, chunk_size, ks, method,
     exact: Dict[str, object] = {}
 
     def exact_rows(rows):
-        if "x" not in exact:  # float64 copies, made only when a search needs them
-            exact["x"] = _as_embedding(x)
+        if "x" not in exact:  # float64 (float32) copies, made only when a search needs them
+            convert = _float32_rows if method == "float32" else _as_embedding
+            exact["x"] = convert(x)
             if gallery is not None:
-                exact["gallery"] = (_as_embedding(gallery[0], "gallery_emb"), gallery[1])
+                exact["gallery"] = (convert(gallery[0]), gallery[1])
         return _ranked_relevance(
             exact["x"], codes, rows, depth, chunk_size, gallery=exact.get("gallery")
         )
 
-    if method == "numpy":
+    if method in ("numpy", "float32"):
         stream = exact_rows(queries)
     else:
         stream = _faiss_relevance(x, codes, queries, depth, gallery, method, exact_rows, info)

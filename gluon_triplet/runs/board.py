@@ -348,7 +348,7 @@ class BoardCallback(Callback):
 
     def _write_scalars(self, record):
         step = int(record["epoch"])
-        for split in ("train", "test"):
+        for split in ("train", "val", "test"):
             for key, value in (record.get(split) or {}).items():
                 if _is_number(value):
                     self._writer.add_scalar(f"{split}/{key}", float(value), global_step=step)

@@ -3,8 +3,8 @@
 :class:`PlotCallback` writes into the run directory at the end of training:
 
 ``curves.png``
-    Training loss, active-triplet fraction and test P@1 (with strict triplet accuracy) per
-    epoch; the raw-pixel baseline as a dashed line when given.
+    Training loss, active-triplet fraction, test P@1 (with strict triplet accuracy) and
+    validation P@1 per epoch; the raw-pixel baseline as a dashed line when given.
 ``pca.png``, ``tsne.png``
     The final embedding of the projector sample in 2-D by scikit-learn's ``PCA`` and
     ``TSNE``, coloured by label, with a legend.
@@ -182,14 +182,17 @@ def _series(history, split, key):
 
 
 def plot_curves(path, history, baseline=None, title=""):
-    """Loss, active fraction and test P@1 / triplet accuracy per epoch; written as a PNG.
+    """Loss, active fraction, test P@1 / triplet accuracy and validation P@1 per epoch
+    (each where the records have it: by default the test split only at the last epoch);
+    written as a PNG.
 
     Parameters
     ----------
     path : str
     history : list of dict
         Epoch records as in ``TripletTrainer.history``: ``{"epoch", "train": {"loss",
-        "active_fraction"}, "test": {"precision_at_1", "triplet_accuracy"}}``.
+        "active_fraction"}, "test": {"precision_at_1", "triplet_accuracy"}, "val":
+        {"precision_at_1"}}``.
     baseline : dict, optional
         Test metrics of a baseline (the raw pixels), drawn as dashed lines.
     title : str
@@ -209,8 +212,12 @@ def plot_curves(path, history, baseline=None, title=""):
         ("train loss", [("train", "loss", "loss")]),
         ("active triplets (train)", [("train", "active_fraction", "active fraction")]),
         (
-            "test retrieval",
-            [("test", "precision_at_1", "P@1"), ("test", "triplet_accuracy", "triplet acc")],
+            "retrieval",
+            [
+                ("test", "precision_at_1", "test P@1"),
+                ("test", "triplet_accuracy", "test triplet acc"),
+                ("val", "precision_at_1", "validation P@1"),
+            ],
         ),
     ]
     for ax, (panel_title, lines) in zip(axes, panels):

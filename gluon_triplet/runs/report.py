@@ -127,8 +127,9 @@ def done_line(
 ) -> str:
     """The last line of a training run: what it reached, where it is, how to look at it.
 
-    ``final`` is the last epoch's test metrics; ``chosen``, the record of the epoch chosen
-    on validation (saved as ``model-best.params``), adds its epoch and test figures."""
+    ``final`` is the last epoch's test metrics, said to be the last epoch's; ``chosen``,
+    the record of the epoch chosen on validation (saved as ``model-best.params``), adds its
+    epoch, and its test figures when that epoch scored the test split (``--eval-every``)."""
     logdir = os.path.dirname(os.path.normpath(run_dir)) or os.curdir
     pick = ""
     if chosen is not None and chosen.get("val"):
@@ -139,7 +140,8 @@ def done_line(
         pick += " | "
     return (
         f"done: {epochs} epochs in {seconds:.1f}s on {contexts} | "
-        f"test triplet-acc {final['triplet_accuracy']:.4f} P@1 {final['precision_at_1']:.4f} "
+        f"test (last epoch) triplet-acc {final['triplet_accuracy']:.4f} "
+        f"P@1 {final['precision_at_1']:.4f} "
         f"MAP@R {final['map_at_r']:.4f} (raw pixels P@1 {raw['precision_at_1']:.4f}) | {pick}"
         f"run: {run_dir} | view: {command('view', run_dir)} "
         f"(or {command('--logdir', logdir, program='tensorboard')})"

@@ -146,10 +146,11 @@ def _run(config, quiet, resume, progress, accept_changed_data=False):
         # A streamed test split is embedded in chunks: each evaluation pass decodes them
         # in one pool of workers, stopped when a training epoch starts its own.
         with shared_pool(data.x_test), shared_pool(val["x"] if val else None):
-            raw = _raw_baseline(data, test_triplets, config)
+            raw: Dict[str, Any] = {}  # filled when training ends (see .baseline)
             callbacks = _callbacks(
                 run_dir, data, config, raw, contexts, kvstore, quiet, requested, val
             )
+            callbacks.insert(0, _baseline_callback(data, test_triplets, config, raw))
             trainer.callbacks = CallbackList(callbacks)
             progress["callbacks"] = callbacks
             history = _fit(trainer, callbacks, run_dir)
@@ -361,42 +362,11 @@ def _triplets(data, config):
     return train_set, test_triplets
 
 
-#: Streamed test splits larger than this (as float32) get their raw-pixel baseline from a
-#: seeded random subset: the baseline needs every test picture at once.
-_RAW_BASELINE_BYTES = 2**27
+def _baseline_callback(data, test_triplets, config, raw):
+    """What computes the raw-pixel baseline into ``raw`` once training has ended."""
+    from .baseline import RawBaseline
 
-
-def _raw_baseline(data, test_triplets, config) -> Dict[str, Any]:
-    """The test metrics of the raw inputs, the baseline a trained net must beat."""
-    from ..data.triplets import create_pairs
-    from ..evaluation.metrics import evaluate_embeddings
-
-    x, y, note = data.x_test, data.y_test, ""
-    if hasattr(x, "dataset"):  # streamed pictures: decode the test split once, if it fits
-        limit = _RAW_BASELINE_BYTES  # streaming promises memory bounded by batches
-        if x.nbytes > limit:
-            n = max(2, int(limit // (x.nbytes // len(x))))
-            pick = np.sort(np.random.default_rng(config.seed).choice(len(x), n, replace=False))
-            y = y[pick]
-            test_triplets = create_pairs(y, seed=config.seed, warn=False)
-            note = f" (a random {n}-sample subset of the streamed test split)"
-            x = x[pick]
-        else:
-            x = x[:]
-    raw = evaluate_embeddings(
-        x.reshape(len(x), -1),
-        y,
-        triplets=test_triplets,
-        margin=config.margin,
-    )
-    logger.info(
-        "raw pixels%s: test triplet-acc %.4f P@1 %.4f MAP@R %.4f",
-        note,
-        raw["triplet_accuracy"],
-        raw["precision_at_1"],
-        raw["map_at_r"],
-    )
-    return raw
+    return RawBaseline(data.x_test, data.y_test, test_triplets, config.seed, config.margin, raw)
 
 
 class _RunLog(logging.FileHandler):

@@ -172,19 +172,23 @@ class ProgressCallback(Callback):
     def on_train_begin(self, trainer):
         record = trainer.history[-1]
         note = " (before training)" if record["epoch"] == 0 else " (resumed from here)"
-        logger.info("%s", format_metrics(record) + note)
-        self._log_validation(record)
+        if record.get("test") or record.get("train") or not record.get("val"):
+            logger.info("%s", format_metrics(record) + note)
+            note = ""
+        self._log_validation(record, note)
 
     @staticmethod
-    def _log_validation(record):
+    def _log_validation(record, note=""):
         val = record.get("val")
         if val:
             logger.info(
-                "epoch %3d | validation triplet-acc %.4f P@1 %.4f MAP@R %.4f",
+                "epoch %3d | validation triplet-acc %.4f P@1 %.4f MAP@R %.4f%s%s",
                 record["epoch"],
                 val["triplet_accuracy"],
                 val["precision_at_1"],
                 val["map_at_r"],
+                f" [{val['evaluated_on']}]" if "evaluated_on" in val else "",
+                note,
             )
 
     def on_epoch_begin(self, trainer):
@@ -340,8 +344,8 @@ class CheckpointCallback(Callback):
         return key is None or self.best is None or key > self.best
 
 
-def collapse_reason(test, margin):
-    """Why an epoch's test metrics look like a collapsed embedding, or None.
+def collapse_reason(test, margin, split="test"):
+    """Why an epoch's test (or ``split``'s) metrics look like a collapsed embedding, or None.
 
     Two signs, read from ``metrics.evaluate_embeddings`` output (squared L2 distances on
     the fixed test triplets):
@@ -357,6 +361,8 @@ def collapse_reason(test, margin):
     test : dict
         Test metrics with ``mean_an_dist``, ``embedding_norm`` and ``active_fraction``.
     margin : float
+    split : str
+        The split the metrics are of, named in the reason.
 
     Returns
     -------
@@ -368,13 +374,13 @@ def collapse_reason(test, margin):
     norm = float(test.get("embedding_norm", 0.0))
     if an <= 1e-4 * norm**2:
         return (
-            f"every test embedding is nearly the same point (mean anchor-negative distance "
+            f"every {split} embedding is nearly the same point (mean anchor-negative distance "
             f"{an:.3g}, mean |emb| {norm:.3g})"
         )
     active = test.get("active_fraction")
     if active is not None and active >= 0.99 and an < 0.05 * margin:
         return (
-            f"{active:.0%} of the test triplets violate the margin while their distances are "
+            f"{active:.0%} of the {split} triplets violate the margin while their distances are "
             f"near zero (mean anchor-negative distance {an:.3g}, margin {margin:g})"
         )
     return None
@@ -404,7 +410,8 @@ def collapse_advice(config, lr=None):
 
 class CollapseCallback(Callback):
     """Logs a WARNING, with what to try, when a trained epoch's embedding has collapsed
-    (see :func:`collapse_reason`): at the first such epoch, and again if the last one is."""
+    (see :func:`collapse_reason`, on the epoch's test metrics, or its validation metrics
+    when it has none): at the first such epoch, and again if the last one is."""
 
     def __init__(self):
         self.first = None
@@ -413,7 +420,10 @@ class CollapseCallback(Callback):
         record = trainer.history[-1] if trainer.history else {}
         if record.get("epoch", 0) < 1:
             return
-        reason = collapse_reason(record.get("test") or {}, trainer.config.margin)
+        # The test split when this epoch scored it, else the validation split.
+        split = "test" if record.get("test") else "validation"
+        metrics = record.get("test") or record.get("val") or {}
+        reason = collapse_reason(metrics, trainer.config.margin, split)
         if reason is None or (self.first is not None and not final):
             return
         if final and self.first == record["epoch"]:

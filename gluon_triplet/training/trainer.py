@@ -191,7 +191,8 @@ class TripletTrainer:
     contexts : list of mx.Context
         One replica per context; batches are split with ``gluon.utils.split_and_load``.
     test_x : (M, ...) float32, optional
-        Evaluated after every epoch (and once before training, as epoch 0).
+        Evaluated whole after the last epoch; with ``config.eval_every`` N > 0 also on a
+        fixed sample before training (epoch 0) and every N epochs.
     test_y : (M,) labels, optional
     test_triplets : tuple of three (T,) int arrays, optional
         Fixed test triples for the strict triplet accuracy.
@@ -203,8 +204,10 @@ class TripletTrainer:
         The names of labels ``0, 1, ...``: the keys of the final
         ``per_class_precision_at_1`` (label numbers without them).
     val_x, val_y, val_triplets : optional
-        A validation split, evaluated like the test split after every epoch (the records'
-        ``"val"``); callbacks choose the best epoch on it.
+        A validation split, evaluated before training and after every epoch (the records'
+        ``"val"``) on a fixed sample of at most ``config.eval_samples`` samples; callbacks
+        choose the best epoch on it. The test split is scored after the last epoch (and,
+        with ``config.eval_every``, on a sample every N epochs), never for choosing.
 
     Attributes a callback may also read or set: ``window`` (the mean ``loss`` and
     ``active_fraction`` of the batches since the previous loss read-back, set on the
@@ -260,6 +263,7 @@ class TripletTrainer:
             self.test_x = self.test_y = self.test_triplets = None
             self.val_x = self.val_y = self.val_triplets = None
         self._eval_sample = _evaluation_sample(self.test_y, config)
+        self._val_sample = _evaluation_sample(self.val_y, config, _VAL_SAMPLE_SALT)
         self._final: Optional[Tuple[int, np.ndarray, Dict[Any, float]]] = None
         # A dist_sync server sums the workers' gradients and updates once, so dividing by
         # the global batch makes n workers step like one process on their union; dist_async
@@ -314,13 +318,22 @@ class TripletTrainer:
         )
 
     def evaluate_validation(self) -> Dict[str, Any]:
-        """Metrics of the current net on the validation split, {} without one."""
-        if self.val_x is None:
+        """Metrics of the current net on the validation split, {} without one: on its fixed
+        sample of at most ``config.eval_samples`` samples, each querying the others (said
+        in ``evaluated_on``), or on the whole split when it is no larger."""
+        if self.val_x is None or self.val_y is None:
             return {}
-        emb = self.embed(self.val_x, "evaluating validation")
-        return evaluate_embeddings(
-            emb, self.val_y, triplets=self.val_triplets, margin=self.config.margin
-        )
+        if self._val_sample is None:
+            x, y, triplets, note = self.val_x, self.val_y, self.val_triplets, None
+        else:
+            pick, triplets = self._val_sample
+            x, y = self.val_x[pick], np.asarray(self.val_y)[pick]
+            note = f"fixed sample of {len(pick)} of {len(self.val_y)}"
+        emb = self.embed(x, "evaluating validation")
+        result = evaluate_embeddings(emb, y, triplets=triplets, margin=self.config.margin)
+        if note:
+            result["evaluated_on"] = note
+        return result
 
     def _record(self, epoch: int, seconds: float, train: Dict[str, Any]) -> Dict[str, Any]:
         """An epoch's record: its training stats, the test metrics and, with a validation
@@ -380,6 +393,7 @@ class TripletTrainer:
         after this returns.
         """
         if not self.history:
+            self._initialise()
             self.history.append(self._record(0, 0.0, {}))
         self.callbacks.on_train_begin(self)
         epoch = self.epoch + 1
@@ -411,13 +425,23 @@ class TripletTrainer:
         self.callbacks.on_train_end(self)
         return self.history
 
+    def _initialise(self) -> None:
+        """Give deferred parameters their shapes and initial values now, from MXNet's RNG
+        as the run seeded it: the initial weights then do not depend on which evaluations
+        run before the first epoch (which reseeds the RNG)."""
+        if self.rank == 0:
+            self.embed(self.train_set.x[:1])
+
     def _evaluate_epoch(self, epoch: int) -> Dict[str, Any]:
-        """An epoch's test metrics: every ``config.eval_every`` epochs (and epoch 0 and the
-        last) on the evaluation sample; the last epoch on the whole split."""
-        every = getattr(self.config, "eval_every", 1)
-        if epoch and epoch % every and epoch != self.total_epochs:
+        """An epoch's test metrics: the last epoch on the whole split; with
+        ``config.eval_every`` N > 0 also epoch 0 and every N-th on the evaluation sample;
+        with 0 no other epoch ({}: the per-epoch figures are the validation split's)."""
+        if epoch == self.total_epochs:
+            return self.evaluate()
+        every = getattr(self.config, "eval_every", 0)
+        if not every or epoch % every:
             return {}
-        return self.evaluate(sample=epoch != self.total_epochs)
+        return self.evaluate(sample=True)
 
     def _finish_evaluation(self) -> None:
         """The last epoch's record gets the whole split's metrics (when training stopped
@@ -552,16 +576,20 @@ class TripletTrainer:
         return {"loss": loss, "active_fraction": active, "triplets": count}
 
 
-def _evaluation_sample(test_y, config):
-    """``(indices, triplets)`` of the per-epoch evaluation sample, or None: the whole split
-    (``eval_samples`` 0 or at least the split's size, or a sample in which no two samples
-    share a label)."""
+#: Seeds the validation sample apart from the test sample's.
+_VAL_SAMPLE_SALT = 0x76616C
+
+
+def _evaluation_sample(labels, config, salt=0x65766C):
+    """``(indices, triplets)`` of a split's per-epoch evaluation sample, or None: the whole
+    split (``eval_samples`` 0 or at least the split's size, or a sample in which no two
+    samples share a label)."""
     size = getattr(config, "eval_samples", 0)
-    if test_y is None or not size or size >= len(test_y):
+    if labels is None or not size or size >= len(labels):
         return None
-    rng = np.random.default_rng([config.seed % 2**63, 0x65766C])
-    pick = np.sort(rng.choice(len(test_y), size, replace=False))
-    y = np.asarray(test_y)[pick]
+    rng = np.random.default_rng([config.seed % 2**63, salt])
+    pick = np.sort(rng.choice(len(labels), size, replace=False))
+    y = np.asarray(labels)[pick]
     if (np.bincount(np.unique(y, return_inverse=True)[1]) >= 2).sum() < 2:
         return None
     try:
