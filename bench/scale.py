@@ -8,10 +8,11 @@ cropped 64x64 Fashion-MNIST pictures (``bench/images.py``'s ``write_large_rec``)
 epoch streamed from it.
 
 The child's stderr lines are time-stamped as they arrive: the first epoch starts when
-the epoch-0 line appears (import, load, raw-pixel baseline and the epoch-0 evaluation
-are before it); the epoch's training time is ``metrics.json``'s; its evaluation is the
-time from the end of training to the epoch-1 line; the final part (per-class P@1,
-k-means, summary) runs to the exit. Peak RSS is the child's ``ru_maxrss``. A watchdog
+the epoch-0 line appears (import, load and the epoch-0 evaluation are before it; so was
+the raw-pixel baseline before it moved after training); the epoch's training time is
+``metrics.json``'s; its evaluation is the time from the end of training to the epoch-1
+line; the final part (per-class P@1, k-means, the raw-pixel baseline, summary) runs to
+the exit. Peak RSS is the child's ``ru_maxrss``. A watchdog
 stops the child if the machine's available memory falls under ``--min-free-gib``.
 Usage::
 

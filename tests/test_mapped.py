@@ -139,6 +139,7 @@ def _train(tmp_path, path, name, *extra):
     flags = ["--dataset", f"npz:{path}", "--epochs", "2", "--embedding-size", "8"]
     flags += ["--logdir", str(logs), "--run-name", name, "--no-plots", "--workers", "1"]
     flags += ["--projector-samples", "0", "-P", "3", "-K", "4", "--model", "mlp", *extra]
+    flags += ["--eval-every", "1"]  # every epoch's test figures, to compare
     assert main(flags) == 0
     return json.loads((logs / name / "metrics.json").read_text())
 

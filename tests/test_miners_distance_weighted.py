@@ -201,7 +201,8 @@ def test_trainer_learns_with_distance_weighted_sampling():
     from gluon_triplet.training.trainer import TripletTrainer, set_seed
 
     data = load_dataset("mnist-5k")
-    config = Config(model="mlp", miner="distance-weighted", epochs=2, seed=0)
+    # eval_every 1: the untrained net (epoch 0) is scored on the test split too
+    config = Config(model="mlp", miner="distance-weighted", epochs=2, seed=0, eval_every=1)
     set_seed(config.seed)
     net, _ = model_from_config(config, data.x_train.shape[1:], ctx=[mx.cpu()])
     trainer = TripletTrainer(

@@ -186,7 +186,7 @@ def _train(folder, tmp_path, name, *extra):
     logs = tmp_path / "logs"
     flags = ["--dataset", f"folder:{folder}", "--epochs", "2", "--embedding-size", "8"]
     flags += ["--logdir", str(logs), "--run-name", name, "--no-plots", "--workers", "2"]
-    flags += ["--projector-samples", "0", *extra]
+    flags += ["--projector-samples", "0", "--eval-every", "1", *extra]  # every epoch's test
     assert main(flags) == 0
     return json.loads((logs / name / "metrics.json").read_text())
 
