@@ -199,6 +199,15 @@ def test_by_default_epochs_score_a_validation_sample_and_the_test_split_once(mni
     assert record == expected
 
 
+def test_a_sample_among_many_classes_holds_ten_of_each_of_fewer_classes(mnist5k):
+    # 200 classes of 5: a uniform sample of 100 would hold about one pair per class
+    x_val, y_val = mnist5k.x_train[:1000], np.repeat(np.arange(200), 5)
+    trainer = make_trainer(mnist5k, [mx.cpu()], epochs=1, eval_samples=100, val=(x_val, y_val))
+    record = trainer.evaluate_validation()
+    assert record["evaluated_on"] == "fixed sample of 100 of 1000, 20 of 200 classes"
+    assert record["num_queries"] == 100
+
+
 def test_a_run_stopped_early_ends_with_the_whole_split(mnist5k):
     from gluon_triplet.training.callbacks import Callback
 

@@ -264,6 +264,10 @@ class TripletTrainer:
             self.val_x = self.val_y = self.val_triplets = None
         self._eval_sample = _evaluation_sample(self.test_y, config)
         self._val_sample = _evaluation_sample(self.val_y, config, _VAL_SAMPLE_SALT)
+        self._notes = (
+            _sample_note(self.test_y, self._eval_sample),
+            _sample_note(self.val_y, self._val_sample),
+        )
         self._final: Optional[Tuple[int, np.ndarray, Dict[Any, float]]] = None
         # A dist_sync server sums the workers' gradients and updates once, so dividing by
         # the global batch makes n workers step like one process on their union; dist_async
@@ -323,12 +327,12 @@ class TripletTrainer:
         in ``evaluated_on``), or on the whole split when it is no larger."""
         if self.val_x is None or self.val_y is None:
             return {}
+        note = self._notes[1]
         if self._val_sample is None:
-            x, y, triplets, note = self.val_x, self.val_y, self.val_triplets, None
+            x, y, triplets = self.val_x, self.val_y, self.val_triplets
         else:
             pick, triplets = self._val_sample
             x, y = self.val_x[pick], np.asarray(self.val_y)[pick]
-            note = f"fixed sample of {len(pick)} of {len(self.val_y)}"
         emb = self.embed(x, "evaluating validation")
         result = evaluate_embeddings(emb, y, triplets=triplets, margin=self.config.margin)
         if note:
@@ -374,7 +378,7 @@ class TripletTrainer:
             # Kept for the end of training, which needs this embedding and these scores.
             self._final = (self.epoch, emb, result.pop("per_class_precision_at_1"))
         else:
-            result["evaluated_on"] = f"fixed sample of {len(pick)} of {len(self.test_y)}"
+            result["evaluated_on"] = self._notes[0]
         body = getattr(self.net, "body", None)
         if getattr(self.net, "normalize", False) and body is not None:
             # Collapse shows in the norm *before* normalisation (after it, every norm is
@@ -580,15 +584,27 @@ class TripletTrainer:
 _VAL_SAMPLE_SALT = 0x76616C
 
 
+#: A sample that would hold fewer samples of a class than this on average is drawn from
+#: fewer classes, this many samples each: a query of a uniform sample of 2,000 among 1,000
+#: classes would have about one other of its class to find, and its P@1 would be noise.
+_SAMPLE_PER_CLASS = 10
+
+
 def _evaluation_sample(labels, config, salt=0x65766C):
     """``(indices, triplets)`` of a split's per-epoch evaluation sample, or None: the whole
     split (``eval_samples`` 0 or at least the split's size, or a sample in which no two
-    samples share a label)."""
+    samples share a label). Uniform when it holds :data:`_SAMPLE_PER_CLASS` samples a class
+    on average, else that many of each of as many seeded random classes as fit."""
     size = getattr(config, "eval_samples", 0)
     if labels is None or not size or size >= len(labels):
         return None
     rng = np.random.default_rng([config.seed % 2**63, salt])
-    pick = np.sort(rng.choice(len(labels), size, replace=False))
+    _, codes, counts = np.unique(np.asarray(labels), return_inverse=True, return_counts=True)
+    codes = codes.reshape(-1)
+    if size >= _SAMPLE_PER_CLASS * len(counts):
+        pick = np.sort(rng.choice(len(labels), size, replace=False))
+    else:
+        pick = _class_sample(codes, counts, size, rng)
     y = np.asarray(labels)[pick]
     if (np.bincount(np.unique(y, return_inverse=True)[1]) >= 2).sum() < 2:
         return None
@@ -597,6 +613,33 @@ def _evaluation_sample(labels, config, salt=0x65766C):
     except ValueError:
         return None
     return pick, triplets
+
+
+def _class_sample(codes, counts, size, rng):
+    """Sorted indices: up to :data:`_SAMPLE_PER_CLASS` of each class (classes of at least 2,
+    in seeded random order) until ``size`` are taken."""
+    members = np.split(np.argsort(codes, kind="stable"), np.cumsum(counts)[:-1])
+    taken, left = [], size
+    for c in rng.permutation(len(counts)):
+        k = min(_SAMPLE_PER_CLASS, int(counts[c]), left)
+        if counts[c] < 2 or k < 2:
+            continue
+        taken.append(rng.choice(members[c], k, replace=False))
+        left -= k
+        if left < 2:
+            break
+    return np.sort(np.concatenate(taken)) if taken else np.arange(0)
+
+
+def _sample_note(labels, sample) -> Optional[str]:
+    """``evaluated_on`` of a split's evaluation sample (None: the whole split)."""
+    if sample is None:
+        return None
+    pick = sample[0]
+    note = f"fixed sample of {len(pick)} of {len(labels)}"
+    total = len(np.unique(np.asarray(labels)))
+    drawn = len(np.unique(np.asarray(labels)[pick]))
+    return note + (f", {drawn} of {total} classes" if drawn < total else "")
 
 
 def _epoch_seed(seed, epoch):
