@@ -432,9 +432,9 @@ class TripletTrainer:
     def _initialise(self) -> None:
         """Give deferred parameters their shapes and initial values now, from MXNet's RNG
         as the run seeded it: the initial weights then do not depend on which evaluations
-        run before the first epoch (which reseeds the RNG)."""
-        if self.rank == 0:
-            self.embed(self.train_set.x[:1])
+        run before the first epoch (which reseeds the RNG), and every worker of a
+        distributed job draws the same."""
+        self.embed(self.train_set.x[:1])
 
     def _evaluate_epoch(self, epoch: int) -> Dict[str, Any]:
         """An epoch's test metrics: the last epoch on the whole split; with
