@@ -97,3 +97,20 @@ def test_done_line_names_the_epoch_chosen_on_validation():
     metrics = {"triplet_accuracy": 0.9, "precision_at_1": 0.7, "map_at_r": 0.3}
     line = report.done_line(5, 1.0, "cpu(0)", metrics, {"precision_at_1": 0.5}, "logs/r", chosen)
     assert "| best: epoch 3, chosen on validation MAP@R (test P@1 0.8000 MAP@R 0.4000) |" in line
+
+
+def test_evaluation_plan_says_what_is_scored_when():
+    from gluon_triplet.runs.report import evaluation_plan
+
+    plan = evaluation_plan(0, 2000, 6000, 10000)
+    assert plan == {
+        "validation": "before training and after every epoch, a fixed sample of 2000 of 6000 "
+        "(see each record's evaluated_on); chooses the best",
+        "test": "after the last epoch, all 10000",
+        "raw_pixels": "after training, on the test split",
+    }
+    plan = evaluation_plan(2, 2000, 0, 1000)
+    assert plan["validation"] == "none: the best epoch is the last"
+    assert plan["test"] == (
+        "after the last epoch, all 1000; before training and every 2 epochs, all 1000"
+    )

@@ -14,7 +14,14 @@ import shutil
 import sys
 from typing import Any, Dict, List, Mapping, Optional, Sequence
 
-__all__ = ["class_name", "command", "done_line", "shape_text", "summary_table"]
+__all__ = [
+    "class_name",
+    "command",
+    "done_line",
+    "evaluation_plan",
+    "shape_text",
+    "summary_table",
+]
 
 
 def shape_text(shape: Sequence[int]) -> str:
@@ -26,6 +33,27 @@ def class_name(class_names: Optional[Sequence[str]], label: Any) -> Any:
     """The name of integer ``label`` when the dataset has names, else the label itself."""
     names = class_names
     return names[label] if names and isinstance(label, int) and 0 <= label < len(names) else label
+
+
+def evaluation_plan(eval_every: int, eval_samples: int, val: int, test: int) -> Dict[str, str]:
+    """What a run scores when (logged at its start, ``metrics.json``'s ``evaluation``), for
+    ``val`` validation and ``test`` test samples."""
+
+    def sample(n: int) -> str:
+        if eval_samples and eval_samples < n:
+            return f"a fixed sample of {eval_samples} of {n} (see each record's evaluated_on)"
+        return f"all {n}"
+
+    plan = {
+        "validation": f"before training and after every epoch, {sample(val)}; chooses the best"
+        if val
+        else "none: the best epoch is the last",
+        "test": f"after the last epoch, all {test}",
+        "raw_pixels": "after training, on the test split",
+    }
+    if eval_every:
+        plan["test"] += f"; before training and every {eval_every} epochs, {sample(test)}"
+    return plan
 
 
 def _script(name: str) -> Optional[str]:

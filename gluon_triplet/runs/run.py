@@ -28,7 +28,7 @@ from ..errors import CollapseError, ConfigError, DiskFullError
 from ..resources import DISK_FULL_ERRNOS, disk_full_error
 from ..signals import Interrupted, interrupts
 from ..training.callbacks import Callback, MetricsCallback
-from .report import class_name, command, done_line, shape_text, summary_table
+from .report import class_name, command, done_line, evaluation_plan, shape_text, summary_table
 from .rundir import RunDir
 from .selection import trainer_arguments, validation_record, validation_split
 
@@ -213,6 +213,15 @@ def _log_start(run_dir, trainer, config, resume, manifest) -> None:
     )
     if config.augment != "none":
         logger.info("augment: %s (training batches only, in the step's graph)", config.augment)
+    plan = _plan(config, trainer.val_y, trainer.test_y)
+    logger.info("evaluation: %s", "; ".join(f"{k}: {v}" for k, v in plan.items()))
+
+
+def _plan(config, val_y, test_y):
+    """:func:`~.report.evaluation_plan` of a run's splits."""
+    val = 0 if val_y is None else len(val_y)
+    test = 0 if test_y is None else len(test_y)
+    return evaluation_plan(config.eval_every, config.eval_samples, val, test)
 
 
 def _check_memory(config, sample_shape, num_classes: int, num_contexts: int = 1) -> None:
@@ -464,6 +473,7 @@ def _callbacks(
                 "contexts": [str(c) for c in contexts],
                 "workers": 1 if kvstore is None else kvstore.num_workers,
                 "raw_pixels": raw,
+                "evaluation": _plan(config, None if val is None else val["y"], data.y_test),
             },
         )
     )
