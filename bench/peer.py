@@ -25,12 +25,13 @@ training process (``--worker``, internal).
 
 The two sides
 -------------
-Project: ``run_train.py --dataset fashion-mnist --epochs E --seed S`` with every other
-setting at its default, in a subprocess with this checkout on PYTHONPATH and
-OMP_NUM_THREADS = ``--threads``. Its training time is the sum of the epoch times in the
-run's ``metrics.json``; its wall time is the whole process, which by default also evaluates
-the test split before training and after every epoch (and raw pixels), and writes pictures,
-the projector files and checkpoints. Its test embeddings (``--params last``) come from
+Project: ``run_train.py --dataset fashion-mnist --epochs E --seed S --val-fraction 0``
+with every other setting at its default, in a subprocess with this checkout on PYTHONPATH
+and OMP_NUM_THREADS = ``--threads``: no validation split, so that both sides train on the
+same 60,000 pictures in the same 375 batches an epoch. Its training time is the sum of the
+epoch times in the run's ``metrics.json``; its wall time is the whole process, which also
+scores the test split after the last epoch (and raw pixels), and writes pictures, the
+projector files and checkpoints. Its test embeddings (``--params last``) come from
 ``run_train.py embed`` afterwards, outside the timed run.
 
 Peer: this file under the bench virtualenv, ``torch.set_num_threads(--threads)``. It
@@ -585,7 +586,8 @@ def _project_side(args, work: str, dataset: List[str], round_: int) -> Dict[str,
     name = f"project-r{round_}"
     env = {**BASE_ENV, "OMP_NUM_THREADS": str(args.threads), "PYTHONPATH": REPO}
     python = sys.executable
-    cmd = [python, "run_train.py", *dataset, "--epochs", str(args.epochs), "--seed"]
+    cmd = [python, "run_train.py", *dataset, "--epochs", str(args.epochs), "--val-fraction", "0"]
+    cmd += ["--seed"]
     cmd += [str(args.seed), "--logdir", os.path.join(work, "logs"), "--run-name", name]
     load_before = _loads()
     wall, cpu = _run(cmd, env, os.path.join(work, name + ".log"), f"project round {round_}")
