@@ -56,6 +56,13 @@ def train(tmp, data, *flags, name="run"):
     return proc, metrics
 
 
+def evaluate_cli(*args):
+    """``gluon-triplet evaluate ARGS`` in a subprocess, as a user runs it."""
+    cmd = [sys.executable, "-m", "gluon_triplet", "evaluate", *args]
+    env = dict(os.environ, PYTHONPATH=ROOT)
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env, cwd=ROOT)
+
+
 @pytest.fixture(scope="module")
 def pictures(tmp_path_factory):
     root = tmp_path_factory.mktemp("pictures") / "six"
@@ -151,14 +158,7 @@ def test_best_is_chosen_on_validation_and_loads_by_default(healthy):
     assert f"best: epoch {expected['epoch']}, chosen on validation MAP@R" in proc.stdout
     assert f"best epoch: {expected['epoch']}, chosen on validation" in proc.stderr
     # The default parameters of evaluate ("best") are the validation-chosen epoch's.
-    out = subprocess.run(
-        [sys.executable, "-m", "gluon_triplet", "evaluate", str(run_dir), "--json"],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        env=dict(os.environ, PYTHONPATH=ROOT),
-        cwd=ROOT,
-    )
+    out = evaluate_cli(str(run_dir), "--json")
     assert out.returncode == 0, out.stderr
     scores = json.loads(out.stdout)["metrics"]
     for key in ("precision_at_1", "map_at_r", "triplet_accuracy"):
@@ -183,14 +183,7 @@ def test_open_set_is_reported_and_validated_on_whole_classes(tmp_path):
     dataset = metrics["dataset"]
     assert dataset["open_set"] is True and dataset["unseen_test_classes"] == 3
     assert dataset["validation_mode"] == "class-disjoint" and dataset["validation"] == 24
-    out = subprocess.run(
-        [sys.executable, "-m", "gluon_triplet", "evaluate", str(tmp_path / "logs" / "run")],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        env=dict(os.environ, PYTHONPATH=ROOT),
-        cwd=ROOT,
-    )
+    out = evaluate_cli(str(tmp_path / "logs" / "run"))
     assert out.returncode == 0, out.stderr
     assert out.stdout.startswith("open set: 3 test classes never seen in training\n")
 

@@ -110,8 +110,9 @@ def _queries(
     """``(x, names, labels, class_names)`` of the queries the flags name."""
     import dataclasses
 
-    from ..data.datasets import image_files_bundle, load_dataset
+    from ..data.datasets import load_dataset
     from ..data.decoding import ImageOptions
+    from ..data.pictures import image_files_bundle
 
     # Pictures are decoded to the run's recorded size and channels, whatever the source.
     images = ImageOptions.from_config(config)

@@ -22,7 +22,7 @@ from ..runs.report import command
 from .averaging import WeightAverage
 from .batching import default_pk_classes, make_strategy
 from .callbacks import Callback, CallbackList
-from .mining import Miner
+from .miners.base import Miner
 from .schedule import make_lr_scheduler, scale_learning_rate
 
 __all__ = [
@@ -264,10 +264,8 @@ class TripletTrainer:
             self.val_x = self.val_y = self.val_triplets = None
         self._eval_sample = _evaluation_sample(self.test_y, config)
         self._val_sample = _evaluation_sample(self.val_y, config, _VAL_SAMPLE_SALT)
-        self._notes = (
-            _sample_note(self.test_y, self._eval_sample),
-            _sample_note(self.val_y, self._val_sample),
-        )
+        self._eval_note = _sample_note(self.test_y, self._eval_sample)
+        self._val_note = _sample_note(self.val_y, self._val_sample)
         self._final: Optional[Tuple[int, np.ndarray, Dict[Any, float]]] = None
         # A dist_sync server sums the workers' gradients and updates once, so dividing by
         # the global batch makes n workers step like one process on their union; dist_async
@@ -327,7 +325,7 @@ class TripletTrainer:
         in ``evaluated_on``), or on the whole split when it is no larger."""
         if self.val_x is None or self.val_y is None:
             return {}
-        note = self._notes[1]
+        note = self._val_note
         if self._val_sample is None:
             x, y, triplets = self.val_x, self.val_y, self.val_triplets
         else:
@@ -378,7 +376,7 @@ class TripletTrainer:
             # Kept for the end of training, which needs this embedding and these scores.
             self._final = (self.epoch, emb, result.pop("per_class_precision_at_1"))
         else:
-            result["evaluated_on"] = self._notes[0]
+            result["evaluated_on"] = self._eval_note
         body = getattr(self.net, "body", None)
         if getattr(self.net, "normalize", False) and body is not None:
             # Collapse shows in the norm *before* normalisation (after it, every norm is
