@@ -56,9 +56,9 @@ def sharded_trainer(small, kvstore, test=(None, None), **overrides):
 
 @pytest.mark.parametrize("workers", [2, 3])
 def test_offline_shards_are_the_single_process_batches_cut_in_pieces(small, workers):
-    one = sharded_trainer(small, None, batch_size=40 * workers)._batches().asnumpy()
+    one = sharded_trainer(small, None, batch_size=40 * workers).strategy.batches().asnumpy()
     shards = [
-        sharded_trainer(small, FakeKVStore(r, workers), batch_size=40)._batches().asnumpy()
+        sharded_trainer(small, FakeKVStore(r, workers), batch_size=40).strategy.batches().asnumpy()
         for r in range(workers)
     ]
     # Every worker gets the same number of batches (dist_sync would wait forever otherwise),
@@ -72,9 +72,9 @@ def test_offline_shards_are_the_single_process_batches_cut_in_pieces(small, work
 @pytest.mark.parametrize("workers", [2, 3])
 def test_online_shards_deal_the_pk_batches_round_robin(small, workers):
     settings = {"miner": "batch-hard", "pk_classes": 4, "pk_samples": 4}
-    one = sharded_trainer(small, None, **settings)._batches().asnumpy()
+    one = sharded_trainer(small, None, **settings).strategy.batches().asnumpy()
     shards = [
-        sharded_trainer(small, FakeKVStore(r, workers), **settings)._batches().asnumpy()
+        sharded_trainer(small, FakeKVStore(r, workers), **settings).strategy.batches().asnumpy()
         for r in range(workers)
     ]
     per_worker = -(-len(one) // workers)

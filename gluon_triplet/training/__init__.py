@@ -22,7 +22,8 @@ __getattr__, __dir__, __all__ = attach(
             "mined_loss",
         ),
         ".batching": ("BatchStrategy", "OfflineTriplets", "OnlineMining", "make_strategy"),
-        ".trainer": ("TripletTrainer", "create_kvstore", "resolve_contexts", "set_seed"),
+        ".trainer": ("TripletTrainer",),
+        ".devices": ("create_kvstore", "resolve_contexts", "set_seed"),
         ".schedule": ("make_lr_scheduler",),
         ".averaging": ("WeightAverage", "average_decay"),
         ".callbacks": (
@@ -49,6 +50,7 @@ if TYPE_CHECKING:
         best_record,
     )
     from .collapse import CollapseGuard
+    from .devices import create_kvstore, resolve_contexts, set_seed
     from .distances import DISTANCES, Distance, get_distance, pairwise_distances
     from .losses import DistanceTripletLoss, SoftMarginTripletLoss, triplet_loss
     from .miners import (
@@ -62,4 +64,4 @@ if TYPE_CHECKING:
         mined_loss,
     )
     from .schedule import make_lr_scheduler
-    from .trainer import TripletTrainer, create_kvstore, resolve_contexts, set_seed
+    from .trainer import TripletTrainer
