@@ -387,7 +387,7 @@ CASES = {
     ),
     "--seed -1": (
         ["--dataset", "idx:{good_idx}", "--seed", "-1"],
-        "error: seed (--seed) must be >= 0, got -1",
+        "error: seed must be >= 0, got -1",
     ),
     "--embedding-size 3000000000": (
         ["--dataset", "idx:{good_idx}", "--embedding-size", "3000000000"],

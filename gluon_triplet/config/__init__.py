@@ -1,0 +1,37 @@
+"""The one configuration object of a run: CLI/JSON -> :class:`Config` -> constructors.
+
+``options`` declares fields (and presets, kvstores, the automatic epoch count),
+``settings`` holds the :class:`Config` dataclass, ``validation`` its checks and
+``records`` its JSON form (``config.json``)."""
+
+from ..errors import ConfigError
+from .options import (
+    AUTO_EPOCHS,
+    AUTO_MIN_SAMPLES,
+    DIST_KVSTORES,
+    KVSTORES,
+    MAX_AUTO_EPOCHS,
+    PRESETS,
+    option,
+    recorded,
+    resolve_epochs,
+)
+from .records import REMOVED_KEYS
+from .settings import Config
+from .validation import check_architecture
+
+__all__ = [
+    "AUTO_EPOCHS",
+    "AUTO_MIN_SAMPLES",
+    "DIST_KVSTORES",
+    "KVSTORES",
+    "MAX_AUTO_EPOCHS",
+    "PRESETS",
+    "REMOVED_KEYS",
+    "Config",
+    "ConfigError",
+    "check_architecture",
+    "option",
+    "recorded",
+    "resolve_epochs",
+]
