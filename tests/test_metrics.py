@@ -11,7 +11,6 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from gluon_triplet.evaluation import neighbours, retrieval
-from gluon_triplet.evaluation.arrays import pairwise_squared_distances
 from gluon_triplet.evaluation.clustering import ami, clustering_metrics, kmeans_clusters, nmi
 from gluon_triplet.evaluation.metrics import (
     active_triplet_fraction,
@@ -273,23 +272,6 @@ def test_label_types_and_dtypes_do_not_change_results():
 # ---------------------------------------------------------------------- distance helpers
 
 
-def test_pairwise_squared_distances():
-    rng = np.random.default_rng(4)
-    a = rng.standard_normal((7, 5)).astype(np.float32)
-    b = rng.standard_normal((3, 5))
-    want = ((a[:, None, :].astype(np.float64) - b[None, :, :]) ** 2).sum(-1)
-    got = pairwise_squared_distances(a, b)
-    assert got.shape == (7, 3) and got.dtype == np.float64
-    np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-12)
-    self_d = pairwise_squared_distances(a + 1000.0)  # large norms: cancellation noise
-    assert np.all(np.diag(self_d) == 0.0) and np.all(self_d >= 0.0)
-    want = ((a[:, None, :].astype(np.float64) - a[None, :, :]) ** 2).sum(-1)
-    np.testing.assert_allclose(pairwise_squared_distances(a), want, rtol=1e-9, atol=1e-9)
-    # With b given the diagonal is not patched; rounding must still never go negative.
-    far = rng.standard_normal((50, 8)) + 1000.0
-    assert np.all(pairwise_squared_distances(far, far.copy()) >= 0.0)
-
-
 def test_triplet_distances_match_a_loop():
     rng = np.random.default_rng(5)
     emb = rng.standard_normal((12, 4)).astype(np.float32)
@@ -387,11 +369,6 @@ IDX = np.array([0, 1, 2])
         (lambda: active_triplet_fraction([[1.0]], [[1.0]]), r"ap_dist must be 1-D"),
         (lambda: active_triplet_fraction([], []), "must be non-empty"),
         (lambda: active_triplet_fraction([1.0], [1.0], margin=np.nan), "margin must be finite"),
-        (
-            lambda: pairwise_squared_distances(EMB, np.zeros((4, 2))),
-            r"^b must have shape \(M, D\) = \(M, 3\), got \(4, 2\)$",
-        ),
-        (lambda: pairwise_squared_distances(np.zeros((2, 2, 2))), "a must be 2-D"),
         (
             lambda: evaluate_embeddings(EMB, LABELS, triplets=(IDX, IDX)),
             r"triplets must be \(anchor_idx, positive_idx, negative_idx\), got 2 arrays",

@@ -452,12 +452,3 @@ def test_get_miner_registry():
     assert "choose one of: batch-all, batch-hard, distance-weighted, offline, semi-hard" in str(
         err.value
     )
-
-
-def test_the_former_mining_module_names_the_same_objects():
-    # The miners were one module, training/mining.py; code importing from it still works.
-    from gluon_triplet.training import miners, mining
-
-    for name in mining.__all__:
-        if name not in ("METRICS", "pairwise_distances"):
-            assert getattr(mining, name) is getattr(miners, name), name

@@ -3,11 +3,11 @@ distances between embeddings, computed in blocks."""
 
 from __future__ import annotations
 
-from typing import Tuple
+from typing import List, Tuple
 
 import numpy as np
 
-__all__ = ["pairwise_squared_distances"]
+__all__: List[str] = []
 
 
 # --------------------------------------------------------------------------- validation
@@ -132,41 +132,3 @@ def _finish_sq_dists(g: np.ndarray, qn: np.ndarray, xn: np.ndarray) -> np.ndarra
     # Cancellation can leave tiny negatives where the true distance is ~0.
     np.maximum(g, 0.0, out=g)
     return g
-
-
-def _sq_dists(q: np.ndarray, qn: np.ndarray, x: np.ndarray, xn: np.ndarray) -> np.ndarray:
-    """``(Q, D), (Q,), (M, D), (M,) -> (Q, M)`` squared L2 via one GEMM."""
-    return _finish_sq_dists(_minus_two_gram(q, x), qn, xn)
-
-
-def pairwise_squared_distances(a, b=None) -> np.ndarray:
-    """All squared Euclidean distances between the rows of ``a`` and ``b``.
-
-    Parameters
-    ----------
-    a : (N, D) array-like, real, finite
-    b : (M, D) array-like, real, finite, optional
-        Defaults to ``a``.
-
-    Returns
-    -------
-    (N, M) float64
-        ``|a_i|^2 + |b_j|^2 - 2 a_i . b_j``, computed in float64 and clipped at 0. When
-        ``b`` is None the diagonal is exactly 0.
-
-    Notes
-    -----
-    This materialises the whole ``(N, M)`` matrix; :func:`retrieval_metrics` works in
-    query chunks instead.
-    """
-    a = _as_embedding(a, "a")
-    an = _row_sq_norms(a, "a")
-    if b is None:
-        d = _sq_dists(a, an, a, an)
-        # The GEMM form leaves rounding noise of order eps * |a_i|^2 on the diagonal.
-        np.fill_diagonal(d, 0.0)
-        return d
-    b = _as_embedding(b, "b")
-    if b.shape[1] != a.shape[1]:
-        raise ValueError(f"b must have shape (M, D) = (M, {a.shape[1]}), got {b.shape}")
-    return _sq_dists(a, an, b, _row_sq_norms(b, "b"))
