@@ -1,15 +1,7 @@
-"""Embedding-quality metrics as pure, vectorised NumPy functions.
-
-Nothing here imports MXNet: every function takes plain arrays (``(N, D)`` embeddings,
-``(N,)`` labels, ``(T,)`` triplet indices) and returns arrays or Python floats, so the
-metrics can be tested without a network and reused on raw features as a baseline.
-
-Distances are *squared* L2 throughout, the quantity ``gluon.loss.TripletLoss`` compares.
-
-Ranking metrics break distance ties pessimistically: at equal distance a wrong-label item
-ranks before a same-label one. A collapsed embedding (every row equal) therefore scores
-0, not chance level, so it cannot pass for a working model.
-"""
+"""Embedding-quality metrics as pure NumPy functions (no MXNet): ``(N, D)`` embeddings,
+``(N,)`` labels and ``(T,)`` triplet indices in, floats out. Distances are squared L2.
+Ranking metrics break distance ties pessimistically (a wrong-label item first), so a
+collapsed embedding scores 0."""
 
 from __future__ import annotations
 
@@ -34,10 +26,8 @@ __all__ = [
 
 
 def triplet_distances(emb, anchor_idx, positive_idx, negative_idx):
-    """Squared L2 anchor-positive and anchor-negative distances of index triplets.
-
-    Computed from direct row differences (not the GEMM expansion), so equal rows give
-    exactly 0 -- the same quantity ``gluon.loss.TripletLoss`` compares.
+    """Squared L2 anchor-positive and anchor-negative distances of index triplets, from
+    row differences (equal rows give exactly 0).
 
     Parameters
     ----------
@@ -72,10 +62,8 @@ def triplet_distances(emb, anchor_idx, positive_idx, negative_idx):
 
 
 def strict_triplet_accuracy(ap_dist, an_dist) -> float:
-    """Fraction of triplets whose positive is strictly closer than the negative.
-
-    Ties count as failures, so a collapsed embedding (all rows equal, every distance 0)
-    scores 0.0 rather than 1.0. NaN distances also count as failures.
+    """Fraction of triplets whose positive is strictly closer than the negative (ties and
+    NaN count as failures).
 
     Parameters
     ----------
@@ -90,10 +78,7 @@ def strict_triplet_accuracy(ap_dist, an_dist) -> float:
 
 
 def active_triplet_fraction(ap_dist, an_dist, margin: float = 1.0) -> float:
-    """Fraction of triplets that still contribute to ``TripletLoss(margin)``.
-
-    A triplet is active when ``ap_dist - an_dist + margin > 0``, i.e. its hinge loss is
-    non-zero.
+    """Fraction of triplets with a non-zero hinge loss: ``ap_dist - an_dist + margin > 0``.
 
     Parameters
     ----------

@@ -29,10 +29,8 @@ APPROXIMATE_ABOVE = 50_000
 #: capped here (``map_at_r_max_r`` in the result) for classes larger than it.
 APPROXIMATE_MAX_R = 1000
 
-#: With the IVF index, at most this many queries (a seeded random sample) are scored:
-#: faiss's IVF scan measured 2 ms a query on 200,000 rows of 128 dimensions and 5.6 ms on
-#: 400,000 of 256 (2 busy vCPUs), so all 400,000 queries of a 2M-sample set would take
-#: over half an hour. 5,000 queries put P@1's standard error under 0.7 points.
+#: With the IVF index, at most this many queries (a seeded random sample) are scored
+#: (P@1's standard error then stays under 0.7 points).
 APPROXIMATE_MAX_QUERIES = 5_000
 
 #: Queries searched at once by faiss: its results (``block x k`` distances and ids) and the

@@ -237,15 +237,8 @@ def retrieval_metrics(
     -----
     Queries whose label has no other member (singleton classes) are excluded: they cannot
     retrieve anything relevant. Their rows still take part as candidates for other
-    queries. If no query remains, ``ValueError`` is raised.
-
-    Ties are broken pessimistically: at exactly equal distance, wrong-label rows rank
-    before same-label ones, so a collapsed embedding scores 0 rather than chance. The
-    ranking is exact on the float64 distances (see ``_ranked_relevance``).
-
-    The full ``(N, N)`` distance matrix is never built: queries are processed in chunks of
-    ``chunk_size`` against all ``N`` rows, and only the ``max(max(ks), max R)`` nearest per
-    query are sorted.
+    queries. If no query remains, ``ValueError`` is raised. Ties are broken
+    pessimistically, on the float64 distances.
     """
     ks = _as_ks(ks)
     x, codes, classes, num_relevant, queries, chunk_size = _retrieval_setup(emb, labels, chunk_size)
@@ -310,11 +303,8 @@ def gallery_retrieval_metrics(
     chunk_size: int = 1024,
     method: str = "auto",
 ) -> Dict[str, float]:
-    """Retrieval quality of queries searched against a separate gallery.
-
-    The usual way retrieval is reported (e.g. test queries against the training set):
-    every query ranks *all* gallery rows by squared L2 distance; nothing is excluded, so a
-    query that also appears in the gallery finds itself.
+    """Retrieval quality of queries searched against a separate gallery: every query ranks
+    *all* gallery rows by squared L2 distance (a query also in the gallery finds itself).
 
     Parameters
     ----------

@@ -1,10 +1,6 @@
-"""Weight averaging: an exponential moving average of a net's parameters (Polyak averaging).
-
-The averaged net is often a better embedding than the last weights of a noisy run
-(Polyak and Juditsky 1992; the ``use_ema`` of Keras' optimizers, timm's ``ModelEma``).
-:class:`WeightAverage` keeps one average per parameter and context, updates it after each
-optimizer step, and swaps it into the net for evaluation and saving.
-"""
+"""Weight averaging: an exponential moving average of a net's parameters (Polyak
+averaging, as timm's ``ModelEma``), updated after each optimizer step and swapped into the
+net for evaluation and saving."""
 
 from __future__ import annotations
 
@@ -19,11 +15,8 @@ _CHUNK = 50
 
 
 def average_decay(decay: float, updates: int) -> float:
-    """The decay of the ``updates``-th update: ``min(decay, (1 + updates) / (10 + updates))``.
-
-    The ramp (TensorFlow's ``ExponentialMovingAverage`` with ``num_updates``) keeps the
-    random initial weights from dominating a short run: with a fixed 0.999 they would still
-    weigh 0.999 ** 1000 = 37% after 1,000 updates.
+    """The decay of the ``updates``-th update: ``min(decay, (1 + updates) / (10 + updates))``
+    (TensorFlow's ``ExponentialMovingAverage`` with ``num_updates``).
 
     Parameters
     ----------

@@ -1,17 +1,8 @@
 """Where a training step's triplets come from: offline triples, or P x K batches mined online.
 
-A :class:`BatchStrategy` owns everything that differs between the two ways to train, so
-the loop in :mod:`gluon_triplet.training.trainer` reads the same for both:
-
-- the epoch's batches (:meth:`BatchStrategy.batches`), cut into equal shares for the
-  workers of a distributed job;
-- the step graph: gather, net, (mining,) loss and the batch's loss statistics as one
-  hybridized graph, with the one :class:`~gluon_triplet.training.distances.Distance` the miner
-  ranks by and the loss penalises (:meth:`BatchStrategy.forward`: what is
-  back-propagated, and the statistics the loop sums without reading them back);
-- the divisor of the summed gradients (:meth:`BatchStrategy.divisor`);
-- the random generators a checkpoint must hold (:meth:`BatchStrategy.generators`).
-
+A :class:`BatchStrategy` gives the loop an epoch's batches (shared out among the workers of
+a distributed job), the hybridized step graph (gather, net, mining, loss, loss statistics),
+the divisor of the summed gradients and the random generators a checkpoint holds;
 :func:`make_strategy` picks one by ``config.miner``.
 """
 
@@ -47,11 +38,8 @@ __all__ = [
 
 
 class TripletStep(gluon.HybridBlock):
-    """Gather + embed + triplet loss as one graph.
-
-    Inside one hybridized, ``static_alloc`` graph, the gathered ``(3B, ...)`` batch lives
-    in memory allocated once; an imperative ``nd.take`` would allocate (and page-fault) a
-    fresh output every batch, which costs more than the gather itself.
+    """Gather + embed + triplet loss as one graph (the gathered batch's memory is
+    allocated once).
 
     Inputs: ``data`` ``(N, ...)`` float32 (all training samples, on this context) and
     ``idx`` ``(B, 3)`` int32 rows ``anchor, positive, negative``. Outputs: the ``(B,)``
@@ -76,12 +64,9 @@ class TripletStep(gluon.HybridBlock):
 
 
 class MinedStep(gluon.HybridBlock):
-    """Gather + embed + mine + loss as one graph, for online mining.
-
-    The miner's selection (:meth:`~gluon_triplet.training.miners.base.Miner.select`) runs inside the
-    graph, on the embeddings cut from the gradient: the small operations of a
-    semi-hard selection then cost no Python call and no allocation each. The result is
-    the same, to the bit, as the imperative ``Miner.mine`` + ``mined_loss``.
+    """Gather + embed + mine + loss as one graph, for online mining: the miner's
+    :meth:`~gluon_triplet.training.miners.base.Miner.select` runs on the embeddings cut
+    from the gradient, equal to the bit to ``Miner.mine`` + ``mined_loss``.
 
     Inputs: ``data`` ``(N, ...)`` float32 and ``labels`` ``(N,)`` float32 (all samples on
     this context), ``idx`` ``(B,)`` int32 (the slice of a P x K batch). Outputs: the mean
@@ -130,13 +115,7 @@ class MinedStep(gluon.HybridBlock):
 
 def loss_sums(F, loss, weight):
     """``(3,)`` float32: the summed loss, the number of active (> 0) triplets and the
-    summed weight (triplets trained on); the loop adds them up on the device and reads
-    them back only every ``log_every`` batches.
-
-    One reduction over the three rows stacked: each reduction in a step graph costs an
-    OpenMP fork and join (a concat of three sums cost about 4x as much on a loaded
-    2-core machine), and each row's sum is the same, to the bit, as its own ``F.sum``.
-    """
+    summed weight (triplets trained on), as one reduction of the three rows stacked."""
     return F.sum(F.stack(loss, loss > 0, weight, axis=0), axis=1)
 
 
@@ -200,17 +179,12 @@ class BatchStrategy:
         self.rank = rank
         self.distance = get_distance(config.distance)
         self.loss_fn = triplet_loss_from_config(config, self.distance)
-        # Seeded apart from the triplets' generator: the batch order of an epoch.
-        self.rng = np.random.default_rng(config.seed + 1)
-        # The gather runs inside the step's graph, so the data must already have the
-        # layout the net wants (e.g. a channel axis for a CNN). In memory, the feed holds
-        # every sample on every context; streamed, one decoded batch at a time.
+        self.rng = np.random.default_rng(config.seed + 1)  # the batch order
+        # The step gathers from data already in the net's layout (prepare_input).
         prepare = getattr(net, "prepare_input", lambda a: a)
         self.feed = BatchFeed(
             train_set.x, train_set.labels, self.contexts, prepare, workers=config.workers
         )
-        # Training-time augmentation runs in the step's graph, after the gather; the
-        # shape it sees is the prepared one (e.g. (C, H, W) for the CNN).
         prepared = prepare(np.zeros((1, *train_set.x.shape[1:]), np.float32)).shape[1:]
         self.augment = make_augmenter(config.augment, prepared)
 
@@ -261,13 +235,8 @@ class BatchStrategy:
 
 class OfflineTriplets(BatchStrategy):
     """The class-balanced triples of ``train_set``, redrawn every epoch, in shuffled
-    batches of ``config.batch_size``; anchors, positives and negatives are gathered with
-    one ``take`` and go through the net as one ``(3B, ...)`` batch.
-
-    The last batch is topped up with triplets from the start of the shuffled order: a fixed
-    batch shape lets the hybridized graph keep its memory (``static_shape``) and no triplet
-    is skipped. Gradients are summed over a batch's triplets and divided by ``B``.
-    """
+    batches of ``config.batch_size`` (the last one topped up from the start of the order);
+    gradients are divided by the batch size."""
 
     def __init__(self, net, train_set, config, contexts, num_workers=1, rank=0):
         super().__init__(net, train_set, config, contexts, num_workers, rank)
@@ -295,12 +264,9 @@ class OfflineTriplets(BatchStrategy):
 
 
 class OnlineMining(BatchStrategy):
-    """P x K batches (``P`` classes x ``config.pk_samples`` samples, see
-    :class:`~gluon_triplet.data.samplers.PKBatchSampler`) go through the net once; the miner
-    picks triplets from that batch's distance matrix and their embeddings are fed to the
-    loss. With several contexts each one mines within its own slice and back-propagates
-    the mean loss over its mined triplets; the step averages over the slices.
-    """
+    """P x K batches (:class:`~gluon_triplet.data.samplers.PKBatchSampler`) go through the
+    net once and the miner picks triplets inside each; with several contexts each mines its
+    own slice and back-propagates the mean loss over its triplets."""
 
     def __init__(self, net, train_set, config, contexts, num_workers=1, rank=0):
         super().__init__(net, train_set, config, contexts, num_workers, rank)
@@ -318,8 +284,7 @@ class OnlineMining(BatchStrategy):
         # One step graph per slice size (contexts may get slices of unequal sizes).
         self.steps: Dict[int, MinedStep] = {}
         self.num_batches = -(-len(self.sampler) // num_workers)
-        # When every context's slice is whole classes (split_and_load cuts at multiples
-        # of K), the miner may list each slice's pairs from the P x K layout.
+        # Slices of whole classes let the miner list pairs from the P x K layout.
         k = config.pk_samples
         cuts = np.cumsum(_slice_sizes(self.pk_classes * k, len(self.contexts)))
         self.block = k if (cuts % k == 0).all() else None
@@ -370,7 +335,6 @@ def _miner_options(miner: str, p: int, k: int) -> Dict[str, int]:
     """Fixed mined-batch sizes: a P x K batch has P*K*(K-1) positive pairs."""
     pairs = p * k * (k - 1)
     if miner in ("semi-hard", "distance-weighted"):
-        # Room for every pair: the default (B^2 rows, mostly padding) costs ~K times more.
         return {"max_pairs": pairs}
     if miner == "batch-all":
         return {"max_triplets": pairs}

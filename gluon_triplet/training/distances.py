@@ -1,8 +1,5 @@
-"""Distances between embeddings, one object shared by the miner and the loss.
-
-A :class:`Distance` gives all pairwise distances of a batch (what a miner ranks by) and
-the distances of paired rows (what the triplet loss compares), so the triplets a miner
-calls "semi-hard" or "active" are exactly the ones the loss sees as such.
+"""Distances between embeddings, one object shared by the miner (:meth:`Distance.pairwise`)
+and the loss (:meth:`Distance.paired`).
 
 ``squared`` is the squared Euclidean distance of ``gluon.loss.TripletLoss``;
 ``euclidean`` its square root; ``cosine`` is ``1 - cos(angle)``, an all-zero row counting
@@ -138,21 +135,7 @@ def get_distance(metric: Union[str, Distance]) -> Distance:
 
 
 def pairwise_distances(emb: nd.NDArray, metric: Union[str, Distance] = "squared") -> nd.NDArray:
-    """All pairwise distances between the rows of ``emb``; see :meth:`Distance.pairwise`.
-
-    Parameters
-    ----------
-    emb : (B, D) NDArray float32
-    metric : {"squared", "euclidean", "cosine"} or Distance
-
-    Returns
-    -------
-    (B, B) NDArray
-
-    Raises
-    ------
-    ValueError
-        ``emb`` is not 2-D, or the metric is unknown.
-    """
+    """:meth:`Distance.pairwise` of ``metric`` (a name or Distance): ``(B, D) -> (B, B)``;
+    a ValueError when ``emb`` is not 2-D or the metric is unknown."""
     _check_embeddings(emb)
     return get_distance(metric).pairwise(emb)

@@ -1,11 +1,5 @@
-"""Triplet losses: the hinge under a chosen distance, and the soft-margin triplet loss.
-
-``max(d(a, p) - d(a, n) + margin, 0)``: for the squared Euclidean distance this is MXNet's
-own ``gluon.loss.TripletLoss``; for the other distances of :mod:`gluon_triplet.training.distances`,
-:class:`DistanceTripletLoss`, a small HybridBlock computing the same formula with that
-distance, so that training penalises the distance the miner ranks by.
-:class:`SoftMarginTripletLoss` smooths the hinge (Hermans et al. 2017).
-"""
+"""Triplet losses: the hinge ``max(d(a, p) - d(a, n) + margin, 0)`` under the miner's
+distance (``gluon.loss.TripletLoss`` for squared L2), and the soft-margin loss."""
 
 from __future__ import annotations
 
@@ -31,10 +25,7 @@ class SoftMarginTripletLoss(gluon.loss.Loss):
     """Soft-margin triplet loss (Hermans, Beyer & Leibe, "In Defense of the Triplet Loss", 2017).
 
     ``L(a, p, n) = softplus(d(a, p) - d(a, n)) = log(1 + exp(d(a, p) - d(a, n)))``: the
-    hinge ``max(0, m + d(a, p) - d(a, n))`` of ``gluon.loss.TripletLoss`` with its corner
-    smoothed and no margin. It never reaches 0, so triplets that are already right keep
-    pulling (gently) instead of dropping out, which keeps batch-hard mining from sitting at
-    the margin. Called exactly like ``TripletLoss``.
+    hinge of ``gluon.loss.TripletLoss`` smoothed, with no margin. Called like ``TripletLoss``.
 
     Parameters
     ----------
@@ -103,13 +94,9 @@ def triplet_loss(distance: Union[str, Distance], margin: float) -> gluon.loss.Lo
 def triplet_loss_from_config(
     config: Any, distance: Union[str, Distance, None] = None
 ) -> gluon.loss.Loss:
-    """The loss a :class:`~gluon_triplet.config.Config` asks for.
-
-    ``config.soft_margin``: :class:`SoftMarginTripletLoss` (Euclidean distance; the margin
-    is then only used by miners that look at it; :class:`~gluon_triplet.config.Config`
-    refuses it with ``distance cosine``); else the hinge under ``distance`` (default
-    ``config.distance``, see :func:`triplet_loss`).
-    """
-    if getattr(config, "soft_margin", False):
+    """The loss a :class:`~gluon_triplet.config.Config` asks for: with ``soft_margin``
+    :class:`SoftMarginTripletLoss`, else :func:`triplet_loss` under ``distance`` (default
+    ``config.distance``)."""
+    if config.soft_margin:
         return SoftMarginTripletLoss()
     return triplet_loss(config.distance if distance is None else distance, config.margin)

@@ -1,22 +1,9 @@
 """Online triplet miners: choose triplets inside a batch from one forward pass.
 
-One module per miner (``batch_hard``, ``semi_hard``, ``batch_all``,
-``distance_weighted``) on a shared base (``base``: :class:`Miner`; ``selection``: the
-searches and the sampling they share); ``registry`` names them, ``loss`` holds
-:func:`mined_loss`.
-
-The batch goes through the net once; a miner reads the ``(B, D)`` embeddings and the
-``(B,)`` labels and returns *indices* of anchor, positive and negative rows plus a 0/1
-weight per triplet. :func:`mined_loss` gathers those rows and applies
-``gluon.loss.TripletLoss``. As in pytorch-metric-learning, miners only mine: the loss
-stays a separate, ordinary Gluon loss.
-
-Everything runs on the embeddings' context with NDArray operations (no per-anchor Python
-loop, no copy to the host), and every miner returns arrays whose length ``M`` depends
-only on the batch size ``B``, so a training loop built around them keeps fixed shapes.
-The selection is written once for ``mx.nd`` and ``mx.sym``: :meth:`Miner.mine` runs it
-imperatively, :meth:`Miner.select` inside a hybridized graph (the trainer's step, where
-its small operations then cost no Python call each).
+A miner reads the ``(B, D)`` embeddings and ``(B,)`` labels and returns *indices* of
+anchor, positive and negative rows plus a 0/1 weight per triplet, ``M`` rows for a batch
+of ``B`` whatever the labels; :func:`mined_loss` gathers the rows and applies the loss.
+:meth:`Miner.mine` runs imperatively, :meth:`Miner.select` inside a hybridized graph.
 
 Examples
 --------

@@ -139,17 +139,7 @@ class Miner:
         return self._finish(F, emb, pos, neg, batch_size, where)
 
     def uses_blocks(self, batch_size, block):
-        """Whether :meth:`select` takes its block-layout path for these sizes (base: never).
-
-        Parameters
-        ----------
-        batch_size : int
-        block : int or None
-
-        Returns
-        -------
-        bool
-        """
+        """Whether :meth:`select` takes its block-layout path for these sizes (base: never)."""
         return False
 
     def _select_blocks(self, F, emb, labels, b, k, where):  # pragma: no cover - abstract

@@ -63,9 +63,7 @@ def search_sorted(F, flat_rows, queries, row_starts, length, dtype, where):
 
     The same result as :func:`bisect_rows` with ``strict=True``, from two rounds of a
     ``w``-ary search (``w = isqrt(L) + 1``, so ``w * w > L``) instead of ``log2(L)``
-    binary rounds. Inside a step graph every operation costs an engine push and often an
-    OpenMP fork and join, which on a loaded 2-core machine dominates small arrays: this
-    search has 2 gathers and 2 sums, the binary one 8 gathers and 40 operations.
+    binary rounds: fewer operations in a step graph.
 
     Parameters
     ----------

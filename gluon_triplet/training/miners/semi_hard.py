@@ -36,9 +36,8 @@ def _block_pairs(F, b, k, where):
 # - Every key of d lies in [d, d * (1 + 2**-29)), below the next float32 above d
 #   (>= d * (1 + 2**-24); >= 2**-149 above 0): keys of different d keep their order.
 # So an ascending sort of the keys lists a row's distances ascending, ties by column,
-# and a plain sort of values replaces topk (whose index output costs about as much as
-# the sort itself on the CPU, and whose order among ties is unspecified). The column
-# comes back from the key (_key_column), a distance d's place from _key_query.
+# and a plain sort of values replaces topk (whose order among ties is unspecified). The
+# column comes back from the key (_key_column), a distance d's place from _key_query.
 _KEY_FLOOR = 2.0**-1000
 _KEY_STEP = 2.0**-40
 
@@ -119,9 +118,8 @@ class SemiHardMiner(Miner):
       ``m`` distinct ones are drawn, each with probability ``m / (valid pairs)``
       (systematic sampling as in :class:`BatchAllMiner`).
 
-    ``M = B * B`` makes the loss gather ``3 B^2`` embedding rows (about 1.5 s per step
-    for ``B = 256, D = 128`` on a 2-core CPU, versus milliseconds for ``B * 16``), so
-    pass ``max_pairs`` (e.g. ``16 * B``) for anything but small batches.
+    ``M = B * B`` makes the loss gather ``3 B^2`` embedding rows: pass ``max_pairs``
+    (e.g. ``16 * B``) for anything but small batches.
 
     The search is a sort of each anchor's negatives (by distance, then index), then, for
     each of the ``M`` pairs only, a search in its anchor's row: ``O(B^2 log B + M sqrt B)``
