@@ -94,11 +94,7 @@ class Distance:
         )
         if diagonal:
             sq = sq * off_diag
-        if self.name == "squared":
-            return sq
-        # sqrt has an infinite slope at 0: take it of 1 where the distance is 0, then zero it.
-        zero = sq <= 0
-        return F.sqrt(sq + zero) * (1 - zero)
+        return sq if self.name == "squared" else _root(F, sq)
 
     def paired(self, F: Any, a: Any, b: Any) -> Any:
         """Distances of paired rows, ``(N, D), (N, D) -> (N,)``; ``F`` is ``mx.nd`` or
@@ -109,10 +105,13 @@ class Distance:
             inv_b = F.rsqrt(F.maximum(F.sum(b * b, axis=1), _EPS))
             return F.clip(1.0 - dot * inv_a * inv_b, 0.0, 2.0)
         sq = F.sum(F.square(a - b), axis=1)
-        if self.name == "squared":
-            return sq
-        zero = sq <= 0
-        return F.sqrt(sq + zero) * (1 - zero)
+        return sq if self.name == "squared" else _root(F, sq)
+
+
+def _root(F: Any, sq: Any) -> Any:
+    """``sqrt(sq)`` with finite gradients at 0 (the root of 1 there, then zeroed)."""
+    zero = sq <= 0
+    return F.sqrt(sq + zero) * (1 - zero)
 
 
 #: The registered distances by name.

@@ -78,6 +78,14 @@ def sample_note(labels, sample) -> Optional[str]:
     return note + (f", {drawn} of {total} classes" if drawn < total else "")
 
 
+def _split(x, y, triplets, sample):
+    """``(x, y, triplets)`` of a whole split, or of its ``(indices, triplets)`` sample."""
+    if sample is None:
+        return x, y, triplets
+    pick, triplets = sample
+    return x[pick], np.asarray(y)[pick], triplets
+
+
 class TrainerEvaluation:
     """The evaluation half of :class:`~gluon_triplet.training.trainer.TripletTrainer`
     (needs its ``net``, ``config``, ``contexts``, ``epoch``, ``total_epochs``, ``history``
@@ -115,11 +123,7 @@ class TrainerEvaluation:
         ``evaluated_on``), or on the whole split when it is no larger; {} without one."""
         if self.val_x is None or self.val_y is None:
             return {}
-        if self._val_sample is None:
-            x, y, triplets = self.val_x, self.val_y, self.val_triplets
-        else:
-            pick, triplets = self._val_sample
-            x, y = self.val_x[pick], np.asarray(self.val_y)[pick]
+        x, y, triplets = _split(self.val_x, self.val_y, self.val_triplets, self._val_sample)
         emb = self.embed(x, "evaluating validation")
         result = evaluate_embeddings(emb, y, triplets=triplets, margin=self.config.margin)
         if self._val_note:
@@ -132,21 +136,18 @@ class TrainerEvaluation:
         its fixed sample (said in ``evaluated_on``), else on the whole split."""
         if self.test_x is None or self.test_y is None:
             return {}
-        pick, triplets = self._eval_sample if sample and self._eval_sample else (None, None)
-        if pick is None:
-            x, y, triplets = self.test_x, self.test_y, self.test_triplets
-        else:
-            x, y = self.test_x[pick], self.test_y[pick]
+        picked = self._eval_sample if sample else None
+        x, y, triplets = _split(self.test_x, self.test_y, self.test_triplets, picked)
         emb = self.embed(x, "evaluating test")
         result: Dict[str, Any] = evaluate_embeddings(
             emb,
             y,
             triplets=triplets,
             margin=self.config.margin,
-            per_class=pick is None,
+            per_class=picked is None,
             class_names=self.class_names,
         )
-        if pick is None:  # kept for _finish_evaluation
+        if picked is None:  # kept for _finish_evaluation
             self._final = (self.epoch, emb, result.pop("per_class_precision_at_1"))
         else:
             result["evaluated_on"] = self._eval_note
