@@ -16,7 +16,7 @@ if TYPE_CHECKING:
 
     from ..config import Config
 
-__all__ = ["SAMPLE_PER_CLASS", "TrainerEvaluation", "evaluation_sample", "sample_note"]
+__all__ = ["TrainerEvaluation", "evaluation_sample", "sample_note"]
 
 #: Test samples whose raw (pre-normalisation) embedding norm is reported.
 _NORM_SAMPLES = 2000
@@ -24,22 +24,20 @@ _NORM_SAMPLES = 2000
 _TEST_SALT, _VAL_SALT = 0x65766C, 0x76616C
 #: A sample holding fewer samples per class than this on average is drawn from fewer
 #: classes, this many of each (so that every query has others of its class to find).
-SAMPLE_PER_CLASS = 10
-
-Triplets = Tuple[np.ndarray, np.ndarray, np.ndarray]
+_SAMPLE_PER_CLASS = 10
 
 
 def evaluation_sample(labels, config, salt=_TEST_SALT):
     """``(indices, triplets)`` of a split's per-epoch evaluation sample, or None for the
     whole split (``config.eval_samples`` 0 or at least the split's size, or no two samples
-    of the sample share a label). Uniform when it holds :data:`SAMPLE_PER_CLASS` samples a
+    of the sample share a label). Uniform when it holds :data:`_SAMPLE_PER_CLASS` samples a
     class on average, else that many of each of as many seeded random classes as fit."""
     size = config.eval_samples
     if labels is None or not size or size >= len(labels):
         return None
     rng = np.random.default_rng([config.seed % 2**63, salt])
     _, codes, counts = np.unique(np.asarray(labels), return_inverse=True, return_counts=True)
-    if size >= SAMPLE_PER_CLASS * len(counts):
+    if size >= _SAMPLE_PER_CLASS * len(counts):
         pick = np.sort(rng.choice(len(labels), size, replace=False))
     else:
         pick = _class_sample(codes.reshape(-1), counts, size, rng)
@@ -53,12 +51,12 @@ def evaluation_sample(labels, config, salt=_TEST_SALT):
 
 
 def _class_sample(codes, counts, size, rng):
-    """Sorted indices: up to :data:`SAMPLE_PER_CLASS` of each class of at least 2 samples,
+    """Sorted indices: up to :data:`_SAMPLE_PER_CLASS` of each class of at least 2 samples,
     classes in seeded random order, until ``size`` are taken."""
     members = np.split(np.argsort(codes, kind="stable"), np.cumsum(counts)[:-1])
     taken, left = [], size
     for c in rng.permutation(len(counts)):
-        k = min(SAMPLE_PER_CLASS, int(counts[c]), left)
+        k = min(_SAMPLE_PER_CLASS, int(counts[c]), left)
         if counts[c] < 2 or k < 2:
             continue
         taken.append(rng.choice(members[c], k, replace=False))
