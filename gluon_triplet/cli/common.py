@@ -1,25 +1,30 @@
-"""What every subcommand shares: logging to stderr, the error guard, common flags.
-
-The error guard is the one place that maps exceptions to what the user sees: bad input
-(:class:`~gluon_triplet.config.ConfigError`, ``ValueError`` and its subclasses such as
-``DataError`` and ``CheckpointError``, ``OSError`` such as a missing file or a run
-directory in use, ``FloatingPointError`` for divergence, a missing optional package) is
-one ``error:`` line and exit status 2; an interrupt (SIGINT, SIGTERM) is one ``error:``
-line and ``128 + signum``, as a shell reports a process killed by that signal. ``--debug``
-shows the traceback instead.
-"""
+"""What every subcommand shares: logging to stderr, the error guard (the one place that
+maps exceptions to an ``error:`` line and an exit status), common flags and checks."""
 
 from __future__ import annotations
 
 import argparse
+import ipaddress
 import logging
+import os
 import signal
+import socket
 import sys
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 from ..errors import ConfigError, MissingDependency
 
-__all__ = ["BAD_INPUT", "add_common_flags", "guarded", "setup_logging"]
+__all__ = [
+    "BAD_INPUT",
+    "add_common_flags",
+    "add_run_flags",
+    "check_new_path",
+    "guarded",
+    "is_loopback",
+    "port_in_use",
+    "run_command",
+    "setup_logging",
+]
 
 #: Exceptions that mean bad input: one ``error:`` line, exit status 2.
 BAD_INPUT = (ConfigError, ValueError, OSError, FloatingPointError, MissingDependency)
@@ -64,3 +69,68 @@ def add_common_flags(p: argparse.ArgumentParser) -> None:
     """``-q`` and ``--debug``."""
     p.add_argument("-q", "--quiet", action="store_true", help="only warnings and errors")
     p.add_argument("--debug", action="store_true", help="show tracebacks on errors")
+
+
+def add_run_flags(p: argparse.ArgumentParser) -> None:
+    """``RUN_DIR``, ``--params`` and ``--data-dir``."""
+    p.add_argument("run_dir", metavar="RUN_DIR", help="a run directory written by training")
+    p.add_argument(
+        "--params",
+        default="best",
+        help="best, last, or a .params file in/under RUN_DIR (default: best)",
+    )
+    p.add_argument(
+        "--data-dir", help="IDX files for mnist / fashion-mnist (default: as for training)"
+    )
+
+
+def run_command(
+    parser: argparse.ArgumentParser, fn: Callable[[argparse.Namespace], Any], argv: Sequence[str]
+) -> int:
+    """Parse ``argv``, set up logging (``-q``) and run ``fn(args)`` under :func:`guarded`."""
+    args = parser.parse_args(list(argv))
+    setup_logging(getattr(args, "quiet", False), getattr(args, "verbose", False))
+    return guarded(fn, args, debug=getattr(args, "debug", False))
+
+
+def check_new_path(path: str, flag: str) -> None:
+    """Refuse an output ``path`` that exists or whose directory does not."""
+    if os.path.exists(path):
+        raise FileExistsError(f"{path} already exists; choose another {flag}")
+    parent = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(parent):
+        raise FileNotFoundError(f"directory {parent!r} for {flag} does not exist")
+
+
+def is_loopback(host: str) -> bool:
+    """Whether ``host`` (an address or a name) only serves this machine."""
+    if host in ("", "0.0.0.0", "::"):
+        return False  # every interface
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        pass  # a name
+    try:
+        infos = socket.getaddrinfo(host, None)
+    except OSError:
+        return False
+    return bool(infos) and all(ipaddress.ip_address(i[4][0]).is_loopback for i in infos)
+
+
+def address_family(host: str) -> socket.AddressFamily:
+    try:
+        return socket.getaddrinfo(host or None, 0, type=socket.SOCK_STREAM)[0][0]
+    except OSError:
+        return socket.AF_INET
+
+
+def port_in_use(host: str, port: int) -> bool:
+    """Whether a server already listens on ``host:port`` (binding it fails)."""
+    with socket.socket(address_family(host), socket.SOCK_STREAM) as s:
+        # As a server would: a port in TIME_WAIT is free, one with a listener is not.
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind((host, port))
+        except OSError:
+            return True
+    return False

@@ -10,8 +10,8 @@ import numpy as np
 
 from ..io import atomic_save
 from ..runs.report import command
-from .common import add_common_flags, guarded, setup_logging
-from .inference import add_inference_flags, embed_checked, load_for_inference
+from .common import add_common_flags, check_new_path, run_command
+from .inference import add_inference_flags, embed_checked, load_for_inference, split_samples
 
 __all__ = ["HELP", "build_parser", "main"]
 
@@ -55,11 +55,7 @@ def _outputs(out: str) -> List[str]:
 def _embed(args: argparse.Namespace) -> None:
     outputs = _outputs(args.out)
     for path in outputs:
-        if os.path.exists(path):
-            raise FileExistsError(f"{path} already exists; choose another --out")
-        parent = os.path.dirname(os.path.abspath(path))
-        if not os.path.isdir(parent):
-            raise FileNotFoundError(f"directory {parent!r} for --out does not exist")
+        check_new_path(path, "--out")
     if args.projector is not None:
         if os.path.isdir(args.projector) and os.listdir(args.projector):
             raise FileExistsError(f"--projector directory {args.projector!r} is not empty")
@@ -71,12 +67,12 @@ def _embed(args: argparse.Namespace) -> None:
             f"{args.projector_samples}"
         )
     if args.projector is not None and args.projector_samples == 0:
-        # 0 means none, as in training; a projector of no points is a mistake.
         raise ValueError(
             "--projector-samples 0 means no projector points; with --projector give a count, "
             "or -1 for all"
         )
-    net, config, data, x, y = load_for_inference(args)
+    net, config, (data,) = load_for_inference(args, args.dataset)
+    x, y = split_samples(data, args.split)
     emb = embed_checked(net, x, config, args.run_dir)
     if args.out.endswith(".npy"):
         atomic_save(outputs[0], lambda p: np.save(p, emb))
@@ -115,6 +111,4 @@ def _embed(args: argparse.Namespace) -> None:
 
 def main(argv: Sequence[str]) -> int:
     """``gluon-triplet embed ...``; returns the exit status."""
-    args = build_parser().parse_args(list(argv))
-    setup_logging(args.quiet)
-    return guarded(_embed, args, debug=args.debug)
+    return run_command(build_parser(), _embed, argv)

@@ -9,7 +9,7 @@ from typing import Optional, Sequence
 import numpy as np
 
 from ..runs.report import class_name
-from .common import add_common_flags, guarded, setup_logging
+from .common import add_common_flags, run_command
 from .inference import add_inference_flags, embed_checked, load_for_inference, split_samples
 
 __all__ = ["HELP", "build_parser", "main"]
@@ -67,31 +67,13 @@ def _comparable(
 
 
 def _evaluate_gallery(args: argparse.Namespace) -> None:
-    import logging
-
-    from ..data.datasets import load_dataset
-    from ..data.decoding import ImageOptions
     from ..evaluation.retrieval import gallery_retrieval_metrics
-    from ..runs.api import load_run
-    from ..runs.rundir import RunDir
-    from ..training.trainer import resolve_contexts
 
     if args.query is None or args.gallery is None:
         raise ValueError("--query and --gallery go together: give both datasets")
     if args.dataset is not None or args.split != "test":
         raise ValueError("--dataset/--split do not apply with --query/--gallery; use --query-split")
-    run = RunDir.open(args.run_dir)
-    run.params_path(args.params)
-    log = logging.getLogger("gluon_triplet")
-    # Pictures are decoded to the run's recorded size and channels, whatever the source.
-    images = ImageOptions.from_config(run.load_config())
-    qdata = load_dataset(args.query, args.data_dir, logger=log, images=images)
-    gdata = (
-        qdata
-        if args.gallery == args.query
-        else load_dataset(args.gallery, args.data_dir, logger=log, images=images)
-    )
-    net, config = load_run(run.path, params=args.params, ctx=resolve_contexts(args.ctx)[0])
+    net, config, (qdata, gdata) = load_for_inference(args, args.query, args.gallery)
     qx, qy = split_samples(qdata, args.query_split)
     gx, gy = split_samples(gdata, args.gallery_split)
     qe = embed_checked(net, qx, config, args.run_dir)
@@ -146,7 +128,8 @@ def _evaluate(args: argparse.Namespace) -> None:
 
     if args.query is not None or args.gallery is not None:
         return _evaluate_gallery(args)
-    net, config, data, x, y = load_for_inference(args)
+    net, config, (data,) = load_for_inference(args, args.dataset)
+    x, y = split_samples(data, args.split)
     # Whether the dataset's test classes are training classes: retrieval among classes
     # never seen in training (an open set) is the usual protocol of folder data.
     unseen = len(unseen_test_classes(data.y_train, data.y_test))
@@ -194,6 +177,4 @@ def _evaluate(args: argparse.Namespace) -> None:
 
 def main(argv: Sequence[str]) -> int:
     """``gluon-triplet evaluate ...``; returns the exit status."""
-    args = build_parser().parse_args(list(argv))
-    setup_logging(args.quiet)
-    return guarded(_evaluate, args, debug=args.debug)
+    return run_command(build_parser(), _evaluate, argv)

@@ -7,7 +7,7 @@ import argparse
 import os
 from typing import Sequence
 
-from .common import add_common_flags, guarded, setup_logging
+from .common import add_common_flags, add_run_flags, check_new_path, run_command
 
 __all__ = ["HELP", "build_parser", "main"]
 
@@ -25,22 +25,14 @@ def build_parser() -> argparse.ArgumentParser:
         "the input name and shape, and for pictures how they become the input (size, "
         "channels, resize and crop, scaling).",
     )
-    p.add_argument("run_dir", metavar="RUN_DIR", help="a run directory written by training")
+    add_run_flags(p)
     p.add_argument("--format", choices=("onnx", "mxnet"), default="onnx", help="default: onnx")
     p.add_argument("--out", required=True, metavar="DIR", help="new directory to write")
-    p.add_argument(
-        "--params",
-        default="best",
-        help="best, last, or a .params file in/under RUN_DIR (default: best)",
-    )
     p.add_argument(
         "--dataset",
         help="verify on this dataset's first 16 test samples (default: the run's own "
         "dataset when it can be read here, else 16 uniform [0, 1) samples of the run's "
         "recorded input shape; the output says which)",
-    )
-    p.add_argument(
-        "--data-dir", help="IDX files for mnist / fashion-mnist (default: as for training)"
     )
     add_common_flags(p)
     return p
@@ -49,11 +41,7 @@ def build_parser() -> argparse.ArgumentParser:
 def _export(args: argparse.Namespace) -> None:
     from ..runs.exported import export_run
 
-    if os.path.exists(args.out):
-        raise FileExistsError(f"{args.out} already exists; choose a new --out directory")
-    parent = os.path.dirname(os.path.abspath(args.out))
-    if not os.path.isdir(parent):
-        raise FileNotFoundError(f"directory {parent!r} for --out does not exist")
+    check_new_path(args.out, "--out")
     doc, source = export_run(
         args.run_dir, args.out, args.format, args.params, args.dataset, args.data_dir
     )
@@ -70,6 +58,4 @@ def _export(args: argparse.Namespace) -> None:
 
 def main(argv: Sequence[str]) -> int:
     """``gluon-triplet export ...``; returns the exit status."""
-    args = build_parser().parse_args(list(argv))
-    setup_logging(args.quiet)
-    return guarded(_export, args, debug=args.debug)
+    return run_command(build_parser(), _export, argv)

@@ -7,8 +7,14 @@ import argparse
 import os
 from typing import Any, Dict, Sequence
 
-from .common import add_common_flags, guarded, setup_logging
-from .inference import add_inference_flags, embed_checked, load_for_inference, split_paths
+from .common import add_common_flags, check_new_path, run_command
+from .inference import (
+    add_inference_flags,
+    embed_checked,
+    load_for_inference,
+    split_paths,
+    split_samples,
+)
 
 __all__ = ["HELP", "build_parser", "main"]
 
@@ -69,14 +75,10 @@ def _index(args: argparse.Namespace) -> None:
     from ..search.index import Index, metric_for_distance
     from ..search.items import absolute_spec
 
-    out = args.out
-    if os.path.exists(out):
-        raise FileExistsError(f"{out} already exists; choose a new --out directory")
-    parent = os.path.dirname(os.path.abspath(out))
-    if not os.path.isdir(parent):
-        raise FileNotFoundError(f"directory {parent!r} for --out does not exist")
+    check_new_path(args.out, "--out")
     params = _parse_params(args.param)
-    net, config, data, x, y = load_for_inference(args)
+    net, config, (data,) = load_for_inference(args, args.dataset)
+    x, y = split_samples(data, args.split)
     params_file = RunDir.open(args.run_dir).params_path(args.params)
     emb = embed_checked(net, x, config, args.run_dir)
     info = {
@@ -101,18 +103,16 @@ def _index(args: argparse.Namespace) -> None:
         info=info,
         **params,
     )
-    index.save(out)
+    index.save(args.out)
     settings = ", ".join(f"{k}={v}" for k, v in index.params.items())
     print(
         f"indexed {len(index)} {args.split} samples of {data.name} with {args.run_dir} "
         f"({args.params}): {index.kind}{f' ({settings})' if settings else ''}, "
-        f"{index.metric}, {index.dim}-d, built in {index.info['build_seconds']:.2f}s -> {out}",
+        f"{index.metric}, {index.dim}-d, built in {index.info['build_seconds']:.2f}s -> {args.out}",
         flush=True,
     )
 
 
 def main(argv: Sequence[str]) -> int:
     """``gluon-triplet index ...``; returns the exit status."""
-    args = build_parser().parse_args(list(argv))
-    setup_logging(args.quiet)
-    return guarded(_index, args, debug=args.debug)
+    return run_command(build_parser(), _index, argv)

@@ -6,12 +6,13 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-from typing import Any, List, Optional, Tuple
+from typing import Any, Dict, List, Optional, Tuple
 
 import numpy as np
 
 from ..resources import mxnet_reason
 from ..runs.rundir import RunDir
+from .common import add_run_flags
 
 __all__ = ["add_inference_flags", "embed_checked", "load_for_inference", "split_paths"]
 
@@ -19,12 +20,9 @@ logger = logging.getLogger("gluon_triplet")
 
 
 def add_inference_flags(p: argparse.ArgumentParser) -> None:
-    """``RUN_DIR``, ``--dataset``, ``--data-dir``, ``--split``, ``--params``, ``--ctx``."""
-    p.add_argument("run_dir", metavar="RUN_DIR", help="a run directory written by training")
+    """``RUN_DIR``, ``--params``, ``--data-dir``, ``--dataset``, ``--split``, ``--ctx``."""
+    add_run_flags(p)
     p.add_argument("--dataset", help="dataset spec as for training (default: the run's own)")
-    p.add_argument(
-        "--data-dir", help="IDX files for mnist / fashion-mnist (default: as for training)"
-    )
     p.add_argument(
         "--split",
         choices=("test", "train", "all"),
@@ -32,18 +30,16 @@ def add_inference_flags(p: argparse.ArgumentParser) -> None:
         help="which part of the dataset (default: test)",
     )
     p.add_argument(
-        "--params",
-        default="best",
-        help="best, last, or a .params file in/under RUN_DIR (default: best)",
-    )
-    p.add_argument(
         "--ctx", default="cpu", help="context to run the net on, e.g. cpu or gpu:0 (default: cpu)"
     )
 
 
-def load_for_inference(args: argparse.Namespace) -> Tuple[Any, Any, Any, np.ndarray, np.ndarray]:
-    """The run's net and config, the dataset, and the samples and labels the flags ask for:
-    ``(net, config, data, x, y)``."""
+def load_for_inference(
+    args: argparse.Namespace, *datasets: Optional[str]
+) -> Tuple[Any, Any, List[Any]]:
+    """The run's net and config and each dataset named (None: the run's own, never
+    downloaded), loaded before the net so that a bad one costs no MXNet parameters:
+    ``(net, config, [data, ...])``."""
     from ..data.datasets import load_dataset
     from ..data.decoding import ImageOptions
     from ..runs.api import load_run
@@ -52,23 +48,20 @@ def load_for_inference(args: argparse.Namespace) -> Tuple[Any, Any, Any, np.ndar
     run = RunDir.open(args.run_dir)
     run.params_path(args.params)
     ctx = resolve_contexts(args.ctx)[0]
-    # Data before the net: a bad --dataset is reported without loading MXNet parameters.
     config = run.load_config()
-    dataset, data_dir = args.dataset, args.data_dir
-    if dataset is None:
-        # The run's own data, never downloaded: re-reading a run must not touch the network.
-        dataset, data_dir = _trained_on(run, config), data_dir or config.data_dir
     # Pictures are decoded to the run's recorded size and channels, whatever the source.
-    data = load_dataset(
-        dataset,
-        data_dir,
-        logger=logger,
-        images=ImageOptions.from_config(config),
-        download=args.dataset is not None,
-    )
+    images = ImageOptions.from_config(config)
+    loaded: Dict[Optional[str], Any] = {}
+    for spec in datasets:
+        if spec not in loaded:
+            name, data_dir = spec, args.data_dir
+            if spec is None:
+                name, data_dir = _trained_on(run, config), data_dir or config.data_dir
+            loaded[spec] = load_dataset(
+                name, data_dir, logger=logger, images=images, download=spec is not None
+            )
     net, config = load_run(run.path, params=args.params, ctx=ctx)
-    x, y = split_samples(data, args.split)
-    return net, config, data, x, y
+    return net, config, [loaded[spec] for spec in datasets]
 
 
 def split_samples(data: Any, split: str) -> Tuple[Any, np.ndarray]:

@@ -16,6 +16,4 @@ HELP = "distributed training on this host (ps-lite scheduler, servers, workers)"
 
 def main(argv: Sequence[str]) -> int:
     """``gluon-triplet launch ...``; returns the exit status."""
-    # By name at call time, not at import: importing the job module starts nothing, but
-    # it should only be loaded by the subcommand that uses it.
     return importlib.import_module("gluon_triplet.training.launch").main(list(argv))

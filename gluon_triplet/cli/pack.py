@@ -8,10 +8,10 @@ sidecar ``PREFIX.json`` with the class names, for ``--dataset rec:PREFIX``; see
 from __future__ import annotations
 
 import argparse
-from typing import Optional, Sequence
+from typing import Sequence
 
 from ..data.headers import MAX_PIXELS
-from .common import add_common_flags, guarded, setup_logging
+from .common import add_common_flags, run_command
 
 __all__ = ["HELP", "build_parser", "main"]
 
@@ -85,7 +85,6 @@ def _pack(args: argparse.Namespace) -> None:
     )
 
 
-def main(argv: Optional[Sequence[str]] = None) -> int:
-    args = build_parser().parse_args(argv)
-    setup_logging(args.quiet)
-    return guarded(_pack, args, debug=args.debug)
+def main(argv: Sequence[str]) -> int:
+    """``gluon-triplet pack ...``; returns the exit status."""
+    return run_command(build_parser(), _pack, argv)

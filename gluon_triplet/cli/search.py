@@ -11,7 +11,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from .common import add_common_flags, guarded, setup_logging
+from .common import add_common_flags, check_new_path, run_command
 from .inference import split_samples
 
 __all__ = ["HELP", "build_parser", "main"]
@@ -166,13 +166,9 @@ def _search(args: argparse.Namespace) -> None:
     if args.k < 1:
         raise ValueError(f"-k must be >= 1, got {args.k}")
     if args.montage is not None:
-        if os.path.exists(args.montage):
-            raise FileExistsError(f"{args.montage} already exists; choose another --montage")
+        check_new_path(args.montage, "--montage")
         if not args.montage.lower().endswith(".png"):
             raise ValueError(f"--montage must name a .png file, got {args.montage!r}")
-        parent = os.path.dirname(os.path.abspath(args.montage))
-        if not os.path.isdir(parent):
-            raise FileNotFoundError(f"directory {parent!r} for --montage does not exist")
     index = Index.load(args.index_dir)
     if args.k > len(index):
         raise ValueError(f"-k {args.k} is larger than the index ({len(index)} items)")
@@ -344,6 +340,4 @@ def _montage(
 
 def main(argv: Sequence[str]) -> int:
     """``gluon-triplet search ...``; returns the exit status."""
-    args = build_parser().parse_args(list(argv))
-    setup_logging(args.quiet)
-    return guarded(_search, args, debug=args.debug)
+    return run_command(build_parser(), _search, argv)

@@ -4,16 +4,14 @@ uvicorn; queries are embedded by the run's ONNX export in onnxruntime (no MXNet)
 from __future__ import annotations
 
 import argparse
-import ipaddress
 import json
 import logging
 import os
-import socket
 from typing import Sequence
 
-from .common import add_common_flags, guarded, setup_logging
+from .common import add_common_flags, is_loopback, port_in_use, run_command
 
-__all__ = ["HELP", "build_parser", "is_loopback", "main"]
+__all__ = ["HELP", "build_parser", "main"]
 
 HELP = "serve an index: POST /search with a picture, a web page at /, GET /health"
 
@@ -79,27 +77,6 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def is_loopback(host: str) -> bool:
-    """Whether ``host`` is reachable from this machine only."""
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
-def _check_port(host: str, port: int) -> None:
-    """Fail with one line now if the address cannot be listened on (not uvicorn's exit)."""
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    with socket.socket(family, socket.SOCK_STREAM) as s:
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            s.bind((host, port))
-        except OSError as e:
-            raise OSError(f"cannot listen on {host}:{port}: {e.strerror or e}") from None
-
-
 def _serve(args: argparse.Namespace) -> None:
     from ..search.serve import ENVIRON, _frameworks, build_app
     from ..search.service import SearchService, ensure_export
@@ -120,7 +97,8 @@ def _serve(args: argparse.Namespace) -> None:
     }
     # Loaded here, so that a bad index or export is one error line, not a worker's.
     service = SearchService(args.index_dir, export_dir, max_pixels=args.max_pixels)
-    _check_port(args.host, args.port)
+    if port_in_use(args.host, args.port):  # one error line now, not uvicorn's exit
+        raise OSError(f"cannot listen on {args.host}:{args.port}: in use or not this host's")
     if not is_loopback(args.host):
         logger.warning(
             "listening on %s: anyone who can reach this machine can search the index and see "
@@ -160,6 +138,4 @@ def _serve(args: argparse.Namespace) -> None:
 
 def main(argv: Sequence[str]) -> int:
     """``gluon-triplet serve ...``; returns the exit status."""
-    args = build_parser().parse_args(list(argv))
-    setup_logging(args.quiet)
-    return guarded(_serve, args, debug=args.debug)
+    return run_command(build_parser(), _serve, argv)

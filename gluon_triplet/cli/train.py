@@ -17,7 +17,7 @@ from .. import __version__
 from ..config import PRESETS, Config
 from ..errors import ConfigError
 from ..runs.rundir import RunDir
-from .common import guarded, setup_logging
+from .common import run_command
 
 __all__ = ["HELP", "add_config_options", "build_parser", "config_from_args", "main"]
 
@@ -191,9 +191,7 @@ def _train(args: argparse.Namespace) -> None:
 
 def main(argv: Sequence[str], prog: str = "gluon-triplet train") -> int:
     """``gluon-triplet train [options]``; returns the exit status."""
-    args = build_parser(prog).parse_args(list(argv))
-    setup_logging(getattr(args, "quiet", False), getattr(args, "verbose", False))
-    return guarded(_train, args, debug=getattr(args, "debug", False))
+    return run_command(build_parser(prog), _train, argv)
 
 
 def option_names() -> List[str]:

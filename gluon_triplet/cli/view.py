@@ -1,15 +1,9 @@
-"""``gluon-triplet view [RUN_DIR|LOGDIR]``: TensorBoard on a run or a logs directory.
-
-The URL is printed only once the TensorBoard this command started answers on it: the
-child is alive and the server on the port reports the requested logdir (a port taken
-by another server is one ``error:`` line, not a URL to someone else's data). A
-non-loopback ``--host`` gets a warning: it serves the logs to every network.
-"""
+"""``gluon-triplet view [RUN_DIR|LOGDIR]``: TensorBoard on a run or a logs directory; the
+URL is printed once the TensorBoard started here serves the requested logdir on it."""
 
 from __future__ import annotations
 
 import argparse
-import ipaddress
 import json
 import logging
 import os
@@ -24,7 +18,7 @@ from typing import List, Optional, Sequence
 
 from ..config import Config
 from ..signals import Interrupted, interrupts
-from .common import guarded, setup_logging
+from .common import address_family, is_loopback, port_in_use, run_command
 
 __all__ = ["HELP", "build_parser", "is_loopback", "main", "port_in_use"]
 
@@ -64,42 +58,8 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def is_loopback(host: str) -> bool:
-    """Whether ``host`` (an address or a name) only serves this machine."""
-    if host in ("", "0.0.0.0", "::"):
-        return False  # every interface
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        pass  # a name
-    try:
-        infos = socket.getaddrinfo(host, None)
-    except OSError:
-        return False
-    return bool(infos) and all(ipaddress.ip_address(i[4][0]).is_loopback for i in infos)
-
-
-def _family(host: str) -> socket.AddressFamily:
-    try:
-        return socket.getaddrinfo(host or None, 0, type=socket.SOCK_STREAM)[0][0]
-    except OSError:
-        return socket.AF_INET
-
-
-def port_in_use(host: str, port: int) -> bool:
-    """Whether a server already listens on ``host:port`` (binding it fails)."""
-    with socket.socket(_family(host), socket.SOCK_STREAM) as s:
-        # As a server would: a port in TIME_WAIT is free, one with a listener is not.
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            s.bind((host, port))
-        except OSError:
-            return True
-    return False
-
-
 def _free_port(host: str) -> int:
-    with socket.socket(_family(host), socket.SOCK_STREAM) as s:
+    with socket.socket(address_family(host), socket.SOCK_STREAM) as s:
         s.bind((host, 0))
         return s.getsockname()[1]
 
@@ -211,6 +171,4 @@ def _serve(cmd: List[str], url: str, args: argparse.Namespace) -> None:
 
 def main(argv: Sequence[str]) -> int:
     """``gluon-triplet view ...``; returns the exit status."""
-    args = build_parser().parse_args(list(argv))
-    setup_logging()
-    return guarded(_view, args, debug=args.debug)
+    return run_command(build_parser(), _view, argv)
