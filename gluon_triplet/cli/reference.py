@@ -1,25 +1,20 @@
 """The command-line reference, ``docs/cli.md``, generated from the argparse parsers.
 
-Nothing here knows an option by name: :func:`collect_parsers` asks the CLI's own subcommand
-registry for every subcommand's parser, and :func:`render_parser` walks each parser's
-argument groups and actions (and nested subparsers, if any). A new subcommand or option
-therefore appears in the reference with its help text the next time it is generated::
+Nothing here knows an option by name: :func:`collect_parsers` asks the CLI's subcommand
+registry for every parser, and :func:`render_parser` walks its groups and actions::
 
     python -m gluon_triplet.cli.reference --out docs/cli.md     # what `make docs` runs
     python -m gluon_triplet.cli.reference --check docs/cli.md   # exit 1 when it is stale
 
-The output depends only on the parsers, never on the terminal width or the Python version
-(argparse's own help layout depends on both), so the staleness test is stable.
+The output depends only on the parsers, not on the terminal width or the Python version.
 """
 
 from __future__ import annotations
 
 import argparse
-import contextlib
 import importlib
 import sys
-from types import ModuleType
-from typing import Any, Callable, Iterator, List, NoReturn, Optional, Sequence, Tuple
+from typing import Any, List, Optional, Sequence, Tuple
 
 __all__ = [
     "collect_parsers",
@@ -47,70 +42,12 @@ line and exits with status 2 (see [reliability.md](reliability.md)).
 """
 
 
-class _Captured(Exception):
-    def __init__(self, parser: argparse.ArgumentParser) -> None:
-        super().__init__(parser.prog)
-        self.parser = parser
-
-
-@contextlib.contextmanager
-def _capturing_parsers() -> Iterator[None]:
-    """While active, the first ``parse_known_args`` (which ``parse_args`` calls) raises
-    :class:`_Captured` with its parser instead of parsing: the entry point builds its real
-    parser and hands it over before doing anything else."""
-    original = argparse.ArgumentParser.parse_known_args
-
-    def capture(self: argparse.ArgumentParser, *args: Any, **kwargs: Any) -> NoReturn:
-        raise _Captured(self)
-
-    argparse.ArgumentParser.parse_known_args = capture  # type: ignore[method-assign]
-    try:
-        yield
-    finally:
-        argparse.ArgumentParser.parse_known_args = original  # type: ignore[method-assign]
-
-
 def collect_parsers(module: str = CLI_MODULE) -> List[Tuple[str, argparse.ArgumentParser]]:
-    """Every subcommand's parser, in the registry's order.
-
-    Parameters
-    ----------
-    module : str
-        Importable module with a ``SUBCOMMANDS`` registry (its keys are the subcommand
-        names) and a ``main(argv)`` that dispatches on the first argument. When the module
-        also has ``subcommand(name)`` returning a module with ``build_parser()``, that
-        parser is used; otherwise ``main([name])`` is run until it builds its parser.
-
-    Returns
-    -------
-    list of (str, argparse.ArgumentParser)
-        One entry per registered subcommand.
-
-    Raises
-    ------
-    RuntimeError
-        A subcommand that builds no argparse parser.
-    """
+    """``(name, parser)`` of every subcommand, in the registry's order: each subcommand
+    module's ``build_parser()``, found through ``module``'s ``SUBCOMMANDS`` and
+    ``subcommand(name)``."""
     cli = importlib.import_module(module)
-    found = []
-    for name in cli.SUBCOMMANDS:
-        parser = _built_parser(cli, name)
-        if parser is None:
-            with _capturing_parsers():
-                try:
-                    cli.main([name])
-                except _Captured as got:
-                    parser = got.parser
-        if parser is None:
-            raise RuntimeError(f"subcommand {name!r} builds no argparse parser")
-        found.append((name, parser))
-    return found
-
-
-def _built_parser(cli: ModuleType, name: str) -> Optional[argparse.ArgumentParser]:
-    lookup = getattr(cli, "subcommand", None)
-    build = getattr(lookup(name), "build_parser", None) if callable(lookup) else None
-    return build() if callable(build) else None
+    return [(name, cli.subcommand(name).build_parser()) for name in cli.SUBCOMMANDS]
 
 
 def _cell(text: str) -> str:
@@ -150,21 +87,12 @@ def _option(action: argparse.Action) -> str:
     return ", ".join(f"`{f} {metavar}`" if metavar else f"`{f}`" for f in flags)
 
 
-def _help(action: argparse.Action, prog: str) -> str:
+def _help(action: argparse.Action) -> str:
+    """The help text (the parsers use no ``%(...)s`` fields) with choices, default and
+    ``required`` added when it does not say them."""
     text = action.help or ""
     if text == argparse.SUPPRESS:
         return ""
-    if "%" in text:
-        # as argparse's HelpFormatter expands %(default)s, %(prog)s, %(choices)s
-        params = dict(vars(action), prog=prog)
-        params = {k: v for k, v in params.items() if v is not argparse.SUPPRESS}
-        for key in ("choices",):
-            if params.get(key) is not None:
-                params[key] = ", ".join(map(str, params[key]))
-        for key, value in list(params.items()):
-            if hasattr(value, "__name__"):
-                params[key] = value.__name__
-        text = text % params
     extra = []
     if action.choices is not None and action.option_strings:
         listed = all(str(c) in text for c in action.choices)
@@ -236,7 +164,7 @@ def render_parser(parser: argparse.ArgumentParser, level: int = 2) -> str:
         if not actions:
             continue
         out += [f"{hashes}# {_group_title(group)}", "", "| option | meaning |", "|---|---|"]
-        out += [f"| {_cell(_option(a))} | {_help(a, parser.prog)} |" for a in actions]
+        out += [f"| {_cell(_option(a))} | {_help(a)} |" for a in actions]
         out.append("")
     for sub in _subparsers(parser):
         helps = {c.dest: c.help for c in sub._choices_actions}
@@ -285,7 +213,7 @@ def _anchor(prog: str) -> str:
     return kept.replace(" ", "-")
 
 
-def main(argv: Optional[Sequence[str]] = None, collect: Callable = collect_parsers) -> int:
+def main(argv: Optional[Sequence[str]] = None) -> int:
     """``python -m gluon_triplet.cli.reference [--out FILE | --check FILE]``."""
     p = argparse.ArgumentParser(
         prog="python -m gluon_triplet.cli.reference",
@@ -297,7 +225,7 @@ def main(argv: Optional[Sequence[str]] = None, collect: Callable = collect_parse
         "--check", metavar="FILE", help="exit 1 if FILE differs from what would be generated"
     )
     args = p.parse_args(argv)
-    text = render(collect())
+    text = render(collect_parsers())
     if args.check:
         try:
             with open(args.check, encoding="utf-8") as f:
