@@ -1,17 +1,9 @@
 """gluon-triplet: learn embeddings with triplet loss in MXNet Gluon.
 
-Importing the package, when MXNet is not imported yet, sets two OpenMP variables that are
-unset (set them yourself to choose):
-
-* ``OMP_NUM_THREADS`` to the number of usable CPUs: MXNet otherwise runs OpenMP on half the
-  logical CPUs (it assumes hyper-threading), which halves training speed on small VMs.
-* ``OMP_WAIT_POLICY=PASSIVE`` (unless ``GOMP_SPINCOUNT`` is set): an OpenMP thread that
-  waits for its team then sleeps at once instead of spinning for about 3 ms first (GNU
-  OpenMP's default). With one thread per CPU, any other runnable thread (a streamed run's
-  decoding worker, another job) can leave two of the team on one CPU, and each then spins
-  through its time slice while the thread it waits for cannot run: a streamed epoch was
-  measured 3-6x slower than the same epoch with sleeping waits
-  (bench/results/images-streaming.md).
+Importing the package before MXNet sets two OpenMP variables when they are unset:
+``OMP_NUM_THREADS`` to the number of usable CPUs (MXNet's default is half the logical
+CPUs), and ``OMP_WAIT_POLICY=PASSIVE`` unless ``GOMP_SPINCOUNT`` is set (waiting threads
+sleep instead of spinning, so that decoding workers and other jobs are not starved).
 """
 
 import os as _os
@@ -30,7 +22,9 @@ __version__ = "0.1.0"
 
 from typing import TYPE_CHECKING
 
+from . import errors as _errors
 from ._lazy import attach as _attach
+from .errors import *  # noqa: F403 (a leaf module: the errors are always loaded)
 
 # The public API: module -> names. Each module is imported when one of its names is first
 # read, so importing the package costs no MXNet.
@@ -44,20 +38,6 @@ _EXPORTS = {
     ".data.samplers": ("PKBatchSampler",),
     ".data.triplets": ("TripletDataset", "create_pairs", "encode_labels"),
     ".data.validation": ("ValidationSplit", "carve_validation"),
-    ".errors": (
-        "CheckpointError",
-        "CollapseError",
-        "ConfigError",
-        "DataError",
-        "DiskFullError",
-        "ExportError",
-        "ImageFileError",
-        "IndexFileError",
-        "LockedError",
-        "MissingDependency",
-        "RunDirInUse",
-        "TooManyPixels",
-    ),
     ".evaluation.clustering": ("ami", "clustering_metrics", "nmi"),
     ".evaluation.metrics": ("evaluate_embeddings", "strict_triplet_accuracy", "triplet_distances"),
     ".evaluation.retrieval": (
@@ -109,7 +89,7 @@ _EXPORTS = {
 }
 
 __getattr__, __dir__, _names = _attach(__name__, _EXPORTS)
-__all__ = ["__version__", *_names]
+__all__ = ["__version__", *_names, *_errors.__all__]
 
 if TYPE_CHECKING:  # what a type checker and an IDE see
     from .config import PRESETS, Config
@@ -121,20 +101,6 @@ if TYPE_CHECKING:  # what a type checker and an IDE see
     from .data.samplers import PKBatchSampler
     from .data.triplets import TripletDataset, create_pairs, encode_labels
     from .data.validation import ValidationSplit, carve_validation
-    from .errors import (
-        CheckpointError,
-        CollapseError,
-        ConfigError,
-        DataError,
-        DiskFullError,
-        ExportError,
-        ImageFileError,
-        IndexFileError,
-        LockedError,
-        MissingDependency,
-        RunDirInUse,
-        TooManyPixels,
-    )
     from .evaluation.clustering import ami, clustering_metrics, nmi
     from .evaluation.metrics import evaluate_embeddings, strict_triplet_accuracy, triplet_distances
     from .evaluation.retrieval import (

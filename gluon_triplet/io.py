@@ -12,7 +12,7 @@ import os
 import tempfile
 from typing import Callable, Optional
 
-from .resources import write_failure
+from .resources import raise_write_error
 
 __all__ = ["atomic_save", "atomic_write_text", "new_directory_parent", "sha256_file"]
 
@@ -37,10 +37,7 @@ def atomic_save(
             check(tmp)
         os.replace(tmp, path)
     except Exception as e:
-        failure = write_failure(path, e)
-        if failure is None:
-            raise
-        raise failure from None
+        raise_write_error(path, e, unwritable=False)
     finally:
         if os.path.lexists(tmp):
             os.unlink(tmp)
@@ -62,10 +59,7 @@ def atomic_write_text(path: str, text: str) -> None:
     except BaseException as e:
         if os.path.exists(tmp):
             os.unlink(tmp)
-        failure = write_failure(path, e)
-        if failure is None:
-            raise
-        raise failure from None
+        raise_write_error(path, e, unwritable=False)
 
 
 def sha256_file(path: str) -> str:

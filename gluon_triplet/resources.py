@@ -11,7 +11,7 @@ import errno
 import os
 import re
 import shutil
-from typing import Optional
+from typing import NoReturn, Optional
 
 from .errors import DiskFullError
 
@@ -26,6 +26,7 @@ __all__ = [
     "format_bytes",
     "free_space",
     "mxnet_reason",
+    "raise_write_error",
     "short_reason",
     "write_error",
     "write_failure",
@@ -163,6 +164,15 @@ def write_error(path: str, error: BaseException) -> Optional[OSError]:
     err = OSError(_cannot_write(path, reason))
     err.errno = code
     return err
+
+
+def raise_write_error(path: str, error: BaseException, unwritable: bool = True) -> NoReturn:
+    """Raise :func:`write_error`'s line for ``error`` (``unwritable`` False:
+    :func:`write_failure`'s, a full disk only), or ``error`` itself when it is another kind."""
+    failure = (write_error if unwritable else write_failure)(path, error)
+    if failure is None:
+        raise error
+    raise failure from None
 
 
 def mxnet_reason(error: BaseException) -> str:

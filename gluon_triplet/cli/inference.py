@@ -54,9 +54,8 @@ def load_for_inference(
     loaded: Dict[Optional[str], Any] = {}
     for spec in datasets:
         if spec not in loaded:
-            name, data_dir = spec, args.data_dir
-            if spec is None:
-                name, data_dir = _trained_on(run, config), data_dir or config.data_dir
+            name = _trained_on(run, config) if spec is None else spec
+            data_dir = args.data_dir or (config.data_dir if spec is None else None)
             loaded[spec] = load_dataset(
                 name, data_dir, logger=logger, images=images, download=spec is not None
             )

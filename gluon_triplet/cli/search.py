@@ -73,35 +73,22 @@ def _is_dataset(q: str) -> bool:
     return q in ("mnist", "fashion-mnist", "mnist-5k") or q.startswith(_DATASET_PREFIXES)
 
 
-def _check_run(index: Any, run_dir: str) -> Tuple[Any, Any]:
-    """The run's params file, checked to be the one the index was built with."""
-    from ..io import sha256_file
-    from ..runs.rundir import RunDir
+def _check_run(index: Any, index_dir: str, run_dir: Optional[str]) -> Tuple[Any, Any, str]:
+    """The run, its config and params file, checked to be those the index was built with."""
     from ..search.index import metric_for_distance
+    from ..search.service import indexed_run
 
-    info = index.info
-    if "params_sha256" not in info or "params_file" not in info:
-        raise ValueError(
-            "the index's manifest names no run (params_sha256, params_file); it was not "
-            "built by `gluon-triplet index`, search it from Python with Index.load"
-        )
-    run = RunDir.open(run_dir)
-    path = run.params_path(info["params_file"])
+    run, path = indexed_run(index_dir, run_dir)
     config = run.load_config()
     if config.embedding_size != index.dim:
         raise ValueError(
-            f"{run_dir} embeds into {config.embedding_size} dimensions but the index holds "
+            f"{run.path} embeds into {config.embedding_size} dimensions but the index holds "
             f"{index.dim}-d embeddings"
         )
     metric = metric_for_distance(config.distance)
     if metric != index.metric:
-        raise ValueError(f"{run_dir} ranks by {metric} but the index by {index.metric}")
-    if sha256_file(path) != info["params_sha256"]:
-        raise ValueError(
-            f"{path} changed since the index was built (SHA-256 differs from the manifest's); "
-            f"rebuild it with gluon-triplet index"
-        )
-    return run, config
+        raise ValueError(f"{run.path} ranks by {metric} but the index by {index.metric}")
+    return run, config, path
 
 
 def _queries(
@@ -172,11 +159,10 @@ def _search(args: argparse.Namespace) -> None:
     index = Index.load(args.index_dir)
     if args.k > len(index):
         raise ValueError(f"-k {args.k} is larger than the index ({len(index)} items)")
-    run_dir = args.run or index.info.get("run_dir", "")
-    run, config = _check_run(index, run_dir)
+    run, config, params = _check_run(index, args.index_dir, args.run)
     x, names, qlabels, qclass_names = _queries(args, index, config)
     ctx = resolve_contexts(args.ctx)[0]
-    net, config = load_run(run.path, params=run.params_path(index.info["params_file"]), ctx=ctx)
+    net, config = load_run(run.path, params=params, ctx=ctx)
     emb = embed_checked(net, x, config, run.path)
     dist, ids = index.search_embeddings(emb, args.k)
     rows = result_rows(index, dist, ids, names, qlabels, qclass_names)

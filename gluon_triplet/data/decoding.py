@@ -1,14 +1,6 @@
 """Pictures to arrays: the size and colour policy (resize to cover, centre crop, grey or
-RGB), decoding by Pillow (or OpenCV for plain PNGs), the worker processes that decode a
-set, and the checks and warnings for bad pictures.
-
-Pillow decodes files and records alike (it reads every format of the ImageFolder convention,
-including GIF and WebP, and opens a header without decoding the pixels, which makes size and
-colour checks cheap). MXNet's ``imdecode`` is not used: each call is an engine operation,
-several times Pillow's CPU cost on small pictures. When OpenCV is installed, plain 8-bit
-PNGs are decoded by it instead, to the same pixels for a third of the CPU
-(:mod:`.fastpng`).
-"""
+RGB), decoding by Pillow (or OpenCV for plain PNGs, :mod:`.fastpng`), the worker processes
+that decode a set, and the checks and warnings for bad pictures."""
 
 from __future__ import annotations
 
@@ -44,9 +36,9 @@ __all__ = [
     "MAX_PIXELS",
     "parse_image_size",
     "picture_size",
-    "progress_bar",
     "report_bad",
     "SIZE_SAMPLE",
+    "skip_or_refuse",
     "training_workers",
     "worker_signals",
 ]
@@ -54,9 +46,7 @@ __all__ = [
 logger = logging.getLogger("gluon_triplet")
 
 
-#: Largest side the automatic ``--image-size`` picks. The CNN's cost grows with the
-#: picture's area: 96 px has 2.25 times the multiply-adds of 64 px, 224 px 12 times
-#: (docs/defaults.md).
+#: Largest side the automatic ``--image-size`` picks (the CNN's cost grows with the area).
 MAX_AUTO_SIZE = 64
 
 
@@ -151,12 +141,10 @@ def as_mode(img, channels: int):
 def decode_picture(buf: bytes, channels: int, *, max_pixels: int = MAX_PIXELS):
     """Encoded picture bytes as a Pillow image in mode ``L`` (``channels`` 1) or ``RGB``.
 
-    Pillow, not MXNet's ``imdecode``: on small pictures MXNet's decoder costs several
-    times more CPU (each call is an engine operation; measured 240 against 55 us for a
-    28x28 PNG), and a streamed epoch decodes every training picture. EXIF orientation is
-    applied, as OpenCV does. A header declaring more than ``max_pixels`` pixels raises
-    :class:`~gluon_triplet.errors.TooManyPixels` before any pixel is decoded; any other
-    failure (empty, truncated or corrupt data, unknown format) raises ImageFileError.
+    EXIF orientation is applied, as OpenCV does. A header declaring more than
+    ``max_pixels`` pixels raises :class:`~gluon_triplet.errors.TooManyPixels` before any
+    pixel is decoded; any other failure (empty, truncated or corrupt data, unknown
+    format) raises ImageFileError.
     """
     from PIL import Image, ImageOps
 
@@ -280,10 +268,9 @@ class DecodedImages:
     def picture(self, i: int) -> np.ndarray:
         """The pixels of item ``i``; raises ImageFileError on a bad picture.
 
-        A plain 8-bit PNG is decoded by OpenCV when it is installed (the same pixels as
-        Pillow's, in a third of the CPU: see :mod:`gluon_triplet.data.fastpng`); everything
-        else, and every resize, by Pillow. Either way the header's size is checked first
-        against ``max_pixels`` (:class:`~gluon_triplet.errors.TooManyPixels`).
+        A plain 8-bit PNG is decoded by OpenCV when it is installed, everything else (and
+        every resize) by Pillow; the header's size is checked first against ``max_pixels``
+        (:class:`~gluon_triplet.errors.TooManyPixels`).
         """
         h, w = self.size
         buf = self.reader.encoded(int(self.indices[i]))
@@ -349,13 +336,9 @@ def default_workers() -> int:
 
 
 def training_workers(cpus: Optional[int] = None) -> int:
-    """Decoding workers beside a training epoch: the usable CPUs less one, at least one.
-
-    Training keeps every usable CPU busy with MXNet's OpenMP threads (one per CPU); a
-    decoding worker per CPU on top of them takes cores from the step instead of adding
-    speed, once one worker decodes faster than the step consumes. One CPU is left to
-    training. Evaluation and loading, where nothing else runs, keep
-    :func:`default_workers`. See bench/results/images-streaming.md for the measurements.
+    """Decoding workers beside a training epoch: the usable CPUs less one, at least one
+    (the step's OpenMP threads need the rest; loading and evaluation use
+    :func:`default_workers`).
 
     Parameters
     ----------
@@ -443,64 +426,44 @@ def report_bad(dataset: DecodedImages, status: np.ndarray, strict: bool, where: 
     DataError
         Pictures smaller than the crop (always), or corrupt ones with ``strict``.
     """
+
+    def first(items: np.ndarray, sizes: bool = False) -> str:
+        names = []
+        for position in dataset.indices[items[:FIRST_BAD]].tolist():
+            name = dataset.reader.name(position)
+            with contextlib.suppress(ImageFileError):
+                if sizes:
+                    name += " ({}x{})".format(*picture_size(dataset.reader.encoded(position)))
+            names.append(name)
+        more = f" and {len(items) - len(names)} more" if len(items) > len(names) else ""
+        return f"first: {', '.join(names)}{more}"
+
     small = np.flatnonzero(status == TOO_SMALL)
     if len(small):
-        names = [dataset.reader.name(int(dataset.indices[i])) for i in small[:FIRST_BAD]]
         h, w = dataset.size
         raise DataError(
             f"{where}: {len(small)} image(s) smaller than the {h}x{w} crop with upscaling off "
-            f"(first: {', '.join(names)}); choose a smaller --image-size or allow upscaling"
+            f"({first(small)}); choose a smaller --image-size or allow upscaling"
         )
-    _report_large(dataset, np.flatnonzero(status == TOO_LARGE), strict, where)
+    large = np.flatnonzero(status == TOO_LARGE)
+    if len(large):
+        skip_or_refuse(
+            f"{len(large)} image(s) in {where} above --max-pixels {dataset.max_pixels}, not "
+            f"decoded ({first(large, sizes=True)})",
+            strict,
+        )
     bad = np.flatnonzero(status == CORRUPT)
     if len(bad):
-        names = [dataset.reader.name(int(dataset.indices[i])) for i in bad[:FIRST_BAD]]
-        more = f" and {len(bad) - len(names)} more" if len(bad) > len(names) else ""
-        first = ", ".join(names)
-        text = f"{len(bad)} unreadable or corrupt image(s) in {where} (first: {first}{more})"
-        if strict:
-            raise DataError(text + "; --strict refuses them")
-        logger.warning("%s; skipped", text)
+        skip_or_refuse(
+            f"{len(bad)} unreadable or corrupt image(s) in {where} ({first(bad)})", strict
+        )
 
 
-def _report_large(dataset: DecodedImages, large: np.ndarray, strict: bool, where: str):
-    """One warning (``strict``: a DataError) for pictures above ``--max-pixels``."""
-    if not len(large):
-        return
-    names = []
-    for i in large[:FIRST_BAD].tolist():
-        position = int(dataset.indices[i])
-        try:
-            w, h = picture_size(dataset.reader.encoded(position))
-            names.append(f"{dataset.reader.name(position)} ({w}x{h})")
-        except ImageFileError:
-            names.append(dataset.reader.name(position))
-    more = f" and {len(large) - len(names)} more" if len(large) > len(names) else ""
-    text = (
-        f"{len(large)} image(s) in {where} above --max-pixels {dataset.max_pixels}, not "
-        f"decoded (first: {', '.join(names)}{more})"
-    )
+def skip_or_refuse(text: str, strict: bool) -> None:
+    """``text`` as a warning that pictures are skipped, or (``strict``) a DataError."""
     if strict:
         raise DataError(text + "; --strict refuses them")
     logger.warning("%s; skipped", text)
-
-
-class _NoBar:
-    def update(self, n):
-        pass
-
-    def close(self):
-        pass
-
-
-def progress_bar(total: int, enabled: bool, desc: str):
-    if not enabled:
-        return _NoBar()
-    import sys
-
-    from tqdm import tqdm
-
-    return tqdm(total=total, desc=desc, unit="img", file=sys.stderr, mininterval=0.5)
 
 
 @dataclass(frozen=True)

@@ -1,17 +1,10 @@
 """PNG bytes to pixels in one C call (OpenCV, when installed), equal to Pillow's pixels.
 
-A streamed epoch decodes every training picture again. For a small PNG most of Pillow's
-cost is Python (opening the file object, parsing chunks, the decoder's set-up, copying
-out with ``tobytes``: about 95 us of CPU for a 28x28 grey PNG on a 2.6 GHz Xeon, of which
-the inflate itself is a fifth); ``cv2.imdecode`` does the same work in about 30 us.
-PNG is lossless, so both give the same pixels wherever neither converts colours: this
-module takes only those PNGs and leaves every other one (JPEG and the other formats,
-palette, 16-bit, transparency chunks, EXIF orientation, colour to grey) to Pillow by
-returning None. JPEG stays with Pillow on purpose: two JPEG decoders may differ in the
-last bit, and a run's pixels must not depend on which optional package is installed.
-
-``opencv-python-headless`` is optional (``pip install 'gluon-triplet[fast]'``); without
-it :func:`decode_png` always returns None and Pillow decodes everything, as before.
+:func:`decode_png` takes only the PNGs for which both decoders give the same pixels (PNG
+is lossless; no colour conversion) and returns None for every other picture (JPEG and
+other formats, palette, 16-bit, transparency, EXIF orientation, colour to grey), which
+Pillow then decodes. Without ``opencv-python-headless`` (``pip install
+'gluon-triplet[fast]'``) it always returns None.
 """
 
 from __future__ import annotations

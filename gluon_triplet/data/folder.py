@@ -239,10 +239,6 @@ class FolderImages:
         """The picture as a Pillow image in mode ``L`` or ``RGB``; raises ImageFileError."""
         return decode_picture(self.encoded(i), channels, max_pixels=self.max_pixels)
 
-    def pixels(self, i: int, channels: int) -> np.ndarray:
-        """``(H, W)`` (``channels`` 1) or ``(H, W, 3)`` uint8; raises ImageFileError."""
-        return np.asarray(self.image(i, channels), dtype=np.uint8)
-
 
 def check_classes(scan: FolderScan, where: str, labels: Optional[np.ndarray] = None):
     """Name empty class folders (warning); refuse fewer than two usable classes (DataError)."""

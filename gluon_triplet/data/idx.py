@@ -7,12 +7,13 @@ SHA-1 of the *gzipped* file, which rejects Debian's re-compressed copies.
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import math
 import os
 import struct
 import zlib
-from typing import Dict, Optional, Tuple
+from typing import Any, Dict, Iterator, Optional, Tuple
 
 import numpy as np
 
@@ -61,17 +62,28 @@ def read_idx(path, max_bytes: Optional[int] = None) -> np.ndarray:
         above ``max_bytes``, or a payload shorter or longer than the header declares.
     """
     path = os.fspath(path)
+    with _opened(path) as (f, size, compressed):
+        if compressed:
+            limit = size * _MAX_DEFLATE_RATIO
+            return _parse_idx(f, path, None, limit=limit, max_bytes=max_bytes)
+        return _parse_idx(f, path, size, max_bytes=max_bytes)
+
+
+@contextlib.contextmanager
+def _opened(path: str) -> Iterator[Tuple[Any, int, bool]]:
+    """``(stream, file size, gzipped)`` of a plain or gzipped file (gzip is recognised by
+    its magic bytes); a missing, unreadable or corrupt file is a DataError."""
     try:
         with open(path, "rb") as raw:
             size = os.fstat(raw.fileno()).st_size
             compressed = raw.read(2) == _GZIP_MAGIC
             raw.seek(0)
             if not compressed:
-                return _parse_idx(raw, path, size, max_bytes=max_bytes)
+                yield raw, size, False
+                return
             try:
                 with gzip.GzipFile(fileobj=raw, mode="rb") as f:
-                    limit = size * _MAX_DEFLATE_RATIO
-                    return _parse_idx(f, path, None, limit=limit, max_bytes=max_bytes)
+                    yield f, size, True
             except (EOFError, zlib.error, gzip.BadGzipFile) as e:
                 raise DataError(f"{path}: corrupt gzip file ({e})") from None
     except FileNotFoundError:
@@ -116,21 +128,8 @@ def read_idx_header(path) -> Tuple[np.dtype, Tuple[int, ...], bool]:
         As :func:`read_idx` for a missing file or a bad header.
     """
     path = os.fspath(path)
-    try:
-        with open(path, "rb") as raw:
-            compressed = raw.read(2) == _GZIP_MAGIC
-            raw.seek(0)
-            if not compressed:
-                return (*idx_header(raw, path), False)
-            try:
-                with gzip.GzipFile(fileobj=raw, mode="rb") as f:
-                    return (*idx_header(f, path), True)
-            except (EOFError, zlib.error, gzip.BadGzipFile) as e:
-                raise DataError(f"{path}: corrupt gzip file ({e})") from None
-    except FileNotFoundError:
-        raise DataError(f"{path}: file not found") from None
-    except OSError as e:
-        raise DataError(f"{path}: cannot read ({e.strerror or e})") from None
+    with _opened(path) as (f, _, compressed):
+        return (*idx_header(f, path), compressed)
 
 
 def _parse_idx(
@@ -240,6 +239,3 @@ def write_idx(path, array) -> None:
     with opener as f:
         f.write(header)
         f.write(payload.data)
-
-
-# --------------------------------------------------------------------------- loading

@@ -6,19 +6,17 @@ from __future__ import annotations
 
 import errno
 import io
-import logging
 import os
 from typing import List
 
 import numpy as np
 
-from ..errors import DataError, ImageFileError
-from .decoding import FIRST_BAD, GREY_MODES, as_mode, error_reason, progress_bar
+from ..errors import ImageFileError
+from ..progress import slow_progress
+from .decoding import FIRST_BAD, GREY_MODES, as_mode, error_reason, skip_or_refuse
 from .folder import FolderImages
 
 __all__ = ["JPEG_MAX_SIDE", "write_records"]
-
-logger = logging.getLogger("gluon_triplet")
 
 
 def _encode(img, encoding: str, quality: int) -> bytes:
@@ -87,7 +85,7 @@ def write_records(scan, source: str, rec: str, idx: str, options: dict, progress
     n_test, colour = 0, False
     writer = recordio.MXIndexedRecordIO(idx, rec, "w")
     try:
-        bar = progress_bar(len(order), progress, "packing")
+        bar = slow_progress(len(order), "packing", enabled=progress)
         for i in order.tolist():
             bar.update(1)
             try:
@@ -123,15 +121,13 @@ def _report_skipped(scan, source: str, bad: List[int], unfit: List[str], options
     strict = options["strict"]
     if bad:
         names = [scan.paths[i] for i in bad[:FIRST_BAD]]
-        text = f"{len(bad)} unreadable or corrupt image(s) in {source} (first: {', '.join(names)})"
-        if strict:
-            raise DataError(text + "; --strict refuses them")
-        logger.warning("%s; skipped", text)
-    if unfit:
-        text = (
-            f"{len(unfit)} picture(s) cannot be resized to {options['resize']} pixels on "
-            f"the shorter side (first: {'; '.join(unfit[:FIRST_BAD])})"
+        skip_or_refuse(
+            f"{len(bad)} unreadable or corrupt image(s) in {source} (first: {', '.join(names)})",
+            strict,
         )
-        if strict:
-            raise DataError(text + "; --strict refuses them")
-        logger.warning("%s; skipped", text)
+    if unfit:
+        skip_or_refuse(
+            f"{len(unfit)} picture(s) cannot be resized to {options['resize']} pixels on "
+            f"the shorter side (first: {'; '.join(unfit[:FIRST_BAD])})",
+            strict,
+        )

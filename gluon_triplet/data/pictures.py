@@ -8,7 +8,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
-from typing import List, Optional, Sequence, Tuple
+from typing import Any, List, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -75,19 +75,14 @@ def image_files_bundle(files: Sequence[str], name: str, options) -> DataBundle:
     DataError
         A missing or unreadable file, or one above ``options.max_pixels``.
     """
-    from . import decoding, folder
+    from . import folder
 
     files = [os.path.expanduser(os.fspath(p)) for p in files]
     reader = folder.FolderImages(files, max_pixels=options.max_pixels)
     missing = [p for p in files if not os.path.isfile(p)]
     if missing:
         raise DataError(f"image file not found: {missing[0]}")
-    size, channels = options.size, options.channels
-    if size is None or channels is None:
-        auto_size, auto_channels = decoding.choose_image_size(reader)
-        size, channels = size or auto_size, channels or auto_channels
-    if size is None:
-        raise DataError(f"none of the image files could be read: {', '.join(files[:3])}")
+    size, channels = _picture_shape(reader, options, name, logging.getLogger("gluon_triplet"))
     pixels = folder.read_image_files(
         files, size, channels, options.upscale, max_pixels=options.max_pixels
     )
@@ -124,17 +119,8 @@ def split_image_paths(text: str) -> List[str]:
     return files
 
 
-def _decoded_bundle(
-    name: str,
-    source: str,
-    reader,
-    labels: np.ndarray,
-    test: Optional[np.ndarray],
-    class_names: Tuple[str, ...],
-    options,
-    logger: logging.Logger,
-) -> DataBundle:
-    """Decode every picture once into float32 arrays and split them."""
+def _picture_shape(reader, options, source: str, logger: logging.Logger) -> Tuple[Any, int]:
+    """``options``' size and channels, those not given chosen from a sample of ``reader``."""
     from . import decoding
 
     size, channels = options.size, options.channels
@@ -153,6 +139,23 @@ def _decoded_bundle(
                 decoding.MAX_AUTO_SIZE,
             )
         channels = channels or auto_channels
+    return size, channels
+
+
+def _decoded_bundle(
+    name: str,
+    source: str,
+    reader,
+    labels: np.ndarray,
+    test: Optional[np.ndarray],
+    class_names: Tuple[str, ...],
+    options,
+    logger: logging.Logger,
+) -> DataBundle:
+    """Decode every picture once into float32 arrays and split them."""
+    from . import decoding
+
+    size, channels = _picture_shape(reader, options, source, logger)
     dataset = decoding.DecodedImages(
         reader, size, channels, options.upscale, max_pixels=options.max_pixels
     )
@@ -242,15 +245,7 @@ def _streamed_bundle(
         raise DataError(f"{source}: no test samples (every class has a single sample)")
 
     def split(idx):
-        sub = decoding.DecodedImages(
-            dataset.reader,
-            dataset.size,
-            dataset.channels,
-            dataset.upscale,
-            ok[idx],
-            max_pixels=dataset.max_pixels,
-        )
-        return LazyImages(sub, workers)
+        return LazyImages(dataset.subset(ok[idx]), workers)
 
     bundle = DataBundle(
         name,

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import logging
 import os
 import struct
 import tempfile
@@ -16,7 +15,7 @@ import numpy as np
 
 from ..errors import DataError, ImageFileError, LockedError
 from ..locks import exclusive_lock
-from ..resources import write_error
+from ..resources import raise_write_error
 from .decoding import MAX_PIXELS, decode_picture, error_reason
 from .folder import check_classes, scan_folder
 from .packing import write_records
@@ -28,8 +27,6 @@ __all__ = [
     "RecordImages",
     "SIDECAR_FORMAT",
 ]
-
-logger = logging.getLogger("gluon_triplet")
 
 
 #: First four bytes of every MXNet RecordIO record (``kMagic`` of dmlc-core), little-endian.
@@ -117,10 +114,6 @@ class RecordImages:
     def image(self, i: int, channels: int):
         """The record's picture as a Pillow image in mode ``L`` or ``RGB``; ImageFileError."""
         return decode_picture(self.encoded(i), channels)
-
-    def pixels(self, i: int, channels: int) -> np.ndarray:
-        """``(H, W)`` (``channels`` 1) or ``(H, W, 3)`` uint8; raises ImageFileError."""
-        return np.asarray(self.image(i, channels), dtype=np.uint8)
 
 
 def _sidecar_path(prefix):
@@ -291,10 +284,7 @@ def _lock_prefix(stack: contextlib.ExitStack, prefix: str, outputs: List[str]) -
     except LockedError:
         raise
     except OSError as e:
-        failure = write_error(outputs[0], e)
-        if failure is None:
-            raise
-        raise failure from None
+        raise_write_error(outputs[0], e)
 
 
 def _refuse_existing(outputs: List[str]) -> None:
@@ -340,10 +330,7 @@ def _write_pack(scan, source: str, outputs: List[str], options: dict, progress: 
             os.replace(t, p)
         return dict(meta, records=len(written["labels"]), skipped=written["skipped"])
     except Exception as e:
-        failure = write_error(writing, e)
-        if failure is None:
-            raise
-        raise failure from None
+        raise_write_error(writing, e)
     finally:
         for t in tmp:
             if os.path.exists(t):

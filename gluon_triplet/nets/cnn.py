@@ -36,31 +36,19 @@ class EmbeddingCNN(gluon.HybridBlock):
         none by default.
     batch_norm : bool
         Put ``BatchNorm`` between each convolution (then without bias) and its ReLU.
-        Batch statistics while training, running averages when embedding.
     batch_norm_from : int
-        With ``batch_norm``: the first convolution (1-based) that gets BatchNorm; the
-        ones before keep their bias and no normalisation. ``2`` skips the full-resolution
-        first convolution, whose map is most of BatchNorm's cost.
+        With ``batch_norm``: the first convolution (1-based) that gets BatchNorm.
     block : {"strided", "pooled"}
-        ``strided`` (the reference): each convolution is 5x5 with stride 2. ``pooled``: each
-        is 3x3 with stride 1 followed by 2x2 max-pooling (rounding up), which halves the
-        map as well at about a third of a 5x5 convolution's multiply-adds per output,
-        so the same budget buys more layers or channels.
+        ``strided``: each convolution is 5x5 with stride 2. ``pooled``: 3x3 with stride 1
+        followed by 2x2 max-pooling (rounding up).
     pool : {"flatten", "avg"}
-        ``flatten`` (the reference) feeds every position of the last feature map to the
-        Dense layer; ``avg`` global-average-pools it first, so the net takes any image
-        size and the Dense layer does not grow with it (``convnet`` picks it
-        for images larger than 32 pixels).
+        ``flatten`` feeds every position of the last feature map to the Dense layer;
+        ``avg`` global-average-pools it first (any image size, a fixed feature width).
     pool_first : bool
-        ``pooled`` blocks only: max-pool each convolution's output before its BatchNorm
-        and ReLU (conv -> pool -> BatchNorm -> ReLU), so that they work on a quarter of
-        the map. Without BatchNorm the net computes the same function (ReLU commutes with
-        max-pooling); with it, BatchNorm normalises the pooled values.
+        ``pooled`` blocks only: conv -> pool -> BatchNorm -> ReLU.
 
-    Inputs: ``(B, H, W)`` or ``(B, C, H, W)`` float32. A 3-D NDArray gets its channel
-    axis (``C = 1``) in :meth:`forward`, before the (possibly hybridized) graph, which
-    always sees ``(B, C, H, W)``: a cached graph has no shapes to branch on. Symbolic
-    input (export, or use inside another hybridized block) must be 4-D.
+    Inputs: ``(B, H, W)`` or ``(B, C, H, W)`` float32 (a 3-D NDArray gets ``C = 1`` in
+    :meth:`forward`, outside the graph; symbolic input must be 4-D).
     Outputs: ``(B, embedding_size)``.
     """
 
@@ -102,8 +90,6 @@ class EmbeddingCNN(gluon.HybridBlock):
                 )
 
                 if pool_first:
-                    # Max-pooling before BatchNorm and ReLU: they then touch a quarter of
-                    # the map (ReLU commutes with max; BatchNorm normalises pooled values).
                     self.body.add(
                         conv(use_bias=not normed), gluon.nn.MaxPool2D(2, 2, ceil_mode=True)
                     )

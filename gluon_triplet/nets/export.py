@@ -35,7 +35,7 @@ import numpy as np
 from ..errors import ExportError
 from ..io import new_directory_parent
 from ..optional import require
-from ..resources import write_error
+from ..resources import error_line, raise_write_error
 
 __all__ = ["EXPORT_FORMATS", "ExportError", "export_model", "load_onnx_session"]
 
@@ -44,11 +44,6 @@ EXPORT_FORMATS = ("onnx", "mxnet")
 #: Largest accepted max |exported - net| on the verification batch.
 TOLERANCE = 1e-4
 _PREFIX = "model"
-
-
-def _first_line(e: BaseException) -> str:
-    text = str(e).strip()
-    return text.splitlines()[0] if text else type(e).__name__
 
 
 def _node_output_name(node: Dict[str, Any], index: int, outputs: Sequence[str]) -> str:
@@ -138,11 +133,15 @@ def _unconvertible_ops(sym):
     return sorted(ops - known)
 
 
-def load_onnx_session(path: str):
-    """An onnxruntime CPU ``InferenceSession`` of an ONNX file."""
+def load_onnx_session(path: str, threads: Optional[int] = None):
+    """An onnxruntime CPU ``InferenceSession`` of an ONNX file (``threads`` per run, and
+    one run at a time per call, when given; default: onnxruntime's)."""
     ort = require("onnxruntime", "running an ONNX export")
     options = ort.SessionOptions()
     options.log_severity_level = 3  # no warnings about unused initialisers on stderr
+    if threads is not None:
+        options.intra_op_num_threads = int(threads)
+        options.inter_op_num_threads = 1
     return ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
 
 
@@ -171,7 +170,7 @@ def _export_onnx(sym, params, input_shape, path):
     except (AttributeError, NotImplementedError, ValueError, TypeError, KeyError) as e:
         # The converters raise these for attributes they cannot translate; their messages
         # start with the operator's name.
-        raise ExportError(f"cannot export to ONNX: {_first_line(e)}; use --format mxnet") from None
+        raise ExportError(f"cannot export to ONNX: {error_line(e)}; use --format mxnet") from None
     _drop_initializer_inputs(path)
 
 
@@ -297,10 +296,7 @@ def export_model(
         if tmp:
             shutil.rmtree(tmp, ignore_errors=True)
         # A full or read-only disk: one line naming the directory and the free space.
-        failure = write_error(out_dir, e)
-        if failure is None:
-            raise
-        raise failure from None
+        raise_write_error(out_dir, e)
 
 
 def _publish(tmp: str, out_dir: str, doc: Dict[str, Any]) -> None:

@@ -92,7 +92,7 @@ def _resolve_params(kind: str, n: int, params: Dict[str, Any]) -> Dict[str, int]
             # ~sqrt(N) cells, but enough training points per cell for k-means.
             out["nlist"] = max(1, min(int(round(math.sqrt(n))), n // _POINTS_PER_CELL))
         if out["nprobe"] is None:
-            # Measured (bench/search.py, Fashion-MNIST): recall@10 >= 0.99 at 60k and 1M.
+            # recall@10 >= 0.99 at 60k and 1M items (bench/search.py)
             out["nprobe"] = max(8, out["nlist"] // 64)
         out["nprobe"] = min(out["nprobe"], out["nlist"])
         if out["nlist"] > n:

@@ -17,15 +17,16 @@ from __future__ import annotations
 import json
 import logging
 import os
-from typing import Any, Dict, Optional
+from typing import Any, Dict, Optional, Tuple
 
 import numpy as np
 
 from ..data.headers import MAX_PIXELS
 from ..errors import IndexFileError
+from ..nets.export import load_onnx_session
 from ..nets.preprocess import preprocess, read_preprocess_spec
 
-__all__ = ["EXPORT_SUBDIR", "MAX_K", "SearchService", "ensure_export"]
+__all__ = ["EXPORT_SUBDIR", "MAX_K", "SearchService", "ensure_export", "indexed_run"]
 
 logger = logging.getLogger("gluon_triplet")
 
@@ -41,10 +42,27 @@ def _manifest_run(index_dir: str) -> Dict[str, Any]:
     doc = read_manifest(index_dir)
     if "params_sha256" not in doc or "params_file" not in doc:
         raise IndexFileError(
-            f"{index_dir}: the manifest names no run (params_sha256, params_file); serve needs "
-            "an index built by `gluon-triplet index`"
+            f"{index_dir}: the manifest names no run (params_sha256, params_file); it was not "
+            "built by `gluon-triplet index`"
         )
     return doc
+
+
+def indexed_run(index_dir: str, run_dir: Optional[str] = None) -> Tuple[Any, str]:
+    """The run an index was built with (``run_dir``, default the manifest's) and its
+    parameter file, checked to be the indexed one (ValueError if it changed since)."""
+    from ..io import sha256_file
+    from ..runs.rundir import RunDir
+
+    doc = _manifest_run(index_dir)
+    run = RunDir.open(run_dir or doc.get("run_dir", ""))
+    params = run.params_path(doc["params_file"])
+    if sha256_file(params) != doc["params_sha256"]:
+        raise ValueError(
+            f"{params} changed since the index was built (SHA-256 differs from the "
+            "manifest's); rebuild the index with gluon-triplet index"
+        )
+    return run, params
 
 
 def ensure_export(
@@ -63,21 +81,13 @@ def ensure_export(
     OSError
         The export cannot be written there.
     """
-    doc = _manifest_run(index_dir)
+    _manifest_run(index_dir)
     out = export_dir or os.path.join(index_dir, EXPORT_SUBDIR)
     if os.path.exists(out):
         return out
-    from ..io import sha256_file
     from ..runs.exported import export_run
-    from ..runs.rundir import RunDir
 
-    run = RunDir.open(run_dir or doc.get("run_dir", ""))
-    params = run.params_path(doc["params_file"])
-    if sha256_file(params) != doc["params_sha256"]:
-        raise ValueError(
-            f"{params} changed since the index was built (SHA-256 differs from the "
-            "manifest's); rebuild the index with gluon-triplet index"
-        )
+    run, params = indexed_run(index_dir, run_dir)
     logger.info("exporting %s to %s (once; later starts reuse it)", run.path, out)
     try:
         _, source = export_run(run.path, out, "onnx", params)
@@ -137,7 +147,7 @@ class SearchService:
             )
         self.spec = read_preprocess_spec(self.export)
         self.max_pixels = int(max_pixels)
-        self.session = _session(os.path.join(export_dir, "model.onnx"), threads)
+        self.session = load_onnx_session(os.path.join(export_dir, "model.onnx"), threads)
         self.input_name = self.export["input"]["name"]
         self.pictures = ItemPictures(self.index, self.max_pixels)
 
@@ -183,14 +193,3 @@ def _read_export(export_dir: str) -> Dict[str, Any]:
     if not isinstance(doc, dict) or doc.get("format") != "onnx":
         raise ValueError(f"{export_dir} is not an ONNX export (gluon-triplet export --format onnx)")
     return doc
-
-
-def _session(path: str, threads: int):
-    from ..optional import require
-
-    ort = require("onnxruntime", "running an ONNX export")
-    options = ort.SessionOptions()
-    options.log_severity_level = 3
-    options.intra_op_num_threads = int(threads)
-    options.inter_op_num_threads = 1
-    return ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])

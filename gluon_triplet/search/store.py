@@ -20,7 +20,7 @@ import numpy as np
 from ..errors import IndexFileError
 from ..io import new_directory_parent, sha256_file
 from ..optional import require
-from ..resources import write_error
+from ..resources import raise_write_error
 
 __all__ = [
     "INDEX_KINDS",
@@ -110,10 +110,7 @@ def save_index_dir(
     except BaseException as e:
         if tmp:
             shutil.rmtree(tmp, ignore_errors=True)
-        failure = write_error(writing, e)
-        if failure is None:
-            raise
-        raise failure from None
+        raise_write_error(writing, e)
 
 
 def load_index_dir(directory: str) -> StoredIndex:
