@@ -11,7 +11,7 @@ import numpy as np
 from ..io import atomic_save
 from ..runs.report import command
 from .common import add_common_flags, check_new_path, run_command
-from .inference import add_inference_flags, embed_checked, load_for_inference, split_samples
+from .inference import add_inference_flags, embed_checked, load_for_inference
 
 __all__ = ["HELP", "build_parser", "main"]
 
@@ -72,7 +72,7 @@ def _embed(args: argparse.Namespace) -> None:
             "or -1 for all"
         )
     net, config, (data,) = load_for_inference(args, args.dataset)
-    x, y = split_samples(data, args.split)
+    x, y = data.split(args.split)
     emb = embed_checked(net, x, config, args.run_dir)
     if args.out.endswith(".npy"):
         atomic_save(outputs[0], lambda p: np.save(p, emb))

@@ -10,7 +10,7 @@ import numpy as np
 
 from ..runs.report import class_name
 from .common import add_common_flags, run_command
-from .inference import add_inference_flags, embed_checked, load_for_inference, split_samples
+from .inference import add_inference_flags, embed_checked, load_for_inference
 
 __all__ = ["HELP", "build_parser", "main"]
 
@@ -74,8 +74,8 @@ def _evaluate_gallery(args: argparse.Namespace) -> None:
     if args.dataset is not None or args.split != "test":
         raise ValueError("--dataset/--split do not apply with --query/--gallery; use --query-split")
     net, config, (qdata, gdata) = load_for_inference(args, args.query, args.gallery)
-    qx, qy = split_samples(qdata, args.query_split)
-    gx, gy = split_samples(gdata, args.gallery_split)
+    qx, qy = qdata.split(args.query_split)
+    gx, gy = gdata.split(args.gallery_split)
     qe = embed_checked(net, qx, config, args.run_dir)
     ge = embed_checked(net, gx, config, args.run_dir)
     result = gallery_retrieval_metrics(
@@ -129,7 +129,7 @@ def _evaluate(args: argparse.Namespace) -> None:
     if args.query is not None or args.gallery is not None:
         return _evaluate_gallery(args)
     net, config, (data,) = load_for_inference(args, args.dataset)
-    x, y = split_samples(data, args.split)
+    x, y = data.split(args.split)
     # Whether the dataset's test classes are training classes: retrieval among classes
     # never seen in training (an open set) is the usual protocol of folder data.
     unseen = len(unseen_test_classes(data.y_train, data.y_test))

@@ -12,8 +12,6 @@ from .inference import (
     add_inference_flags,
     embed_checked,
     load_for_inference,
-    split_paths,
-    split_samples,
 )
 
 __all__ = ["HELP", "build_parser", "main"]
@@ -78,7 +76,7 @@ def _index(args: argparse.Namespace) -> None:
     check_new_path(args.out, "--out")
     params = _parse_params(args.param)
     net, config, (data,) = load_for_inference(args, args.dataset)
-    x, y = split_samples(data, args.split)
+    x, y = data.split(args.split)
     params_file = RunDir.open(args.run_dir).params_path(args.params)
     emb = embed_checked(net, x, config, args.run_dir)
     info = {
@@ -97,7 +95,7 @@ def _index(args: argparse.Namespace) -> None:
         emb,
         y,
         class_names=data.class_names,
-        paths=split_paths(data, args.split),
+        paths=data.split_paths(args.split),
         kind=args.index,
         metric=metric_for_distance(config.distance),
         info=info,

@@ -14,7 +14,7 @@ from ..resources import mxnet_reason
 from ..runs.rundir import RunDir
 from .common import add_run_flags
 
-__all__ = ["add_inference_flags", "embed_checked", "load_for_inference", "split_paths"]
+__all__ = ["add_inference_flags", "embed_checked", "load_for_inference"]
 
 logger = logging.getLogger("gluon_triplet")
 
@@ -61,31 +61,6 @@ def load_for_inference(
             )
     net, config = load_run(run.path, params=args.params, ctx=ctx)
     return net, config, [loaded[spec] for spec in datasets]
-
-
-def split_samples(data: Any, split: str) -> Tuple[Any, np.ndarray]:
-    """The samples and labels of ``split`` ("test", "train" or "all", train first) of a
-    loaded dataset; streamed pictures stay undecoded."""
-    if split == "test":
-        return data.x_test, data.y_test
-    if split == "train":
-        return data.x_train, data.y_train
-    from ..data.streaming import LazyImages, concat_lazy
-
-    if isinstance(data.x_train, LazyImages):  # streamed pictures: still not decoded
-        x = concat_lazy(data.x_train, data.x_test)
-    else:
-        x = np.concatenate([data.x_train, data.x_test])
-    return x, np.concatenate([data.y_train, data.y_test])
-
-
-def split_paths(data: Any, split: str) -> Optional[List[str]]:
-    """The source file of each sample of ``split`` (in the order of ``load_for_inference``'s
-    ``x``), or None when the dataset's samples have no files (arrays, ``rec:``)."""
-    train, test = data.paths_train, data.paths_test
-    if train is None or test is None:
-        return None
-    return list({"train": train, "test": test, "all": (*train, *test)}[split])
 
 
 def _trained_on(run: RunDir, config: Any) -> str:

@@ -12,7 +12,6 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 import numpy as np
 
 from .common import add_common_flags, check_new_path, run_command
-from .inference import split_samples
 
 __all__ = ["HELP", "build_parser", "main"]
 
@@ -112,7 +111,7 @@ def _queries(
                 f"--query takes one dataset or picture files, not both: {' '.join(args.query)}"
             )
         data = load_dataset(datasets[0], args.data_dir, logger=logger, images=images)
-        x, y = split_samples(data, args.split)
+        x, y = data.split(args.split)
         names: List[Any] = list(range(len(x)))
         labels: Optional[np.ndarray] = y
         class_names = data.class_names
@@ -248,7 +247,7 @@ def _gallery_pictures(
 
         info = index.info
         data = load_dataset(info["dataset"], info.get("data_dir"), logger=logger, images=images)
-        x, _ = split_samples(data, info.get("split", "train"))
+        x, _ = data.split(info.get("split", "train"))
         need = rows[~from_files]
         if need.max() >= len(x):
             raise ValueError(

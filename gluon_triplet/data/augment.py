@@ -1,17 +1,13 @@
-"""Training-time augmentation of image batches, as NDArray ops on the data path.
-
-:class:`Augmenter` is a ``HybridBlock`` that the training steps put between gathering a
-batch and the net, so it runs on the device inside the step's graph, draws from MXNet's
-RNG (which the trainer seeds per epoch, so a run is reproducible) and is never part of
-evaluation or embedding, which call the net directly.
+"""Training-time augmentation of image batches: :class:`Augmenter`, a ``HybridBlock`` the
+training step runs between gathering a batch and the net (MXNet's RNG, seeded per epoch;
+never used by evaluation or embedding).
 
 ``digits``
     Small random shifts (up to 10% of the side) and rotations (up to 10 degrees), never
     flips: a mirrored 2 or 7 is not a digit.
 ``objects``
     Horizontal flip and small random shifts (up to 10% of the side), nothing else: for
-    centred objects whose mirror image is the same kind of thing (garments, products),
-    where a crop of 35% of a small picture would cut away what tells classes apart.
+    centred objects whose mirror image is the same kind of thing (garments, products).
 ``photos``
     Random resized crop (35-100% of the area, aspect 3/4-4/3), horizontal flip, and colour
     jitter (brightness, contrast and saturation each scaled by 0.6-1.4).

@@ -54,6 +54,27 @@ class DataBundle:
     paths_train: Optional[Tuple[str, ...]] = field(default=None, repr=False)
     paths_test: Optional[Tuple[str, ...]] = field(default=None, repr=False)
 
+    def split(self, part: str) -> Tuple[Any, np.ndarray]:
+        """Samples and labels of ``part``: "test", "train" or "all" (train first; streamed
+        pictures stay undecoded)."""
+        if part != "all":
+            return (self.x_test, self.y_test) if part == "test" else (self.x_train, self.y_train)
+        from .streaming import LazyImages, concat_lazy
+
+        if isinstance(self.x_train, LazyImages):
+            x = concat_lazy(self.x_train, self.x_test)
+        else:
+            x = np.concatenate([self.x_train, self.x_test])
+        return x, np.concatenate([self.y_train, self.y_test])
+
+    def split_paths(self, part: str) -> Optional[List[str]]:
+        """The source file of each sample of :meth:`split` ``(part)``, or None when the
+        samples have no files (arrays, ``rec:``)."""
+        train, test = self.paths_train, self.paths_test
+        if train is None or test is None:
+            return None
+        return list({"train": train, "test": test, "all": (*train, *test)}[part])
+
 
 def make_bundle(
     name: str,

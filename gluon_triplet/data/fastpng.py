@@ -47,12 +47,9 @@ def available() -> bool:
 def png_layout(buf: bytes) -> Optional[int]:
     """The channels of a plain 8-bit PNG (1 grey, 2 grey + alpha, 3 RGB, 4 RGBA), else None.
 
-    None for anything else: not a PNG, another bit depth, a palette, a chunk that makes
-    Pillow's pixels differ from the stored ones (see the module docstring), and any file
-    libpng would print a warning or an error about on stderr (OpenCV lets libpng write
-    them straight to file descriptor 2): an ICC profile (``iCCP``: "known incorrect sRGB
-    profile" and the like), a chunk whose CRC is wrong, a broken chunk chain, or a file
-    that does not end with ``IEND``. Pillow decodes or refuses those, silently.
+    None for anything else: not a PNG, another bit depth, a palette, a chunk after which
+    Pillow's pixels differ (``tRNS``, ``eXIf``), and any file libpng would complain about
+    on stderr (``iCCP``, a bad CRC, a broken chunk chain, no ``IEND``).
     """
     # signature (8), IHDR length (4), "IHDR" (4), width, height (4 + 4), depth, colour type
     if len(buf) < 33 or buf[:8] != PNG_SIGNATURE or buf[12:16] != b"IHDR":

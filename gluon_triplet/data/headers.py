@@ -1,14 +1,8 @@
-"""A picture's size from its header, and the one pixel limit every decoding path applies.
+"""A picture's size from its header, and the one pixel limit every decoding path applies
+(:func:`check_pixels`) before OpenCV or Pillow decodes a pixel.
 
-A small file can declare a huge picture: a 30000x30000 grey PNG of zeros is under 1 MB
-on disk and 900 MB once decoded (2.7 GB as RGB). Every path that decodes pictures
-(training from a folder, in memory or streamed, ``pack``, ``image:`` files for
-``embed``/``search``/``evaluate``, and :func:`~gluon_triplet.data.decoding.decode_picture`)
-first reads the size with :func:`picture_size` and refuses it with :func:`check_pixels`,
-before OpenCV or Pillow sees the pixels.
-
-:func:`picture_size` reads PNG, JPEG, GIF, BMP and WebP headers itself (a few bytes, no
-decoder); any other format goes to Pillow's ``Image.open``, which parses the header only.
+:func:`picture_size` reads PNG, JPEG, GIF, BMP and WebP headers itself; any other format
+goes to Pillow's ``Image.open``, which parses the header only.
 """
 
 from __future__ import annotations

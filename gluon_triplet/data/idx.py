@@ -19,7 +19,14 @@ import numpy as np
 
 from ..errors import DataError
 
-__all__ = ["check_array_size", "idx_header", "read_idx", "read_idx_header", "write_idx"]
+__all__ = [
+    "check_array_size",
+    "idx_header",
+    "open_idx",
+    "read_idx",
+    "read_idx_header",
+    "write_idx",
+]
 
 _IDX_DTYPES: Dict[int, np.dtype] = {
     0x08: np.dtype(">u1"),
@@ -62,7 +69,7 @@ def read_idx(path, max_bytes: Optional[int] = None) -> np.ndarray:
         above ``max_bytes``, or a payload shorter or longer than the header declares.
     """
     path = os.fspath(path)
-    with _opened(path) as (f, size, compressed):
+    with open_idx(path) as (f, size, compressed):
         if compressed:
             limit = size * _MAX_DEFLATE_RATIO
             return _parse_idx(f, path, None, limit=limit, max_bytes=max_bytes)
@@ -70,7 +77,7 @@ def read_idx(path, max_bytes: Optional[int] = None) -> np.ndarray:
 
 
 @contextlib.contextmanager
-def _opened(path: str) -> Iterator[Tuple[Any, int, bool]]:
+def open_idx(path: str) -> Iterator[Tuple[Any, int, bool]]:
     """``(stream, file size, gzipped)`` of a plain or gzipped file (gzip is recognised by
     its magic bytes); a missing, unreadable or corrupt file is a DataError."""
     try:
@@ -128,7 +135,7 @@ def read_idx_header(path) -> Tuple[np.dtype, Tuple[int, ...], bool]:
         As :func:`read_idx` for a missing file or a bad header.
     """
     path = os.fspath(path)
-    with _opened(path) as (f, _, compressed):
+    with open_idx(path) as (f, _, compressed):
         return (*idx_header(f, path), compressed)
 
 

@@ -20,10 +20,10 @@ import numpy as np
 
 from ..errors import DataError
 from .decoding import OK
-from .idx import idx_header
+from .idx import idx_header, open_idx
 from .layout import apply_layout, array_layout
 
-__all__ = ["MappedSamples", "map_idx", "map_npz_member"]
+__all__ = ["MappedSamples", "map_idx", "map_npz_member", "npy_header"]
 
 # A zip local file header: signature, versions/flags/method/time/date/crc/sizes, then the
 # lengths of the file name and of the extra field (PKWARE APPNOTE 4.3.7).
@@ -41,6 +41,19 @@ def _compressed_error(where: str, what: str, need: int, max_memory: float, fix: 
     )
 
 
+def npy_header(f) -> Tuple[Tuple[int, ...], bool, np.dtype]:
+    """``(shape, fortran_order, dtype)`` from the header of the ``.npy`` stream ``f``."""
+    from numpy.lib import format as npy
+
+    version = npy.read_magic(f)
+    if version == (1, 0):
+        return npy.read_array_header_1_0(f)
+    if version == (2, 0):
+        return npy.read_array_header_2_0(f)
+    # 3.0 (utf-8 field names) has no public reader; same layout as 2.0
+    return npy._read_array_header(f, version)  # type: ignore[attr-defined]
+
+
 def map_npz_member(path: str, key: str, max_memory: float) -> np.memmap:
     """Array ``key`` of the npz archive ``path``, mapped read-only where it is stored.
 
@@ -50,19 +63,11 @@ def map_npz_member(path: str, key: str, max_memory: float) -> np.memmap:
         The member is compressed (``np.savez_compressed``), in Fortran order, holds
         objects, or is shorter than its header says.
     """
-    from numpy.lib import format as npy
-
     try:
         with zipfile.ZipFile(path) as z:
             info = z.getinfo(key + ".npy")
             with z.open(info) as member:  # the .npy header only: cheap even compressed
-                version = npy.read_magic(member)
-                if version == (1, 0):
-                    shape, fortran, dtype = npy.read_array_header_1_0(member)
-                elif version == (2, 0):
-                    shape, fortran, dtype = npy.read_array_header_2_0(member)
-                else:  # 3.0 has no public reader; same layout as 2.0
-                    shape, fortran, dtype = npy._read_array_header(member, version)  # type: ignore[attr-defined]
+                shape, fortran, dtype = npy_header(member)
                 header_len = member.tell()
         with open(path, "rb") as f:
             f.seek(info.header_offset)
@@ -100,21 +105,9 @@ def map_idx(path: str, max_memory: float) -> np.memmap:
         A gzipped file (it cannot be mapped), a bad header, or a file whose length is
         not what its header declares.
     """
-    try:
-        with open(path, "rb") as f:
-            gz = f.read(2) == b"\x1f\x8b"
-            f.seek(0)
-            if gz:
-                import gzip
-
-                with gzip.GzipFile(fileobj=f) as g:
-                    dtype, dims = idx_header(g, path)
-            else:
-                dtype, dims = idx_header(f, path)
-            offset = 4 + 4 * len(dims)
-            size = os.fstat(f.fileno()).st_size
-    except OSError as e:
-        raise DataError(f"{path}: cannot read ({e.strerror or e})") from None
+    with open_idx(path) as (f, size, gz):
+        dtype, dims = idx_header(f, path)
+    offset = 4 + 4 * len(dims)
     if gz:
         need = int(np.prod(dims, dtype=np.int64)) * 4
         raise _compressed_error(

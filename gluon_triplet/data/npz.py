@@ -83,17 +83,11 @@ def load_npz(path: str, name: str, max_bytes: Optional[int] = None, options=None
 def _npz_member_header(z, key: str, path: str) -> Tuple[Tuple[int, ...], np.dtype]:
     """Shape and dtype of array ``key`` of an open npz archive, read from its ``.npy``
     header without inflating the data."""
-    from numpy.lib import format as npy
+    from .mapped import npy_header
 
     try:
         with z.zip.open(key + ".npy") as f:
-            version = npy.read_magic(f)
-            if version == (1, 0):
-                shape, _, dtype = npy.read_array_header_1_0(f)
-            elif version == (2, 0):
-                shape, _, dtype = npy.read_array_header_2_0(f)
-            else:  # 3.0 (utf-8 field names) has no public reader; same layout as 2.0
-                shape, _, dtype = npy._read_array_header(f, version)  # type: ignore[attr-defined]
+            shape, _, dtype = npy_header(f)
     except DataError:
         raise
     except Exception as e:  # ValueError (bad header), BadZipFile, zlib.error, KeyError
@@ -107,9 +101,8 @@ def _split_rows(x, train: np.ndarray, test: np.ndarray):
     """``(x[train], x[test])`` for sorted disjoint ``train`` and ``test`` covering ``x``.
 
     An array the loader owns is reordered in place, train rows first, and both parts are
-    views of it: the extra memory is a copy of the test rows while the train rows move,
-    not a second copy of the whole set (the 80% train part of a 2 GB array would be 1.6
-    GB more). Streamed samples and arrays it cannot write are indexed as before.
+    views of it (the extra memory is a copy of the test rows); streamed samples and
+    arrays it cannot write are indexed.
     """
     if (
         not isinstance(x, np.ndarray)

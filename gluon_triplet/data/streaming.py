@@ -208,10 +208,8 @@ class BatchDecoder:
     """DataLoader worker processes that decode batches of pictures, kept from pass to pass.
 
     Each batch is decoded by one worker (:meth:`DecodedImages.decode_batch`) and comes
-    back as one ``uint8`` array, a quarter of its float32 size; ``prefetch`` batches are
-    decoded ahead of the consumer. The worker pool is forked at the first pass and
-    reused by the next ones (:class:`BatchFeed` makes one per epoch, and stops it before
-    the evaluation that follows).
+    back as one ``uint8`` array; ``prefetch`` batches are decoded ahead of the consumer.
+    The pool is forked at the first pass and reused by the next ones.
 
     Parameters
     ----------
@@ -348,12 +346,7 @@ class BatchFeed:
     :attr:`labels`) and yields the batch re-indexed into them; the step's graph is the
     same either way. A batch of offline triplets ``(B, 3)`` becomes ``3B`` pictures
     (anchors, positives, negatives) with local indices ``[[i, B + i, 2B + i]]``; a P x K
-    batch ``(M,)`` becomes ``M`` pictures with indices ``0..M-1``. Shapes never change
-    between batches, so the hybridized step keeps its memory.
-
-    A streamed batch becomes an NDArray without a copy and without waiting for MXNet's
-    engine (``nd.from_numpy``): ``nd.array`` would wait for every step already queued,
-    and the loop could then no longer queue the next step while the last one computes.
+    batch ``(M,)`` becomes ``M`` pictures with indices ``0..M-1``.
 
     Parameters
     ----------
@@ -421,7 +414,8 @@ class BatchFeed:
         self.close()
 
     def _on_contexts(self, arr: np.ndarray):
-        """``arr`` as an NDArray on every context, queued without a wait (see the class)."""
+        """``arr`` as an NDArray on every context; ``nd.from_numpy`` neither copies nor
+        waits for the steps already queued (``nd.array`` would)."""
         from mxnet import nd
 
         host = nd.from_numpy(np.ascontiguousarray(arr), zero_copy=True)

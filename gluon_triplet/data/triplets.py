@@ -72,8 +72,6 @@ def create_pairs(labels, triplets_per_class: Optional[int] = None, seed=None, wa
     sample anchors twice. The negative's class is drawn uniformly among all *other*
     classes (singletons included), then its sample uniformly within that class.
 
-    Linear in N apart from one stable integer sort; no Python loop per triple or class.
-
     Parameters
     ----------
     labels : (N,) array-like of hashable

@@ -6,20 +6,13 @@ symbol + params, each verified on the spot.
     export_model(net, (1, 28, 28), "served", format="onnx")   # served/model.onnx
     export_model(net, (1, 28, 28), "served", format="mxnet")  # served/model-symbol.json ...
 
-``format="onnx"`` converts the hybridized graph with ``mxnet.onnx.export_model`` with a
-dynamic batch dimension; ``format="mxnet"`` is ``HybridBlock.export``, reloadable with
-``gluon.SymbolBlock.imports``. Either way the written model is loaded back (onnxruntime,
-or a SymbolBlock) and embeds a batch, which must match the net to max |diff| <= 1e-4;
-otherwise :class:`ExportError` and nothing is left in the output directory.
-
-The directory also gets ``export.json``: the input name, shape (``null`` batch) and dtype,
-the output name and embedding size, the measured max |diff|, and the provenance passed in.
-
-MXNet's ONNX converter cannot translate ``L2Normalization`` in ``instance`` mode (the
-normalisation of :class:`~gluon_triplet.nets.mlp.EmbeddingMLP` and
-:class:`~gluon_triplet.nets.cnn.EmbeddingCNN`). Before converting, each such node is rewritten
-into the same arithmetic with operators it can translate,
-``x / sqrt(sum(x^2 over all but the batch axis) + eps)``, which is what MXNet computes.
+``format="onnx"`` converts the hybridized graph with ``mxnet.onnx.export_model`` (a
+dynamic batch dimension; ``L2Normalization`` is rewritten into operators the converter
+translates); ``format="mxnet"`` is ``HybridBlock.export``, reloadable with
+``gluon.SymbolBlock.imports``. Either way the written model is loaded back and embeds a
+batch, which must match the net to max |diff| <= 1e-4; otherwise :class:`ExportError` and
+nothing is left in the output directory. ``export.json`` records the input and output,
+the max |diff| and the provenance passed in.
 """
 
 from __future__ import annotations

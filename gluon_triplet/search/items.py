@@ -162,11 +162,7 @@ class ItemPictures:
         data = load_dataset(
             spec, info.get("data_dir"), logger=logger, images=images, download=False
         )
-        split = info.get("split", "train")
-        if split == "all":
-            x = np.concatenate([np.asarray(data.x_train), np.asarray(data.x_test)])
-        else:
-            x = np.asarray(data.x_test if split == "test" else data.x_train)
+        x = np.asarray(data.split(info.get("split", "train"))[0])
         logger.info("thumbnails: read %d samples of %s", len(x), spec)
         return (np.clip(x, 0, 1) * 255).round().astype(np.uint8)
 
