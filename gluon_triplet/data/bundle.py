@@ -79,8 +79,8 @@ class DataBundle:
 def make_bundle(
     name: str,
     source: str,
-    train: Tuple[np.ndarray, np.ndarray],
-    test: Tuple[np.ndarray, np.ndarray],
+    train: Tuple[Any, np.ndarray],
+    test: Tuple[Any, np.ndarray],
     class_names: Optional[Tuple[str, ...]],
 ) -> DataBundle:
     """A :class:`DataBundle` of checked ``(samples, labels)`` splits; refuses an empty

@@ -22,6 +22,8 @@ import hashlib
 import os
 from typing import Any, Dict, List, Optional
 
+from .idx_dir import IDX_FILES
+
 __all__ = ["FINGERPRINT_FORMAT", "data_fingerprint", "fingerprint_changes"]
 
 #: The format of the fingerprint this version writes.
@@ -30,12 +32,6 @@ FINGERPRINT_FORMAT = 1
 # Files up to this size are hashed whole; larger ones by their first and last _EDGE bytes.
 _WHOLE = 16 << 20
 _EDGE = 1 << 20
-_IDX_FILES = (
-    "train-images-idx3-ubyte",
-    "train-labels-idx1-ubyte",
-    "t10k-images-idx3-ubyte",
-    "t10k-labels-idx1-ubyte",
-)
 # Shown per kind of change, in this order, at most this many directories each.
 _SHOWN = 4
 
@@ -86,15 +82,14 @@ def data_fingerprint(spec: str, data_dir: Optional[str] = None) -> Dict[str, Any
     doc: Dict[str, Any] = {"format": FINGERPRINT_FORMAT, "dataset": spec}
     kind, _, path = spec.partition(":")
     path = os.path.expanduser(path)
-    if spec in ("mnist", "fashion-mnist") and data_dir is not None:
-        doc["data_dir"] = os.path.abspath(data_dir)
-        names = [os.path.join(data_dir, f + ext) for f in _IDX_FILES for ext in ("", ".gz")]
-        doc["files"] = _files(names)
+    named = spec in ("mnist", "fashion-mnist") and data_dir is not None
+    if named or kind == "idx":
+        where = str(data_dir) if named else path
+        if named:
+            doc["data_dir"] = os.path.abspath(where)
+        doc["files"] = _files([os.path.join(where, f + e) for f in IDX_FILES for e in ("", ".gz")])
     elif kind == "folder":
         doc.update(_folder(path))
-    elif kind == "idx":
-        names = [os.path.join(path, f + ext) for f in _IDX_FILES for ext in ("", ".gz")]
-        doc["files"] = _files(names)
     elif kind == "npz":
         doc["files"] = _files([path])
     elif kind == "rec":

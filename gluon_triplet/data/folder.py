@@ -28,6 +28,7 @@ from .headers import pillow_allows
 __all__ = [
     "check_classes",
     "check_headers",
+    "check_two_classes",
     "FolderImages",
     "FolderScan",
     "IMAGE_EXTENSIONS",
@@ -240,7 +241,7 @@ class FolderImages:
         return decode_picture(self.encoded(i), channels, max_pixels=self.max_pixels)
 
 
-def check_classes(scan: FolderScan, where: str, labels: Optional[np.ndarray] = None):
+def check_classes(scan: FolderScan, where: str) -> None:
     """Name empty class folders (warning); refuse fewer than two usable classes (DataError)."""
     if scan.empty:
         logger.warning(
@@ -249,13 +250,17 @@ def check_classes(scan: FolderScan, where: str, labels: Optional[np.ndarray] = N
             len(scan.empty),
             ", ".join(scan.empty[:10]) + (" ..." if len(scan.empty) > 10 else ""),
         )
-    labels = scan.labels if labels is None else labels
-    counts = np.bincount(labels, minlength=len(scan.class_names))
-    usable = int((counts >= 2).sum())
+    found = f" (found classes: {', '.join(scan.class_names) or 'none'})"
+    check_two_classes(scan.labels, where, found)
+
+
+def check_two_classes(labels: np.ndarray, where: str, more: str = "") -> None:
+    """Refuse labels with fewer than two classes of two samples (no triplet): DataError."""
+    usable = int((np.bincount(labels) >= 2).sum())
     if usable < 2:
         raise DataError(
             f"{where}: {usable} class(es) with at least two usable images; triplets need two "
-            f"or more (found classes: {', '.join(scan.class_names) or 'none'})"
+            f"or more{more}"
         )
 
 

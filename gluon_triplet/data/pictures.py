@@ -173,20 +173,15 @@ def _decoded_bundle(
         "DataLoader worker(s)",
     )
     pixels, status = decoding.decode_all(dataset, options.workers)
-    decoding.report_bad(dataset, status, options.strict, source)
-    ok = status == decoding.OK
-    if not ok.all():
-        pixels, labels = pixels[ok], labels[ok]
-        test = None if test is None else test[ok]
-    train_idx, test_idx = _split_readable(labels, test, len(class_names), source)
+    ok, labels, train_idx, test_idx = _readable(dataset, status, labels, test, options, source)
     parts = []
     for idx in (train_idx, test_idx):
-        x = pixels[idx].astype(np.float32)
+        x = pixels[ok[idx]].astype(np.float32)
         x /= 255
         parts.append((x, labels[idx]))
     del pixels
     bundle = make_bundle(name, source, parts[0], parts[1], class_names)
-    return _with_paths(bundle, reader, np.flatnonzero(ok), train_idx, test_idx)
+    return _with_paths(bundle, reader, ok, train_idx, test_idx)
 
 
 def _with_paths(bundle: DataBundle, reader, kept: np.ndarray, train_idx, test_idx) -> DataBundle:
@@ -236,43 +231,26 @@ def _streamed_bundle(
         else "Pillow (pip install opencv-python-headless: the same pixels for a third of the CPU)",
     )
     status = folder.check_headers(dataset.reader)
-    decoding.report_bad(dataset, status, options.strict, source)
-    ok = np.flatnonzero(status == decoding.OK)
-    labels = labels[ok]
-    test = None if test is None else test[ok]
-    train_idx, test_idx = _split_readable(labels, test, len(class_names), source)
-    if len(test_idx) == 0:
-        raise DataError(f"{source}: no test samples (every class has a single sample)")
-
-    def split(idx):
-        return LazyImages(dataset.subset(ok[idx]), workers)
-
-    bundle = DataBundle(
-        name,
-        split(train_idx),
-        labels[train_idx],
-        split(test_idx),
-        labels[test_idx],
-        class_names,
-        source,
+    ok, labels, train_idx, test_idx = _readable(dataset, status, labels, test, options, source)
+    train, test_split = (
+        (LazyImages(dataset.subset(ok[idx]), workers), labels[idx]) for idx in (train_idx, test_idx)
     )
+    bundle = make_bundle(name, source, train, test_split, class_names)
     return _with_paths(bundle, dataset.reader, ok, train_idx, test_idx)
 
 
-def _split_readable(
-    labels: np.ndarray, test: Optional[np.ndarray], num_classes: int, source: str
-) -> Tuple[np.ndarray, np.ndarray]:
-    """Train and test indices of the readable pictures of an image source.
+def _readable(dataset, status, labels, test, options, source: str):
+    """Report the bad pictures (:func:`~gluon_triplet.data.decoding.report_bad`) and split
+    the others: ``(positions, their labels, train indices, test indices)`` of the readable
+    ones. ``test`` is the folders' own split (True for test pictures), or None for a
+    stratified split. Refuses data with fewer than two classes that can form triplets."""
+    from .decoding import OK, report_bad
+    from .folder import check_two_classes
 
-    ``test`` is the folders' own split (True for test pictures), or None for a stratified
-    split. Refuses data with fewer than two classes that can form triplets.
-    """
-    counts = np.bincount(labels, minlength=num_classes)
-    if (counts >= 2).sum() < 2:
-        raise DataError(
-            f"{source}: fewer than two classes with at least two readable images; triplets "
-            "need two or more"
-        )
+    report_bad(dataset, status, options.strict, source)
+    ok = np.flatnonzero(status == OK)
+    labels = labels[ok]
+    check_two_classes(labels, source)
     if test is None:
-        return stratified_split(labels)
-    return np.flatnonzero(~test), np.flatnonzero(test)
+        return (ok, labels, *stratified_split(labels))
+    return ok, labels, np.flatnonzero(~test[ok]), np.flatnonzero(test[ok])

@@ -17,7 +17,7 @@ from ..errors import DataError, ImageFileError, LockedError
 from ..locks import exclusive_lock
 from ..resources import raise_write_error
 from .decoding import MAX_PIXELS, decode_picture, error_reason
-from .folder import check_classes, scan_folder
+from .folder import check_classes, check_two_classes, scan_folder
 from .packing import write_records
 
 __all__ = [
@@ -340,11 +340,7 @@ def _write_pack(scan, source: str, outputs: List[str], options: dict, progress: 
 def _pack_meta(scan, source: str, written: dict, options: dict) -> dict:
     """The sidecar's content; DataError when fewer than two classes have two records."""
     labels = written["labels"]
-    counts = np.bincount(np.asarray(labels, dtype=np.int64), minlength=len(scan.class_names))
-    if (counts >= 2).sum() < 2:
-        raise DataError(
-            f"{source}: fewer than two classes with at least two readable images; nothing written"
-        )
+    check_two_classes(np.asarray(labels, dtype=np.int64), source, "; nothing written")
     n_test = written["n_test"]
     return {
         "format": SIDECAR_FORMAT,

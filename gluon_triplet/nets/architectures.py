@@ -63,8 +63,7 @@ ARCHITECTURES: Dict[str, str] = {
 #: convolutions each followed by 2x2 max-pooling.
 CONV_BLOCKS = ("strided", "pooled")
 
-#: Widths of the ``cnn`` up to 32 pixels: three pooled 3x3 convolutions (28 -> 14 -> 7 ->
-#: 4). The last is the widest because its 7x7 map makes width cheap (docs/defaults.md).
+#: Widths of the ``cnn`` up to 32 pixels: three pooled 3x3 convolutions (28 -> 14 -> 7 -> 4).
 POOLED_CHANNELS = (16, 32, 128)
 
 
@@ -130,13 +129,9 @@ def cnn_architecture(name: str, sample_shape: Sequence[int]) -> Dict[str, Any]:
     ``"convnet"``) for images of ``sample_shape``.
 
     ``cnn`` up to 32 px: pooled blocks of :data:`POOLED_CHANNELS`, BatchNorm on the last
-    convolution (where the map is smallest: most of the gain for little cost), flattened:
-    the net chosen on 28 px digits and clothes. Above 32 px: the convnet's strided blocks
-    (32, 64, then 128 and 256 until the map is at most 8 px, globally average-pooled) with
-    BatchNorm on every convolution; chosen on the panel of real picture sets, where the
-    convnet without BatchNorm could collapse to one point and pooled blocks with BatchNorm
-    overfitted small open sets (docs/defaults.md). ``convnet``: strided blocks, no
-    BatchNorm.
+    convolution, flattened; above 32 px: the convnet's strided blocks with BatchNorm on
+    every convolution. ``convnet``: strided blocks (:func:`_strided_channels`), no
+    BatchNorm. How these were chosen: docs/defaults.md.
 
     Returns
     -------

@@ -97,11 +97,13 @@ def _resolve_params(kind: str, n: int, params: Dict[str, Any]) -> Dict[str, int]
         out["nprobe"] = min(out["nprobe"], out["nlist"])
         if out["nlist"] > n:
             raise ValueError(f"nlist={out['nlist']} is larger than the {n} vectors to index")
-    for key, value in out.items():
-        if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < 1:
-            raise ValueError(f"{kind} parameter {key} must be a positive integer, got {value!r}")
-        out[key] = int(value)
-    return out
+    return {key: _positive(value, f"{kind} parameter {key}") for key, value in out.items()}
+
+
+def _positive(value: Any, what: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+        raise ValueError(f"{what} must be a positive integer, got {value!r}")
+    return int(value)
 
 
 def _as_vectors(emb, dim: Optional[int], what: str) -> np.ndarray:
@@ -347,16 +349,15 @@ class Index:
             A parameter this kind has no search-time setting for, or not a positive int.
         """
         tunable = {"hnsw": ("ef_search",), "ivf": ("nprobe",)}.get(self.kind, ())
+        checked = {}
         for key, value in params.items():
             if key not in tunable:
                 valid = ", ".join(tunable) or "none"
                 raise ValueError(
                     f"{key} is not a search-time parameter of {self.kind} indexes; valid: {valid}"
                 )
-            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-                raise ValueError(f"{key} must be a positive integer, got {value!r}")
-        for key, value in params.items():
-            self.params[key] = int(value)
+            checked[key] = _positive(value, key)
+        self.params.update(checked)
         if self.kind == "ivf":
             self.params["nprobe"] = min(self.params["nprobe"], self.params["nlist"])
         self._apply_search_params()
@@ -405,9 +406,7 @@ class Index:
     def search_embeddings(self, emb, k: int = 10) -> Tuple[np.ndarray, np.ndarray]:
         """:meth:`search` for ``(Q, D)`` embeddings."""
         q = _as_vectors(emb, self.dim, "queries")
-        if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
-            raise ValueError(f"k must be a positive integer, got {k!r}")
-        if k > len(self):
+        if _positive(k, "k") > len(self):
             raise ValueError(f"k={k} is larger than the index ({len(self)} items)")
         if self.metric == "cosine":
             q = _normalized(q)

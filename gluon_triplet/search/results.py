@@ -15,10 +15,9 @@ def label_text(label: Any, class_names: Optional[Sequence[str]]) -> Any:
     """A label as shown: its class name when the data names its classes, else the value."""
     if label is None:
         return None
-    value = label.item() if isinstance(label, np.generic) else label
-    if class_names and isinstance(value, int) and 0 <= value < len(class_names):
-        return class_names[value]
-    return value
+    from ..runs.report import class_name
+
+    return class_name(class_names, label.item() if isinstance(label, np.generic) else label)
 
 
 def result_rows(
