@@ -1,11 +1,6 @@
-"""Optional dependencies, imported only by the features that need them.
-
-faiss (search), onnx and onnxruntime (export), Starlette, uvicorn and python-multipart
-(``gluon-triplet serve``) are large or needed by one feature only;
-``pip install gluon-triplet[serve]`` installs them. Importing one that is missing raises
-one :class:`ImportError` line that names the pip package, instead of a bare
-``No module named ...``.
-"""
+"""Optional dependencies (faiss, onnx, onnxruntime, Starlette, uvicorn, python-multipart:
+``pip install gluon-triplet[serve]``), imported by the features that need them; a missing
+one is one :class:`ImportError` line naming the pip package."""
 
 from __future__ import annotations
 

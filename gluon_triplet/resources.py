@@ -1,9 +1,5 @@
-"""What the machine gives a run: available memory, free disk space, and sizes in words.
-
-Used to refuse up front what cannot fit (a decompression bomb, a net or a batch larger
-than memory) and to report a full disk with the space that is left, instead of failing
-half-way with a traceback.
-"""
+"""What the machine gives a run (available memory, free disk space, sizes in words), and
+failed writes and MXNet errors as one-line messages."""
 
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
-"""The registry of subcommands: ``gluon-triplet <name>`` runs the ``main`` of the module
-:data:`SUBCOMMANDS` names. A new subcommand is a new module and one line here."""
+"""The registry of subcommands: ``gluon-triplet <name>`` runs ``gluon_triplet.cli.<name>``'s
+``main``. A new subcommand is a new module and its name here."""
 
 from __future__ import annotations
 
@@ -8,19 +8,8 @@ from types import ModuleType
 
 __all__ = ["SUBCOMMANDS", "subcommand"]
 
-#: ``gluon-triplet <name> ...`` runs ``gluon_triplet.cli.<module>.main``.
-SUBCOMMANDS = {
-    "train": "train",
-    "embed": "embed",
-    "evaluate": "evaluate",
-    "view": "view",
-    "launch": "launch",
-    "index": "index",
-    "search": "search",
-    "export": "export",
-    "pack": "pack",
-    "serve": "serve",
-}
+#: The subcommands, each the module of this package that runs it.
+SUBCOMMANDS = tuple("train embed evaluate view launch index search export pack serve".split())
 
 
 def subcommand(name: str) -> ModuleType:
@@ -36,4 +25,4 @@ def subcommand(name: str) -> ModuleType:
             f"unknown subcommand {name!r}; choose one of: {', '.join(sorted(SUBCOMMANDS))} "
             "(or train options alone)"
         )
-    return importlib.import_module(f".{SUBCOMMANDS[name]}", __package__)
+    return importlib.import_module(f".{name}", __package__)

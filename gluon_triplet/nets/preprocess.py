@@ -14,10 +14,8 @@ centre-cropped to it; pixels scaled to float32 in [0, 1] (``value / 255``); laid
 model's input (a channel axis added for grey pictures, repeated three times for a backbone
 that takes RGB). Any mean/std normalisation is inside the exported graph.
 
-Importing this module and calling :func:`preprocess` needs Pillow and numpy only (no MXNet).
-The picture's size is read from its header and checked against the package's pixel limit
-before anything is decoded (:mod:`gluon_triplet.data.headers`), so a small file that would
-decode to gigabytes of pixels (a decompression bomb) is refused cheaply.
+It needs Pillow and numpy only (no MXNet), and checks the picture's size from its header
+before decoding it (:mod:`gluon_triplet.data.headers`).
 """
 
 from __future__ import annotations

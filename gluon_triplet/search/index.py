@@ -23,12 +23,8 @@ Metrics (``metric=``) follow the run's distance: ``"squared_l2"`` for ``squared`
 for ``cosine`` runs: vectors are L2-normalised when added and queried, and distances reported are
 ``1 - cos``.
 
-The directory holds ``index.faiss`` (the faiss index), ``ids.npy`` (the id of each row),
-``labels.npy`` (when known), ``class_names.json`` and ``paths.json`` (when known) and
-``manifest.json``: the run directory and the SHA-256 of its parameter file, the dataset,
-metric, embedding size, index kind and parameters, and the SHA-256 of every file above.
-:meth:`Index.load` checks all of it; a missing, corrupt or inconsistent file is one
-:class:`IndexFileError`.
+The directory (:mod:`.store`) holds the faiss index, ids, labels, class names, paths and
+a manifest with every file's SHA-256; :meth:`Index.load` checks all of it.
 """
 
 from __future__ import annotations
@@ -295,19 +291,7 @@ class Index:
         return out
 
     @classmethod
-    def build(
-        cls,
-        net,
-        x,
-        labels=None,
-        class_names: Optional[Sequence[str]] = None,
-        paths: Optional[Sequence[Optional[str]]] = None,
-        kind: str = "flat",
-        batch_size: int = 4096,
-        metric: str = "squared_l2",
-        info: Optional[Dict[str, Any]] = None,
-        **params,
-    ) -> Index:
+    def build(cls, net, x, labels=None, batch_size: int = 4096, **kwargs) -> Index:
         """Embed samples with ``net`` (in batches) and index the embeddings.
 
         Parameters
@@ -315,8 +299,8 @@ class Index:
         net : gluon.Block
             ``(B, ...) -> (B, D)``.
         x : (N, ...) float32 samples
-        labels, class_names, paths, kind, metric, info, **params
-            As for :meth:`from_embeddings`.
+        labels, **kwargs
+            As for :meth:`from_embeddings` (``class_names``, ``paths``, ``kind``, ...).
         batch_size : int
             Samples embedded at once.
         """
@@ -324,18 +308,7 @@ class Index:
 
         if len(x) == 0:
             raise ValueError("no samples to index")
-        emb = embed(net, x, batch_size=batch_size)
-        out = cls.from_embeddings(
-            emb,
-            labels=labels,
-            class_names=class_names,
-            paths=paths,
-            kind=kind,
-            metric=metric,
-            info=info,
-            net=net,
-            **params,
-        )
+        out = cls.from_embeddings(embed(net, x, batch_size=batch_size), labels, net=net, **kwargs)
         out.batch_size = int(batch_size)
         return out
 

@@ -1,11 +1,8 @@
-"""An index directory on disk: its files, their checksums in ``manifest.json``, and the
-checks that a directory is whole and consistent before it is used.
-
-:meth:`Index.save <gluon_triplet.search.index.Index.save>` and
-:meth:`Index.load <gluon_triplet.search.index.Index.load>` go through
-:func:`save_index_dir` and :func:`load_index_dir`; :func:`read_manifest` reads only the
-manifest (what ``serve`` needs to find an index's run).
-"""
+"""An index directory on disk: ``index.faiss``, ``ids.npy``, ``labels.npy``,
+``class_names.json`` and ``paths.json`` (when known), and ``manifest.json`` (the run, its
+parameters' SHA-256, the dataset, metric, embedding size, index kind and parameters, and
+every file's SHA-256); :func:`load_index_dir` checks that a directory is whole and
+consistent (else :class:`IndexFileError`)."""
 
 from __future__ import annotations
 
