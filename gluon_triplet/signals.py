@@ -14,9 +14,9 @@ import sys
 import threading
 import traceback
 from types import TracebackType
-from typing import Any, Iterator, Optional, Sequence
+from typing import Any, Dict, Iterator, Optional, Sequence
 
-__all__ = ["HANDLED_SIGNALS", "Interrupted", "interrupts"]
+__all__ = ["HANDLED_SIGNALS", "Interrupted", "handlers", "interrupts"]
 
 #: The signals :func:`interrupts` turns into :class:`Interrupted` by default: Ctrl-C,
 #: ``kill``, a hang-up (the terminal or ssh session went away) and a quit (Ctrl-\\).
@@ -43,23 +43,34 @@ def interrupts(signums: Sequence[int] = HANDLED_SIGNALS) -> Iterator[None]:
     clean-up interrupted again) gets the default behaviour. Outside the main thread,
     where handlers cannot be set, the block runs with the caller's handlers.
     """
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    previous = {s: signal.getsignal(s) for s in signums}
+    previous: Dict[int, Any] = {}
 
     def handler(signum: int, frame: Any) -> None:
         for s, h in previous.items():
             signal.signal(s, h)
         raise Interrupted(signum)
 
+    with handlers(signums, handler) as saved:
+        previous.update(saved)
+        try:
+            yield
+        except Interrupted as e:
+            _free_half_built(e.__traceback__)
+            raise
+
+
+@contextlib.contextmanager
+def handlers(signums: Sequence[int], handler: Any) -> Iterator[Dict[int, Any]]:
+    """``handler`` for ``signums`` inside the block, the previous handlers (yielded) after
+    it. Outside the main thread, where handlers cannot be set, nothing changes."""
+    if threading.current_thread() is not threading.main_thread():
+        yield {}
+        return
+    previous = {s: signal.getsignal(s) for s in signums}
     for s in signums:
         signal.signal(s, handler)
     try:
-        yield
-    except Interrupted as e:
-        _free_half_built(e.__traceback__)
-        raise
+        yield previous
     finally:
         for s, h in previous.items():
             signal.signal(s, h)

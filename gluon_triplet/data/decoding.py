@@ -349,28 +349,14 @@ def training_workers(cpus: Optional[int] = None) -> int:
     return max(1, cpus - 1)
 
 
-@contextlib.contextmanager
 def worker_signals():
-    """Default SIGINT/SIGTERM handlers while DataLoader forks its workers.
-
-    A run turns these signals into an exception in its process; workers that inherited
-    that handler would print a traceback each when the pool stops them.
-    """
+    """Default SIGINT/SIGTERM handlers while DataLoader forks its workers (a run's own
+    handlers, inherited, would print a traceback in each worker the pool stops)."""
     import signal
-    import threading
 
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    signums = (signal.SIGINT, signal.SIGTERM)
-    previous = {s: signal.getsignal(s) for s in signums}
-    for s in signums:
-        signal.signal(s, signal.SIG_DFL)
-    try:
-        yield
-    finally:
-        for s, h in previous.items():
-            signal.signal(s, h)
+    from ..signals import handlers
+
+    return handlers((signal.SIGINT, signal.SIGTERM), signal.SIG_DFL)
 
 
 def _batchify(items):

@@ -6,6 +6,7 @@ import numpy as np
 from mxnet import gluon, nd
 
 from .architectures import BACKBONES
+from .mlp import normalized, output_layer
 
 __all__ = ["BackboneEmbedding", "load_backbone_params"]
 
@@ -65,9 +66,7 @@ class BackboneEmbedding(gluon.HybridBlock):
             )
             self.std = self.params.get_constant("std", nd.array(_IMAGENET_STD).reshape(1, 3, 1, 1))
             self.features = zoo.features
-            self.head = gluon.nn.Dense(
-                int(embedding_size), activation="relu" if output == "relu" else None, flatten=True
-            )
+            self.head = output_layer(embedding_size, output)
 
     @staticmethod
     def prepare_input(x):
@@ -90,10 +89,7 @@ class BackboneEmbedding(gluon.HybridBlock):
 
     def hybrid_forward(self, F, x, mean, std):
         x = F.broadcast_div(F.broadcast_sub(x, mean), std)
-        emb = self.head(self.features(x))
-        if self.normalize:
-            emb = F.L2Normalization(emb, mode="instance", eps=1e-10)
-        return emb
+        return normalized(F, self.head(self.features(x)), self.normalize)
 
 
 def _zoo_net(name, pretrained):

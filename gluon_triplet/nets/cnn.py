@@ -8,6 +8,7 @@ from typing import Sequence
 from mxnet import gluon, nd
 
 from .architectures import CONV_BLOCKS
+from .mlp import normalized, output_layer
 
 __all__ = ["EmbeddingCNN"]
 
@@ -113,9 +114,7 @@ class EmbeddingCNN(gluon.HybridBlock):
             self.body.add(gluon.nn.Flatten())
             for width in hidden:
                 self.body.add(gluon.nn.Dense(int(width), activation="relu"))
-            self.body.add(
-                gluon.nn.Dense(int(embedding_size), activation="relu" if output == "relu" else None)
-            )
+            self.body.add(output_layer(embedding_size, output))
 
     @staticmethod
     def prepare_input(x):
@@ -137,8 +136,4 @@ class EmbeddingCNN(gluon.HybridBlock):
         return super().forward(x, *args)
 
     def hybrid_forward(self, F, x):
-        emb = self.body(x)
-        if self.normalize:
-            # eps keeps an all-zero ReLU output finite instead of NaN.
-            emb = F.L2Normalization(emb, mode="instance", eps=1e-10)
-        return emb
+        return normalized(F, self.body(x), self.normalize)

@@ -6,7 +6,7 @@ from typing import Sequence
 
 from mxnet import gluon
 
-__all__ = ["EmbeddingMLP"]
+__all__ = ["EmbeddingMLP", "normalized", "output_layer"]
 
 
 class EmbeddingMLP(gluon.HybridBlock):
@@ -37,20 +37,25 @@ class EmbeddingMLP(gluon.HybridBlock):
         **kwargs,
     ):
         super().__init__(**kwargs)
-        if output not in ("relu", "linear"):
-            raise ValueError(f"output must be 'relu' or 'linear', got {output!r}")
         self.normalize = normalize
         with self.name_scope():
             self.body = gluon.nn.HybridSequential()
             for width in hidden:
                 self.body.add(gluon.nn.Dense(int(width), activation="relu"))
-            self.body.add(
-                gluon.nn.Dense(int(embedding_size), activation="relu" if output == "relu" else None)
-            )
+            self.body.add(output_layer(embedding_size, output))
 
     def hybrid_forward(self, F, x):
-        emb = self.body(x)
-        if self.normalize:
-            # eps keeps an all-zero ReLU output finite instead of NaN.
-            emb = F.L2Normalization(emb, mode="instance", eps=1e-10)
-        return emb
+        return normalized(F, self.body(x), self.normalize)
+
+
+def output_layer(embedding_size: int, output: str) -> gluon.nn.Dense:
+    """The embedding layer of every net: ``Dense(embedding_size)``, ``output`` "relu" or
+    "linear"."""
+    if output not in ("relu", "linear"):
+        raise ValueError(f"output must be 'relu' or 'linear', got {output!r}")
+    return gluon.nn.Dense(int(embedding_size), activation="relu" if output == "relu" else None)
+
+
+def normalized(F, emb, normalize: bool):
+    """``emb`` L2-normalised per row when ``normalize`` (eps keeps a zero row finite)."""
+    return F.L2Normalization(emb, mode="instance", eps=1e-10) if normalize else emb
