@@ -22,6 +22,7 @@ import hashlib
 import os
 from typing import Any, Dict, List, Optional
 
+from ..io import sha256_file
 from .idx_dir import IDX_FILES
 
 __all__ = ["FINGERPRINT_FORMAT", "data_fingerprint", "fingerprint_changes"]
@@ -42,16 +43,15 @@ def _short(text: str, n: int) -> str:
 
 def _file_entry(path: str) -> Dict[str, Any]:
     st = os.stat(path)
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        if st.st_size <= _WHOLE:
-            for chunk in iter(lambda: f.read(1 << 20), b""):
-                h.update(chunk)
-        else:
-            h.update(f.read(_EDGE))
+    if st.st_size <= _WHOLE:
+        digest = sha256_file(path)
+    else:
+        with open(path, "rb") as f:
+            h = hashlib.sha256(f.read(_EDGE))
             f.seek(st.st_size - _EDGE)
             h.update(f.read(_EDGE))
-    return {"size": st.st_size, "mtime_ns": st.st_mtime_ns, "sha256": h.hexdigest()}
+            digest = h.hexdigest()
+    return {"size": st.st_size, "mtime_ns": st.st_mtime_ns, "sha256": digest}
 
 
 def _files(paths: List[str]) -> Dict[str, Any]:

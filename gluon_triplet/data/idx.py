@@ -186,12 +186,7 @@ def _parse_idx(
 
 
 def _count_rest(f) -> int:
-    n = 0
-    while True:
-        chunk = f.read(_CHUNK)
-        if not chunk:
-            return n
-        n += len(chunk)
+    return sum(len(chunk) for chunk in iter(lambda: f.read(_CHUNK), b""))
 
 
 def check_array_size(where: str, what: str, shape, dtype, max_bytes: Optional[int]) -> None:
