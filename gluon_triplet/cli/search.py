@@ -68,10 +68,6 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def _is_dataset(q: str) -> bool:
-    return q in ("mnist", "fashion-mnist", "mnist-5k") or q.startswith(_DATASET_PREFIXES)
-
-
 def _check_run(index: Any, index_dir: str, run_dir: Optional[str]) -> Tuple[Any, Any, str]:
     """The run, its config and params file, checked to be those the index was built with."""
     from ..search.index import metric_for_distance
@@ -104,7 +100,8 @@ def _queries(
     images = ImageOptions.from_config(config)
 
     shape = tuple(index.info.get("sample_shape") or ())
-    datasets = [q for q in args.query if _is_dataset(q)]
+    named = ("mnist", "fashion-mnist", "mnist-5k")
+    datasets = [q for q in args.query if q in named or q.startswith(_DATASET_PREFIXES)]
     if datasets:
         if len(args.query) > 1:
             raise ValueError(

@@ -68,32 +68,19 @@ class Augmenter(gluon.HybridBlock):
         def uniform(lo, hi):
             return F.random.uniform_like(row, low=lo, high=hi)
 
+        def shift():
+            return uniform(-2 * _SHIFT, 2 * _SHIFT)
+
         zero = F.zeros_like(row)
         if self.kind == "digits":
             angle = uniform(-_ROTATE, _ROTATE)
             cos, sin = F.cos(angle), F.sin(angle)
             # Sampling grid in [-1, 1] coordinates: source = A @ (x_out, y_out, 1).
-            theta = F.concat(
-                cos,
-                -sin,
-                uniform(-2 * _SHIFT, 2 * _SHIFT),
-                sin,
-                cos,
-                uniform(-2 * _SHIFT, 2 * _SHIFT),
-                dim=1,
-            )
+            theta = F.concat(cos, -sin, shift(), sin, cos, shift(), dim=1)
         elif self.kind == "objects":
             flip = F.sign(uniform(-1.0, 1.0))
             one = F.ones_like(row)
-            theta = F.concat(
-                flip,
-                zero,
-                uniform(-2 * _SHIFT, 2 * _SHIFT),
-                zero,
-                one,
-                uniform(-2 * _SHIFT, 2 * _SHIFT),
-                dim=1,
-            )
+            theta = F.concat(flip, zero, shift(), zero, one, shift(), dim=1)
         else:
             area = uniform(*_AREA)
             log_aspect = uniform(math.log(_ASPECT[0]), math.log(_ASPECT[1]))
@@ -101,15 +88,8 @@ class Augmenter(gluon.HybridBlock):
             sx = F.minimum(F.sqrt(area * aspect), F.ones_like(row))
             sy = F.minimum(F.sqrt(area / aspect), F.ones_like(row))
             flip = F.sign(uniform(-1.0, 1.0))
-            theta = F.concat(
-                sx * flip,
-                zero,
-                (1 - sx) * uniform(-1.0, 1.0),
-                zero,
-                sy,
-                (1 - sy) * uniform(-1.0, 1.0),
-                dim=1,
-            )
+            tx, ty = (1 - sx) * uniform(-1.0, 1.0), (1 - sy) * uniform(-1.0, 1.0)
+            theta = F.concat(sx * flip, zero, tx, zero, sy, ty, dim=1)
         grid = F.GridGenerator(theta, transform_type="affine", target_shape=self.size)
         out = F.BilinearSampler(x, grid)
         if self.kind == "photos":

@@ -17,6 +17,7 @@ import numpy as np
 
 from ..errors import DataError
 from .bundle import DataBundle
+from .decoding import ImageOptions
 from .idx_dir import load_idx_dir
 from .mnist import DEBIAN_FASHION_MNIST_DIR, NAMED, load_mnist_5k, load_named
 from .npz import load_npz
@@ -108,15 +109,15 @@ def _load_source(
     download: bool,
 ) -> DataBundle:
     """The bundle of ``spec`` from its source (arguments as in :func:`load_dataset`)."""
+    options = images or ImageOptions()
     if spec in NAMED:
-        return load_named(spec, data_dir, logger, max_bytes, download, images or _image_options())
+        return load_named(spec, data_dir, logger, max_bytes, download, options)
     if spec == "mnist-5k":
         return load_mnist_5k()
     if spec.startswith(("idx:", "npz:")):
         path = os.path.expanduser(spec[4:])
         if not path:
             raise DataError(f"{spec!r} needs a path, e.g. {spec}/data/my-set")
-        options = images or _image_options()
         if spec.startswith("idx:"):
             return load_idx_dir(path, spec, None, max_bytes, options)
         return load_npz(path, name=spec, max_bytes=max_bytes, options=options)
@@ -124,7 +125,6 @@ def _load_source(
         kind, _, path = spec.partition(":")
         if not path:
             raise DataError(f"{spec!r} needs a path, e.g. {kind}:/data/my-images")
-        options = images or _image_options()  # Pillow and MXNet only for pictures
         load = {"folder": load_folder, "rec": load_rec, "image": load_image_files}[kind]
         return load(path, spec, options, logger)
     raise DataError(f"unknown dataset {spec!r}; choose one of: {_CHOICES}")
@@ -140,9 +140,3 @@ def _log_bundle(bundle: DataBundle, logger: logging.Logger) -> None:
         len(np.unique(np.concatenate([bundle.y_train, bundle.y_test]))),
         bundle.source,
     )
-
-
-def _image_options():
-    from .decoding import ImageOptions
-
-    return ImageOptions()

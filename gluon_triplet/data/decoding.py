@@ -154,7 +154,7 @@ def decode_picture(buf: bytes, channels: int, *, max_pixels: int = MAX_PIXELS):
     except Image.DecompressionBombError as e:  # beyond twice the limit, in a rare format
         raise TooManyPixels(error_reason(e)) from None
     except Exception as e:  # PIL raises many types (OSError, SyntaxError, ValueError ...)
-        raise ImageFileError(_empty_or(buf, e)) from None
+        raise ImageFileError(error_reason(e) if buf else "empty file") from None
     width, height = img.size
     check_pixels(width, height, max_pixels)  # the header only: nothing is decoded yet
     try:
@@ -164,10 +164,6 @@ def decode_picture(buf: bytes, channels: int, *, max_pixels: int = MAX_PIXELS):
         return as_mode(img, channels)
     except Exception as e:  # PIL raises many types (OSError, SyntaxError, ValueError ...)
         raise ImageFileError(error_reason(e)) from None
-
-
-def _empty_or(buf: bytes, e: Exception) -> str:
-    return "empty file" if len(buf) == 0 else error_reason(e)
 
 
 def error_reason(e: Exception) -> str:

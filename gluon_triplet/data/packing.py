@@ -33,7 +33,7 @@ def _encode(img, encoding: str, quality: int) -> bytes:
 JPEG_MAX_SIDE = 65500
 
 
-def _payload(img, path: str, resize: int, encoding: str, quality: int) -> bytes:
+def _payload(img, path: str, options: dict) -> bytes:
     """The bytes a record stores for picture ``img`` of file ``path``: the file itself when
     it is a JPEG or PNG kept at its size, else ``img`` resized and re-encoded.
 
@@ -45,6 +45,7 @@ def _payload(img, path: str, resize: int, encoding: str, quality: int) -> bytes:
     """
     from PIL import Image
 
+    resize, encoding = options["resize"], options["encoding"]
     fmt = img.format
     if not resize and fmt in ("JPEG", "PNG") and img.mode in ("L", "RGB", "RGBA", "P"):
         with open(path, "rb") as f:
@@ -62,7 +63,7 @@ def _payload(img, path: str, resize: int, encoding: str, quality: int) -> bytes:
     try:
         if resize:
             img = img.resize((w, h), Image.BILINEAR)
-        return _encode(img, encoding, quality)
+        return _encode(img, encoding, options["quality"])
     except (OSError, ValueError, MemoryError) as e:
         raise ImageFileError(f"{path}: cannot encode it at {w} x {h} ({error_reason(e)})") from None
 
@@ -94,7 +95,7 @@ def write_records(scan, source: str, rec: str, idx: str, options: dict, progress
                 bad.append(i)
                 continue
             try:
-                payload = _payload(img, scan.paths[i], options["resize"], **_encoding(options))
+                payload = _payload(img, scan.paths[i], options)
             except ImageFileError as e:
                 unfit.append(str(e))
                 continue
@@ -111,10 +112,6 @@ def write_records(scan, source: str, rec: str, idx: str, options: dict, progress
         raise OSError(errno.ENOSPC, f"{end} bytes written, {os.path.getsize(rec)} on disk")
     _report_skipped(scan, source, bad, unfit, options)
     return {"labels": labels, "n_test": n_test, "colour": colour, "skipped": len(bad) + len(unfit)}
-
-
-def _encoding(options: dict) -> dict:
-    return {"encoding": options["encoding"], "quality": options["quality"]}
 
 
 def _report_skipped(scan, source: str, bad: List[int], unfit: List[str], options: dict) -> None:
