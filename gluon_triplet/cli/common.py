@@ -18,6 +18,7 @@ __all__ = [
     "BAD_INPUT",
     "add_common_flags",
     "add_run_flags",
+    "add_split_flag",
     "check_new_path",
     "guarded",
     "is_loopback",
@@ -81,6 +82,16 @@ def add_run_flags(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument(
         "--data-dir", help="IDX files for mnist / fashion-mnist (default: as for training)"
+    )
+
+
+def add_split_flag(p: Any, flag: str = "--split", default: str = "test", of: str = "") -> None:
+    """``--split {test,train,all}``: which part of a dataset (``of`` names it)."""
+    p.add_argument(
+        flag,
+        choices=("test", "train", "all"),
+        default=default,
+        help=f"part of {of or 'the dataset'} (default: {default})",
     )
 
 

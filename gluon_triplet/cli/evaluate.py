@@ -9,7 +9,7 @@ from typing import Optional, Sequence
 import numpy as np
 
 from ..runs.report import class_name
-from .common import add_common_flags, run_command
+from .common import add_common_flags, add_split_flag, run_command
 from .inference import add_inference_flags, embed_checked, load_for_inference
 
 __all__ = ["HELP", "build_parser", "main"]
@@ -42,18 +42,8 @@ def add_gallery_flags(p: argparse.ArgumentParser) -> None:
     )
     g.add_argument("--query", metavar="DS", help="dataset of the queries (with --gallery)")
     g.add_argument("--gallery", metavar="DS", help="dataset of the gallery (with --query)")
-    g.add_argument(
-        "--query-split",
-        choices=("test", "train", "all"),
-        default="test",
-        help="part of --query (default: test)",
-    )
-    g.add_argument(
-        "--gallery-split",
-        choices=("test", "train", "all"),
-        default="train",
-        help="part of --gallery (default: train)",
-    )
+    add_split_flag(g, "--query-split", "test", "--query")
+    add_split_flag(g, "--gallery-split", "train", "--gallery")
 
 
 def _comparable(

@@ -29,8 +29,7 @@ def build_parser() -> argparse.ArgumentParser:
         "dataset, metric, embedding size, index kind and parameters). Query it with "
         "`gluon-triplet search INDEX_DIR --query ...`.",
     )
-    add_inference_flags(p)
-    p.set_defaults(split="train")
+    add_inference_flags(p, split="train")
     p.add_argument("--out", required=True, metavar="INDEX_DIR", help="new directory to write")
     p.add_argument(
         "--index",

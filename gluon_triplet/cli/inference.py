@@ -12,23 +12,18 @@ import numpy as np
 
 from ..resources import mxnet_reason
 from ..runs.rundir import RunDir
-from .common import add_run_flags
+from .common import add_run_flags, add_split_flag
 
 __all__ = ["add_inference_flags", "embed_checked", "load_for_inference"]
 
 logger = logging.getLogger("gluon_triplet")
 
 
-def add_inference_flags(p: argparse.ArgumentParser) -> None:
+def add_inference_flags(p: argparse.ArgumentParser, split: str = "test") -> None:
     """``RUN_DIR``, ``--params``, ``--data-dir``, ``--dataset``, ``--split``, ``--ctx``."""
     add_run_flags(p)
     p.add_argument("--dataset", help="dataset spec as for training (default: the run's own)")
-    p.add_argument(
-        "--split",
-        choices=("test", "train", "all"),
-        default="test",
-        help="which part of the dataset (default: test)",
-    )
+    add_split_flag(p, default=split)
     p.add_argument(
         "--ctx", default="cpu", help="context to run the net on, e.g. cpu or gpu:0 (default: cpu)"
     )

@@ -11,7 +11,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from .common import add_common_flags, check_new_path, run_command
+from .common import add_common_flags, add_split_flag, check_new_path, run_command
 
 __all__ = ["HELP", "build_parser", "main"]
 
@@ -41,12 +41,7 @@ def build_parser() -> argparse.ArgumentParser:
         "npz:FILE, folder:DIR, rec:PREFIX) whose --split is searched",
     )
     p.add_argument("-k", type=int, default=10, help="neighbours per query (default: 10)")
-    p.add_argument(
-        "--split",
-        choices=("test", "train", "all"),
-        default="test",
-        help="part of a query dataset (default: test)",
-    )
+    add_split_flag(p, of="a query dataset")
     p.add_argument("--limit", type=int, help="only the first N queries (default: all)")
     p.add_argument("--data-dir", help="IDX files of a mnist / fashion-mnist query dataset")
     p.add_argument("--json", action="store_true", help="one JSON object per query per line")
