@@ -78,8 +78,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _serve(args: argparse.Namespace) -> None:
-    from ..search.serve import ENVIRON, _frameworks, build_app
-    from ..search.service import SearchService, ensure_export
+    from ..search.serve import ENVIRON, _frameworks, create_app
 
     if not 0 <= args.port <= 65535:
         raise ValueError(f"--port must be from 0 to 65535, got {args.port}")
@@ -88,15 +87,10 @@ def _serve(args: argparse.Namespace) -> None:
     if not args.max_upload_mb > 0 or args.max_pixels < 1:
         raise ValueError("--max-upload-mb and --max-pixels must be positive")
     _, uvicorn = _frameworks()
-    export_dir = ensure_export(args.index_dir, args.export, args.run)
-    kwargs = {
-        "export_dir": export_dir,
-        "max_upload_mb": args.max_upload_mb,
-        "token": args.token,
-        "max_pixels": args.max_pixels,
-    }
-    # Loaded here, so that a bad index or export is one error line, not a worker's.
-    service = SearchService(args.index_dir, export_dir, max_pixels=args.max_pixels)
+    kwargs = dict(max_upload_mb=args.max_upload_mb, token=args.token, max_pixels=args.max_pixels)
+    # Built here, so that a bad index or export is one error line, not a worker's.
+    app = create_app(args.index_dir, export_dir=args.export, run_dir=args.run, **kwargs)
+    service = app.state.service
     if port_in_use(args.host, args.port):  # one error line now, not uvicorn's exit
         raise OSError(f"cannot listen on {args.host}:{args.port}: in use or not this host's")
     if not is_loopback(args.host):
@@ -112,22 +106,18 @@ def _serve(args: argparse.Namespace) -> None:
         len(service.index),
         service.index.dim,
         service.index.metric,
-        os.path.join(export_dir, "model.onnx"),
+        os.path.join(service.export_dir, "model.onnx"),
         f"[{args.host}]" if ":" in args.host else args.host,
         args.port,
     )
     level = "warning" if args.quiet else "info"
-    common = {
-        "host": args.host,
-        "port": args.port,
-        "log_level": level,
-        "access_log": not args.quiet,
-    }
+    common = dict(host=args.host, port=args.port, log_level=level, access_log=not args.quiet)
     if args.workers == 1:
-        uvicorn.run(build_app(service, int(args.max_upload_mb * 2**20), args.token), **common)
+        uvicorn.run(app, **common)
         return
-    del service  # each worker process loads its own
-    os.environ[ENVIRON] = json.dumps({"index_dir": args.index_dir, **kwargs})
+    kwargs.update(index_dir=args.index_dir, export_dir=service.export_dir)
+    os.environ[ENVIRON] = json.dumps(kwargs)
+    del app, service  # each worker process loads its own
     uvicorn.run(
         "gluon_triplet.search.serve:app_from_environ",
         factory=True,
