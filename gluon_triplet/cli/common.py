@@ -19,6 +19,7 @@ __all__ = [
     "add_common_flags",
     "add_run_flags",
     "add_split_flag",
+    "address_family",
     "check_new_path",
     "guarded",
     "is_loopback",
@@ -129,6 +130,7 @@ def is_loopback(host: str) -> bool:
 
 
 def address_family(host: str) -> socket.AddressFamily:
+    """The socket family of ``host`` (IPv4 when it does not resolve)."""
     try:
         return socket.getaddrinfo(host or None, 0, type=socket.SOCK_STREAM)[0][0]
     except OSError:
