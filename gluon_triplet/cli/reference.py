@@ -36,7 +36,7 @@ file is stale. -->
 `python run_train.py [options]` and `python -m gluon_triplet [train] [options]` are the same
 as `gluon-triplet [train] [options]` (from a clone after `make install`:
 `.venv/bin/gluon-triplet`). Every subcommand takes `-h/--help`. The training options are
-generated from the fields of `Config` (`gluon_triplet/config.py`), one option per field; a
+generated from the fields of `Config` (`gluon_triplet/config/settings.py`), one option per field; a
 `--config FILE.json` takes the same keys with `_` for `-`. Bad input prints one `error: ...`
 line and exits with status 2 (see [reliability.md](reliability.md)).
 """
