@@ -3,7 +3,7 @@ distances between embeddings, computed in blocks."""
 
 from __future__ import annotations
 
-from typing import List, Tuple
+from typing import List, Optional, Tuple
 
 import numpy as np
 
@@ -119,10 +119,11 @@ def _as_chunk_size(chunk_size) -> int:
 # ---------------------------------------------------------------------------- distances
 
 
-def _minus_two_gram(q: np.ndarray, x: np.ndarray) -> np.ndarray:
-    """``(Q, D), (M, D) -> (Q, M)`` values ``-2 q_i . x_j``."""
+def _minus_two_gram(q: np.ndarray, x: np.ndarray, out: Optional[np.ndarray] = None) -> np.ndarray:
+    """``(Q, D), (M, D) -> (Q, M)`` values ``-2 q_i . x_j``, into ``out`` when given (a
+    ``(Q, M)`` C-contiguous array of the result's dtype)."""
     # Scaling by -2 is exact, so doing it on the small operand saves a pass over (Q, M).
-    return (q * -2.0) @ x.T
+    return np.matmul(q * -2.0, x.T, out=out)
 
 
 def _finish_sq_dists(g: np.ndarray, qn: np.ndarray, xn: np.ndarray) -> np.ndarray:
