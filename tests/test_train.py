@@ -223,3 +223,55 @@ def test_a_run_stopped_early_ends_with_the_whole_split(mnist5k):
     assert "evaluated_on" not in history[1]["test"]
     assert history[1]["test"]["num_queries"] == 1000
     assert "per_class_precision_at_1" in history[1]["test"] and "nmi" in history[1]["test"]
+
+
+def test_the_last_evaluation_embedding_is_shared_while_the_weights_stand(mnist5k):
+    # trainer.embed(x, test_index=i) for x = test_x[i]: from the whole split's last
+    # evaluation after the last epoch (no second pass through the net), else computed;
+    # always what a fresh pass gives (the net's call count says which it was).
+    from gluon_triplet.training.callbacks import Callback
+
+    index = np.array([3, 10, 11, 500, 999])
+    x = mnist5k.x_test[index]
+    seen = []
+
+    class Compare(Callback):
+        def check(self, trainer, when):
+            calls = []
+            hook = trainer.net.register_forward_hook(lambda *a: calls.append(1))
+            shared = trainer.embed(x, test_index=index)
+            hook.detach()
+            # equal up to rounding: the net's kernels block a batch of 5 and one of 1000
+            # differently
+            np.testing.assert_allclose(shared, trainer.embed(x), rtol=1e-4, atol=1e-6)
+            seen.append((when, trainer.epoch, len(calls)))
+
+        def on_batch_end(self, trainer):
+            if trainer.batch == 1:  # the weights moved since any evaluation
+                self.check(trainer, "batch")
+
+        def on_epoch_end(self, trainer):
+            if trainer.epoch == 1:
+                trainer.evaluate()  # a whole evaluation before more training
+            self.check(trainer, "epoch end")
+
+        def on_train_end(self, trainer):
+            self.check(trainer, "train end")
+
+    trainer = make_trainer(mnist5k, [mx.cpu()], epochs=2, eval_samples=200)
+    trainer.callbacks.callbacks.append(Compare())
+    trainer.fit()
+    # the net ran for the shared call except after a whole evaluation
+    assert seen == [
+        ("batch", 1, 1),
+        ("epoch end", 1, 0),
+        ("batch", 2, 1),
+        ("epoch end", 2, 0),
+        ("train end", 2, 0),
+    ]
+    # released once training has ended
+    after = []
+    hook = trainer.net.register_forward_hook(lambda *a: after.append(1))
+    trainer.embed(x, test_index=index)
+    hook.detach()
+    assert after == [1]

@@ -261,9 +261,21 @@ class BoardCallback(Callback):
     projector_every : int
         Also write the embedding every this many epochs (``embedding_<epoch:06d>``);
         0 writes it only once, at the end of training.
+    test_index : (M,) int array, optional
+        Where the samples are in the trainer's test split (``projector_x`` is
+        ``test_x[test_index]``): the final embedding is then the rows of the test split's
+        whole evaluation, not a second pass (``trainer.embed``'s ``test_index``).
     """
 
-    def __init__(self, logdir, projector_x, projector_y, class_names=None, projector_every=0):
+    def __init__(
+        self,
+        logdir,
+        projector_x,
+        projector_y,
+        class_names=None,
+        projector_every=0,
+        test_index=None,
+    ):
         x = _to_numpy(projector_x)
         y = _to_numpy(projector_y)
         if x.ndim < 2 or x.shape[0] == 0:
@@ -299,6 +311,12 @@ class BoardCallback(Callback):
         self.logdir = logdir
         self.projector_x = x
         self.projector_every = int(projector_every)
+        self.test_index = None if test_index is None else np.asarray(test_index)
+        if self.test_index is not None and self.test_index.shape != (len(x),):
+            raise ValueError(
+                f"BoardCallback: test_index must be ({len(x)},) like projector_x, got shape "
+                f"{self.test_index.shape}"
+            )
         self.sprite = sprite_images(x)
         if self.sprite is None:
             logger.info("projector: no sprite for samples of shape %s (not images)", x.shape)
@@ -357,7 +375,8 @@ class BoardCallback(Callback):
             self._writer.add_scalar("time/epoch_seconds", float(record["time"]), global_step=step)
 
     def _write_embedding(self, trainer, global_step):
-        emb = np.asarray(trainer.embed(self.projector_x), dtype=np.float32)
+        where = {} if self.test_index is None else {"test_index": self.test_index}
+        emb = np.asarray(trainer.embed(self.projector_x, **where), dtype=np.float32)
         return self._write("embedding", emb, global_step=global_step)
 
     def on_train_begin(self, trainer):

@@ -18,8 +18,11 @@ The legend sits in a column right of the plots and titles are the figure's, cent
 wrapped, so neither covers points nor runs off the picture.
 
 Drawing uses matplotlib's object API with the Agg canvas, never ``pyplot``: no global
-backend or figure state is touched. matplotlib and scikit-learn are imported lazily, so the
-package imports without them.
+backend or figure state is touched. The pictures of the final embedding are drawn in a
+background thread from the end of the last epoch, while the final evaluation's clustering
+and the raw-pixel baseline run, and t-SNE beside them in another (it computes mostly
+outside the GIL, on one core); ``curves.png`` follows, with the baseline. matplotlib and
+scikit-learn are imported lazily, so the package imports without them.
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ import logging
 import math
 import os
 import textwrap
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
@@ -352,6 +356,11 @@ class PlotCallback(Callback):
         t-SNE's random state.
     max_panels : int
         At most this many panels in ``pca-epochs.png``; every epoch when they fit.
+    test_index : (M,) int array, optional
+        Where the sample is in the trainer's test split (``projector_x`` is
+        ``test_x[test_index]``): after the last epoch its embedding is then the rows of
+        the test split's whole evaluation, not another pass (``trainer.embed``'s
+        ``test_index``).
     """
 
     def __init__(
@@ -364,6 +373,7 @@ class PlotCallback(Callback):
         tsne=True,
         seed=0,
         max_panels=20,
+        test_index=None,
     ):
         if (projector_x is None) != (projector_y is None):
             raise ValueError("PlotCallback: give both projector_x and projector_y, or neither")
@@ -384,15 +394,26 @@ class PlotCallback(Callback):
         self.tsne = tsne
         self.seed = seed
         self.max_panels = max_panels
+        self.test_index = None if test_index is None else np.asarray(test_index)
+        if self.test_index is not None and (
+            projector_x is None or self.test_index.shape != (len(projector_x),)
+        ):
+            raise ValueError("PlotCallback: test_index must be (M,) like projector_x")
         self.frames = []
         self.written = []
+        self._pool = None
+        self._pending = None
 
     def _snapshot(self, trainer):
         if self.projector_x is None or not trainer.history:
             return
-        points = pca_2d(trainer.embed(self.projector_x))
+        points = pca_2d(self._embed(trainer))
         previous = self.frames[-1][1] if self.frames else None
         self.frames.append((int(trainer.history[-1]["epoch"]), _align_signs(points, previous)))
+
+    def _embed(self, trainer):
+        where = {} if self.test_index is None else {"test_index": self.test_index}
+        return trainer.embed(self.projector_x, **where)
 
     def on_train_begin(self, trainer):
         self.frames = []
@@ -400,43 +421,84 @@ class PlotCallback(Callback):
 
     def on_epoch_end(self, trainer):
         self._snapshot(trainer)
+        last = getattr(trainer, "total_epochs", None)
+        if getattr(trainer, "stop_training", False) or (last is not None and trainer.epoch >= last):
+            # The last epoch: its pictures need nothing more, so they are drawn in the
+            # background while the trainer and the other callbacks finish.
+            self._start(trainer)
 
-    def on_train_end(self, trainer):
+    def _start(self, trainer):
+        """Start drawing the final embedding's pictures (all but ``curves.png``, which
+        waits for the raw-pixel baseline) in a background thread."""
+        self.close()
+        if self.projector_x is None:
+            return
+        epoch = trainer.history[-1]["epoch"]
+        emb = self._embed(trainer)  # the net runs here, in the caller's thread
+        self._pool = ThreadPoolExecutor(2)
+        self._pending = (epoch, self._pool.submit(self._projections, emb, epoch))
+
+    def _projections(self, emb, epoch):
+        """``pca.png``, ``tsne.png`` and ``pca-epochs.png``; t-SNE (one core, mostly outside
+        the GIL) runs in a second thread while the others are drawn."""
         path = lambda name: os.path.join(self.run_dir, name)  # noqa: E731
         name = os.path.basename(os.path.normpath(self.run_dir))
-        written = [plot_curves(path("curves.png"), trainer.history, self.baseline, title=name)]
-        if self.projector_x is not None:
-            emb = trainer.embed(self.projector_x)
-            epoch = trainer.history[-1]["epoch"]
-            what = f"{name}: embedding of {len(emb)} test samples, epoch {epoch}"
-            written.append(
-                plot_scatter(
-                    path("pca.png"), pca_2d(emb), self.projector_y, self.class_names, f"PCA, {what}"
-                )
+        what = f"{name}: embedding of {len(emb)} test samples, epoch {epoch}"
+        tsne = None
+        if self.tsne and len(emb) >= 4:
+            tsne = self._pool.submit(tsne_2d, emb, seed=self.seed)
+        pictures = {
+            "pca": plot_scatter(
+                path("pca.png"), pca_2d(emb), self.projector_y, self.class_names, f"PCA, {what}"
             )
-            if self.tsne and len(emb) >= 4:
-                points = tsne_2d(emb, seed=self.seed)
-                written.append(
-                    plot_scatter(
-                        path("tsne.png"),
-                        points,
-                        self.projector_y,
-                        self.class_names,
-                        f"t-SNE, {what}",
-                    )
-                )
-            if self.frames:
-                keep = set(pick_epochs([e for e, _ in self.frames], self.max_panels))
-                frames = [f for f in self.frames if f[0] in keep]
-                written.append(
-                    plot_pca_grid(
-                        path("pca-epochs.png"),
-                        frames,
-                        self.projector_y,
-                        self.class_names,
-                        title=f"{name}: PCA of the embedding per epoch",
-                        total=len(self.frames),
-                    )
-                )
-        self.written = written
-        logger.info("pictures: %s", ", ".join(os.path.basename(p) for p in written))
+        }
+        if self.frames:
+            pictures["grid"] = self._plot_grid(path("pca-epochs.png"), name)
+        if tsne is not None:
+            pictures["tsne"] = plot_scatter(
+                path("tsne.png"),
+                tsne.result(),
+                self.projector_y,
+                self.class_names,
+                f"t-SNE, {what}",
+            )
+        return pictures
+
+    def close(self):
+        """Stop the background drawing's threads (after a failed or interrupted run)."""
+        pool, self._pool, self._pending = getattr(self, "_pool", None), None, None
+        if pool is not None:
+            pool.shutdown(wait=False, cancel_futures=True)
+
+    def on_train_end(self, trainer):
+        pending = getattr(self, "_pending", None)
+        if self.projector_x is not None and (
+            pending is None or pending[0] != trainer.history[-1]["epoch"]
+        ):
+            self._start(trainer)  # e.g. a resumed run with no epoch left
+            pending = self._pending
+        pictures = {}
+        try:
+            if pending is not None:
+                pictures.update(pending[1].result())
+        finally:
+            self.close()
+        # After the others: matplotlib draws in one thread at a time.
+        name = os.path.basename(os.path.normpath(self.run_dir))
+        pictures["curves"] = plot_curves(
+            os.path.join(self.run_dir, "curves.png"), trainer.history, self.baseline, title=name
+        )
+        self.written = [pictures[k] for k in ("curves", "pca", "tsne", "grid") if k in pictures]
+        logger.info("pictures: %s", ", ".join(os.path.basename(p) for p in self.written))
+
+    def _plot_grid(self, path, name):
+        keep = set(pick_epochs([e for e, _ in self.frames], self.max_panels))
+        frames = [f for f in self.frames if f[0] in keep]
+        return plot_pca_grid(
+            path,
+            frames,
+            self.projector_y,
+            self.class_names,
+            title=f"{name}: PCA of the embedding per epoch",
+            total=len(self.frames),
+        )

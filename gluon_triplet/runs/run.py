@@ -434,6 +434,8 @@ def _callbacks(
     m = len(data.x_test) if config.projector_samples == -1 else config.projector_samples
     m = min(m, len(data.x_test))
     pick = np.sort(rng.choice(len(data.x_test), size=m, replace=False))
+    # One copy of the projector sample for the projector and the pictures.
+    sample_x, sample_y = (data.x_test[pick], data.y_test[pick]) if m else (None, None)
     callbacks = [
         ProgressCallback(bar=False if quiet else None),
         CollapseGuard(),
@@ -447,14 +449,16 @@ def _callbacks(
         callbacks.append(
             BoardCallback(
                 run_dir.path,
-                data.x_test[pick],
-                data.y_test[pick],
+                sample_x,
+                sample_y,
                 class_names=data.class_names,
                 projector_every=config.projector_every,
+                test_index=pick,
             )
         )
     if config.plots:
-        callbacks.extend(_plot_callbacks(run_dir, data, pick if m >= 2 else None, raw, config))
+        plotted = (pick, sample_x, sample_y) if m >= 2 else (None, None, None)
+        callbacks.extend(_plot_callbacks(run_dir, data, plotted, raw, config))
     # Last: metrics.json says "finished" only once every other output is written, so a run
     # cut short before that can be resumed to finish them.
     callbacks.append(
@@ -601,9 +605,10 @@ def _run_worker(net, train_set, config, contexts, kvstore, t0):
     return None
 
 
-def _plot_callbacks(run_dir, data, pick, raw, config):
+def _plot_callbacks(run_dir, data, sample, raw, config):
     """The PNG pictures of a run (see :mod:`gluon_triplet.runs.plots`) as a list of 0 or 1
-    callbacks; ``pick`` indexes the projector sample in the test split, None: curves only."""
+    callbacks; ``sample`` is ``(pick, x, y)``: the projector sample's positions in the test
+    split and its samples and labels, or three None: curves only."""
     import importlib.util
 
     from .plots import PlotCallback
@@ -615,13 +620,15 @@ def _plot_callbacks(run_dir, data, pick, raw, config):
             " and ".join(missing),
         )
         return []
+    pick, x, y = sample
     return [
         PlotCallback(
             run_dir.path,
-            None if pick is None else data.x_test[pick],
-            None if pick is None else data.y_test[pick],
+            x,
+            y,
             class_names=data.class_names,
             baseline=raw,
             seed=config.seed,
+            test_index=pick,
         )
     ]

@@ -108,10 +108,24 @@ class TrainerEvaluation:
         self._eval_note = sample_note(self.test_y, self._eval_sample)
         self._val_note = sample_note(self.val_y, self._val_sample)
         self._final: Optional[Tuple[int, np.ndarray, Dict[Any, float]]] = None
+        # The whole test split's embedding by the current weights, from the last whole
+        # evaluation; the loop drops it when the weights change (see embed's test_index).
+        self._test_embedding: Optional[np.ndarray] = None
 
-    def embed(self, x: np.ndarray, desc: Optional[str] = None) -> np.ndarray:
+    def embed(
+        self, x: np.ndarray, desc: Optional[str] = None, test_index: Optional[np.ndarray] = None
+    ) -> np.ndarray:
         """Embeddings of ``x`` by the current net: ``(N, ...) -> (N, D) float32``; ``desc``
-        labels a progress bar shown when that takes more than a few seconds."""
+        labels a progress bar shown when that takes more than a few seconds.
+
+        ``test_index`` ``(N,)`` int says that ``x`` is ``test_x[test_index]``: its rows are
+        then taken from the whole test split's embedding when an evaluation of the whole
+        split made one with the current weights (after the last epoch, until the epoch-end
+        and train-end callbacks have run), instead of a second pass through the net. Do
+        not pass it after changing the weights outside ``fit``.
+        """
+        if test_index is not None and self._test_embedding is not None:
+            return self._test_embedding[np.asarray(test_index)]
         return embed(
             self.net, x, batch_size=self.config.eval_batch_size, ctx=self.contexts[0], desc=desc
         )
@@ -147,6 +161,7 @@ class TrainerEvaluation:
         )
         if picked is None:  # kept for _finish_evaluation
             self._final = (self.epoch, emb, result.pop("per_class_precision_at_1"))
+            self._test_embedding = emb
         else:
             result["evaluated_on"] = self._eval_note
         body = getattr(self.net, "body", None)
@@ -183,6 +198,7 @@ class TrainerEvaluation:
                 emb = self.embed(self.test_x)
                 per_class = per_class_precision_at_1(emb, self.test_y, class_names=self.class_names)
                 self._final = (record["epoch"], emb, per_class)
+                self._test_embedding = emb
         assert self._final is not None
         _, emb, per_class = self._final
         record["test"]["per_class_precision_at_1"] = per_class

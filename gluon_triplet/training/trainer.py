@@ -175,6 +175,7 @@ class TripletTrainer(TrainerEvaluation):
         epoch = self.epoch + 1
         while epoch <= self.total_epochs:
             self.epoch = epoch
+            self._test_embedding = None  # the weights are about to change
             # MXNet's RNG (the miners' sampling) cannot be checkpointed: reseed each epoch.
             mx.random.seed(_epoch_seed(self.config.seed, epoch))
             self.strategy.begin_epoch(epoch)
@@ -198,6 +199,7 @@ class TripletTrainer(TrainerEvaluation):
         if self.test_x is not None:
             self._finish_evaluation()
         self.callbacks.on_train_end(self)
+        self._test_embedding = None  # the callbacks had it; a large split's is large
         return self.history
 
     def _initialise(self) -> None:
@@ -289,6 +291,7 @@ class TripletTrainer(TrainerEvaluation):
         for name, gen in generators.items():
             gen.bit_generator.state = rng[name]
         self.epoch = epoch
+        self._test_embedding = None  # the weights come with the state
         self.history = list(state["history"])
         self.events = list(state.get("events", []))
         self.lr_scale = float(state.get("lr_scale", 1.0))
