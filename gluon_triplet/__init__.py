@@ -56,7 +56,7 @@ _EXPORTS = {
     ".runs.api": ("evaluate", "load_run"),
     ".runs.board": ("BoardCallback", "write_projector"),
     ".runs.checkpoint": ("load_checkpoint", "save_checkpoint"),
-    ".runs.plots": ("PlotCallback",),
+    ".runs.pictures": ("PlotCallback",),
     ".runs.rundir": ("RunDir",),
     ".search.index": ("Index",),
     ".search.serve": ("create_app",),
@@ -119,7 +119,7 @@ if TYPE_CHECKING:  # what a type checker and an IDE see
     from .runs.api import evaluate, load_run
     from .runs.board import BoardCallback, write_projector
     from .runs.checkpoint import load_checkpoint, save_checkpoint
-    from .runs.plots import PlotCallback
+    from .runs.pictures import PlotCallback
     from .runs.rundir import RunDir
     from .search.index import Index
     from .search.serve import create_app

@@ -7,9 +7,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from gluon_triplet.runs.pictures import PlotCallback
 from gluon_triplet.runs.plots import (
     PLOT_FILES,
-    PlotCallback,
     grid_shape,
     pca_2d,
     pick_epochs,
@@ -230,10 +230,10 @@ def test_plot_callback_writes_every_picture(tmp_path):
 
 
 def test_plot_callback_picks_evenly_spaced_epochs_and_says_so(tmp_path, monkeypatch):
-    import gluon_triplet.runs.plots as plots
+    import gluon_triplet.runs.pictures as pictures
 
     calls = []
-    monkeypatch.setattr(plots, "plot_pca_grid", lambda *a, **k: calls.append((a, k)) or a[0])
+    monkeypatch.setattr(pictures, "plot_pca_grid", lambda *a, **k: calls.append((a, k)) or a[0])
     x = np.random.default_rng(6).random((20, 12))
     cb = PlotCallback(str(tmp_path), x, np.arange(20) % 2, tsne=False, max_panels=5)
     _drive(cb, epochs=12)

@@ -13,7 +13,7 @@ __getattr__, __dir__, __all__ = attach(
         ".api": ("evaluate", "load_run"),
         ".checkpoint": ("load_checkpoint", "save_checkpoint"),
         ".board": ("BoardCallback", "write_projector"),
-        ".plots": ("PlotCallback",),
+        ".pictures": ("PlotCallback",),
     },
 )
 
@@ -21,5 +21,5 @@ if TYPE_CHECKING:
     from .api import evaluate, load_run
     from .board import BoardCallback, write_projector
     from .checkpoint import load_checkpoint, save_checkpoint
-    from .plots import PlotCallback
+    from .pictures import PlotCallback
     from .rundir import RunDir

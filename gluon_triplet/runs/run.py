@@ -611,7 +611,7 @@ def _plot_callbacks(run_dir, data, sample, raw, config):
     split and its samples and labels, or three None: curves only."""
     import importlib.util
 
-    from .plots import PlotCallback
+    from .pictures import PlotCallback
 
     missing = [m for m in ("matplotlib", "sklearn") if importlib.util.find_spec(m) is None]
     if missing:
