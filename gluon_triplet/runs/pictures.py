@@ -2,10 +2,10 @@
 :data:`~gluon_triplet.runs.plots.PLOT_FILES` into the run directory at the end of training
 (see :mod:`gluon_triplet.runs.plots` for what each shows).
 
-The pictures of the final embedding are drawn in a background thread from the end of the
-last epoch, while the final evaluation's clustering and the raw-pixel baseline run, and
-t-SNE beside them in another (it computes mostly outside the GIL, on one core);
-``curves.png`` follows, with the baseline: matplotlib draws in one thread at a time.
+t-SNE of the final embedding runs in a second thread (mostly outside the GIL, on one core)
+while the other pictures are drawn: matplotlib draws in one thread at a time. That starts
+after the final clustering and the raw-pixel baseline, whose float rounding would change
+if scikit-learn set the process's BLAS thread count beside them.
 """
 
 from __future__ import annotations
@@ -101,8 +101,6 @@ class PlotCallback(Callback):
             raise ValueError("PlotCallback: test_index must be (M,) like projector_x")
         self.frames = []
         self.written = []
-        self._pool = None
-        self._pending = None
 
     def _snapshot(self, trainer):
         if self.projector_x is None or not trainer.history:
@@ -121,73 +119,40 @@ class PlotCallback(Callback):
 
     def on_epoch_end(self, trainer):
         self._snapshot(trainer)
-        last = getattr(trainer, "total_epochs", None)
-        if getattr(trainer, "stop_training", False) or (last is not None and trainer.epoch >= last):
-            # The last epoch: its pictures need nothing more, so they are drawn in the
-            # background while the trainer and the other callbacks finish.
-            self._start(trainer)
-
-    def _start(self, trainer):
-        """Start drawing the final embedding's pictures (all but ``curves.png``, which
-        waits for the raw-pixel baseline) in a background thread."""
-        self.close()
-        if self.projector_x is None:
-            return
-        epoch = trainer.history[-1]["epoch"]
-        emb = self._embed(trainer)  # the net runs here, in the caller's thread
-        self._pool = ThreadPoolExecutor(2)
-        self._pending = (epoch, self._pool.submit(self._projections, emb, epoch))
-
-    def _projections(self, emb, epoch):
-        """``pca.png``, ``tsne.png`` and ``pca-epochs.png``; t-SNE (one core, mostly outside
-        the GIL) runs in a second thread while the others are drawn."""
-        path = lambda name: os.path.join(self.run_dir, name)  # noqa: E731
-        name = os.path.basename(os.path.normpath(self.run_dir))
-        what = f"{name}: embedding of {len(emb)} test samples, epoch {epoch}"
-        tsne = None
-        if self.tsne and len(emb) >= 4:
-            tsne = self._pool.submit(tsne_2d, emb, seed=self.seed)
-        pictures = {
-            "pca": plot_scatter(
-                path("pca.png"), pca_2d(emb), self.projector_y, self.class_names, f"PCA, {what}"
-            )
-        }
-        if self.frames:
-            pictures["grid"] = self._plot_grid(path("pca-epochs.png"), name)
-        if tsne is not None:
-            pictures["tsne"] = plot_scatter(
-                path("tsne.png"),
-                tsne.result(),
-                self.projector_y,
-                self.class_names,
-                f"t-SNE, {what}",
-            )
-        return pictures
-
-    def close(self):
-        """Stop the background drawing's threads (after a failed or interrupted run)."""
-        pool, self._pool, self._pending = getattr(self, "_pool", None), None, None
-        if pool is not None:
-            pool.shutdown(wait=False, cancel_futures=True)
 
     def on_train_end(self, trainer):
-        pending = getattr(self, "_pending", None)
-        if self.projector_x is not None and (
-            pending is None or pending[0] != trainer.history[-1]["epoch"]
-        ):
-            self._start(trainer)  # e.g. a resumed run with no epoch left
-            pending = self._pending
-        pictures = {}
-        try:
-            if pending is not None:
-                pictures.update(pending[1].result())
-        finally:
-            self.close()
-        # After the others: matplotlib draws in one thread at a time.
+        # Only now, after the final clustering and the raw-pixel baseline (an earlier
+        # callback): scikit-learn sets the BLAS thread count of the whole process while it
+        # computes (t-SNE's neighbours), which changes a GEMM's rounding beside it.
+        path = lambda name: os.path.join(self.run_dir, name)  # noqa: E731
         name = os.path.basename(os.path.normpath(self.run_dir))
-        pictures["curves"] = plot_curves(
-            os.path.join(self.run_dir, "curves.png"), trainer.history, self.baseline, title=name
-        )
+        pictures = {}
+        with ThreadPoolExecutor(1) as pool:
+            tsne, what = None, ""
+            if self.projector_x is not None:
+                emb = self._embed(trainer)
+                epoch = trainer.history[-1]["epoch"]
+                what = f"{name}: embedding of {len(emb)} test samples, epoch {epoch}"
+                points = pca_2d(emb)  # before t-SNE starts: no BLAS call beside it
+                if self.tsne and len(emb) >= 4:
+                    # One core, mostly outside the GIL: beside the drawing on another.
+                    tsne = pool.submit(tsne_2d, emb, seed=self.seed)
+                pictures["pca"] = plot_scatter(
+                    path("pca.png"), points, self.projector_y, self.class_names, f"PCA, {what}"
+                )
+                if self.frames:
+                    pictures["grid"] = self._plot_grid(path("pca-epochs.png"), name)
+            pictures["curves"] = plot_curves(
+                path("curves.png"), trainer.history, self.baseline, title=name
+            )
+            if tsne is not None:
+                pictures["tsne"] = plot_scatter(
+                    path("tsne.png"),
+                    tsne.result(),
+                    self.projector_y,
+                    self.class_names,
+                    f"t-SNE, {what}",
+                )
         self.written = [pictures[k] for k in ("curves", "pca", "tsne", "grid") if k in pictures]
         logger.info("pictures: %s", ", ".join(os.path.basename(p) for p in self.written))
 
