@@ -64,6 +64,7 @@ def test_end_to_end_run_train_script(tmp_path):
         "train": 3600,
         "validation": 400,
         "validation_mode": "per-class",
+        "validation_per_class_cap": 200,  # --eval-samples 2000 over 10 classes
         "test": 1000,
         "open_set": False,
         "unseen_test_classes": 0,

@@ -17,10 +17,16 @@ label_lists = st.lists(st.integers(0, 7), min_size=2, max_size=200)
 
 
 @settings(max_examples=200, deadline=None)
-@given(labels=label_lists, fraction=st.floats(0.01, 0.9))
-def test_closed_set_split_is_a_stratified_partition(labels, fraction):
+@given(
+    labels=label_lists,
+    fraction=st.floats(0.01, 0.9),
+    max_samples=st.one_of(st.none(), st.just(0), st.integers(2, 120)),
+)
+def test_closed_set_split_is_a_stratified_partition(labels, fraction, max_samples):
     y = np.array(labels)
-    split = carve_validation(y, y, fraction)
+    split = carve_validation(y, y, fraction, max_samples=max_samples)
+    classes = len(np.unique(y))
+    cap = max(2, max_samples // classes) if max_samples else None
     # A partition of the training positions.
     assert np.array_equal(np.sort(np.concatenate([split.fit, split.val])), np.arange(len(y)))
     if split.mode == "none":
@@ -32,7 +38,8 @@ def test_closed_set_split_is_a_stratified_partition(labels, fraction):
         in_val = int((y[split.val] == label).sum())
         if in_val:  # every validation query has another sample of its class
             assert in_val >= 2 and n - in_val >= MIN_TRAIN_PER_CLASS
-            assert in_val == max(2, int(round(n * fraction)))
+            share = int(round(n * fraction))
+            assert in_val == max(2, share if cap is None else min(share, cap))
         else:  # too small to give any: it keeps all its samples
             assert n - max(2, int(round(n * fraction))) < MIN_TRAIN_PER_CLASS
     assert len(np.unique(y[split.val])) >= 2
@@ -58,6 +65,19 @@ def test_the_split_is_fixed_and_zero_disables_it():
     assert np.array_equal(a.val, b.val) and len(a.val) == 10
     off = carve_validation(y, y, 0.0)
     assert off.mode == "none" and len(off.fit) == 100
+
+
+def test_the_split_holds_no_more_than_the_evaluation_sample():
+    y = np.repeat(np.arange(10), [5000] + [1000] * 9)
+    split = carve_validation(y, y, 0.1, max_samples=2000)
+    # 10 % would be 500 and 100 a class (1,400); the cap is 2000 // 10 = 200 a class.
+    assert split.cap == 200
+    assert np.bincount(y[split.val]).tolist() == [200] + [100] * 9
+    assert len(carve_validation(y, y, 0.1, max_samples=0).val) == 1400  # 0: no cap
+    assert carve_validation(y, y, 0.1, max_samples=0).cap is None
+    # Open sets hold out whole classes, capped or not.
+    open_split = carve_validation(y, np.array([99]), 0.2, max_samples=2000)
+    assert open_split.mode == "class-disjoint" and open_split.cap is None
 
 
 def test_unseen_test_classes():

@@ -80,9 +80,10 @@ class Config:
     val_fraction: float = option(
         0.1,
         "fraction of the training data held out as a validation split, on which the best "
-        "epoch (model-best.params) is chosen by MAP@R: per class (stratified, fixed seed), "
-        "or whole classes when the test classes differ from the training ones (open set); "
-        "0: no validation split, best is the last epoch",
+        "epoch (model-best.params) is chosen by MAP@R: per class (stratified, fixed seed; "
+        "at most --eval-samples / classes of each class, what an epoch's evaluation "
+        "scores), or whole classes when the test classes differ from the training ones "
+        "(open set); 0: no validation split, best is the last epoch",
         "data",
     )
     model: str = option(

@@ -1,10 +1,12 @@
 """The validation split a run chooses its best epoch on, carved out of the training data.
 
 Closed sets (every test class is a training class) lose a share of each class: the
-validation split is stratified. Open sets (test classes never seen in training) lose
-whole classes instead, so that validation, like the test, retrieves among classes the net
-never trained on. The split depends on the labels and the fraction only (its seed is
-fixed), so every run on the same data validates on the same samples.
+validation split is stratified, and holds no more than the per-epoch evaluation scores
+(at most ``max_samples // C`` of each of ``C`` classes). Open sets (test classes never
+seen in training) lose whole classes instead, so that validation, like the test,
+retrieves among classes the net never trained on. The split depends on the labels, the
+fraction and the cap only (its seed is fixed), so every run on the same data validates on
+the same samples.
 
 The samples themselves are never copied whole: streamed samples
 (:class:`~gluon_triplet.data.streaming.LazyImages`) are split into two index subsets, and
@@ -22,6 +24,7 @@ __all__ = [
     "VALIDATION_SEED",
     "ValidationSplit",
     "carve_validation",
+    "per_class_cap",
     "reorder",
     "split_rows",
     "unseen_test_classes",
@@ -50,12 +53,15 @@ class ValidationSplit:
         ``"none"`` (no validation split; ``val`` is empty).
     note : str
         Why there is none, or an empty string.
+    cap : int or None
+        Per-class cap of a per-class split (``max_samples // C``), None without one.
     """
 
     fit: np.ndarray
     val: np.ndarray
     mode: str
     note: str = ""
+    cap: Optional[int] = None
 
 
 def unseen_test_classes(y_train: Any, y_test: Any) -> np.ndarray:
@@ -67,13 +73,24 @@ def _none(n: int, note: str) -> ValidationSplit:
     return ValidationSplit(np.arange(n, dtype=np.int64), np.empty(0, np.int64), "none", note)
 
 
-def _per_class(y: np.ndarray, fraction: float, rng) -> Tuple[np.ndarray, str]:
-    """Validation positions: ``max(2, round(n * fraction))`` of each class of ``n`` that
-    keeps at least 2 for training, none of the others."""
+def per_class_cap(y: Any, max_samples: Optional[int]) -> Optional[int]:
+    """The most a closed set's class gives: ``max_samples // C`` for ``C`` classes (at
+    least :data:`MIN_VAL_PER_CLASS`), None when ``max_samples`` is None or 0 (no cap)."""
+    if not max_samples:
+        return None
+    return max(MIN_VAL_PER_CLASS, int(max_samples) // max(1, len(np.unique(np.asarray(y)))))
+
+
+def _per_class(
+    y: np.ndarray, fraction: float, rng, cap: Optional[int] = None
+) -> Tuple[np.ndarray, str]:
+    """Validation positions: ``max(2, min(round(n * fraction), cap))`` of each class of
+    ``n`` that keeps at least 2 for training, none of the others."""
     picked = []
     for label in np.unique(y):
         members = np.flatnonzero(y == label)
-        k = max(MIN_VAL_PER_CLASS, int(round(len(members) * fraction)))
+        share = int(round(len(members) * fraction))
+        k = max(MIN_VAL_PER_CLASS, share if cap is None else min(share, cap))
         if len(members) - k >= MIN_TRAIN_PER_CLASS:
             picked.append(rng.permutation(members)[:k])
     if len(picked) < 2:
@@ -100,7 +117,11 @@ def _whole_classes(y: np.ndarray, fraction: float, rng) -> Tuple[np.ndarray, str
 
 
 def carve_validation(
-    y_train: Any, y_test: Optional[Any], fraction: float, seed: int = VALIDATION_SEED
+    y_train: Any,
+    y_test: Optional[Any],
+    fraction: float,
+    seed: int = VALIDATION_SEED,
+    max_samples: Optional[int] = None,
 ) -> ValidationSplit:
     """Split the training positions into fit and validation.
 
@@ -113,6 +134,10 @@ def carve_validation(
         In [0, 1): the share of each class (closed) or of the classes (open) to hold out;
         0 gives mode ``"none"``.
     seed : int
+    max_samples : int, optional
+        Closed sets: at most ``max_samples // C`` of each of the ``C`` classes (at least
+        2), so that the split holds about what a per-epoch evaluation sample of
+        ``max_samples`` scores; None or 0: no cap. Open sets ignore it.
 
     Returns
     -------
@@ -124,12 +149,16 @@ def carve_validation(
         return _none(len(y), "--val-fraction is 0")
     rng = np.random.default_rng(seed)
     open_set = y_test is not None and len(np.intersect1d(np.unique(y_test), np.unique(y))) == 0
-    val, note = (_whole_classes if open_set else _per_class)(y, fraction, rng)
+    cap = None if open_set else per_class_cap(y, max_samples)
+    if open_set:
+        val, note = _whole_classes(y, fraction, rng)
+    else:
+        val, note = _per_class(y, fraction, rng, cap)
     if not len(val):
         return _none(len(y), note)
     val = np.sort(val).astype(np.int64)
     fit = np.setdiff1d(np.arange(len(y), dtype=np.int64), val)
-    return ValidationSplit(fit, val, "class-disjoint" if open_set else "per-class")
+    return ValidationSplit(fit, val, "class-disjoint" if open_set else "per-class", cap=cap)
 
 
 def _swaps(split: ValidationSplit) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:

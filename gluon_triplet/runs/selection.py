@@ -45,7 +45,9 @@ def validation_split(data, config):
     unseen = len(unseen_test_classes(data.y_train, data.y_test))
     if note:
         logger.info("%s: retrieval is scored among the test classes only", note)
-    split = carve_validation(data.y_train, data.y_test, config.val_fraction)
+    split = carve_validation(
+        data.y_train, data.y_test, config.val_fraction, max_samples=config.eval_samples
+    )
     if split.mode == "none":
         why = f" ({split.note})" if config.val_fraction > 0 else ""
         logger.info("no validation split%s: the best epoch is the last", why)
@@ -60,13 +62,18 @@ def validation_split(data, config):
         y_train=y[:head],
         paths_train=None if paths is None else paths[:head],
     )
-    val = {"x": x_val, "y": y[head:], "mode": split.mode, "unseen": unseen}
+    val = {"x": x_val, "y": y[head:], "mode": split.mode, "unseen": unseen, "cap": split.cap}
     classes = len(np.unique(val["y"]))
     how = (
         f"{classes} whole training classes (open set)"
         if split.mode == "class-disjoint"
         else f"{config.val_fraction:.0%} of each class with enough samples, {classes} classes"
     )
+    if split.cap is not None:
+        how += (
+            f"; at most {split.cap} a class, the --eval-samples {config.eval_samples} "
+            "each epoch scores"
+        )
     logger.info(
         "validation split: %d of the training samples (%s), chosen with a fixed seed; "
         "the best epoch is chosen on its MAP@R, the test split is only reported",
@@ -100,6 +107,8 @@ def validation_record(val, data) -> Dict[str, Any]:
         count = len(unseen_test_classes(data.y_train, data.y_test))
     else:  # counted before whole classes were held out of the training split
         count = int(val["unseen"])
+    if val is not None and val.get("cap") is not None:
+        record["validation_per_class_cap"] = int(val["cap"])
     record["open_set"] = bool(count)
     record["unseen_test_classes"] = count
     return record
