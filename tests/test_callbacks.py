@@ -140,19 +140,20 @@ def test_progress_estimates_the_epoch_and_the_run_from_timed_batches(caplog):
     with caplog.at_level(logging.INFO, logger="gluon_triplet"):
         fake.run(callback, num_batches=100, epochs=10, epoch=3)
     lines = [r.getMessage() for r in caplog.records if "estimated time" in r.getMessage()]
-    # batches 3-6 timed (under the 3 s it may take): 0.5 s each, 50 s an epoch, 8 epochs
-    # left (3 to 10); the queued work is waited for when the clock starts and stops
+    # batches 3-6 timed (under the 2 s it may take): 0.5 s each, 50 s an epoch, 8 epochs
+    # left (3 to 10); the queued work is waited for when the clock starts and at each
+    # batch it times
     assert lines == [
         "estimated time: 50 s per epoch, 6.7 min for 8 epoch(s) before evaluation "
         "(from 4 timed batches of 100)"
     ]
-    assert fake.syncs == [2, 6]
-    slow = _Batches(per_batch=2.0)  # the 3 s budget ends it after 2 batches
+    assert fake.syncs == [2, 3, 4, 5, 6]
+    slow = _Batches(per_batch=1.5)  # the 2 s budget ends it after 2 batches
     callback = ProgressCallback(bar=False, warmup=2, timed=4, clock=slow.clock, sync=slow.sync)
     caplog.clear()
     with caplog.at_level(logging.INFO, logger="gluon_triplet"):
         slow.run(callback, num_batches=100, epochs=1)
-    assert "3.3 min per epoch" in caplog.text and "from 2 timed batches" in caplog.text
+    assert "2.5 min per epoch" in caplog.text and "from 2 timed batches" in caplog.text
     quick = _Batches(per_batch=0.02)
     callback = ProgressCallback(bar=False, warmup=2, timed=4, clock=quick.clock, sync=quick.sync)
     caplog.clear()

@@ -151,17 +151,25 @@ class ProgressCallback(Callback):
     the first epoch trained, an estimate of the epoch's time and of the run's.
 
     The estimate times the batches after the first ``warmup`` (which include building
-    the graph), over ``timed`` batches or up to 3 seconds, and scales them to the epoch's
+    the graph), over ``timed`` batches or until ``budget`` seconds of them are done,
+    whichever comes first (a few seconds into training), and scales them to the epoch's
     batches: it counts decoding, mining and the update, not the evaluation after each
-    epoch.
+    epoch. While it times, each batch's queued work is waited for, so that the clock
+    reads work done, not work queued.
     """
 
     def __init__(
-        self, bar=None, warmup: int = 2, timed: int = 20, clock=time.perf_counter, sync=None
+        self,
+        bar=None,
+        warmup: int = 2,
+        timed: int = 20,
+        clock=time.perf_counter,
+        sync=None,
+        budget: float = 2.0,
     ):
         self.bar_enabled = sys.stderr.isatty() if bar is None else bar
         self._bar = None
-        self.warmup, self.timed, self.clock = warmup, timed, clock
+        self.warmup, self.timed, self.clock, self.budget = warmup, timed, clock, budget
         # MXNet runs the batches asynchronously: the clock is read once the queued work
         # is done, or it would time the queueing only.
         self.sync = sync if sync is not None else _wait_for_mxnet
@@ -221,12 +229,11 @@ class ProgressCallback(Callback):
                 self.sync()
                 self._clock, self._start = self.clock(), done
             return
+        self.sync()
         timed, seconds = done - self._start, self.clock() - self._clock
-        if timed < self.timed and seconds < 3.0 and done < trainer.num_batches:
+        if timed < self.timed and seconds < self.budget and done < trainer.num_batches:
             return
         self._estimated = True
-        self.sync()
-        seconds = self.clock() - self._clock
         epoch = seconds / timed * trainer.num_batches
         epochs = trainer.config.epochs - trainer.epoch + 1
         logger.info(
