@@ -1,20 +1,69 @@
-"""Batch samplers: P classes x K samples per batch, one pass's worth of samples an epoch.
+"""Batch samplers: P classes x K samples per batch, covering every sample each epoch.
 
 Online miners need batches with several samples of each of several classes;
-:class:`PKBatchSampler` draws them class-balanced: every class is served equally often,
-and within a class every sample is seen before any is seen again.
+:class:`PKBatchSampler` draws them so that every sample is seen every epoch.
 """
 
 from __future__ import annotations
 
-from typing import Any, Dict
+import bisect
+import random
 
 import numpy as np
 from mxnet import gluon
 
-from .triplets import encode_labels
+from .triplets import _index_dtype, encode_labels
 
 __all__ = ["PKBatchSampler"]
+
+
+class _Bucket:
+    """Classes tied at one number of chunks left, drawn in uniformly random order.
+
+    Drawing from the end of a uniformly shuffled list gives a uniformly random subset
+    and leaves the rest uniformly shuffled. Arrivals wait in ``pending`` and are merged
+    in only when the bucket is next drawn from: a few at uniformly random positions,
+    many with one shuffle. Either way the order stays uniform.
+    """
+
+    __slots__ = ("items", "pending", "size")
+
+    def __init__(self):
+        self.items = []
+        self.pending = []
+        self.size = 0
+
+    def add(self, classes):
+        self.pending.append(classes)
+        self.size += len(classes)
+
+    def take(self, n, rng, rnd):
+        if self.pending:
+            items = self.items
+            arrivals = self.size - len(items)
+            if items and arrivals <= 32:
+                for classes in self.pending:
+                    for c in classes:
+                        items.insert(int(rnd.random() * (len(items) + 1)), c)
+            elif self.size <= 64:
+                for classes in self.pending:
+                    items.extend(classes.tolist() if isinstance(classes, np.ndarray) else classes)
+                rnd.shuffle(items)
+            else:  # large: numpy shuffles faster than Python
+                merged = np.concatenate(
+                    [np.asarray(c, dtype=np.int64) for c in [items, *self.pending]]
+                )
+                self.items = rng.permutation(merged).tolist()
+            self.pending = []
+        items = self.items
+        if n >= len(items):
+            self.items = []
+            out = items
+        else:
+            out = items[-n:]
+            del items[-n:]
+        self.size -= len(out)
+        return out
 
 
 def _stable_argsort_codes(codes, n_codes):
@@ -29,154 +78,137 @@ def _stable_argsort_codes(codes, n_codes):
     return order[np.argsort((codes[order] >> 16).astype(np.uint16), kind="stable")]
 
 
-def _segment_starts(sizes):
-    """``(S,)`` sizes -> ``(S,)`` offsets of each segment in their concatenation."""
-    return np.concatenate(([0], np.cumsum(sizes)[:-1])).astype(np.int64)
+def _distinct_rows(rng, rows, need, pool):
+    """``rows`` independent uniform ``need``-subsets of ``range(pool)``: ``(rows, need)``.
 
-
-def _grouped_shuffle(sizes, rng):
-    """A uniform permutation of ``range(n)`` for each ``n`` of ``sizes``, concatenated.
-
-    Returns ``(seg, local)``: ``(sum(sizes),)`` segment of each position and its item.
+    Floyd's algorithm, vectorised over rows: ``O(rows * need**2)``, whatever ``pool``.
     """
-    sizes = np.asarray(sizes, dtype=np.int64)
-    seg = np.repeat(np.arange(len(sizes), dtype=np.int64), sizes)
-    perm = rng.permutation(len(seg))
-    # A stable sort of a random permutation by segment: a shuffle per segment, no loop.
-    shuffled = perm[_stable_argsort_codes(seg[perm], max(len(sizes), 1))]
-    return seg, shuffled - _segment_starts(sizes)[seg]
+    chosen = np.empty((rows, need), dtype=np.int64)
+    for i, top in enumerate(range(pool - need, pool)):
+        pick = rng.integers(0, top + 1, size=rows)
+        taken = (chosen[:, :i] == pick[:, None]).any(axis=1)
+        chosen[:, i] = np.where(taken, top, pick)
+    return chosen
 
 
-def _partition_heads(seg, raw, bad, head):
-    """Each segment of ``raw`` reordered: its first ``head[s]`` items not ``bad`` (in
-    order), then the rest (in order). ``seg, raw, bad``: ``(L,)``; ``head``: ``(S,)``."""
-    good = (~bad).astype(np.int64)
-    ranks = np.cumsum(good) - good  # good items before each position, over all segments
-    ranks -= ranks[np.searchsorted(seg, seg)]  # ... within its segment
-    first = (good == 1) & (ranks < head[seg])
-    order = _stable_argsort_codes(seg * 2 + (~first), 2 * max(int(seg[-1]) + 1, 1))
-    return raw[order]
+class _Levels:
+    """Classes in :class:`_Bucket` s keyed by chunks left, the keys kept sorted."""
+
+    def __init__(self, chunks, rng, rnd):
+        self.rng, self.rnd = rng, rnd
+        self.buckets = {0: _Bucket()}
+        by_level = np.argsort(chunks, kind="stable")
+        values, firsts = np.unique(chunks[by_level], return_index=True)
+        for level, members in zip(values.tolist(), np.split(by_level, firsts[1:])):
+            self.buckets[level] = _Bucket()
+            self.buckets[level].add(members)
+        self.levels = sorted(self.buckets)  # ascending; 0 always present
+        self.active = len(chunks)  # classes with chunks left
+
+    def move(self, level, classes):
+        if level not in self.buckets:
+            self.buckets[level] = _Bucket()
+            bisect.insort(self.levels, level)
+        self.buckets[level].add(classes)
+
+    def take(self, level, n):
+        part = self.buckets[level].take(n, self.rng, self.rnd)
+        if level and not self.buckets[level].size:
+            del self.buckets[level]
+            self.levels.remove(level)
+        return part
+
+    def take_all(self, level):
+        return self.take(level, self.buckets[level].size)
+
+    def drain(self, level):
+        """Every class of a level, the level kept (for the bulk phase, which ends here)."""
+        bucket = self.buckets[level]
+        return bucket.take(bucket.size, self.rng, self.rnd)
 
 
-class _Queues:
-    """Cyclic queues of several groups of items, read in windows of ``w``.
-
-    Group ``g`` has items ``0 .. n_g - 1`` and goes through them in passes: each pass is a
-    shuffle, and a queue's position persists from one :meth:`take` to the next, so every
-    item of a group is read once before any is read again. A window that runs over the
-    end of a pass takes the first items of the next pass that it does not hold yet (the
-    others follow right after it): a window repeats an item only when ``n_g < w``, and
-    then holds all ``n_g``.
-    """
-
-    def __init__(self, sizes, w, rng):
-        self.sizes = np.asarray(sizes, dtype=np.int64)
-        self.starts = _segment_starts(self.sizes)
-        self.w = int(w)
-        self.order = _grouped_shuffle(self.sizes, rng)[1]  # (sum n,) the current passes
-        self.pos = np.zeros(len(self.sizes), dtype=np.int64)  # next item of each pass
-
-    def take(self, windows, rng):
-        """``(G,)`` windows per group -> ``(sum(windows), w)`` items, group by group."""
-        n, w = self.sizes, self.w
-        need = np.asarray(windows, dtype=np.int64) * w
-        left = n - self.pos
-        passes = -(-np.maximum(need - left, 0) // n)
-        seg_group = np.repeat(np.arange(len(n), dtype=np.int64), passes)
-        seg, raw = _grouped_shuffle(n[seg_group], rng)
-        # The stream of each group: the rest of its pass, then its new passes.
-        lengths = left + passes * n
-        gstart = _segment_starts(lengths)
-        first_new = np.cumsum(passes) - passes  # index of each group's first new pass
-        nth = np.arange(len(seg_group)) - first_new[seg_group]
-        offset = left[seg_group] + nth * n[seg_group]  # of each new pass in its stream
-        into = offset % w  # its position in the window it starts in
-        head = np.where(into > 0, np.minimum(w - into, n[seg_group]), 0)
-        stream = np.empty(int(lengths.sum()), dtype=np.int64)
-        stream[_ranges(gstart, left)] = self.order[_ranges(self.starts + self.pos, left)]
-        new_at = _ranges(gstart[seg_group] + offset, n[seg_group])
-        stream[new_at] = raw
-        # A pass's head depends on the end of the pass before it, which may itself be a
-        # new pass's head (short passes): settle pass by pass, vectorised over groups.
-        seen_from = gstart[seg_group] + offset - into
-        width = into.copy()
-        arranged = raw
-        for _ in range(int(passes.max(initial=0))):
-            seen = stream[_ranges(seen_from, width)]
-            seen_key = np.repeat(np.arange(len(seg_group)), width) * (n.max() + 1) + seen
-            bad = np.isin(seg * (n.max() + 1) + raw, seen_key)
-            arranged = _partition_heads(seg, raw, bad, head) if len(raw) else raw
-            if np.array_equal(stream[new_at], arranged):
-                break
-            stream[new_at] = arranged
-        out = stream[_ranges(gstart, need)].reshape(-1, w)
-        self._advance(passes, need, left, seg_group, arranged)
-        return out
-
-    def _advance(self, passes, need, left, seg_group, arranged):
-        """Keep each group's last pass and the position reached in it."""
-        n = self.sizes
-        renewed = passes > 0
-        last = np.cumsum(passes) - 1  # each group's last new pass
-        seg_start = _segment_starts(n[seg_group])
-        for_groups = np.flatnonzero(renewed)
-        self.order[_ranges(self.starts[for_groups], n[for_groups])] = arranged[
-            _ranges(seg_start[last[for_groups]], n[for_groups])
-        ]
-        self.pos = np.where(renewed, need - left - (passes - 1) * n, self.pos + need)
-
-    def state_dict(self) -> Dict[str, Any]:
-        return {"order": self.order.tolist(), "pos": self.pos.tolist()}
-
-    def load_state_dict(self, state: Dict[str, Any]) -> None:
-        order = np.asarray(state["order"], dtype=np.int64)
-        pos = np.asarray(state["pos"], dtype=np.int64)
-        if order.shape != self.order.shape or pos.shape != self.pos.shape:
-            raise ValueError("PKBatchSampler state is for other labels")
-        self.order, self.pos = order, pos
+def _largest_first(levels, p):
+    """The greedy phase while at least ``p`` classes have chunks left: slot classes."""
+    slots = []
+    while levels.levels[-1] > 0 and levels.active >= p:
+        top = levels.levels[-1]
+        group = levels.take_all(top)
+        whole = len(group) - len(group) % p
+        if whole:
+            slots.extend(group[:whole])
+            levels.move(top - 1, group[:whole])
+        rest = group[whole:]
+        if rest:
+            slots.extend(rest)
+            _complete_batch(levels, top, p - len(rest), slots)
+            levels.move(top - 1, rest)
+        levels.active -= len(group) if top == 1 else 0
+    return np.asarray(slots, dtype=np.int64)
 
 
-def _ranges(starts, lengths):
-    """The concatenated ranges ``starts[i] .. starts[i] + lengths[i] - 1``: ``(sum,)``."""
-    lengths = np.asarray(lengths, dtype=np.int64)
-    total = int(lengths.sum())
-    if not total:
-        return np.empty(0, dtype=np.int64)
-    keep = lengths > 0
-    starts, lengths = np.asarray(starts, dtype=np.int64)[keep], lengths[keep]
-    steps = np.ones(total, dtype=np.int64)
-    ends = np.cumsum(lengths)
-    steps[0] = starts[0]
-    steps[ends[:-1]] = starts[1:] - (starts[:-1] + lengths[:-1] - 1)
-    return np.cumsum(steps)
+def _complete_batch(levels, top, need, slots):
+    """Fill a partial batch with ``need`` classes from the levels below ``top``."""
+    parts = []
+    for level in levels.levels[bisect.bisect_left(levels.levels, top) - 1 :: -1]:
+        parts.append((level, levels.take(level, need)))
+        need -= len(parts[-1][1])
+        if not need:
+            break
+    # Move only after the batch is complete: a class moved one level down
+    # must not be drawn again from that level for the same batch.
+    for level, part in parts:
+        slots.extend(part)
+        levels.move(max(level - 1, 0), part)
+        levels.active -= len(part) if level == 1 else 0
+
+
+def _fewer_than_p_left(levels, p, rng):
+    """The rest, in bulk: each batch is every class left plus random finished ones."""
+    left = [(lv, c) for lv in levels.levels if lv for c in levels.drain(lv)]
+    left_levels = np.array([level for level, _ in left], dtype=np.int64)
+    left_classes = np.array([c for _, c in left], dtype=np.int64)
+    done = np.asarray(levels.drain(0), dtype=np.int64)
+    pieces = []
+    while len(left_classes):
+        steps = int(left_levels.min())
+        need = p - len(left_classes)
+        extra = done[_distinct_rows(rng, steps, need, len(done))]
+        rows = np.concatenate([np.broadcast_to(left_classes, (steps, p - need)), extra], 1)
+        pieces.append(rows.ravel())
+        left_levels = left_levels - steps
+        done = np.concatenate([done, left_classes[left_levels == 0]])
+        left_classes = left_classes[left_levels > 0]
+        left_levels = left_levels[left_levels > 0]
+    return pieces
 
 
 class PKBatchSampler(gluon.data.Sampler):
-    """Class-balanced batches of ``P`` classes x ``K`` samples, ``ceil(N / (P K))`` an epoch.
+    """Batches of ``P`` classes x ``K`` samples that cover every sample each epoch.
 
     Yields lists of ``P * K`` sample indices, usable as
     ``gluon.data.DataLoader(dataset, batch_sampler=PKBatchSampler(...))``. Each batch
     holds ``P`` distinct classes with ``K`` indices each, listed class by class.
 
-    An epoch is one pass's worth of samples: ``len(self) = ceil(N / (P * K))`` batches
-    (the convention of pytorch-metric-learning's ``MPerClassSampler``), whatever the
-    class sizes. The sampler's state runs on from one epoch to the next:
+    Epoch rule (one ``__iter__``):
 
-    1. Classes: the classes go round in passes, each a shuffle of all classes, and a
-       batch takes the next ``P``, so every class is served equally often (the counts
-       never differ by more than one). A batch that runs over the end of a pass takes
-       the first classes of the next pass that it does not hold yet.
-    2. Samples: each class's members go round in the same way, ``K`` at a time, through
-       a shuffled queue whose position persists across epochs: every member is seen once
-       before any is seen again. A chunk repeats a member only when the class has fewer
-       than ``K`` members (then it holds them all); such repeats are positives identical
-       to their anchor (distance 0: easy, harmless positives).
+    1. Every class's members are shuffled into a queue and the queue is cut into
+       ``t_c = ceil(n_c / K)`` chunks of ``K``. A chunk that runs past the end of the
+       queue is completed from the queue's start (cyclically, without replacement), so
+       a class with ``n_c >= K`` never repeats an index inside a batch; a class with
+       ``n_c < K`` (singletons included) repeats its members, which then appear as
+       positives identical to their anchor (distance 0: easy, harmless positives).
+    2. Each batch takes the ``P`` classes with the most chunks left to serve, ties broken
+       uniformly at random, and serves one chunk of each. When fewer than ``P`` classes
+       have chunks left, the batch is completed with classes drawn uniformly at random
+       among the finished ones, which serve one more chunk, continuing their queue
+       cyclically (a class's extra samples are seen twice before any is seen thrice).
+    3. The epoch ends when every chunk has been served, so every sample appears at least
+       once. Largest-first keeps classes interleaved to the end and needs the fewest
+       batches possible: ``len(self) = max(max_c t_c, ceil(sum_c t_c / P))``.
+    4. The batches are yielded in a random order.
 
-    On a balanced set every sample is seen about once an epoch; on an unequal one a
-    small class is seen several times an epoch and a large one in parts, over epochs.
-    The sequence of epochs is fixed by ``seed``; :meth:`state_dict` holds what the next
-    epoch depends on besides the generator. :meth:`epoch_batches` returns a whole epoch
-    as one array.
+    Each ``__iter__`` reshuffles; the sequence of epochs is fixed by ``seed``.
+    :meth:`epoch_batches` returns a whole epoch as one array instead.
 
     Parameters
     ----------
@@ -210,12 +242,10 @@ class PKBatchSampler(gluon.data.Sampler):
         self.p = p
         self.k = k
         self.counts = np.bincount(codes, minlength=len(classes))
-        self._num_batches = max(1, -(-len(codes) // (p * k)))
-        self._starts = _segment_starts(self.counts)
-        self._members = _stable_argsort_codes(codes, len(classes))  # grouped by class
+        self.chunks = -(-self.counts // k)
+        self._num_batches = max(int(self.chunks.max()), -(-int(self.chunks.sum()) // p))
+        self._starts = np.concatenate(([0], np.cumsum(self.counts)[:-1])).astype(np.int64)
         self._rng = seed if isinstance(seed, np.random.Generator) else np.random.default_rng(seed)
-        self._classes = _Queues([len(classes)], p, self._rng)
-        self._samples = _Queues(self.counts, k, self._rng)
 
     def __len__(self):
         return self._num_batches
@@ -225,34 +255,56 @@ class PKBatchSampler(gluon.data.Sampler):
             yield batch.tolist()
 
     def epoch_batches(self):
-        """One epoch as one array (advances the state exactly like ``__iter__``).
+        """One epoch as one array (advances the RNG exactly like ``__iter__``).
 
         Returns
         -------
         (len(self), P * K) int64
             Row ``b`` is the ``b``-th batch; ``K`` consecutive entries share a class.
         """
-        slot_class = self._classes.take([self._num_batches], self._rng).ravel()
+        rng = self._rng
+        members = self._shuffled_members(rng)
+        slot_class = self._schedule(rng)
+        # Chunk number of each slot: how many times its class was served before it.
+        order = _stable_argsort_codes(slot_class, len(self.classes))
         served = np.bincount(slot_class, minlength=len(self.classes))
-        chunks = self._samples.take(served, self._rng)  # grouped by class, in queue order
-        # The i-th slot of class c gets its i-th chunk: sorting the slots by class
-        # (stably) lists them in the order the chunks come.
-        rows = np.empty(len(slot_class), dtype=np.int64)
-        rows[_stable_argsort_codes(slot_class, len(self.classes))] = np.arange(len(slot_class))
-        local = chunks[rows] + self._starts[slot_class][:, None]
-        return self._members[local].astype(np.int64).reshape(self._num_batches, -1)
+        if (served < self.chunks).any():
+            raise RuntimeError("PKBatchSampler: a chunk was left unserved; this is a bug")
+        first = np.concatenate(([0], np.cumsum(served)[:-1]))
+        slot_chunk = np.empty_like(slot_class)
+        slot_chunk[order] = np.arange(len(order)) - first[slot_class[order]]
+        # Chunk j of class c is queue positions j*K ... j*K+K-1, wrapping around the queue.
+        k = self.k
+        local = (slot_chunk[:, None] * k + np.arange(k)) % self.counts[slot_class][:, None]
+        batches = members[self._starts[slot_class][:, None] + local].astype(np.int64)
+        batches = batches.reshape(self._num_batches, self.p * k)
+        return batches[rng.permutation(self._num_batches)]
 
-    def state_dict(self) -> Dict[str, Any]:
-        """JSON-serialisable queue states (the generator's state is kept apart)."""
-        return {"classes": self._classes.state_dict(), "samples": self._samples.state_dict()}
+    def _shuffled_members(self, rng):
+        """Sample indices grouped by class, each class's members in a random order."""
+        perm = rng.permutation(len(self.labels)).astype(_index_dtype(len(self.labels)))
+        # A stable sort of a random permutation by class: a per-class shuffle, no loop.
+        return perm[_stable_argsort_codes(self.labels[perm], len(self.classes))]
 
-    def load_state_dict(self, state: Dict[str, Any]) -> None:
-        """Restore :meth:`state_dict`'s output.
+    def _schedule(self, rng):
+        """The greedy largest-first schedule: the class of every batch slot.
 
-        Raises
-        ------
-        ValueError
-            The state is for other labels.
+        Classes sit in buckets keyed by chunks left. A step empties the top bucket into
+        as many whole batches as it fills, then completes the last, partial one from
+        the next buckets down; so a step costs a few list operations, not one per batch.
+        Once fewer than P classes have chunks left, the remaining batches are generated
+        in bulk (those classes plus random finished ones).
+
+        Returns
+        -------
+        (len(self) * P,) int64
+            Batch ``b`` is slots ``b * P ... (b + 1) * P - 1``.
         """
-        self._classes.load_state_dict(state["classes"])
-        self._samples.load_state_dict(state["samples"])
+        rnd = random.Random(int(rng.integers(2**63)))
+        levels = _Levels(self.chunks, rng, rnd)
+        pieces = [_largest_first(levels, self.p)]
+        pieces.extend(_fewer_than_p_left(levels, self.p, rng))
+        slot_class = np.concatenate(pieces)
+        if len(slot_class) != self._num_batches * self.p:
+            raise RuntimeError("PKBatchSampler: schedule does not match len(); this is a bug")
+        return slot_class

@@ -11,9 +11,9 @@ A checkpoint is taken at an epoch boundary and holds
 - the parameters of the best epoch so far, when it is an earlier one: its
   ``model-e<best>.params``, kept from the checkpoint that epoch wrote;
 - ``checkpoint.json``, the manifest, written last: the epoch, the best epoch, the
-  trainer's :meth:`~gluon_triplet.training.trainer.TripletTrainer.state_dict` (history,
-  the states of the NumPy generators and of the P x K sampler's queues), the optimizer's
-  update counters and the layout of its state, and the SHA-256 of every binary file.
+  trainer's :meth:`~gluon_triplet.training.trainer.TripletTrainer.state_dict` (history and
+  the states of the NumPy generators), the optimizer's update counters and the layout of its state,
+  and the SHA-256 of every binary file.
 
 Every file is written to a temporary name and renamed, and the manifest is renamed into
 place only after the files it names are complete, so a crash or a signal at any moment

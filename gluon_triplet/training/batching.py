@@ -8,7 +8,7 @@ the divisor of the summed gradients and the random generators a checkpoint holds
 
 from __future__ import annotations
 
-from typing import Any, Dict, Iterator, List, Sequence, Tuple
+from typing import Dict, Iterator, List, Sequence, Tuple
 
 import mxnet as mx
 import numpy as np
@@ -204,13 +204,6 @@ class BatchStrategy:
         """The NumPy generators an epoch draws from, by the names a checkpoint keeps."""
         return {"batch_order": self.rng, "triplets": self.train_set._rng}
 
-    def state_dict(self) -> Dict[str, Any]:
-        """What the next epoch depends on besides the generators (JSON-serialisable)."""
-        return {}
-
-    def load_state_dict(self, state: Dict[str, Any]) -> None:
-        """Restore :meth:`state_dict`'s output."""
-
     def batches(self) -> nd.NDArray:
         """This epoch's batches for this worker, int32: ``(num_batches, ...)``."""
         raise NotImplementedError
@@ -298,13 +291,6 @@ class OnlineMining(BatchStrategy):
 
     def generators(self):
         return {**super().generators(), "pk_sampler": self.sampler._rng}
-
-    def state_dict(self):
-        return {"pk_sampler": self.sampler.state_dict()}
-
-    def load_state_dict(self, state):
-        if "pk_sampler" in state:
-            self.sampler.load_state_dict(state["pk_sampler"])
 
     def batches(self):
         batches = self.sampler.epoch_batches().astype(np.int32)

@@ -254,9 +254,9 @@ class TripletTrainer(TrainerEvaluation):
         -------
         dict
             JSON-serialisable: ``epoch`` (the last finished one), ``history``, ``rng`` (the
-            states of the NumPy generators drawing triplets and batches), ``batching`` (the
-            P x K sampler's queues), ``events`` and ``lr_scale`` when a callback changed the
-            training, and with ``config.ema_decay`` ``average_updates``.
+            states of the NumPy generators drawing triplets and batches), ``events`` and
+            ``lr_scale`` when a callback changed the training, and with
+            ``config.ema_decay`` ``average_updates``.
         """
         generators = self.strategy.generators()
         state = {
@@ -264,9 +264,6 @@ class TripletTrainer(TrainerEvaluation):
             "history": self.history,
             "rng": {name: gen.bit_generator.state for name, gen in generators.items()},
         }
-        batching = self.strategy.state_dict()
-        if batching:  # the P x K sampler's queues, which run on across epochs
-            state["batching"] = batching
         if self.events or self.lr_scale != 1.0:
             state.update(events=self.events, lr_scale=self.lr_scale)
         if self.average is not None:
@@ -293,7 +290,6 @@ class TripletTrainer(TrainerEvaluation):
             raise ValueError(f"trainer state is at epoch {epoch}, beyond {self.total_epochs}")
         for name, gen in generators.items():
             gen.bit_generator.state = rng[name]
-        self.strategy.load_state_dict(state.get("batching", {}))
         self.epoch = epoch
         self._test_embedding = None  # the weights come with the state
         self.history = list(state["history"])
