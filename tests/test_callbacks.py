@@ -145,15 +145,15 @@ def test_progress_estimates_the_epoch_and_the_run_from_timed_batches(caplog):
     # batch it times
     assert lines == [
         "estimated time: 50 s per epoch, 6.7 min for 8 epoch(s) before evaluation "
-        "(from 4 timed batches of 100)"
+        "(from the median of 4 timed batches of 100)"
     ]
     assert fake.syncs == [2, 3, 4, 5, 6]
-    slow = _Batches(per_batch=1.5)  # the 2 s budget ends it after 2 batches
+    slow = _Batches(per_batch=1.5)  # the 2 s budget ends it, but not before 3 batches
     callback = ProgressCallback(bar=False, warmup=2, timed=4, clock=slow.clock, sync=slow.sync)
     caplog.clear()
     with caplog.at_level(logging.INFO, logger="gluon_triplet"):
         slow.run(callback, num_batches=100, epochs=1)
-    assert "2.5 min per epoch" in caplog.text and "from 2 timed batches" in caplog.text
+    assert "2.5 min per epoch" in caplog.text and "median of 3 timed batches" in caplog.text
     quick = _Batches(per_batch=0.02)
     callback = ProgressCallback(bar=False, warmup=2, timed=4, clock=quick.clock, sync=quick.sync)
     caplog.clear()
@@ -172,4 +172,23 @@ def test_progress_estimate_is_said_once_and_never_on_one_batch_epochs(caplog):
         fake.run(callback, num_batches=2)  # the clock starts after batch 1, ends at 2
         fake.run(callback, num_batches=50)
     lines = [r for r in caplog.records if "estimated time" in r.getMessage()]
-    assert len(lines) == 1 and "from 1 timed batches of 2" in lines[0].getMessage()
+    assert len(lines) == 1 and "median of 1 timed batches of 2" in lines[0].getMessage()
+
+
+def test_progress_estimate_is_not_set_by_one_stalled_batch(caplog):
+    from gluon_triplet.training.callbacks import ProgressCallback
+
+    fake = _Batches(per_batch=0.5)
+    stall = {3: 9.0}  # batch 3 (the first timed one) waits 9 s behind another job
+
+    def clock():
+        b = fake.trainer.batch + 1
+        return b * 0.5 + sum(s for at, s in stall.items() if at <= b)
+
+    callback = ProgressCallback(bar=False, warmup=2, timed=20, clock=clock, sync=fake.sync)
+    with caplog.at_level(logging.INFO, logger="gluon_triplet"):
+        fake.run(callback, num_batches=100, epochs=1)
+    # The budget is spent after one batch, but the estimate waits for 3 and takes their
+    # median: 0.5 s a batch, 50 s an epoch (the mean would say 3.5 s a batch).
+    assert "estimated time: 50 s per epoch" in caplog.text
+    assert "median of 3 timed batches of 100" in caplog.text

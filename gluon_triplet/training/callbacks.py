@@ -22,9 +22,10 @@ from __future__ import annotations
 import json
 import logging
 import os
+import statistics
 import sys
 import time
-from typing import Optional
+from typing import List, Optional
 
 from ..io import atomic_write_text
 from ..runs.rundir import RunDir
@@ -44,6 +45,9 @@ __all__ = [
 ]
 
 logger = logging.getLogger("gluon_triplet")
+
+#: The fewest timed batches an epoch-time estimate rests on, unless the epoch is shorter.
+MIN_TIMED = 3
 
 
 #: The ``(split, metric)`` the best epoch is chosen on: validation MAP@R, never the test.
@@ -151,11 +155,12 @@ class ProgressCallback(Callback):
     the first epoch trained, an estimate of the epoch's time and of the run's.
 
     The estimate times the batches after the first ``warmup`` (which include building
-    the graph), over ``timed`` batches or until ``budget`` seconds of them are done,
-    whichever comes first (a few seconds into training), and scales them to the epoch's
-    batches: it counts decoding, mining and the update, not the evaluation after each
-    epoch. While it times, each batch's queued work is waited for, so that the clock
-    reads work done, not work queued.
+    the graph), over ``timed`` batches or until ``budget`` seconds of them are done
+    (at least :data:`MIN_TIMED` batches), whichever comes first (a few seconds into
+    training), and scales their median to the epoch's batches, so that one batch stalled
+    by another job does not set it: it counts decoding, mining and the update, not the
+    evaluation after each epoch. While it times, each batch's queued work is waited for,
+    so that the clock reads work done, not work queued.
     """
 
     def __init__(
@@ -175,7 +180,7 @@ class ProgressCallback(Callback):
         self.sync = sync if sync is not None else _wait_for_mxnet
         self._estimated = False
         self._clock: Optional[float] = None
-        self._start = 0
+        self._times: List[float] = []
 
     def on_train_begin(self, trainer):
         record = trainer.history[-1]
@@ -227,18 +232,22 @@ class ProgressCallback(Callback):
         if self._clock is None:
             if done == min(self.warmup, trainer.num_batches - 1):
                 self.sync()
-                self._clock, self._start = self.clock(), done
+                self._clock = self._last = self.clock()
             return
         self.sync()
-        timed, seconds = done - self._start, self.clock() - self._clock
-        if timed < self.timed and seconds < self.budget and done < trainer.num_batches:
+        now = self.clock()
+        self._times.append(now - self._last)
+        self._last = now
+        timed, seconds = len(self._times), now - self._clock
+        enough = timed >= self.timed or (seconds >= self.budget and timed >= MIN_TIMED)
+        if not enough and done < trainer.num_batches:
             return
         self._estimated = True
-        epoch = seconds / timed * trainer.num_batches
+        epoch = statistics.median(self._times) * trainer.num_batches
         epochs = trainer.config.epochs - trainer.epoch + 1
         logger.info(
-            "estimated time: %s per epoch, %s for %d epoch(s) before evaluation (from %d "
-            "timed batches of %d)",
+            "estimated time: %s per epoch, %s for %d epoch(s) before evaluation (from the "
+            "median of %d timed batches of %d)",
             _duration(epoch),
             _duration(epoch * epochs),
             epochs,
