@@ -1,28 +1,16 @@
 """Resumable checkpoints: everything the next epoch of a run depends on, in one directory.
 
-A checkpoint is taken at an epoch boundary and holds
+A checkpoint of epoch ``e`` holds ``model-e<e>.params`` (the net), ``optimizer-e<e>.params``
+(the optimizer state, an MXNet params file, never a pickle), with ``--ema-decay``
+``training-e<e>.params`` (the training weights; the model file then holds the averages),
+the best epoch's ``model-e<best>.params`` when it is an earlier one, and last
+``checkpoint.json``, the manifest (:mod:`~gluon_triplet.runs.manifest`): epochs, the
+trainer's ``state_dict``, the optimizer's layout and the SHA-256 of every file.
 
-- ``model-e<epoch>.params``: the net's parameters (``save_parameters``);
-- ``optimizer-e<epoch>.params``: the optimizer state arrays (momentum, Adam's moments),
-  saved with ``mx.nd.save``: an MXNet params file, never a pickle, unlike
-  ``gluon.Trainer.save_states`` (which pickles the optimizer and would run code on load);
-- with ``--ema-decay``, ``training-e<epoch>.params``: the training weights, one array per
-  parameter (``model-e<epoch>.params`` then holds the averaged weights, the run's net);
-- the parameters of the best epoch so far, when it is an earlier one: its
-  ``model-e<best>.params``, kept from the checkpoint that epoch wrote;
-- ``checkpoint.json``, the manifest, written last: the epoch, the best epoch, the
-  trainer's :meth:`~gluon_triplet.training.trainer.TripletTrainer.state_dict` (history and
-  the states of the NumPy generators), the optimizer's update counters and the layout of its state,
-  and the SHA-256 of every binary file.
-
-Every file is written to a temporary name and renamed, and the manifest is renamed into
-place only after the files it names are complete, so a crash or a signal at any moment
-leaves the previous checkpoint readable. The manifest is the commit point of an epoch:
-the run directory's ``model-last.params`` and ``model-best.params`` are written before it
-(``before_commit``), and :func:`restore_outputs` rewrites them from the checkpoint when a
-run is resumed, so they always hold the epochs ``metrics.json`` names, wherever a crash,
-a signal or a full disk cut the previous part short. Loading checks the hashes and every
-shape and reports a mismatch as one :class:`CheckpointError` line.
+Every file is written atomically and the manifest last, so a crash at any moment leaves
+the previous checkpoint readable; the run's ``model-last.params`` and
+``model-best.params`` are written just before the manifest (``before_commit``) and
+:func:`restore_outputs` makes them match it on ``--resume``.
 """
 
 from __future__ import annotations
@@ -41,21 +29,11 @@ from ..io import sha256_file as _sha256
 from ..resources import disk_full_error, error_line, mxnet_reason
 from .manifest import FORMAT as _FORMAT
 from .manifest import MANIFEST, read_manifest
-from .optimizer import (
-    _load_optimizer_state,
-    _optimizer_state,
-    load_optimizer_state,
-    optimizer_state,
-)
-from .rundir import RunDir
+from .optimizer import load_optimizer_state, optimizer_state
 
 __all__ = [
-    "CHECKPOINT_DIR",
-    "MANIFEST",
     "CheckpointError",
     "load_checkpoint",
-    "load_optimizer_state",
-    "optimizer_state",
     "read_manifest",
     "restore_outputs",
     "save_checkpoint",
@@ -63,22 +41,16 @@ __all__ = [
     "supports_resume",
 ]
 
-#: Name of the checkpoint directory inside a run directory.
-CHECKPOINT_DIR = RunDir.CHECKPOINT
-
 
 def supports_resume(trainer):
-    """Whether :func:`save_checkpoint` can save this trainer's optimizer state.
-
-    With a ``dist_*`` kvstore the optimizer runs on the parameter servers, whose state a
-    worker cannot read.
-    """
+    """Whether :func:`save_checkpoint` can save this trainer's optimizer state (not with a
+    ``dist_*`` kvstore: the state lives on the parameter servers)."""
     return getattr(trainer, "kvstore", None) is None
 
 
 def _check_params_file(path):
-    """A ``check`` for :func:`~gluon_triplet.io.atomic_save`: MXNet's file stream drops
-    the buffered end of a file on a full disk without an error, so read it back."""
+    """A ``check`` for :func:`~gluon_triplet.io.atomic_save` reading the file back (MXNet
+    drops the end of a file on a full disk without an error)."""
 
     def check(tmp):
         try:
@@ -115,9 +87,8 @@ def save_checkpoint(trainer, directory, best_epoch=None, before_commit=None):
         The epoch whose parameters ``model-best.params`` holds: the current one, or an
         earlier one whose checkpoint parameters are still in ``directory``.
     before_commit : callable, optional
-        Called with no argument after the checkpoint's files are written and before the
-        manifest that makes them count: the run's other outputs of the epoch (the model
-        files) go there, so that the epoch's outputs form one unit.
+        Called with no argument between the checkpoint's files and its manifest (the
+        run's model files are written there).
 
     Returns
     -------
@@ -132,14 +103,13 @@ def save_checkpoint(trainer, directory, best_epoch=None, before_commit=None):
     epoch = int(trainer.epoch)
     bad = _non_finite(trainer.net)
     if bad:
-        # The last good checkpoint must stay the last one.
         raise FloatingPointError(
             f"parameter {bad} became NaN or infinite in epoch {epoch}; try a lower --lr"
         )
     os.makedirs(directory, exist_ok=True)
     params_name = _params_name(epoch)
     optimizer_name = f"optimizer-e{epoch:04d}.params"
-    arrays, optimizer_meta = _optimizer_state(trainer.trainer)
+    arrays, optimizer_meta = optimizer_state(trainer.trainer)
     params_path = os.path.join(directory, params_name)
     optimizer_path = os.path.join(directory, optimizer_name)
     save_parameters(trainer.net, params_path)
@@ -192,8 +162,6 @@ def _best_params(directory, best_epoch, params_name, sha256):
         return None
     best_name = _params_name(best_epoch)
     best_path = os.path.join(directory, best_name)
-    # Missing only after resuming a checkpoint older than this field: then it is
-    # simply not recorded.
     if best_name == params_name or os.path.isfile(best_path):
         sha256.setdefault(best_name, _sha256(best_path))
         return {"epoch": int(best_epoch), "params": best_name}
@@ -212,11 +180,8 @@ def _params_name(epoch):
 
 
 def restore_outputs(directory, run_dir, manifest=None):
-    """Make a run's ``model-last.params`` and ``model-best.params`` those of its checkpoint.
-
-    A run cut short between its checkpoint's manifest and the model files (or, before
-    the manifest, after them) holds model files of another epoch than the one its
-    checkpoint, and so its ``metrics.json``, names; ``--resume`` calls this first.
+    """Make a run's ``model-last.params`` and ``model-best.params`` those of its checkpoint
+    (a run cut short around the manifest may hold another epoch's); ``--resume`` calls it.
 
     Parameters
     ----------
@@ -291,7 +256,7 @@ def load_checkpoint(trainer, directory, manifest=None):
         raise CheckpointError(f"{where}: unreadable ({mxnet_reason(e)})") from None
     if not isinstance(arrays, dict):
         arrays = {}
-    _load_optimizer_state(trainer.trainer, arrays, manifest["optimizer_state"], where)
+    load_optimizer_state(trainer.trainer, arrays, manifest["optimizer_state"], where)
     trainer.load_state_dict(manifest["trainer"])
     _load_training_weights(trainer, directory, manifest)
     bad = _non_finite(trainer.net)

@@ -13,9 +13,8 @@ __all__ = ["load_optimizer_state", "optimizer_state"]
 
 def _updaters(gluon_trainer):
     """The Python updaters holding the optimizer state: the kvstore's when it updates
-    (``update_on_kvstore``, e.g. kvstore ``device`` over several contexts), else one per
-    context."""
-    # gluon.Trainer creates its kvstore at the first step; its own load_states does this.
+    (``update_on_kvstore``), else one per context."""
+    # As gluon.Trainer.load_states does: the kvstore is made at the first step.
     if not gluon_trainer._kv_initialized:
         gluon_trainer._init_kvstore()
     if gluon_trainer._params_to_init:
@@ -34,7 +33,7 @@ def _flatten(state, prefix, arrays):
         return None
     if isinstance(state, mx.nd.NDArray):
         key = f"{prefix}/{len(arrays)}"
-        arrays[key] = state.as_in_context(mx.cpu())
+        arrays[key] = state.copyto(mx.cpu())
         return {"array": key}
     if isinstance(state, (tuple, list)):
         return {type(state).__name__: [_flatten(s, prefix, arrays) for s in state]}
@@ -60,19 +59,8 @@ def _unflatten(layout, arrays, shape, where):
 
 
 def optimizer_state(gluon_trainer):
-    """A copy of a ``gluon.Trainer``'s optimizer state: ``(arrays, meta)`` for
-    :func:`load_optimizer_state` (the arrays on the CPU, copied)."""
-    arrays, meta = _optimizer_state(gluon_trainer)
-    return {key: a.copy() for key, a in arrays.items()}, meta
-
-
-def load_optimizer_state(gluon_trainer, arrays, meta, where="the optimizer state"):
-    """Put :func:`optimizer_state`'s output back into ``gluon_trainer``; ``where`` names
-    it in a :class:`CheckpointError`."""
-    _load_optimizer_state(gluon_trainer, arrays, meta, where)
-
-
-def _optimizer_state(gluon_trainer):
+    """A copy of a ``gluon.Trainer``'s optimizer state: ``(arrays, meta)``, the arrays on
+    the CPU, for :func:`load_optimizer_state`."""
     updater = _updaters(gluon_trainer)[0]  # every replica's updater holds the same state
     arrays = {}
     states = [
@@ -91,7 +79,9 @@ def _optimizer_state(gluon_trainer):
     return arrays, meta
 
 
-def _load_optimizer_state(gluon_trainer, arrays, meta, where):
+def load_optimizer_state(gluon_trainer, arrays, meta, where="the optimizer state"):
+    """Put :func:`optimizer_state`'s output back into ``gluon_trainer``; ``where`` names
+    it in a :class:`CheckpointError`."""
     updaters = _updaters(gluon_trainer)
     opt = updaters[0].optimizer
     if meta["optimizer"] != type(opt).__name__:
