@@ -74,7 +74,7 @@ def embed_checked(net: Any, x: np.ndarray, config: Any, run_dir: str) -> np.ndar
     import mxnet as mx
 
     from ..data.streaming import shared_pool
-    from ..runs.api import embed
+    from ..nets.embed import embed
 
     try:
         embed(net, x[:1], ctx=None)

@@ -1,13 +1,5 @@
-"""Using a trained run from Python: rebuild its model, embed samples, evaluate embeddings.
-
-A run directory holds everything needed: ``config.json`` (the resolved
-:class:`~gluon_triplet.config.Config`) and ``model-best.params`` / ``model-last.params``.
-::
-
-    net, config = load_run("logs/my-run")
-    emb = embed(net, x)                      # (N, D) float32
-    scores = evaluate(emb, y, margin=config.margin, seed=config.seed)
-"""
+"""A trained run from Python: rebuild its net (:func:`load_run`) and score embeddings
+(:func:`evaluate`) as training does."""
 
 from __future__ import annotations
 
@@ -24,26 +16,19 @@ from ..evaluation.clustering import clustering_metrics
 from ..evaluation.metrics import evaluate_embeddings
 from ..evaluation.retrieval import per_class_precision_at_1
 from ..nets.architectures import legacy_cnn_architecture
-from ..nets.embed import embed
 from ..nets.zoo import model_from_config
 from ..resources import error_line
 from .rundir import RunDir
 
-__all__ = ["PARAMS_FILES", "embed", "evaluate", "load_run", "params_path"]
-
-#: The parameter files a run writes, by the name :func:`load_run` takes.
-PARAMS_FILES = RunDir.PARAMS
+__all__ = ["evaluate", "load_run"]
 
 
 def _model_of(
     config: Config, recorded: Dict[str, Any], params_file: str
 ) -> Tuple[str, Optional[Dict[str, Any]]]:
-    """The model and CNN architecture a run trained. Training records both, but a
-    config.json saved from Python (``Config().save(...)``) keeps the default ``"auto"``,
-    which was resolved from the data's shape; the parameters tell: only the CNN has 4-D
-    (convolution) weights. Its architecture is then the one the recorded CNN settings
-    built (:func:`legacy_cnn_architecture`), as the version that wrote them read them:
-    with no recorded sample shape, the strided CNN."""
+    """The model and CNN architecture a run trained. A config.json that keeps model
+    ``"auto"`` (saved from Python) is read from the parameters: only the CNN has 4-D
+    weights, built by :func:`legacy_cnn_architecture` (strided without a sample shape)."""
     if config.model != "auto":
         return config.model, config.architecture
     arrays = mx.nd.load(params_file)
@@ -56,21 +41,6 @@ def _model_of(
     return "cnn", legacy_cnn_architecture(settings, config.input_shape or (28, 28))
 
 
-def params_path(run_dir: str, params: str = "best") -> str:
-    """Path of a run's parameter file, checked to exist; see :meth:`RunDir.params_path`.
-
-    Parameters
-    ----------
-    run_dir : str
-    params : {"best", "last"} or str
-        ``best`` (the epoch chosen on validation MAP@R; in runs made before the
-        validation split, the highest test P@1), ``last`` (end of training), or a file name
-        inside
-        ``run_dir`` or a path.
-    """
-    return RunDir(run_dir).params_path(params)
-
-
 def load_run(
     run_dir: str, params: str = "best", ctx: Optional[mx.Context] = None
 ) -> Tuple[gluon.HybridBlock, Config]:
@@ -81,7 +51,7 @@ def load_run(
     run_dir : str
         A run directory written by training (``config.json`` plus ``*.params``).
     params : {"best", "last"} or str
-        Which parameters; see :func:`params_path`.
+        Which parameters; see :meth:`RunDir.params_path`.
     ctx : mx.Context, optional
         Where to load the net (default: the CPU).
 
@@ -103,8 +73,7 @@ def load_run(
     config, recorded = run.load_recorded()  # a ConfigError names the file
     path = run.params_path(params)
     ctx = ctx or mx.cpu()
-    try:
-        # The run's own parameters replace any starting weights: never download or read them.
+    try:  # the run's parameters replace any pretrained weights: never read those
         model, architecture = _model_of(config, recorded, path)
         rebuilt = dataclasses.replace(
             config,
@@ -115,8 +84,7 @@ def load_run(
         )
         net, _ = model_from_config(rebuilt, None, ctx=ctx)
         net.load_parameters(path, ctx=ctx)
-    except (AssertionError, mx.base.MXNetError) as e:
-        # Gluon reports a mismatch with an assert; name the file instead of a traceback.
+    except (AssertionError, mx.base.MXNetError) as e:  # Gluon asserts on a mismatch
         raise ValueError(
             f"cannot load {path} into the model of {run.config_path}: {error_line(e)}"
         ) from None
@@ -145,15 +113,12 @@ def evaluate(
     seed : int
         Seed of the balanced test triples (a run's ``config.seed`` reproduces its numbers).
     triplets : "balanced", None or (anchor_idx, positive_idx, negative_idx)
-        ``"balanced"``: the class-balanced triples of
-        :func:`~gluon_triplet.data.triplets.create_pairs`, as training evaluates; None: retrieval
-        metrics only.
+        ``"balanced"``: :func:`~gluon_triplet.data.triplets.create_pairs`' triples, as
+        training evaluates; None: retrieval metrics only.
     per_class : bool
-        Add ``per_class_precision_at_1`` (class name -> P@1; label -> P@1 without
-        ``class_names``).
+        Add ``per_class_precision_at_1`` (class name or label -> P@1).
     clustering : bool
-        Add ``nmi`` and ``ami`` of k-means clusters (k = number of classes, seeded with
-        ``seed``), as training reports at its end.
+        Add ``nmi`` and ``ami`` of k-means clusters seeded with ``seed``.
     class_names : sequence of str, optional
         The names of integer labels ``0, 1, ...``, for ``per_class_precision_at_1``.
 
