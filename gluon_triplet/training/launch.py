@@ -25,10 +25,9 @@ import time
 import traceback
 
 from ..config import DIST_KVSTORES
+from ..signals import HANDLED_SIGNALS, Interrupted, handlers
 
 __all__ = [
-    "DIST_KVSTORES",
-    "STOP_SIGNALS",
     "build_parser",
     "launch",
     "main",
@@ -42,10 +41,6 @@ HOST = "127.0.0.1"
 _GRACE = 30.0
 # How long processes get between SIGTERM and SIGKILL.
 _TERM_WAIT = 5.0
-#: Signals that stop the whole job, as Ctrl-C does: a hang-up (the terminal or ssh session
-#: went away) or a quit must not orphan the job's processes, which run in sessions of their
-#: own. The launcher then exits with 128 + the signal number, as a shell reports it.
-STOP_SIGNALS = ("SIGINT", "SIGTERM", "SIGHUP", "SIGQUIT")
 
 
 def build_parser():
@@ -111,23 +106,16 @@ def main(argv=None):
     return run_job(command, args.num_workers, args.num_servers, timeout=args.timeout)
 
 
-class _Stopped(KeyboardInterrupt):
-    def __init__(self, signum):
-        super().__init__(signum)
-        self.signum = signum
-
-
 def _raise_stopped(signum, frame):
-    # The job is being stopped: a second signal must not cut the teardown short (it
-    # takes at most 2 x _TERM_WAIT seconds, SIGKILL included).
-    for name in STOP_SIGNALS:
-        if hasattr(signal, name):
-            signal.signal(getattr(signal, name), signal.SIG_IGN)
-    raise _Stopped(signum)
+    # A second signal must not cut the teardown (at most 2 x _TERM_WAIT seconds) short.
+    for s in HANDLED_SIGNALS:
+        signal.signal(s, signal.SIG_IGN)
+    raise Interrupted(signum)
 
 
 def run_job(worker_command, num_workers, num_servers=1, timeout=None):
-    """:func:`launch`, with :data:`STOP_SIGNALS` stopping every process of the job.
+    """:func:`launch`, with :data:`~gluon_triplet.signals.HANDLED_SIGNALS` (a hang-up and
+    a quit too: the job's processes run in sessions of their own) stopping every process.
 
     Returns
     -------
@@ -135,19 +123,13 @@ def run_job(worker_command, num_workers, num_servers=1, timeout=None):
         :func:`launch`'s status, or 128 + the signal number when a stop signal arrived
         (130 for SIGINT, 143 for SIGTERM, 129 for SIGHUP, 131 for SIGQUIT).
     """
-    signums = [getattr(signal, name) for name in STOP_SIGNALS if hasattr(signal, name)]
-    # Signal handlers can only be set from the main thread; elsewhere the caller owns them.
-    in_main_thread = threading.current_thread() is threading.main_thread()
-    previous = {s: signal.signal(s, _raise_stopped) for s in signums} if in_main_thread else {}
-    try:
-        return launch(worker_command, num_workers, num_servers, timeout=timeout)
-    except KeyboardInterrupt as e:  # launch stopped every process before this
-        signum = getattr(e, "signum", signal.SIGINT)
-        name = signal.Signals(signum).name
-        return _error(f"interrupted by {name}; stopped every process of the job", 128 + signum)
-    finally:
-        for s, handler in previous.items():
-            signal.signal(s, handler)
+    with handlers(HANDLED_SIGNALS, _raise_stopped):
+        try:
+            return launch(worker_command, num_workers, num_servers, timeout=timeout)
+        except KeyboardInterrupt as e:  # launch stopped every process before this
+            signum = getattr(e, "signum", signal.SIGINT)
+            name = signal.Signals(signum).name
+            return _error(f"interrupted by {name}; stopped every process of the job", 128 + signum)
 
 
 def launch(worker_command, num_workers, num_servers=1, timeout=None, stdout=None, stderr=None):
