@@ -59,7 +59,7 @@ def test_options_linear_normalized_hidden():
     assert net.body[-1].act is None and net.body[-2].weight.shape[0] == 16
     with pytest.raises(ValueError, match="output must be"):
         EmbeddingCNN(output="tanh")
-    with pytest.raises(ValueError, match="at least one"):
+    with pytest.raises(ValueError, match="channels must be one or more widths"):
         EmbeddingCNN(channels=())
 
 
@@ -248,7 +248,7 @@ def test_batch_norm_from_leaves_the_first_convolutions_without_batch_norm():
     assert (strided["batch_norm"], strided["batch_norm_from"]) == (True, 1)
     with pytest.raises(ConfigError, match="batch_norm_from must be an integer >= 1, got 0"):
         cnn(**p3, batch_norm=True, batch_norm_from=0)
-    with pytest.raises(ValueError, match="batch_norm_from must be >= 1"):
+    with pytest.raises(ValueError, match="batch_norm_from must be an integer >= 1"):
         EmbeddingCNN(batch_norm=True, batch_norm_from=0)
 
 

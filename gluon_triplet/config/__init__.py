@@ -18,7 +18,6 @@ from .options import (
 )
 from .records import REMOVED_KEYS
 from .settings import Config
-from .validation import check_architecture
 
 __all__ = [
     "AUTO_EPOCHS",
@@ -30,7 +29,6 @@ __all__ = [
     "REMOVED_KEYS",
     "Config",
     "ConfigError",
-    "check_architecture",
     "option",
     "recorded",
     "resolve_epochs",

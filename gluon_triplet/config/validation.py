@@ -6,16 +6,16 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
-from typing import TYPE_CHECKING, Any, Dict
+from typing import TYPE_CHECKING
 
 from ..errors import ConfigError
-from ..nets.architectures import CONV_BLOCKS
+from ..nets.architectures import check_architecture
 from .options import AUTO_EPOCHS, KVSTORES
 
 if TYPE_CHECKING:
     from .settings import Config
 
-__all__ = ["check_architecture", "validate"]
+__all__ = ["validate"]
 
 #: field -> its least valid value (a None value is not checked).
 AT_LEAST = {
@@ -62,7 +62,6 @@ _CONFLICTS = (
     ("miner", "distance-weighted", "distance", ("cosine",),
      "miner distance-weighted samples by Euclidean distance; not cosine"),
 )  # fmt: skip
-_ARCHITECTURE_KEYS = {"block", "channels", "pool", "batch_norm", "batch_norm_from", "pool_first"}
 
 
 def validate(config: Config) -> None:
@@ -102,7 +101,10 @@ def validate(config: Config) -> None:
             raise ConfigError(message)
     _check_data(config)
     if config.architecture is not None:
-        check_architecture(config.architecture)
+        try:
+            check_architecture(config.architecture)
+        except ValueError as e:
+            raise ConfigError(str(e)) from None
         if config.model not in ("cnn", "convnet"):
             raise ConfigError(
                 f"an architecture applies to the cnn and convnet; model is {config.model!r}"
@@ -140,39 +142,3 @@ def _check_data(config: Config) -> None:
     name = config.run_name
     if name is not None and (not name or os.sep in name or name in (".", "..")):
         raise ConfigError(f"run_name must be a plain folder name, got {name!r}")
-
-
-def check_architecture(arch: Dict[str, Any]) -> None:
-    """Raise a ConfigError naming what is wrong in a CNN architecture (see
-    :func:`~gluon_triplet.nets.architectures.cnn_architecture`)."""
-    unknown = sorted(set(arch) - _ARCHITECTURE_KEYS)
-    if unknown:
-        raise ConfigError(
-            f"unknown architecture key(s): {', '.join(unknown)}; valid keys: "
-            f"{', '.join(sorted(_ARCHITECTURE_KEYS))}"
-        )
-    channels = arch.get("channels")
-    if (
-        not isinstance(channels, (list, tuple))
-        or not channels
-        or not all(_is_int(c) and c >= 1 for c in channels)
-    ):
-        raise ConfigError(
-            f"architecture channels must be one or more widths >= 1, got {channels!r}"
-        )
-    if arch.get("block", "strided") not in CONV_BLOCKS:
-        raise ConfigError(f"architecture block must be one of {', '.join(CONV_BLOCKS)}")
-    if arch.get("pool", "flatten") not in ("flatten", "avg"):
-        raise ConfigError("architecture pool must be flatten or avg")
-    for key in ("batch_norm", "pool_first"):
-        if not isinstance(arch.get(key, False), bool):
-            raise ConfigError(f"architecture {key} must be true or false")
-    start = arch.get("batch_norm_from", 1)
-    if not _is_int(start) or start < 1:
-        raise ConfigError(f"architecture batch_norm_from must be an integer >= 1, got {start!r}")
-    if arch.get("pool_first") and arch.get("block", "strided") != "pooled":
-        raise ConfigError("architecture pool_first applies to pooled blocks")
-
-
-def _is_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)

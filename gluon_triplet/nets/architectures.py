@@ -12,13 +12,16 @@ Nothing here imports MXNet: a run directory can be read without it.
 
 from __future__ import annotations
 
+import numbers
 from typing import Any, Dict, Mapping, Optional, Sequence, Tuple
 
 __all__ = [
     "ARCHITECTURES",
+    "ARCHITECTURE_KEYS",
     "BACKBONES",
     "CONV_BLOCKS",
     "POOLED_CHANNELS",
+    "check_architecture",
     "cnn_architecture",
     "is_image",
     "legacy_cnn_architecture",
@@ -65,6 +68,45 @@ CONV_BLOCKS = ("strided", "pooled")
 
 #: Widths of the ``cnn`` up to 32 pixels: three pooled 3x3 convolutions (28 -> 14 -> 7 -> 4).
 POOLED_CHANNELS = (16, 32, 128)
+
+#: The :class:`EmbeddingCNN` arguments an architecture holds.
+ARCHITECTURE_KEYS = ("batch_norm", "batch_norm_from", "block", "channels", "pool", "pool_first")
+
+
+def check_architecture(arch: Mapping[str, Any]) -> None:
+    """Raise ValueError naming what is wrong in an architecture (missing keys take
+    :class:`EmbeddingCNN`'s defaults, but ``channels`` is required)."""
+    unknown = sorted(set(arch) - set(ARCHITECTURE_KEYS))
+    if unknown:
+        raise ValueError(
+            f"unknown architecture key(s): {', '.join(unknown)}; valid keys: "
+            f"{', '.join(ARCHITECTURE_KEYS)}"
+        )
+    channels, block = arch.get("channels"), arch.get("block", "strided")
+    if not (
+        isinstance(channels, (list, tuple)) and channels and all(_is_int(c, 1) for c in channels)
+    ):
+        raise ValueError(f"architecture channels must be one or more widths >= 1, got {channels!r}")
+    if block not in CONV_BLOCKS:
+        raise ValueError(
+            f"architecture block must be one of {', '.join(CONV_BLOCKS)}, got {block!r}"
+        )
+    if arch.get("pool", "flatten") not in ("flatten", "avg"):
+        raise ValueError(f"architecture pool must be flatten or avg, got {arch['pool']!r}")
+    for key in ("batch_norm", "pool_first"):
+        if not isinstance(arch.get(key, False), bool):
+            raise ValueError(f"architecture {key} must be true or false, got {arch[key]!r}")
+    start = arch.get("batch_norm_from", 1)
+    if not _is_int(start, 1):
+        raise ValueError(f"architecture batch_norm_from must be an integer >= 1, got {start!r}")
+    if arch.get("pool_first") and block != "pooled":
+        raise ValueError(f"architecture pool_first applies to pooled blocks, not {block!r} ones")
+
+
+def _is_int(value: Any, least: int) -> bool:
+    return (
+        isinstance(value, numbers.Integral) and not isinstance(value, bool) and int(value) >= least
+    )
 
 
 def is_image(shape: Sequence[int]) -> bool:

@@ -7,7 +7,7 @@ from typing import Sequence
 
 from mxnet import gluon, nd
 
-from .architectures import CONV_BLOCKS
+from .architectures import check_architecture
 from .mlp import normalized, output_layer
 
 __all__ = ["EmbeddingCNN"]
@@ -70,16 +70,8 @@ class EmbeddingCNN(gluon.HybridBlock):
         super().__init__(**kwargs)
         if output not in ("relu", "linear"):
             raise ValueError(f"output must be 'relu' or 'linear', got {output!r}")
-        if int(batch_norm_from) < 1:
-            raise ValueError(f"batch_norm_from must be >= 1, got {batch_norm_from}")
-        if not len(channels):
-            raise ValueError("channels must list at least one convolution width")
-        if pool not in ("flatten", "avg"):
-            raise ValueError(f"pool must be 'flatten' or 'avg', got {pool!r}")
-        if block not in CONV_BLOCKS:
-            raise ValueError(f"block must be one of {', '.join(CONV_BLOCKS)}, got {block!r}")
-        if pool_first and block != "pooled":
-            raise ValueError(f"pool_first applies to pooled blocks, not {block!r} ones")
+        arch = dict(channels=tuple(channels), batch_norm=batch_norm, pool=pool, block=block)
+        check_architecture(dict(arch, batch_norm_from=batch_norm_from, pool_first=pool_first))
         self.normalize = normalize
         kernel, stride = (5, 2) if block == "strided" else (3, 1)
         with self.name_scope():
