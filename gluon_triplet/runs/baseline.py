@@ -1,11 +1,5 @@
 """The raw-pixel baseline of a run: the test metrics of the raw inputs, which a trained
-net must beat.
-
-It only feeds the report (``metrics.json``'s ``raw_pixels``, the dashed lines of
-``curves.png``, the summary), so :class:`RawBaseline` computes it once training has
-ended: the first epoch starts without waiting for it (on a 2,000,000-sample set its
-search took about 40 s).
-"""
+net must beat (``metrics.json``'s ``raw_pixels``, the summary, ``curves.png``)."""
 
 from __future__ import annotations
 
@@ -20,26 +14,21 @@ __all__ = ["RawBaseline", "raw_baseline"]
 
 logger = logging.getLogger("gluon_triplet")
 
-#: Streamed test splits larger than this (as float32) get their raw-pixel baseline from a
-#: seeded random subset: the baseline needs every test picture at once.
+#: Streamed test splits larger than this (as float32) are scored on a seeded subset.
 _RAW_BASELINE_BYTES = 2**27
 
 
 def raw_baseline(x, y, triplets, seed: int, margin: float) -> Dict[str, Any]:
-    """The test metrics of the raw inputs ``x`` (flattened), logged as ``raw pixels``.
-
-    Ranked exactly on float32 distances (``method="float32"`` of
-    :func:`~gluon_triplet.evaluation.metrics.evaluate_embeddings`), or above 50,000 samples
-    by the approximate search. A streamed split (pictures decoded on demand) larger than
-    128 MiB as float32 is scored on a seeded random subset, said in the log line.
-    """
+    """The test metrics of the raw inputs ``x`` (flattened), logged as ``raw pixels``:
+    exact float32 ranking, or the approximate search where evaluation uses it; a streamed
+    split over :data:`_RAW_BASELINE_BYTES` is scored on a seeded subset, said in the log."""
     from ..data.triplets import create_pairs
     from ..evaluation.metrics import evaluate_embeddings
     from ..evaluation.neighbours import neighbour_method
 
     note = ""
     if hasattr(x, "dataset"):  # streamed pictures: decode the test split once, if it fits
-        if x.nbytes > _RAW_BASELINE_BYTES:  # streaming promises memory bounded by batches
+        if x.nbytes > _RAW_BASELINE_BYTES:
             n = max(2, int(_RAW_BASELINE_BYTES // (x.nbytes // len(x))))
             pick = np.sort(np.random.default_rng(seed).choice(len(x), n, replace=False))
             y = y[pick]
@@ -48,9 +37,6 @@ def raw_baseline(x, y, triplets, seed: int, margin: float) -> Dict[str, Any]:
             x = x[pick]
         else:
             x = x[:]
-    # The exact search on float32 distances (a float32 GEMM): the raw inputs are wide (784
-    # values a Fashion-MNIST picture), where float64 doubles the time; large splits get the
-    # approximate search as any evaluation does.
     method = "float32" if neighbour_method(len(x)) == "numpy" else "auto"
     x = x.reshape(len(x), -1)
     raw = evaluate_embeddings(x, y, triplets=triplets, margin=margin, method=method)
@@ -65,9 +51,8 @@ def raw_baseline(x, y, triplets, seed: int, margin: float) -> Dict[str, Any]:
 
 
 class RawBaseline(Callback):
-    """Fills ``metrics`` (a dict the other callbacks already hold: the plots' baseline,
-    ``metrics.json``'s ``raw_pixels``) with :func:`raw_baseline` when training ends; it
-    must come before them in the callback list."""
+    """Fills ``metrics`` (a dict other callbacks hold) with :func:`raw_baseline` when
+    training ends; it must come before them in the callback list."""
 
     def __init__(self, x, y, triplets, seed: int, margin: float, metrics: Dict[str, Any]):
         self.x, self.y, self.triplets = x, y, triplets

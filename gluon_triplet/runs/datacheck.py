@@ -1,9 +1,4 @@
-"""The run directory's record of its data (``data.json``), and the check ``--resume`` makes.
-
-A new run records the fingerprint of its data
-(:func:`~gluon_triplet.data.fingerprint.data_fingerprint`); ``--resume`` refuses data
-that changed since, in one line that says what changed, unless told to accept it.
-"""
+"""The fingerprint of a run's data (``data.json``), and the check ``--resume`` makes of it."""
 
 from __future__ import annotations
 

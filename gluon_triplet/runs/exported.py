@@ -22,13 +22,8 @@ def verification_samples(
     config: Any, dataset: Optional[str] = None, data_dir: Optional[str] = None
 ) -> Tuple[np.ndarray, str]:
     """``(samples, source)``: the first :data:`VERIFY_SAMPLES` test samples of ``dataset``
-    (default: the run's own, read from disk only, never downloaded) and a description of
-    them for messages.
-
-    When the run's own data cannot be read here (moved, or never on this machine) and it
-    recorded its input shape, uniform [0, 1) samples of that shape are used instead (the
-    range of the pixels it trained on); the description says so.
-    """
+    (default: the run's own, never downloaded; uniform [0, 1) samples of its input shape
+    when they cannot be read) and a description of them for messages."""
     from ..data.datasets import load_dataset
     from ..data.decoding import ImageOptions
     from ..errors import DataError
@@ -90,7 +85,6 @@ def export_run(
     config = run.load_config()
     samples, source = verification_samples(config, dataset, data_dir)
     net, config = load_run(run.path, params=params)
-    # The graph's own input layout (EmbeddingCNN adds the channel axis outside it).
     batch = getattr(net, "prepare_input", lambda a: a)(samples)
     info = {
         "run_dir": os.path.abspath(run.path),

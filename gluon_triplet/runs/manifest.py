@@ -1,8 +1,5 @@
-"""The checkpoint manifest: which files make a checkpoint, and their checksums.
-
-Reading it needs neither MXNet nor the trainer, so a run directory can tell whether it
-can be resumed without importing them.
-"""
+"""The checkpoint manifest: which files make a checkpoint, and their checksums (read
+without MXNet)."""
 
 import json
 import os

@@ -19,13 +19,6 @@ def _as_points(emb, name="emb"):
     return x
 
 
-def _pad2(points):
-    """``(N, k)`` with ``k <= 2`` -> ``(N, 2)``, zero-filled: 1-D embeddings still plot."""
-    if points.shape[1] == 2:
-        return points
-    return np.hstack([points, np.zeros((len(points), 2 - points.shape[1]))])
-
-
 def pca_2d(emb):
     """First two principal components.
 
@@ -41,8 +34,8 @@ def pca_2d(emb):
     from sklearn.decomposition import PCA
 
     x = _as_points(emb)
-    k = min(2, x.shape[0], x.shape[1])
-    return _pad2(PCA(n_components=k).fit_transform(x))
+    pcs = PCA(n_components=min(2, x.shape[0], x.shape[1])).fit_transform(x)
+    return np.pad(pcs, ((0, 0), (0, 2 - pcs.shape[1])))
 
 
 def tsne_2d(emb, seed=0, perplexity=30.0, max_iter=500):
@@ -70,7 +63,6 @@ def tsne_2d(emb, seed=0, perplexity=30.0, max_iter=500):
     if n < 4:
         raise ValueError(f"t-SNE needs at least 4 points, got {n}")
     if d > 50:
-        # The usual preprocessing: cheaper neighbour search, the same picture.
         x = PCA(n_components=min(50, n), random_state=seed).fit_transform(x)
     perplexity = float(min(perplexity, (n - 1) / 3))
     # scikit-learn renamed n_iter to max_iter in 1.5; Python 3.8 stops at 1.3.
@@ -78,7 +70,6 @@ def tsne_2d(emb, seed=0, perplexity=30.0, max_iter=500):
     tsne = TSNE(
         n_components=2, perplexity=perplexity, init="pca", random_state=seed, **{steps: max_iter}
     )
-    # One OpenMP thread: on a busy machine two spinning threads made t-SNE of 60 points take
-    # 25 s instead of 0.3 s; alone, a second thread saves only about a quarter.
+    # One OpenMP thread: spinning threads stall t-SNE on a busy machine.
     with threadpool_limits(limits=1, user_api="openmp"):
         return tsne.fit_transform(x)

@@ -1,10 +1,5 @@
-"""Text a run shows its user: the summary table, the ``done:`` line, commands to type next.
-
-Commands are printed so that they work when pasted into the shell the user ran from:
-``gluon-triplet`` when that is on ``PATH`` (and is this installation), else the script's
-path next to the running Python (``.venv/bin/gluon-triplet`` after ``make install``), else
-``python -m gluon_triplet``.
-"""
+"""Text a run shows its user: the summary table, the ``done:`` line, commands to type next
+(:func:`command`, as they work pasted into the user's shell)."""
 
 from __future__ import annotations
 
@@ -57,9 +52,8 @@ def evaluation_plan(eval_every: int, eval_samples: int, val: int, test: int) -> 
 
 
 def _script(name: str) -> Optional[str]:
-    """How to run the console script ``name`` of this installation from the current
-    directory: its bare name when ``PATH`` finds this very script, else its path
-    (relative when under the current directory), None when it is not installed."""
+    """How to run this installation's console script ``name`` from here: its bare name
+    when ``PATH`` finds it, else its (relative if below here) path, None if not installed."""
     bindir = os.path.dirname(sys.executable)
     here = os.path.join(bindir, name)
     found = shutil.which(name)
@@ -73,7 +67,7 @@ def _script(name: str) -> Optional[str]:
 
 def command(*args: str, program: str = "gluon-triplet") -> str:
     """A shell command line running ``program`` (``gluon-triplet`` or ``tensorboard``) with
-    ``args``, as it works from the current directory."""
+    ``args`` from here; ``python -m ...`` when the script is not installed."""
     exe = _script(program)
     if exe is None:
         module = "gluon_triplet" if program == "gluon-triplet" else "tensorboard.main"

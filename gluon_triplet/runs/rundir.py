@@ -55,6 +55,10 @@ def upgrade_recorded(recorded: Dict[str, Any]) -> Dict[str, Any]:
 _SMALL_PICTURES = (28, 28)
 
 
+def _taken(path: str) -> FileExistsError:
+    return FileExistsError(f"run directory {path!r} already exists; choose another --run-name")
+
+
 def _slug(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "_", text).strip("_")[:40] or "data"
 
@@ -114,8 +118,6 @@ class RunDir:
     def lock_path(self) -> str:
         return self.file(self.LOCK)
 
-    # ------------------------------------------------------------------ new runs
-
     @staticmethod
     def check_new(logdir: str, run_name: Optional[str] = None) -> None:
         """Fail, writing nothing, if :meth:`create` could not make a run directory.
@@ -139,10 +141,7 @@ class RunDir:
         if not os.access(existing, os.W_OK | os.X_OK):
             raise PermissionError(f"logs dir {logdir!r} is not writable")
         if run_name and os.path.exists(os.path.join(logdir, run_name)):
-            path = os.path.join(logdir, run_name)
-            raise FileExistsError(
-                f"run directory {path!r} already exists; choose another --run-name"
-            )
+            raise _taken(os.path.join(logdir, run_name))
 
     @classmethod
     def create(cls, logdir: str, run_name: Optional[str] = None, dataset: str = "data") -> RunDir:
@@ -169,9 +168,7 @@ class RunDir:
             try:
                 os.makedirs(path)
             except FileExistsError:
-                raise FileExistsError(
-                    f"run directory {path!r} already exists; choose another --run-name"
-                ) from None
+                raise _taken(path) from None
             return cls(path)
         stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
         base = os.path.join(logdir, f"{stamp}-{_slug(dataset)}")
@@ -183,8 +180,6 @@ class RunDir:
             except FileExistsError:
                 continue
         raise FileExistsError(f"could not find a free run directory name like {base!r}")
-
-    # ------------------------------------------------------------- existing runs
 
     @classmethod
     def open(cls, path: PathLike) -> RunDir:
@@ -217,10 +212,8 @@ class RunDir:
         Parameters
         ----------
         params : {"best", "last"} or str
-            ``best`` (the epoch chosen on validation MAP@R; in runs made before the
-            validation split, the highest test P@1), ``last`` (end of training), or a file
-            name inside
-            the run directory, or a path.
+            ``best`` (the epoch chosen on validation MAP@R, or in older runs on test P@1),
+            ``last`` (end of training), a file name inside the run directory, or a path.
 
         Raises
         ------
@@ -280,8 +273,6 @@ class RunDir:
                 )
         return manifest
 
-    # ------------------------------------------------------------------- the lock
-
     def _in_use(self, holder: str) -> RunDirInUse:
         return RunDirInUse(f"{self.path} is in use by {holder}")
 
@@ -297,12 +288,9 @@ class RunDir:
 
     @contextlib.contextmanager
     def lock(self) -> Iterator[RunDir]:
-        """Hold the run directory exclusively (``fcntl.flock`` on ``.lock``, see
-        :func:`~gluon_triplet.locks.exclusive_lock`) inside the block.
-
-        The lock file keeps the holder's PID and host for the error of the next process.
-        The lock goes with its open file: on exit from the block, or with the process
-        however it ends (kill -9 included), so a stale lock cannot remain.
+        """Hold the run directory exclusively inside the block
+        (:func:`~gluon_triplet.locks.exclusive_lock` on ``.lock``: freed with the process
+        however it ends).
 
         Raises
         ------

@@ -1,11 +1,5 @@
-"""How a run chooses its best epoch without looking at the test split.
-
-:func:`validation_split` carves the validation split out of the training data (see
-:mod:`gluon_triplet.data.validation`) and says when the test classes are not training
-classes (an open set); the trainer evaluates that split every epoch, and
-:func:`~gluon_triplet.training.callbacks.best_record` chooses on it. The test split is
-scored for the report only.
-"""
+"""The validation split a run chooses its best epoch on (never on the test split), and
+what the log and ``metrics.json`` say of it and of an open set."""
 
 from __future__ import annotations
 
@@ -36,11 +30,7 @@ def open_set_note(y_train, y_test) -> Optional[str]:
 def validation_split(data, config):
     """``(data, val)``: ``data`` with its training split reduced to the samples that train,
     and ``val`` a dict (``x``, ``y``, ``mode``, ``unseen``) or None without a validation
-    split; logs what was carved and whether the test classes are an open set.
-
-    The training samples are never copied whole (see
-    :func:`~gluon_triplet.data.validation.split_rows`).
-    """
+    split; logs what was carved and whether the test classes are an open set."""
     note = open_set_note(data.y_train, data.y_test)
     unseen = len(unseen_test_classes(data.y_train, data.y_test))
     if note:

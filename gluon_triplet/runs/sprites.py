@@ -1,9 +1,5 @@
-"""The sprite of TensorBoard's embedding projector: one square atlas of every sample's picture.
-
-:func:`sprite_images` turns samples into the pictures of a sprite (thumbnails when the
-pictures are too large or too many for the projector's limit);
-:func:`~gluon_triplet.runs.board.write_projector` writes them.
-"""
+"""The pictures of TensorBoard's projector sprite, a square atlas of every sample
+(:func:`~gluon_triplet.runs.board.write_projector` writes it)."""
 
 from __future__ import annotations
 
@@ -34,12 +30,9 @@ def _to_numpy(x):
 def sprite_images(x, max_size: int = MAX_SPRITE_SIZE):
     """Images for the projector's sprite, or None when ``x`` does not look like images.
 
-    The sprite is a square atlas of ``ceil(sqrt(N))`` tiles per side, and the projector
-    refuses one wider than ``max_size`` pixels. When the pictures are too large or too
-    many for that, each becomes a thumbnail in a square cell of
-    ``max_size // ceil(sqrt(N))`` pixels: resized (Pillow, antialiased) so that its longer
-    side fills the cell, aspect ratio and colour kept, centred on black. Every sample keeps
-    its picture; only their resolution drops.
+    When ``ceil(sqrt(N))`` tiles a side would exceed ``max_size`` pixels, each picture
+    becomes a thumbnail (aspect kept, centred on black) in a square cell of
+    ``max_size // ceil(sqrt(N))`` pixels.
 
     Parameters
     ----------
@@ -122,17 +115,11 @@ def _thumbnails(pixels, cell):
     th, tw = max(1, min(cell, round(height * scale))), max(1, min(cell, round(width * scale)))
     top, left = (cell - th) // 2, (cell - tw) // 2
     out = np.zeros((n, channels, cell, cell), np.uint8)
-    for i in range(n):
-        # Pillow's filters other than NEAREST average over every source pixel a thumbnail
-        # pixel covers when shrinking, so fine detail blurs instead of aliasing.
-        if channels == 3:
-            picture = Image.fromarray(pixels[i].transpose(1, 2, 0), "RGB")
-            small = np.asarray(picture.resize((tw, th), Image.LANCZOS, reducing_gap=2.0))
-            small = small.transpose(2, 0, 1)
-        else:
-            picture = Image.fromarray(pixels[i, 0], "L")
-            small = np.asarray(picture.resize((tw, th), Image.LANCZOS, reducing_gap=2.0))
-        out[i, :, top : top + th, left : left + tw] = small
+    for i in range(n):  # LANCZOS averages what it shrinks: detail blurs, never aliases
+        rgb = channels == 3
+        picture = Image.fromarray(pixels[i].transpose(1, 2, 0) if rgb else pixels[i, 0])
+        small = np.asarray(picture.resize((tw, th), Image.LANCZOS, reducing_gap=2.0))
+        out[i, :, top : top + th, left : left + tw] = small.transpose(2, 0, 1) if rgb else small
     return out
 
 
