@@ -124,7 +124,7 @@ def rewind(trainer, state: Dict[str, Any], lr_scale: float) -> float:
         gluon_trainer._reset_kvstore()
     arrays, meta = state["optimizer"]
     position = gluon_trainer.optimizer.num_update
-    load_optimizer_state(gluon_trainer, {k: a.copy() for k, a in arrays.items()}, meta)
+    load_optimizer_state(gluon_trainer, arrays, meta)  # it copies them
     # The schedule goes on from where it was: a rewind changes the weights, not the plan.
     gluon_trainer.optimizer.num_update = max(position, int(meta["num_update"]))
     if trainer.average is not None and state["average"] is not None:
