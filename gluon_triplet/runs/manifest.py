@@ -42,10 +42,15 @@ def read_manifest(directory):
         raise CheckpointError(f"{path}: not a checkpoint manifest (no {', '.join(missing)})")
     if manifest["format"] != FORMAT:
         raise CheckpointError(f"{path}: checkpoint format {manifest['format']!r} is unknown")
-    for key in ("params", "optimizer", "training"):
-        name = manifest.get(key)
-        if key == "training" and name is None:
-            continue  # saved without --ema-decay
+    best = manifest.get("best")
+    if best is not None and not isinstance(best, dict):
+        raise CheckpointError(f"{path}: bad best-epoch entry {best!r}")
+    names = [manifest["params"], manifest["optimizer"]]
+    if manifest.get("training") is not None:  # None: saved without --ema-decay
+        names.append(manifest["training"])
+    if best is not None:
+        names.append(best.get("params"))
+    for name in names:
         if not isinstance(name, str) or os.path.basename(name) != name:
             raise CheckpointError(f"{path}: bad file name {name!r}")
         file = os.path.join(directory, name)
@@ -53,12 +58,4 @@ def read_manifest(directory):
             raise CheckpointError(f"{path}: names {name}, which is missing")
         if sha256_file(file) != manifest["sha256"].get(name):
             raise CheckpointError(f"{file}: does not match the checksum in {MANIFEST}")
-    best = manifest.get("best")
-    if best is not None:
-        name = best.get("params") if isinstance(best, dict) else None
-        if not isinstance(name, str) or os.path.basename(name) != name:
-            raise CheckpointError(f"{path}: bad best-epoch entry {best!r}")
-        file = os.path.join(directory, name)
-        if not os.path.isfile(file) or sha256_file(file) != manifest["sha256"].get(name):
-            raise CheckpointError(f"{file}: missing, or does not match the checksum in {MANIFEST}")
     return manifest
