@@ -28,7 +28,9 @@ import numpy as np
 from mxnet import gluon
 
 from ..errors import CollapseError
-from .callbacks import Callback, best_record, collapse_advice, collapse_reason
+from .collapse_signs import collapse_advice, collapse_reason
+from .hooks import Callback
+from .records import best_record
 from .schedule import scale_learning_rate
 
 __all__ = [

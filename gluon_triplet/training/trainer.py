@@ -14,9 +14,9 @@ from ..config import DIST_KVSTORES, Config, resolve_epochs
 from ..data.triplets import TripletDataset
 from .averaging import WeightAverage
 from .batching import default_pk_classes, make_strategy
-from .callbacks import Callback, CallbackList
 from .devices import create_kvstore, resolve_contexts, set_seed
 from .evaluating import TrainerEvaluation
+from .hooks import Callback, CallbackList
 from .miners.base import Miner
 from .schedule import make_lr_scheduler, scale_learning_rate
 
