@@ -7,16 +7,7 @@
     index.save("fashion-index")
     index = Index.load("fashion-index", net=net)
 
-Kinds (``kind=``):
-
-- ``"flat"``: ``faiss.IndexFlatL2``, exact; the default.
-- ``"hnsw"``: ``faiss.IndexHNSWFlat``, a graph; approximate, fast queries, slow to build.
-  Parameters ``m`` (links per node, 32), ``ef_construction`` (40), ``ef_search`` (64).
-- ``"ivf"``: ``faiss.IndexIVFFlat``, k-means cells; approximate, fast to build.
-  Parameters ``nlist`` (cells; default ``sqrt(N)``, at most ``N / 39`` so that k-means has
-  enough points per cell) and ``nprobe`` (cells visited per query; default ``nlist / 64``,
-  at least 8, at most ``nlist``).
-
+The kinds (``kind=``: flat, hnsw, ivf) and their parameters are in :mod:`.building`.
 Metrics (``metric=``) follow the run's distance: ``"squared_l2"`` for ``squared`` and
 ``euclidean`` runs (the same ranking; distances reported are squared L2, the quantity
 ``gluon.loss.TripletLoss`` and :mod:`gluon_triplet.evaluation.metrics` use); ``"cosine"``
@@ -29,14 +20,25 @@ a manifest with every file's SHA-256; :meth:`Index.load` checks all of it.
 
 from __future__ import annotations
 
-import math
 import time
 from typing import Any, Dict, Optional, Sequence, Tuple
 
 import numpy as np
 
 from ..errors import IndexFileError
-from .store import FORMAT, INDEX_KINDS, METRICS, _faiss, load_index_dir, save_index_dir
+from .building import (
+    DEFAULT_PARAMS,
+    as_vectors,
+    faiss_index,
+    ids_array,
+    labels_array,
+    metric_for_distance,
+    normalized,
+    paths_list,
+    positive,
+    resolve_params,
+)
+from .store import FORMAT, INDEX_KINDS, METRICS, load_index_dir, save_index_dir
 
 __all__ = [
     "DEFAULT_PARAMS",
@@ -47,106 +49,10 @@ __all__ = [
     "metric_for_distance",
 ]
 
-#: Parameters of each kind and their defaults (``None``: chosen from the number of rows).
-DEFAULT_PARAMS: Dict[str, Dict[str, Any]] = {
-    "flat": {},
-    "hnsw": {"m": 32, "ef_construction": 40, "ef_search": 64},
-    "ivf": {"nlist": None, "nprobe": None},
-}
 
-# faiss's k-means wants this many training points per cell; fewer gives a poor quantizer.
-_POINTS_PER_CELL = 39
-
-
-def metric_for_distance(distance: str) -> str:
-    """The index metric of a run's ``Config.distance``.
-
-    ``squared`` and ``euclidean`` rank alike and map to ``"squared_l2"``; ``cosine`` to
-    ``"cosine"``.
-    """
-    if distance in ("squared", "euclidean"):
-        return "squared_l2"
-    if distance == "cosine":
-        return "cosine"
-    raise ValueError(f"unknown distance {distance!r}; choose one of: squared, euclidean, cosine")
-
-
-def _resolve_params(kind: str, n: int, params: Dict[str, Any]) -> Dict[str, int]:
-    if kind not in INDEX_KINDS:
-        raise ValueError(f"unknown index kind {kind!r}; choose one of: {', '.join(INDEX_KINDS)}")
-    defaults = DEFAULT_PARAMS[kind]
-    unknown = sorted(set(params) - set(defaults))
-    if unknown:
-        valid = ", ".join(defaults) or "none"
-        raise ValueError(
-            f"unknown parameter(s) {', '.join(unknown)} for a {kind} index; valid: {valid}"
-        )
-    out = dict(defaults)
-    out.update({k: v for k, v in params.items() if v is not None})
-    if kind == "ivf":
-        if out["nlist"] is None:
-            # ~sqrt(N) cells, but enough training points per cell for k-means.
-            out["nlist"] = max(1, min(int(round(math.sqrt(n))), n // _POINTS_PER_CELL))
-        if out["nprobe"] is None:
-            # recall@10 >= 0.99 at 60k and 1M items (bench/search.py)
-            out["nprobe"] = max(8, out["nlist"] // 64)
-        out["nprobe"] = min(out["nprobe"], out["nlist"])
-        if out["nlist"] > n:
-            raise ValueError(f"nlist={out['nlist']} is larger than the {n} vectors to index")
-    return {key: _positive(value, f"{kind} parameter {key}") for key, value in out.items()}
-
-
-def _positive(value: Any, what: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-        raise ValueError(f"{what} must be a positive integer, got {value!r}")
-    return int(value)
-
-
-def _as_vectors(emb, dim: Optional[int], what: str) -> np.ndarray:
-    arr = emb.asnumpy() if hasattr(emb, "asnumpy") else np.asarray(emb)
-    if arr.ndim != 2:
-        raise ValueError(f"{what} must be 2-D (N, D) embeddings, got shape {arr.shape}")
-    if arr.shape[0] == 0 or arr.shape[1] == 0:
-        raise ValueError(f"{what} must be non-empty, got shape {arr.shape}")
-    if arr.dtype.kind not in "biuf":
-        raise ValueError(f"{what} must be numeric, got dtype {arr.dtype}")
-    if dim is not None and arr.shape[1] != dim:
-        raise ValueError(
-            f"{what} have embedding size {arr.shape[1]}, but the index holds size-{dim} "
-            "embeddings (another model?)"
-        )
-    arr = np.ascontiguousarray(arr, dtype=np.float32)
-    if not np.isfinite(arr).all():
-        raise ValueError(f"{what} must be finite (no NaN or inf)")
-    return arr
-
-
-def _normalized(x: np.ndarray) -> np.ndarray:
-    norms = np.linalg.norm(x, axis=1, keepdims=True)
-    # A zero vector stays zero rather than becoming NaN.
-    return x / np.maximum(norms, np.float32(1e-12))
-
-
-def _labels_array(labels, n: int, what: str = "labels") -> Optional[np.ndarray]:
-    if labels is None:
-        return None
-    arr = labels.asnumpy() if hasattr(labels, "asnumpy") else np.asarray(labels)
-    if arr.ndim == 2 and arr.shape[1] == 1:
-        arr = arr[:, 0]
-    if arr.shape != (n,):
-        raise ValueError(f"{what} must have shape (N,) = ({n},), got {arr.shape}")
-    if arr.dtype.kind not in "biuU":
-        raise ValueError(f"{what} must be integers or strings, got dtype {arr.dtype}")
-    return arr
-
-
-def _paths_list(paths, n: int) -> Optional[list]:
-    if paths is None:
-        return None
-    out = [None if p is None else str(p) for p in paths]
-    if len(out) != n:
-        raise ValueError(f"paths must list one path per row ({n}), got {len(out)}")
-    return out
+# The manifest's own keys; the others are the index's provenance, ``Index.info``.
+_MANIFEST_KEYS = {"format", "metric", "embedding_size", "count", "index", "files"}
+_MANIFEST_KEYS |= {"labels", "class_names", "paths"}
 
 
 class Index:
@@ -248,31 +154,16 @@ class Index:
         """
         if metric not in METRICS:
             raise ValueError(f"unknown metric {metric!r}; choose one of: {', '.join(METRICS)}")
-        x = _as_vectors(emb, None, "embeddings")
-        n, d = x.shape
-        params = _resolve_params(kind, n, params)
-        labels = _labels_array(labels, n)
-        paths = _paths_list(paths, n)
-        if ids is None:
-            ids = np.arange(n, dtype=np.int64)
-        else:
-            ids = np.asarray(ids)
-            if ids.shape != (n,) or ids.dtype.kind not in "iu":
-                raise ValueError(f"ids must be (N,) = ({n},) integers, got {ids.shape} {ids.dtype}")
+        x = as_vectors(emb, None, "embeddings")
+        n = len(x)
+        params = resolve_params(kind, n, params)
+        labels = labels_array(labels, n)
+        paths = paths_list(paths, n)
+        ids = ids_array(ids, n)
         if metric == "cosine":
-            x = _normalized(x)
-        faiss = _faiss()
+            x = normalized(x)
         start = time.perf_counter()
-        if kind == "flat":
-            index = faiss.IndexFlatL2(d)
-        elif kind == "hnsw":
-            index = faiss.IndexHNSWFlat(d, params["m"])
-            index.hnsw.efConstruction = params["ef_construction"]
-        else:
-            quantizer = faiss.IndexFlatL2(d)
-            index = faiss.IndexIVFFlat(quantizer, d, params["nlist"])
-            index.train(x)
-        index.add(x)
+        index = faiss_index(x, kind, params)
         info = dict(info or {})
         info["build_seconds"] = round(time.perf_counter() - start, 3)
         out = cls(
@@ -329,7 +220,7 @@ class Index:
                 raise ValueError(
                     f"{key} is not a search-time parameter of {self.kind} indexes; valid: {valid}"
                 )
-            checked[key] = _positive(value, key)
+            checked[key] = positive(value, key)
         self.params.update(checked)
         if self.kind == "ivf":
             self.params["nprobe"] = min(self.params["nprobe"], self.params["nlist"])
@@ -378,11 +269,11 @@ class Index:
 
     def search_embeddings(self, emb, k: int = 10) -> Tuple[np.ndarray, np.ndarray]:
         """:meth:`search` for ``(Q, D)`` embeddings."""
-        q = _as_vectors(emb, self.dim, "queries")
-        if _positive(k, "k") > len(self):
+        q = as_vectors(emb, self.dim, "queries")
+        if positive(k, "k") > len(self):
             raise ValueError(f"k={k} is larger than the index ({len(self)} items)")
         if self.metric == "cosine":
-            q = _normalized(q)
+            q = normalized(q)
         dist, rows = self._index.search(q, int(k))
         missing = rows < 0
         ids = self.ids[np.where(missing, 0, rows)]
@@ -423,26 +314,23 @@ class Index:
 
     def add_embeddings(self, emb, labels=None, paths=None) -> np.ndarray:
         """:meth:`add` for ``(N, D)`` embeddings."""
-        x = _as_vectors(emb, self.dim, "embeddings")
+        x = as_vectors(emb, self.dim, "embeddings")
         n = len(x)
         if (labels is None) != (self.labels is None):
             has = "has" if self.labels is not None else "has no"
             raise ValueError(f"the index {has} labels: pass labels exactly when it has them")
         if (paths is None) != (self.paths is None) and self.paths is not None:
             raise ValueError("the index has source paths: pass paths for the new rows")
-        labels = _labels_array(labels, n)
-        paths = _paths_list(paths, n)
-        if (
-            labels is not None
-            and self.labels is not None
-            and labels.dtype.kind != self.labels.dtype.kind
-        ):
-            if not (labels.dtype.kind in "biu" and self.labels.dtype.kind in "biu"):
+        labels = labels_array(labels, n)
+        paths = paths_list(paths, n)
+        if labels is not None and self.labels is not None:
+            kinds = {labels.dtype.kind, self.labels.dtype.kind}
+            if len(kinds) > 1 and not kinds <= set("biu"):
                 raise ValueError(
                     f"labels are {labels.dtype} but the index's are {self.labels.dtype}"
                 )
         if self.metric == "cosine":
-            x = _normalized(x)
+            x = normalized(x)
         self._index.add(x)
         start = int(self.ids.max()) + 1 if len(self.ids) else 0
         new_ids = np.arange(start, start + n, dtype=np.int64)
@@ -505,12 +393,7 @@ class Index:
         """
         stored = load_index_dir(directory)
         doc = stored.manifest
-        info = {
-            k: v
-            for k, v in doc.items()
-            if k not in ("format", "metric", "embedding_size", "count", "index", "files")
-            and k not in ("labels", "class_names", "paths")
-        }
+        info = {k: v for k, v in doc.items() if k not in _MANIFEST_KEYS}
         out = cls(
             stored.index,
             metric=doc["metric"],
