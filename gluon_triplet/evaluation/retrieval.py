@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, Dict, Iterable, Iterator, Optional, Sequence, Tuple
+from typing import Dict, Iterator, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -18,7 +18,6 @@ from .arrays import (
     _as_embedding,
     _as_ks,
     _encode_labels,
-    _finish_sq_dists,
     _minus_two_gram,
     _row_sq_norms,
     _to_numpy,
@@ -32,12 +31,10 @@ from .neighbours import (
     _float32_rows,
     neighbour_method,
 )
+from .ranking import block_relevance, score_rankings
 
 __all__ = ["gallery_retrieval_metrics", "per_class_precision_at_1", "retrieval_metrics"]
 
-# The unsigned integers whose bit patterns rank float64 (float32) distances, and the key
-# given to a query's own column: above every real key (see ``_ranked_relevance``).
-_KEY_TYPES = {np.dtype(np.float64): np.uint64, np.dtype(np.float32): np.uint32}
 
 # Below this many query rows per thread, thread start-up costs more than it saves.
 _MIN_ROWS_PER_WORKER = 128
@@ -49,41 +46,6 @@ def _worker_count(rows: int) -> int:
     except AttributeError:  # macOS, Windows
         cores = os.cpu_count() or 1
     return max(1, min(cores, rows // _MIN_ROWS_PER_WORKER))
-
-
-def _block_relevance(
-    g: np.ndarray,
-    qn: np.ndarray,
-    sq: np.ndarray,
-    qcodes: np.ndarray,
-    codes: np.ndarray,
-    depth: int,
-    self_cols: Optional[np.ndarray] = None,
-) -> np.ndarray:
-    """Relevance of the ``depth`` nearest candidates of a block of queries; overwrites ``g``.
-
-    ``g`` is ``_minus_two_gram(queries, candidates)``, ``qn`` and ``sq`` the squared norms of
-    the queries and candidates, ``qcodes`` and ``codes`` their label codes. ``self_cols``
-    (leave-one-out) is each query's own column, which is never ranked.
-    """
-    dists = _finish_sq_dists(g, qn, sq)
-    # float32 distances (the "float32" search) get 32-bit keys, in place: a non-negative
-    # float32's pattern is below 2**31, so the shifted key with its flag still fits, in
-    # the same order with the same ties as the float64 key of the widened distance, at
-    # half the memory the selection and the sort go through.
-    key_type: Any = _KEY_TYPES.get(dists.dtype, np.uint64)
-    keys = dists.astype(np.float64, copy=False) if key_type is np.uint64 else dists
-    keys = keys.view(key_type)
-    np.left_shift(keys, key_type(1), out=keys)
-    np.bitwise_or(keys, qcodes[:, None] == codes[None, :], out=keys)
-    if self_cols is not None:
-        keys[np.arange(len(self_cols)), self_cols] = np.iinfo(key_type).max
-    if depth == 1:
-        top = keys.min(axis=1, keepdims=True)
-    else:
-        keys.partition(depth - 1, axis=1)
-        top = np.sort(keys[:, :depth], axis=1)
-    return (top & key_type(1)).astype(bool)
 
 
 def _ranked_relevance(
@@ -136,7 +98,7 @@ def _ranked_relevance(
             edges = np.linspace(0, len(q), min(workers, len(q)) + 1).astype(int)
             blocks = [slice(lo, hi) for lo, hi in zip(edges[:-1].tolist(), edges[1:].tolist())]
             parts = pool.map(
-                _block_relevance,
+                block_relevance,
                 [g[b] for b in blocks],
                 [qsq[q[b]] for b in blocks],
                 [sq] * len(blocks),
@@ -146,39 +108,6 @@ def _ranked_relevance(
                 [q[b] if gallery is None else None for b in blocks],
             )
             yield q, np.concatenate(list(parts))
-
-
-def _score_rankings(
-    stream: Iterable[Tuple[np.ndarray, np.ndarray]],
-    num_relevant: np.ndarray,
-    num_queries: int,
-    depth: int,
-    ks: Tuple[int, ...],
-) -> Dict[str, float]:
-    """P@1, R@k and MAP@R from the relevance rows of :func:`_ranked_relevance`."""
-    # k = 1 is always counted: precision_at_1 is reported whatever ks holds.
-    counted = tuple(sorted(set(ks) | {1}))
-    cuts = np.minimum(counted, depth)
-    hits = np.zeros(len(counted), dtype=np.int64)
-    ap_sum = 0.0
-    for q, rel in stream:
-        first_hit = np.where(rel.any(axis=1), rel.argmax(axis=1), depth)
-        hits += (first_hit[:, None] < cuts[None, :]).sum(axis=0)
-        r = num_relevant[q]
-        # AP@R only visits the relevant ranks i <= R; there P@i = (how many relevant so far)
-        # / i, and the running count is the hit's position within its row of nonzero().
-        rows, cols = np.nonzero(rel & (np.arange(depth)[None, :] < r[:, None]))
-        row_start = np.searchsorted(rows, rows)
-        precision = (np.arange(1, len(rows) + 1) - row_start) / (cols + 1.0)
-        ap = np.bincount(rows, weights=precision, minlength=len(q)) / r
-        ap_sum += float(ap.sum())
-    recall = {k: float(h / num_queries) for k, h in zip(counted, hits.tolist())}
-    result: Dict[str, float] = {"precision_at_1": recall[1]}
-    for k in ks:
-        result[f"recall_at_{k}"] = recall[k]
-    result["map_at_r"] = ap_sum / num_queries
-    result["num_queries"] = num_queries
-    return result
 
 
 def _retrieval_setup(emb, labels, chunk_size):
@@ -303,7 +232,7 @@ def _retrieval(x, codes, classes, num_relevant, queries, chunk_size, ks, method,
             )
             yield q, rel
 
-    result = _score_rankings(counted(stream), num_relevant, int(queries.size), depth, ks)
+    result = score_rankings(counted(stream), num_relevant, int(queries.size), depth, ks)
     result.update(info)
     return result, hits
 
