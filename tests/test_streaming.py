@@ -313,19 +313,19 @@ def test_a_streamed_run_starts_one_evaluation_pool_per_evaluation(digits, tmp_pa
     write_digits(root / "test", digits, per_class=40, colour=False, corrupt=False)
     events = []  # ("start" | "stop", pictures of the split)
 
-    class Recorded(streaming._WholeBatches):  # one per DataLoader, that is per pool
-        def __init__(self, dataset):
-            super().__init__(dataset)
-            events.append(("start", len(dataset)))
+    call, close = streaming.BatchDecoder.__call__, streaming.BatchDecoder.close
 
-    close = streaming.BatchDecoder.close
+    def recorded_call(self, batches):  # runs at the pass's first batch, as the pool starts
+        if not self.running:
+            events.append(("start", len(self.dataset)))
+        yield from call(self, batches)
 
     def recorded_close(self):
-        if self._loader is not None:
+        if self.running:
             events.append(("stop", len(self.dataset)))
         close(self)
 
-    monkeypatch.setattr(streaming, "_WholeBatches", Recorded)
+    monkeypatch.setattr(streaming.BatchDecoder, "__call__", recorded_call)
     monkeypatch.setattr(streaming.BatchDecoder, "close", recorded_close)
     # 160 test pictures: chunks of 64, 64 and 32 (that one in-process), and the norm sample
     _train(str(root), tmp_path, "run", "--max-memory", "0", "--eval-batch-size", "64")
