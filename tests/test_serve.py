@@ -2,6 +2,7 @@
 through Starlette's TestClient), their bad requests, the item pictures' confinement to the
 dataset, no MXNet in the request path, and the real command on a socket."""
 
+import errno
 import io
 import json
 import os
@@ -301,6 +302,7 @@ def test_a_missing_index_or_a_port_in_use_is_one_error_line(served, capsys, tmp_
         assert main(["serve", served["ix"], "--port", str(port), "-q"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and f"cannot listen on 127.0.0.1:{port}" in err[0]
+    assert os.strerror(errno.EADDRINUSE) in err[0]  # the OS's reason, not a guess
 
 
 def free_port():

@@ -10,7 +10,7 @@ import os
 import signal
 import socket
 import sys
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Optional, Sequence
 
 from ..errors import ConfigError, MissingDependency
 
@@ -20,6 +20,7 @@ __all__ = [
     "add_run_flags",
     "add_split_flag",
     "address_family",
+    "bind_error",
     "check_new_path",
     "guarded",
     "is_loopback",
@@ -137,13 +138,18 @@ def address_family(host: str) -> socket.AddressFamily:
         return socket.AF_INET
 
 
-def port_in_use(host: str, port: int) -> bool:
-    """Whether a server already listens on ``host:port`` (binding it fails)."""
+def bind_error(host: str, port: int) -> Optional[str]:
+    """Why a server could not listen on ``host:port`` (the OS's reason), or None."""
     with socket.socket(address_family(host), socket.SOCK_STREAM) as s:
         # As a server would: a port in TIME_WAIT is free, one with a listener is not.
         s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             s.bind((host, port))
-        except OSError:
-            return True
-    return False
+        except OSError as e:
+            return e.strerror or str(e)
+    return None
+
+
+def port_in_use(host: str, port: int) -> bool:
+    """Whether a server already listens on ``host:port`` (binding it fails)."""
+    return bind_error(host, port) is not None

@@ -9,7 +9,7 @@ import logging
 import os
 from typing import Sequence
 
-from .common import add_common_flags, is_loopback, port_in_use, run_command
+from .common import add_common_flags, bind_error, is_loopback, run_command
 
 __all__ = ["HELP", "build_parser", "main"]
 
@@ -91,8 +91,9 @@ def _serve(args: argparse.Namespace) -> None:
     # Built here, so that a bad index or export is one error line, not a worker's.
     app = create_app(args.index_dir, export_dir=args.export, run_dir=args.run, **kwargs)
     service = app.state.service
-    if port_in_use(args.host, args.port):  # one error line now, not uvicorn's exit
-        raise OSError(f"cannot listen on {args.host}:{args.port}: in use or not this host's")
+    reason = bind_error(args.host, args.port)  # one error line now, not uvicorn's exit
+    if reason is not None:
+        raise OSError(f"cannot listen on {args.host}:{args.port}: {reason}")
     if not is_loopback(args.host):
         logger.warning(
             "listening on %s: anyone who can reach this machine can search the index and see "
