@@ -72,17 +72,19 @@ def make_triplets(data, config):
 def resolve_run_epochs(config, samples):
     """``epochs`` left automatic, resolved for ``samples`` training samples, logged and put
     in the config the run records (``--resume`` continues to the same count)."""
-    from ..config import AUTO_MIN_SAMPLES, resolve_epochs
+    from ..config import AUTO_EPOCHS, AUTO_MIN_SAMPLES, MAX_AUTO_EPOCHS, resolve_epochs
 
     if config.epochs is not None:
         return config
     epochs = resolve_epochs(None, samples)
     logger.info(
-        "epochs: %d (auto: %s training samples; at least %s samples seen, at least 10 and at "
-        "most 30 epochs)",
+        "epochs: %d (auto: %s training samples; at least %s samples seen, at least %d and at "
+        "most %d epochs)",
         epochs,
         f"{samples:,}",
         f"{AUTO_MIN_SAMPLES:,}",
+        AUTO_EPOCHS,
+        MAX_AUTO_EPOCHS,
     )
     return dataclasses.replace(config, epochs=epochs)
 

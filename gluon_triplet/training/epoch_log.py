@@ -68,7 +68,7 @@ class ProgressCallback(Callback):
         # is done, or it would time the queueing only.
         self.sync = sync if sync is not None else _wait_for_mxnet
         self._estimated = False
-        self._clock: Optional[float] = None
+        self._last: Optional[float] = None  # when the last timed batch's work was done
         self._times: List[float] = []
 
     def on_train_begin(self, trainer):
@@ -118,16 +118,16 @@ class ProgressCallback(Callback):
 
     def _estimate(self, trainer):
         done = trainer.batch + 1
-        if self._clock is None:
+        if self._last is None:
             if done == min(self.warmup, trainer.num_batches - 1):
                 self.sync()
-                self._clock = self._last = self.clock()
+                self._last = self.clock()
             return
         self.sync()
         now = self.clock()
         self._times.append(now - self._last)
         self._last = now
-        timed, seconds = len(self._times), now - self._clock
+        timed, seconds = len(self._times), sum(self._times)
         enough = timed >= self.timed or (seconds >= self.budget and timed >= MIN_TIMED)
         if not enough and done < trainer.num_batches:
             return
