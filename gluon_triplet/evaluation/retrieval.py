@@ -180,8 +180,11 @@ def retrieval_metrics(
     -----
     Queries whose label has no other member (singleton classes) are excluded: they cannot
     retrieve anything relevant. Their rows still take part as candidates for other
-    queries. If no query remains, ``ValueError`` is raised. Ties are broken
-    pessimistically, on the float64 distances.
+    queries. If no query remains, ``ValueError`` is raised.
+
+    Ties are broken pessimistically: at exactly equal distance, wrong-label rows rank
+    before same-label ones, so a collapsed embedding scores 0 rather than chance. The
+    ranking is exact on the float64 distances (float32 with ``method="float32"``).
     """
     ks = _as_ks(ks)
     x, codes, classes, num_relevant, queries, chunk_size = _retrieval_setup(emb, labels, chunk_size)
