@@ -6,12 +6,15 @@ import os
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from PIL import Image
 
 from gluon_triplet.data import decoding
 from gluon_triplet.data.bundle import stratified_split
 from gluon_triplet.data.datasets import DataError, load_dataset
 from gluon_triplet.data.decoding import ImageOptions, parse_image_size
+from gluon_triplet.data.imaging import MIN_AUTO_SIZE, fit_epoch_pixels
 from gluon_triplet.data.layout import to_canonical_layout
 from gluon_triplet.data.recordio import pack_folder
 from gluon_triplet.errors import ImageFileError
@@ -362,3 +365,57 @@ def test_gif_and_webp_pictures_load_and_train(tmp_path, digits, capsys):
     metrics = json.loads((logs / "r" / "metrics.json").read_text())
     assert metrics["finished"] and metrics["history"][-1]["train"]["triplets"] > 0
     assert np.isfinite(metrics["history"][-1]["test"]["precision_at_1"])
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.integers(1, 600),
+    st.integers(1, 600),
+    st.integers(1, 10**6),
+    st.integers(10**4, 10**9),
+)
+def test_fit_epoch_pixels_keeps_the_budget_down_to_the_floor(h, w, pictures, budget):
+    fitted = fit_epoch_pixels((h, w), pictures, budget)
+    if pictures * h * w <= budget:
+        assert fitted == (h, w)
+        return
+    floor = MIN_AUTO_SIZE
+    for old, new in zip((h, w), fitted):
+        assert new <= old
+        assert new == old if old <= floor else (new >= floor and (new % 8 == 0 or new == floor))
+    at_floor = any(new == min(old, floor) for old, new in zip((h, w), fitted))
+    assert pictures * fitted[0] * fitted[1] <= budget or at_floor
+
+
+def write_squares(root, classes=2, per_class=20, side=64):
+    """``root/c<i>/`` of ``side`` x ``side`` grey pictures, class ``i`` a square of grey ``i``."""
+    rng = np.random.default_rng(0)
+    for c in range(classes):
+        os.makedirs(os.path.join(root, f"c{c}"), exist_ok=True)
+        for j in range(per_class):
+            pixels = rng.integers(0, 60, (side, side), dtype=np.uint8)
+            pixels[16:48, 16:48] += np.uint8(100 + 60 * c)
+            Image.fromarray(pixels, "L").save(os.path.join(root, f"c{c}", f"{j:02d}.png"))
+    return str(root)
+
+
+def test_automatic_size_is_lowered_when_an_epoch_is_over_budget(tmp_path, monkeypatch, caplog):
+    from gluon_triplet.data import imaging
+
+    root = write_squares(tmp_path / "sq")  # 16 training pictures a class: 1 batch of 2 x 16
+    assert 32 * 64 * 64 > 100_000
+    monkeypatch.setattr(imaging, "EPOCH_PIXELS", 100_000)
+    with caplog.at_level(logging.INFO, logger="gluon_triplet"):
+        lowered = load_dataset(f"folder:{root}", images=ImageOptions(workers=0, pk=(None, 16)))
+    assert lowered.x_train.shape[-2:] == (48, 48)  # 64 * sqrt(100000 / 131072) = 55.9
+    assert "image size lowered to 48x48" in caplog.text and "32 pictures" in caplog.text
+    # The budget binds only the automatic size, and only with P x K batches to cost.
+    for options in (ImageOptions(workers=0), ImageOptions(workers=0, pk=(None, 16), size=(64, 64))):
+        assert load_dataset(f"folder:{root}", images=options).x_train.shape[-2:] == (64, 64)
+
+
+def test_image_options_cost_the_online_miners_batches():
+    from gluon_triplet.config import Config
+
+    assert ImageOptions.from_config(Config(pk_classes=4, pk_samples=8)).pk == (4, 8)
+    assert ImageOptions.from_config(Config(miner="offline")).pk is None

@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from gluon_triplet.data.samplers import PKBatchSampler
+from gluon_triplet.data.samplers import PKBatchSampler, pk_epoch_batches
 
 
 def make_labels(sizes, seed=0):
@@ -49,6 +49,7 @@ def test_every_epoch_covers_all_samples_with_p_classes_of_k(layout):
     chunks = -(-np.array(sizes) // k)
     # The greedy needs the fewest batches possible: no class twice in a batch, P per batch.
     assert len(sampler) == max(chunks.max(), -(-chunks.sum() // p))
+    assert pk_epoch_batches(np.bincount(labels), p, k) == len(sampler)
     for _ in range(2):
         check_epoch(sampler, labels)
 

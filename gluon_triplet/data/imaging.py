@@ -4,6 +4,7 @@ cover, centre crop, grey or RGB) and decoding by Pillow."""
 from __future__ import annotations
 
 import io
+import math
 import re
 from dataclasses import dataclass
 from typing import Optional, Tuple
@@ -14,14 +15,17 @@ from ..errors import ImageFileError, TooManyPixels
 from .headers import MAX_PIXELS, check_pixels, pillow_allows
 
 __all__ = [
+    "EPOCH_PIXELS",
     "GREY_MODES",
     "ImageOptions",
     "MAX_AUTO_SIZE",
+    "MIN_AUTO_SIZE",
     "SIZE_SAMPLE",
     "as_mode",
     "choose_image_size",
     "decode_picture",
     "error_reason",
+    "fit_epoch_pixels",
     "fit_picture",
     "parse_image_size",
 ]
@@ -29,6 +33,12 @@ __all__ = [
 #: Largest side the automatic ``--image-size`` picks (the CNN's cost grows with the area).
 MAX_AUTO_SIZE = 64
 
+#: Pixels (pictures x height x width) one training epoch may show at the automatic size:
+#: an epoch of more pictures gets smaller ones (:func:`fit_epoch_pixels`).
+EPOCH_PIXELS = 200_000_000
+
+#: The automatic size is not lowered below this side to fit :data:`EPOCH_PIXELS`.
+MIN_AUTO_SIZE = 32
 
 #: How many pictures :func:`choose_image_size` looks at.
 SIZE_SAMPLE = 300
@@ -174,6 +184,31 @@ def choose_image_size(reader, sample: int = SIZE_SAMPLE, cap: int = MAX_AUTO_SIZ
     return size, 1 if all(grey) else 3
 
 
+def fit_epoch_pixels(size, pictures: int, budget: int = EPOCH_PIXELS, floor: int = MIN_AUTO_SIZE):
+    """``size`` made smaller, if need be, so that an epoch of ``pictures`` shows at most
+    ``budget`` pixels.
+
+    Parameters
+    ----------
+    size : (int, int)
+        Height, width.
+    pictures : int
+        Pictures one training epoch shows.
+
+    Returns
+    -------
+    (int, int)
+        ``size`` when ``pictures * height * width <= budget``; else both sides scaled by
+        one factor and rounded down to multiples of 8, none below ``floor`` (a side
+        already at or below ``floor`` is kept), so the floor may leave it over budget.
+    """
+    h, w = (int(s) for s in size)
+    if pictures * h * w <= budget:
+        return (h, w)
+    scale = math.sqrt(budget / (pictures * h * w))
+    return tuple(s if s <= floor else max(floor, int(s * scale) // 8 * 8) for s in (h, w))
+
+
 @dataclass(frozen=True)
 class ImageOptions:
     """How pictures become arrays (from :class:`~gluon_triplet.config.Config`).
@@ -197,6 +232,10 @@ class ImageOptions:
     max_pixels : int
         Pictures whose header declares more pixels are skipped with a warning (``strict``:
         an error) before any decoder runs (:func:`check_pixels`).
+    pk : (int or None, int) or None
+        P (None: automatic) and K of the training's P x K batches: an automatic ``size``
+        is then kept within :data:`EPOCH_PIXELS` an epoch (:func:`fit_epoch_pixels`).
+        None: the median size as it is.
     """
 
     size: Optional[Tuple[int, int]] = None
@@ -206,6 +245,7 @@ class ImageOptions:
     workers: Optional[int] = None
     max_memory: float = 2.0
     max_pixels: int = MAX_PIXELS
+    pk: Optional[Tuple[Optional[int], int]] = None
 
     @classmethod
     def from_config(cls, config) -> ImageOptions:
@@ -217,4 +257,7 @@ class ImageOptions:
             workers=getattr(config, "workers", None),
             max_memory=getattr(config, "max_memory", 2.0),
             max_pixels=getattr(config, "max_pixels", MAX_PIXELS),
+            pk=None
+            if getattr(config, "miner", "offline") == "offline"
+            else (config.pk_classes, config.pk_samples),
         )

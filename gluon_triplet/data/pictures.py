@@ -119,8 +119,12 @@ def split_image_paths(text: str) -> List[str]:
     return files
 
 
-def _picture_shape(reader, options, source: str, logger: logging.Logger) -> Tuple[Any, int]:
-    """``options``' size and channels, those not given chosen from a sample of ``reader``."""
+def _picture_shape(
+    reader, options, source: str, logger: logging.Logger, train_labels=None
+) -> Tuple[Any, int]:
+    """``options``' size and channels, those not given chosen from a sample of ``reader``;
+    an automatic size is kept within an epoch's pixels when ``options.pk`` and
+    ``train_labels`` (the training split's, before the validation split) are given."""
     from . import decoding
 
     size, channels = options.size, options.channels
@@ -138,8 +142,38 @@ def _picture_shape(reader, options, source: str, logger: logging.Logger) -> Tupl
                 min(len(reader), decoding.SIZE_SAMPLE),
                 decoding.MAX_AUTO_SIZE,
             )
+            if options.pk is not None and train_labels is not None and len(train_labels):
+                size = _within_epoch_pixels(size, options.pk, train_labels, logger)
         channels = channels or auto_channels
     return size, channels
+
+
+def _within_epoch_pixels(size, pk, train_labels: np.ndarray, logger: logging.Logger):
+    """``size`` lowered (:func:`~gluon_triplet.data.imaging.fit_epoch_pixels`) when an
+    epoch of P x K batches over ``train_labels`` would show more than its pixel budget."""
+    from .imaging import EPOCH_PIXELS, fit_epoch_pixels
+    from .samplers import pk_epoch_batches, resolve_p
+
+    counts = np.unique(train_labels, return_counts=True)[1]
+    p = resolve_p(pk[0], len(counts))
+    if len(counts) < 2 or p > len(counts):
+        return size  # training refuses these sets with its own message
+    pictures = pk_epoch_batches(counts, p, pk[1]) * p * pk[1]
+    fitted = fit_epoch_pixels(size, pictures, EPOCH_PIXELS)
+    if fitted != tuple(size):
+        logger.info(
+            "image size lowered to %dx%d for speed: an epoch of about %s pictures (P x K "
+            "batches) at %dx%d would be %.0f megapixels, over the automatic size's %.0f; "
+            "choose another with --image-size",
+            fitted[0],
+            fitted[1],
+            f"{pictures:,}",
+            size[0],
+            size[1],
+            pictures * size[0] * size[1] / 1e6,
+            EPOCH_PIXELS / 1e6,
+        )
+    return fitted
 
 
 def _decoded_bundle(
@@ -155,7 +189,11 @@ def _decoded_bundle(
     """Decode every picture once into float32 arrays and split them."""
     from . import decoding
 
-    size, channels = _picture_shape(reader, options, source, logger)
+    if test is None:
+        train_labels = labels[stratified_split(labels)[0]]
+    else:
+        train_labels = labels[~np.asarray(test, dtype=bool)]
+    size, channels = _picture_shape(reader, options, source, logger, train_labels)
     dataset = decoding.DecodedImages(
         reader, size, channels, options.upscale, max_pixels=options.max_pixels
     )

@@ -14,7 +14,37 @@ from mxnet import gluon
 
 from .triplets import _index_dtype, encode_labels
 
-__all__ = ["PKBatchSampler"]
+__all__ = ["PKBatchSampler", "pk_epoch_batches", "resolve_p"]
+
+#: P of the P x K batches when not given: every class, up to this many.
+DEFAULT_PK_CLASSES = 10
+
+
+def resolve_p(p, num_classes: int) -> int:
+    """P of the P x K batches: ``p`` when given, else every class up to 10."""
+    return int(p or min(DEFAULT_PK_CLASSES, num_classes))
+
+
+def pk_epoch_batches(counts, p: int, k: int) -> int:
+    """Batches of one :class:`PKBatchSampler` epoch over classes of ``counts`` samples.
+
+    Parameters
+    ----------
+    counts : (C,) array-like of int
+        Samples of each class.
+    p, k : int
+        Classes per batch and samples per class.
+
+    Returns
+    -------
+    int
+        ``max(max_c t_c, ceil(sum_c t_c / p))`` with ``t_c = ceil(counts_c / k)``: the
+        largest class served once, and every chunk of every class at least once.
+    """
+    chunks = -(-np.asarray(counts, dtype=np.int64) // int(k))
+    if chunks.size == 0:
+        return 0
+    return max(int(chunks.max()), -(-int(chunks.sum()) // int(p)))
 
 
 class _Bucket:
@@ -243,7 +273,7 @@ class PKBatchSampler(gluon.data.Sampler):
         self.k = k
         self.counts = np.bincount(codes, minlength=len(classes))
         self.chunks = -(-self.counts // k)
-        self._num_batches = max(int(self.chunks.max()), -(-int(self.chunks.sum()) // p))
+        self._num_batches = pk_epoch_batches(self.counts, p, k)
         self._starts = np.concatenate(([0], np.cumsum(self.counts)[:-1])).astype(np.int64)
         self._rng = seed if isinstance(seed, np.random.Generator) else np.random.default_rng(seed)
 

@@ -133,7 +133,9 @@ def check_memory(config, sample_shape, num_classes: int, num_contexts: int = 1) 
     if config.miner == "offline":
         batch, what = 3 * config.batch_size, f"--batch-size {config.batch_size}"
     else:
-        p = config.pk_classes or min(10, num_classes)
+        from ..data.samplers import resolve_p
+
+        p = resolve_p(config.pk_classes, num_classes)
         batch, what = p * config.pk_samples, f"-P {p} x -K {config.pk_samples}"
     batch_bytes = batch * (features + sum(widths)) * 4 * 2
     pairwise = 0 if config.miner == "offline" else batch * batch * 4

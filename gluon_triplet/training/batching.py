@@ -16,7 +16,7 @@ from mxnet import gluon, nd
 
 from ..config import Config
 from ..data.augment import make_augmenter
-from ..data.samplers import PKBatchSampler
+from ..data.samplers import PKBatchSampler, resolve_p
 from ..data.streaming import BatchFeed
 from ..data.triplets import TripletDataset
 from ..errors import ConfigError
@@ -121,7 +121,7 @@ def loss_sums(F, loss, weight):
 
 def default_pk_classes(config: Config, num_classes: int) -> int:
     """P of the P x K batches: ``config.pk_classes``, by default every class up to 10."""
-    return config.pk_classes or min(10, num_classes)
+    return resolve_p(config.pk_classes, num_classes)
 
 
 def check_batch_fits(config: Config, train_set: TripletDataset) -> None:
