@@ -107,7 +107,7 @@ def test_evaluation_plan_says_what_is_scored_when():
         "validation": "before training and after every epoch, a fixed sample of 2000 of 6000 "
         "(see each record's evaluated_on); chooses the best",
         "test": "after the last epoch, all 10000",
-        "raw_pixels": "after training, on the test split",
+        "raw_pixels": "on the test split, beside the last epoch or after it",
     }
     plan = evaluation_plan(2, 2000, 0, 1000)
     assert plan["validation"] == "none: the best epoch is the last"

@@ -40,7 +40,8 @@ def context_names(contexts) -> str:
 
 
 def baseline_callback(data, test_triplets, config, raw):
-    """What computes the raw-pixel baseline into ``raw`` once training has ended."""
+    """What computes the raw-pixel baseline into ``raw`` (beside the last epoch, or once
+    training has ended)."""
     from .baseline import RawBaseline
 
     return RawBaseline(data.x_test, data.y_test, test_triplets, config.seed, config.margin, raw)

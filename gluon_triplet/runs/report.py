@@ -44,7 +44,7 @@ def evaluation_plan(eval_every: int, eval_samples: int, val: int, test: int) -> 
         if val
         else "none: the best epoch is the last",
         "test": f"after the last epoch, all {test}",
-        "raw_pixels": "after training, on the test split",
+        "raw_pixels": "on the test split, beside the last epoch or after it",
     }
     if eval_every:
         plan["test"] += f"; before training and every {eval_every} epochs, {sample(test)}"
