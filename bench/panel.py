@@ -54,6 +54,7 @@ _POOLED_64 = {"block": "pooled", "channels": [16, 32, 64, 128], "pool": "avg"}
 RECIPES: Dict[str, Dict[str, Any]] = {
     "default": {},
     "e30": {"epochs": 30},
+    "s48": {"image_size": "48"},  # what a set whose epoch is over 200 megapixels gets
     "s64": {"image_size": "64", "model": "convnet"},
     "s64-lr3e-4": {"image_size": "64", "model": "convnet", "lr": 0.0003},
     "s64-photos": {"image_size": "64", "model": "convnet", "augment": "photos"},
