@@ -83,10 +83,10 @@ class RawBaseline(Callback):
             return
         if hasattr(self.x, "dataset"):  # streamed: its decoding pools belong to training
             return
-        self._thread = threading.Thread(target=self._score, name="raw-baseline", daemon=True)
+        self._thread = threading.Thread(target=self._compute, name="raw-baseline", daemon=True)
         self._thread.start()
 
-    def _score(self):
+    def _compute(self):
         try:
             self._outcome["result"] = _score(self.x, self.y, self.triplets, self.seed, self.margin)
         except BaseException as e:  # raised again in the training's thread
@@ -100,7 +100,7 @@ class RawBaseline(Callback):
         if self.metrics:
             return
         if self._thread is None:
-            self._score()
+            self._compute()
         else:
             self._thread.join()
         if "error" in self._outcome:
