@@ -153,6 +153,16 @@ def test_a_run_resolves_automatic_epochs_for_its_training_set_and_records_them(t
     assert json.loads((run / "metrics.json").read_text())["history"][-1]["epoch"] == 30
 
 
+def test_the_time_is_estimated_before_the_first_epoch(straight_run):
+    import re
+
+    lines = open(os.path.join(straight_run, "train.log")).read().splitlines()
+    before = [i for i, line in enumerate(lines) if "estimated time before training: " in line]
+    epochs = [i for i, line in enumerate(lines) if re.search(r" epoch +1 \|", line)]
+    assert len(before) == 1 and epochs and before[0] < epochs[0]
+    assert re.search(r"\d s per epoch, .* for 3 epoch\(s\)", lines[before[0]])
+
+
 def test_the_raw_pixel_baseline_is_scored_after_the_last_epoch(straight_run):
     """The baseline only feeds the report: the first epoch does not wait for it."""
     import re

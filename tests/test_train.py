@@ -275,3 +275,33 @@ def test_the_last_evaluation_embedding_is_shared_while_the_weights_stand(mnist5k
     trainer.embed(x, test_index=index)
     hook.detach()
     assert after == [1]
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [{}, {"miner": "offline", "batch_size": 64}, {"ctx": "cpu:0,1"}],
+    ids=["semi-hard-cnn", "offline", "two-contexts"],
+)
+def test_timing_batches_before_training_leaves_the_epochs_as_they_were(overrides):
+    """The default CNN has BatchNorm, whose running statistics a forward pass in training
+    mode moves: timed or not, the trained weights and statistics are the same bits."""
+    from gluon_triplet.nets.zoo import model_from_config
+
+    data = load_dataset("mnist-5k")
+    pick = np.concatenate([np.flatnonzero(data.y_train == c)[:40] for c in range(10)])
+    x, y = data.x_train[pick], data.y_train[pick]
+    config = Config(**{"seed": 0, "epochs": 1, "log_every": 5, **overrides})
+    contexts = resolve_contexts(config.ctx)
+    trained = []
+    for timed in (False, True):
+        set_seed(0)
+        net, _ = model_from_config(config, x.shape[1:], ctx=contexts)
+        trainer = TripletTrainer(net, TripletDataset(x, y, seed=0), config, contexts)
+        if timed:
+            seconds = trainer.time_batches()
+            assert 0 < seconds < 60
+        trainer.fit()
+        trained.append([d.asnumpy() for p in net.collect_params().values() for d in p.list_data()])
+    assert len(trained[0]) == len(trained[1])
+    for before, after in zip(*trained):
+        np.testing.assert_array_equal(before, after)

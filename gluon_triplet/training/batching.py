@@ -224,6 +224,11 @@ class BatchStrategy:
         """What ``gluon.Trainer.step`` divides this worker's summed gradients by."""
         raise NotImplementedError
 
+    def probe_batches(self, n: int) -> nd.NDArray:
+        """``n`` batches shaped like :meth:`batches`' rows, the same fixed rows every
+        time, drawn from no generator (timing them changes no epoch)."""
+        raise NotImplementedError
+
     def _share(self, batches: np.ndarray) -> nd.NDArray:
         """This worker's batches: batch ``rank`` of each group of ``num_workers``, where
         ``batches`` has been topped up to whole groups, on the context they are split from."""
@@ -261,6 +266,12 @@ class OfflineTriplets(BatchStrategy):
 
     def divisor(self, batch, parts):
         return batch.shape[0]
+
+    def probe_batches(self, n):
+        triplets = self.train_set.triplets
+        size = min(self.config.batch_size, len(triplets))
+        row = np.resize(triplets, (size, 3)).astype(np.int32)
+        return self._share(np.broadcast_to(row, (n * self.num_workers, size, 3)).copy())
 
 
 class OnlineMining(BatchStrategy):
@@ -316,6 +327,16 @@ class OnlineMining(BatchStrategy):
 
     def divisor(self, batch, parts):
         return len(parts)
+
+    def probe_batches(self, n):
+        # The first K members (cyclically) of each of the first P classes, class by class.
+        codes, k = self.sampler.labels, self.config.pk_samples
+        row = np.concatenate(
+            [np.resize(np.flatnonzero(codes == c), k) for c in range(self.pk_classes)]
+        )
+        return self._share(
+            np.broadcast_to(row.astype(np.int32), (n * self.num_workers, len(row))).copy()
+        )
 
 
 def _slice_sizes(size: int, parts: int) -> List[int]:

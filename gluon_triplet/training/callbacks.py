@@ -15,6 +15,8 @@ read from ``trainer``:
 ``trainer.window``        in ``on_batch_end``: the mean loss and active fraction since the
                           previous loss read-back, or None on a batch without one
 ``trainer.embed(x)``      ``(N, ...) -> (N, D) float32`` numpy embeddings of the current net
+``trainer.time_batches()`` seconds of one batch's forward and backward pass, timed without
+                          changing what the epochs train (before training)
 """
 
 from .collapse_signs import CollapseCallback, collapse_advice, collapse_reason

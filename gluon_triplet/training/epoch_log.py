@@ -1,4 +1,4 @@
-"""``ProgressCallback``: a log line per epoch, a progress bar, the epoch-time estimate."""
+"""``ProgressCallback``: a log line per epoch, a progress bar, the epoch-time estimates."""
 
 from __future__ import annotations
 
@@ -40,8 +40,9 @@ def format_metrics(record):
 
 
 class ProgressCallback(Callback):
-    """A progress bar per epoch (only on a terminal), a log line per epoch, and early in
-    the first epoch trained, an estimate of the epoch's time and of the run's.
+    """A progress bar per epoch (only on a terminal), a log line per epoch, an estimate of
+    the epoch's time and of the run's before training (from the trainer's
+    ``time_batches``, when it has one), and a closer one early in the first epoch trained.
 
     The estimate times the batches after the first ``warmup`` (which include building
     the graph), over ``timed`` batches or until ``budget`` seconds of them are done
@@ -78,6 +79,17 @@ class ProgressCallback(Callback):
             logger.info("%s", format_metrics(record) + note)
             note = ""
         self._log_validation(record, note)
+        if trainer.epoch < trainer.config.epochs and hasattr(trainer, "time_batches"):
+            per_batch = trainer.time_batches()
+            epoch, epochs = per_batch * trainer.num_batches, trainer.config.epochs - trainer.epoch
+            logger.info(
+                "estimated time before training: %s per epoch, %s for %d epoch(s) before "
+                "evaluation (from 3 timed forward and backward passes; the updates and any "
+                "decoding come on top: a closer estimate follows early in the epoch)",
+                _duration(epoch),
+                _duration(epoch * epochs),
+                epochs,
+            )
 
     @staticmethod
     def _log_validation(record, note=""):

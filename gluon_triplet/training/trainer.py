@@ -151,6 +151,39 @@ class TripletTrainer(TrainerEvaluation):
             kvstore = config.kvstore  # gluon.Trainer creates it
         return gluon.Trainer(self.net.collect_params(), config.optimizer, params, kvstore=kvstore)
 
+    def time_batches(self, timed: int = 3, warmup: int = 2) -> float:
+        """Seconds of one batch's forward and backward pass, before training: the median of
+        ``timed`` fixed batches after ``warmup`` more (which build the step's graphs).
+
+        No update is made, BatchNorm's running statistics are put back, the batches come
+        from :meth:`~.batching.BatchStrategy.probe_batches` (no generator is drawn from),
+        and each epoch reseeds MXNet's RNG: the epochs train as they would have.
+        """
+        self._initialise()  # deferred parameters get their values as fit() would give them
+        net_params = self.net.collect_params().values()
+        kept = [(p, [d.copy() for d in p.list_data()]) for p in net_params if p.grad_req == "null"]
+        times: List[float] = []
+        try:
+            start = time.perf_counter()
+            probe = self.strategy.probe_batches(warmup + timed)
+            for b, batch in enumerate(self.strategy.epoch_batches(probe)):
+                parts = gluon.utils.split_and_load(batch, self.contexts, even_split=False)
+                with autograd.record():
+                    outputs = [self.strategy.forward(i, idx) for i, idx in enumerate(parts)]
+                for objective, _ in outputs:
+                    objective.backward()
+                nd.waitall()
+                now = time.perf_counter()
+                if b >= warmup:
+                    times.append(now - start)
+                start = now
+        finally:
+            for param, saved in kept:
+                for data, value in zip(param.list_data(), saved):
+                    value.copyto(data)
+            nd.waitall()
+        return float(np.median(times))
+
     @property
     def miner(self) -> Optional[Miner]:
         """The online miner, None for offline triplets."""
