@@ -339,8 +339,9 @@ def test_a_streamed_run_starts_one_evaluation_pool_per_evaluation(digits, tmp_pa
             open_test += 1 if kind == "start" else -1
         elif kind == "start":
             assert open_test == 0
-    # 48 training pictures less the validation split's 8 (2 of each class, decoded in-process)
-    assert [e for e in events if e[1] == 40] == [("start", 40), ("stop", 40)] * 2
+    # 48 training pictures less the validation split's 8 (2 of each class, decoded in-process):
+    # the batches timed before training, then epochs 1 and 2
+    assert [e for e in events if e[1] == 40] == [("start", 40), ("stop", 40)] * 3
     # `evaluate` embeds the streamed test split in the same chunks, in one pool too
     from gluon_triplet.cli import main
 

@@ -71,12 +71,16 @@ def file_log(path: str) -> Iterator[None]:
 
 class _EvaluationPool(Callback):
     """Stops the worker pool a streamed test split's evaluation passes share
-    (:meth:`~gluon_triplet.data.streaming.LazyImages.one_pool`) when a training epoch begins,
-    which starts its own: an idle pool beside it would add its processes' memory to the
-    run's peak. The next evaluation starts another; the last is stopped when training ends."""
+    (:meth:`~gluon_triplet.data.streaming.LazyImages.one_pool`) when training begins (the
+    batches timed before it) and when a training epoch begins, which start their own: an
+    idle pool beside them would add its processes' memory to the run's peak. The next
+    evaluation starts another; the last is stopped when training ends."""
 
     def __init__(self, test_x):
         self.test_x = test_x
+
+    def on_train_begin(self, trainer):
+        self.test_x.release_workers()
 
     def on_epoch_begin(self, trainer):
         self.test_x.release_workers()
