@@ -155,6 +155,7 @@ RECIPES = {
     "bn-lr3-objects": {"batch_norm": True, "lr": 0.003, "augment": "objects"},
     "bn-lr3-digits": {"batch_norm": True, "lr": 0.003, "augment": "digits"},
     "lr2": {"lr": 0.002},
+    "lr2w": {"lr": 0.002, "warmup_epochs": 0.3},  # a short-run candidate on today's net
     "p3": {"conv_block": "pooled", "batch_norm": False},  # 16 32 64, the first pooled default
     "p3-lr2": {"conv_block": "pooled", "batch_norm": False, "lr": 0.002},
     "p3-digits": {"conv_block": "pooled", "batch_norm": False, "augment": "digits"},
@@ -431,7 +432,8 @@ def run_recipe(recipe, overrides, x_train, y_train, x_eval, y_eval, args, heldou
         if heldout is not None:
             held = score(heldout[0].reshape(len(heldout[0]), -1), heldout[1], args.seed)
         return scores, time.perf_counter() - start, [], held
-    values = {**overrides, "seed": args.seed}
+    # Every epoch scores the evaluation split whole: the study's curves are per epoch.
+    values = {"eval_every": 1, "eval_samples": 0, **overrides, "seed": args.seed}
     if args.epochs is not None:
         values["epochs"] = args.epochs
         if values.get("warmup_epochs", 0) >= args.epochs:
