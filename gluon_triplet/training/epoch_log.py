@@ -10,9 +10,12 @@ from typing import List, Optional
 
 from .hooks import Callback
 
-__all__ = ["MIN_TIMED", "ProgressCallback", "format_metrics"]
+__all__ = ["MIN_TIMED", "PROBE_TIMED", "ProgressCallback", "format_metrics"]
 
 logger = logging.getLogger("gluon_triplet")
+
+#: Batches the trainer times before training (``time_batches``) for the first estimate.
+PROBE_TIMED = 3
 
 #: The fewest timed batches an epoch-time estimate rests on, unless the epoch is shorter.
 MIN_TIMED = 3
@@ -80,15 +83,13 @@ class ProgressCallback(Callback):
             note = ""
         self._log_validation(record, note)
         if trainer.epoch < trainer.config.epochs and hasattr(trainer, "time_batches"):
-            per_batch = trainer.time_batches()
-            epoch, epochs = per_batch * trainer.num_batches, trainer.config.epochs - trainer.epoch
-            logger.info(
-                "estimated time before training: %s per epoch, %s for %d epoch(s) before "
-                "evaluation (from 3 timed forward and backward passes; the updates and any "
-                "decoding come on top: a closer estimate follows early in the epoch)",
-                _duration(epoch),
-                _duration(epoch * epochs),
-                epochs,
+            _log_estimate(
+                " before training",
+                trainer.time_batches(timed=PROBE_TIMED),
+                trainer.num_batches,
+                trainer.config.epochs - trainer.epoch,
+                f"from {PROBE_TIMED} timed forward and backward passes; the updates and any "
+                "decoding come on top: a closer estimate follows early in the epoch",
             )
 
     @staticmethod
@@ -144,16 +145,12 @@ class ProgressCallback(Callback):
         if not enough and done < trainer.num_batches:
             return
         self._estimated = True
-        epoch = statistics.median(self._times) * trainer.num_batches
-        epochs = trainer.config.epochs - trainer.epoch + 1
-        logger.info(
-            "estimated time: %s per epoch, %s for %d epoch(s) before evaluation (from the "
-            "median of %d timed batches of %d)",
-            _duration(epoch),
-            _duration(epoch * epochs),
-            epochs,
-            timed,
+        _log_estimate(
+            "",
+            statistics.median(self._times),
             trainer.num_batches,
+            trainer.config.epochs - trainer.epoch + 1,
+            f"from the median of {timed} timed batches of {trainer.num_batches}",
         )
 
     def close(self):
@@ -166,6 +163,20 @@ class ProgressCallback(Callback):
         self.close()
         logger.info("%s", format_metrics(trainer.history[-1]))
         self._log_validation(trainer.history[-1])
+
+
+def _log_estimate(when: str, per_batch: float, batches: int, epochs: int, source: str) -> None:
+    """Log the time of an epoch of ``batches`` and of ``epochs`` epochs at ``per_batch``
+    seconds a batch; ``source`` says where ``per_batch`` comes from."""
+    epoch = per_batch * batches
+    logger.info(
+        "estimated time%s: %s per epoch, %s for %d epoch(s) before evaluation (%s)",
+        when,
+        _duration(epoch),
+        _duration(epoch * epochs),
+        epochs,
+        source,
+    )
 
 
 def _wait_for_mxnet() -> None:
