@@ -41,7 +41,7 @@ os.environ.setdefault("OMP_NUM_THREADS", str(os.cpu_count() or 1))
 import numpy as np  # noqa: E402
 from mxnet import autograd, gluon, nd  # noqa: E402
 
-from gluon_triplet.config import Config  # noqa: E402
+from gluon_triplet.config import Config, resolve_schedule  # noqa: E402
 from gluon_triplet.data.datasets import load_dataset  # noqa: E402
 from gluon_triplet.data.triplets import TripletDataset  # noqa: E402
 from gluon_triplet.nets.zoo import model_from_config  # noqa: E402
@@ -113,7 +113,8 @@ def timed(fn):
 def measure(dataset, rounds, limit, seed):
     data = load_dataset(dataset)
     x, y = data.x_train[:limit], data.y_train[:limit]
-    config = Config(seed=seed, epochs=rounds)  # the default recipe
+    lr, warmup = resolve_schedule(None, None, rounds)
+    config = Config(seed=seed, epochs=rounds, lr=lr, warmup_epochs=warmup)  # the default recipe
     set_seed(seed)
     contexts = resolve_contexts("auto")
     net, _ = model_from_config(config, x.shape[1:], ctx=contexts)

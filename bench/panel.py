@@ -55,6 +55,7 @@ RECIPES: Dict[str, Dict[str, Any]] = {
     "default": {},
     "e30": {"epochs": 30},
     "s48": {"image_size": "48"},  # what a set whose epoch is over 200 megapixels gets
+    "lr2w": {"lr": 0.002, "warmup_epochs": 0.3},  # a short-run candidate (with --epochs 3)
     "s64": {"image_size": "64", "model": "convnet"},
     "s64-lr3e-4": {"image_size": "64", "model": "convnet", "lr": 0.0003},
     "s64-photos": {"image_size": "64", "model": "convnet", "augment": "photos"},

@@ -432,14 +432,20 @@ def _peer_main(args) -> int:
 # --------------------------------------------------------------------------- the project side
 
 
-def net_spec(sample_shape=(28, 28)) -> Dict[str, Any]:
+def net_spec(epochs: int, sample_shape=(28, 28)) -> Dict[str, Any]:
     """The default net of ``gluon_triplet`` (public API) as a list of layers, its parameter
-    counts and the recipe settings the peer needs, from ``Config()``'s defaults."""
+    counts and the recipe settings the peer needs, from ``Config()``'s defaults (the
+    learning rate and warm-up resolved for a run of ``epochs``, as the project's run does)."""
+    import dataclasses
+
     import mxnet as mx
 
     from gluon_triplet import Config, model_from_config
+    from gluon_triplet.config import resolve_schedule
 
     config = Config()
+    lr, warmup = resolve_schedule(config.lr, config.warmup_epochs, epochs)
+    config = dataclasses.replace(config, lr=lr, warmup_epochs=warmup)
     net, name = model_from_config(config, sample_shape, ctx=[mx.cpu()])
     net(mx.nd.zeros((2, *sample_shape)))  # finishes deferred shapes
     if name != "cnn":
@@ -870,7 +876,7 @@ def _bench(args, work: str) -> int:
     print(f"project: {os.path.dirname(gluon_triplet.__file__)}", flush=True)
     print("peer: " + ", ".join(f"{k} {v}" for k, v in versions.items()), flush=True)
 
-    spec = net_spec()
+    spec = net_spec(args.epochs)
     spec_path = os.path.join(work, "net.json")
     with open(spec_path, "w") as f:
         json.dump(spec, f, indent=1)

@@ -82,6 +82,13 @@ The training side (p3-bn3's net):
                              place of the cosine decay)
     p3-bn3-lr2w-const-ema998 the two above together
 
+Short-run candidates on today's net (run with ``--epochs 3``); since they were measured,
+runs of at most 3 epochs resolve ``default`` to ``lr2w``'s rate and warm-up:
+
+    lr2, w03, lr2w           --lr 0.002 / --warmup-epochs 0.3 / both
+    const-ema998             --lr-schedule constant --ema-decay 0.998
+    mlp-lr2w                 semi-hard's MLP with --lr 0.002 --warmup-epochs 0.3
+
 ``--split test`` (default) trains on the train split and scores the test split.
 ``--split val`` never touches the test split: it carves a stratified validation split
 out of train (1/6 of Fashion-MNIST's 60k = 10k; 20% of mnist-5k's 4k = 800), trains on
@@ -156,6 +163,9 @@ RECIPES = {
     "bn-lr3-digits": {"batch_norm": True, "lr": 0.003, "augment": "digits"},
     "lr2": {"lr": 0.002},
     "lr2w": {"lr": 0.002, "warmup_epochs": 0.3},  # a short-run candidate on today's net
+    "w03": {"warmup_epochs": 0.3},
+    "mlp-lr2w": {"model": "mlp", "miner": "semi-hard", "lr": 0.002, "warmup_epochs": 0.3},
+    "const-ema998": {"lr_schedule": "constant", "ema_decay": 0.998},
     "p3": {"conv_block": "pooled", "batch_norm": False},  # 16 32 64, the first pooled default
     "p3-lr2": {"conv_block": "pooled", "batch_norm": False, "lr": 0.002},
     "p3-digits": {"conv_block": "pooled", "batch_norm": False, "augment": "digits"},

@@ -9,6 +9,7 @@ from gluon_triplet.config import PRESETS, Config, ConfigError
 def test_reference_preset_is_the_reference_recipe():
     c = Config(**PRESETS["reference"])
     assert (c.optimizer, c.lr, c.batch_size, c.margin, c.epochs) == ("sgd", 0.05, 1024, 1.0, 10)
+    assert c.warmup_epochs == 0  # not the short-run warm-up, whatever --epochs says
     assert (c.model, c.hidden, c.output, c.normalize) == ("mlp", (256,), "relu", False)
     assert (c.miner, c.lr_schedule, c.embedding_size) == ("offline", "constant", 128)
 
@@ -18,7 +19,7 @@ def test_defaults_are_the_measured_recipe():
     assert (c.miner, c.optimizer, c.lr, c.margin, c.lr_schedule) == (
         "semi-hard",
         "adam",
-        0.001,
+        None,  # automatic: resolve_schedule, for the run's epochs
         0.2,
         "cosine",
     )
@@ -49,7 +50,7 @@ def test_json_round_trip(tmp_path):
     [
         ({"epoch": 3}, "unknown config key\\(s\\): epoch"),
         ({"epochs": "3"}, "'epochs' must be an integer or null"),
-        ({"lr": True}, "'lr' must be of type float"),
+        ({"lr": True}, "'lr' must be a number or null"),
         ({"hidden": [1.5]}, "'hidden' must be a list of integers"),
         ({"lr": 0}, "lr must be > 0"),
         ({"batch_size": 0}, "batch_size must be >= 1"),

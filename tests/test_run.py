@@ -149,8 +149,37 @@ def test_a_run_resolves_automatic_epochs_for_its_training_set_and_records_them(t
     # 40 training samples, of which 8 (2 of each class) validate: 32 train.
     assert "epochs: 30 (auto: 32 training samples;" in capsys.readouterr().err
     run = tmp_path / "logs" / "r"
-    assert json.loads((run / "config.json").read_text())["epochs"] == 30
+    recorded = json.loads((run / "config.json").read_text())
+    assert (recorded["epochs"], recorded["lr"], recorded["warmup_epochs"]) == (30, 0.001, 0.0)
     assert json.loads((run / "metrics.json").read_text())["history"][-1]["epoch"] == 30
+
+
+@pytest.mark.parametrize(
+    "flags, lr, warmup, logged",
+    [
+        ([], 0.002, 0.3, "(auto lr and warmup_epochs: a run of at most 3 epochs)"),
+        (["--lr", "0.01"], 0.01, 0.3, "(auto warmup_epochs: a run of at most 3 epochs)"),
+        (["--lr", "0.01", "--warmup-epochs", "0"], 0.01, 0.0, None),
+    ],
+)
+def test_a_short_run_resolves_its_automatic_rate_and_warmup_and_records_them(
+    tmp_path, capsys, flags, lr, warmup, logged
+):
+    rng = np.random.default_rng(0)
+    y = np.repeat(np.arange(4), 12)
+    x = (rng.normal(size=(48, 6)) + y[:, None]).astype(np.float32)
+    np.savez(tmp_path / "d.npz", x=x, y=y)
+    args = ["--dataset", f"npz:{tmp_path / 'd.npz'}", "--logdir", str(tmp_path / "logs")]
+    args += ["--run-name", "r", "--model", "mlp", "--no-plots", "--projector-samples", "0"]
+    status = main([*args, "-P", "4", "-K", "4", "--epochs", "2", *flags])
+    assert status == 0
+    err = capsys.readouterr().err
+    if logged is None:
+        assert "after a warm-up" not in err
+    else:
+        assert f"learning rate {lr:g} after a warm-up of {warmup:g} epoch {logged}" in err
+    recorded = json.loads((tmp_path / "logs" / "r" / "config.json").read_text())
+    assert (recorded["lr"], recorded["warmup_epochs"]) == (lr, warmup)
 
 
 def test_the_time_is_estimated_before_the_first_epoch(straight_run):

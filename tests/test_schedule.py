@@ -1,6 +1,14 @@
 import pytest
 
-from gluon_triplet.config import Config, ConfigError
+from gluon_triplet.config import (
+    DEFAULT_LR,
+    SHORT_RUN_EPOCHS,
+    SHORT_RUN_LR,
+    SHORT_RUN_WARMUP,
+    Config,
+    ConfigError,
+    resolve_schedule,
+)
 from gluon_triplet.training.schedule import make_lr_scheduler
 
 
@@ -35,3 +43,22 @@ def test_warmup_validation():
     with pytest.raises(ConfigError, match=r"warmup_epochs \(2\) must be < epochs \(2\)"):
         Config(warmup_epochs=2, epochs=2)
     assert Config(warmup_epochs=3, epochs=0).warmup_epochs == 3  # nothing trains
+
+
+@pytest.mark.parametrize("epochs", [0, 1, 2, 3, 4, 10, 30])
+def test_automatic_rate_and_warmup_depend_on_the_run_length_only_when_left_automatic(epochs):
+    short = 0 < epochs <= SHORT_RUN_EPOCHS
+    assert resolve_schedule(None, None, epochs) == (
+        (SHORT_RUN_LR, SHORT_RUN_WARMUP) if short else (DEFAULT_LR, 0.0)
+    )
+    assert resolve_schedule(0.05, 0.5, epochs) == (0.05, 0.5)
+    assert resolve_schedule(0.05, None, epochs)[0] == 0.05
+    assert resolve_schedule(None, 0.0, epochs) == (SHORT_RUN_LR if short else DEFAULT_LR, 0.0)
+
+
+def test_an_automatic_short_run_ramps_up_then_decays():
+    s = make_lr_scheduler(Config(epochs=3), 10)  # 3 warm-up updates of 30
+    assert rates(s, [0, 3]) == pytest.approx([0.0, SHORT_RUN_LR])
+    assert s(30) == pytest.approx(0.0, abs=1e-12)
+    long = make_lr_scheduler(Config(epochs=10), 10)
+    assert long(0) == pytest.approx(DEFAULT_LR)

@@ -8,13 +8,18 @@ from ..errors import ConfigError
 from .options import (
     AUTO_EPOCHS,
     AUTO_MIN_SAMPLES,
+    DEFAULT_LR,
     DIST_KVSTORES,
     KVSTORES,
     MAX_AUTO_EPOCHS,
     PRESETS,
+    SHORT_RUN_EPOCHS,
+    SHORT_RUN_LR,
+    SHORT_RUN_WARMUP,
     option,
     recorded,
     resolve_epochs,
+    resolve_schedule,
 )
 from .records import REMOVED_KEYS
 from .settings import Config
@@ -22,14 +27,19 @@ from .settings import Config
 __all__ = [
     "AUTO_EPOCHS",
     "AUTO_MIN_SAMPLES",
+    "DEFAULT_LR",
     "DIST_KVSTORES",
     "KVSTORES",
     "MAX_AUTO_EPOCHS",
     "PRESETS",
     "REMOVED_KEYS",
+    "SHORT_RUN_EPOCHS",
+    "SHORT_RUN_LR",
+    "SHORT_RUN_WARMUP",
     "Config",
     "ConfigError",
     "option",
     "recorded",
     "resolve_epochs",
+    "resolve_schedule",
 ]

@@ -38,6 +38,7 @@ _TYPES: Dict[str, Tuple[Callable[[Any], bool], Callable[[Any], Any], str]] = {
     "str": (lambda v: isinstance(v, str), str, "of type str"),
     "Optional[str]": (lambda v: isinstance(v, str), str, "a string or null"),
     "Optional[int]": (_is_int, int, "an integer or null"),
+    "Optional[float]": (lambda v: _is_int(v) or isinstance(v, float), float, "a number or null"),
     "Optional[Dict[str, Any]]": (lambda v: isinstance(v, dict), dict, "an object or null"),
     "Optional[Tuple[int, ...]]": (
         lambda v: isinstance(v, (list, tuple)) and all(_is_int(x) for x in v),

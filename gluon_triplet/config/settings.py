@@ -8,7 +8,17 @@ from typing import Any, Callable, Dict, Optional, Tuple, Union
 
 from ..nets.architectures import ARCHITECTURES
 from . import records
-from .options import AUTO_EPOCHS, AUTO_MIN_SAMPLES, MAX_AUTO_EPOCHS, option, recorded
+from .options import (
+    AUTO_EPOCHS,
+    AUTO_MIN_SAMPLES,
+    DEFAULT_LR,
+    MAX_AUTO_EPOCHS,
+    SHORT_RUN_EPOCHS,
+    SHORT_RUN_LR,
+    SHORT_RUN_WARMUP,
+    option,
+    recorded,
+)
 from .validation import validate
 
 __all__ = ["Config"]
@@ -125,7 +135,13 @@ class Config:
     init_scale: float = option(0.1, "Uniform init scale", "model")
     margin: float = option(0.2, "triplet loss margin", "training")
     optimizer: str = option("adam", "optimizer", "training", choices=("sgd", "adam"))
-    lr: float = option(0.001, "learning rate", "training")
+    lr: Optional[float] = option(
+        None,
+        "learning rate (the peak of the schedule)",
+        "training",
+        shown_default=f"auto = {DEFAULT_LR:g}, or {SHORT_RUN_LR:g} in runs of at most "
+        f"{SHORT_RUN_EPOCHS} epochs",
+    )
     momentum: float = option(0.0, "SGD momentum", "training")
     weight_decay: float = option(0.0, "weight decay (L2 penalty)", "training")
     batch_size: int = option(1024, "triplets per batch with --miner offline", "training")
@@ -186,8 +202,12 @@ class Config:
         "training",
         choices=("none", "digits", "objects", "photos"),
     )
-    warmup_epochs: float = option(
-        0.0, "ramp the learning rate linearly from 0 over this many epochs", "training"
+    warmup_epochs: Optional[float] = option(
+        None,
+        "ramp the learning rate linearly from 0 over this many epochs",
+        "training",
+        shown_default=f"auto = 0, or {SHORT_RUN_WARMUP:g} in runs of at most "
+        f"{SHORT_RUN_EPOCHS} epochs",
     )
     ema_decay: float = option(
         0.0,

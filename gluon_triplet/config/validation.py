@@ -77,7 +77,7 @@ def validate(config: Config) -> None:
         if value is not None and value < least:
             raise ConfigError(f"{name} must be >= {least}{_NOTES.get(name, '')}, got {value}")
     for name in POSITIVE:
-        if not getattr(config, name) > 0:
+        if getattr(config, name) is not None and not getattr(config, name) > 0:
             raise ConfigError(f"{name} must be > 0, got {getattr(config, name)}")
     for name in FRACTIONS:
         if not 0.0 <= getattr(config, name) < 1.0:
@@ -88,7 +88,7 @@ def validate(config: Config) -> None:
         )
     _check_widths(config)
     least = AUTO_EPOCHS if config.epochs is None else config.epochs
-    if least > 0 and config.warmup_epochs >= least:
+    if least > 0 and config.warmup_epochs is not None and config.warmup_epochs >= least:
         raise ConfigError(f"warmup_epochs ({config.warmup_epochs:g}) must be < epochs ({least})")
     choices = {f.name: f.metadata["choices"] for f in fields if "choices" in f.metadata}
     for name, valid in {**choices, "kvstore": KVSTORES}.items():

@@ -70,23 +70,40 @@ def make_triplets(data, config):
 
 
 def resolve_run_epochs(config, samples):
-    """``epochs`` left automatic, resolved for ``samples`` training samples, logged and put
-    in the config the run records (``--resume`` continues to the same count)."""
-    from ..config import AUTO_EPOCHS, AUTO_MIN_SAMPLES, MAX_AUTO_EPOCHS, resolve_epochs
-
-    if config.epochs is not None:
-        return config
-    epochs = resolve_epochs(None, samples)
-    logger.info(
-        "epochs: %d (auto: %s training samples; at least %s samples seen, at least %d and at "
-        "most %d epochs)",
-        epochs,
-        f"{samples:,}",
-        f"{AUTO_MIN_SAMPLES:,}",
+    """``epochs`` left automatic, resolved for ``samples`` training samples, then ``lr``
+    and ``warmup_epochs`` left automatic, resolved for that many epochs; logged and put in
+    the config the run records (``--resume`` continues to the same count and rates)."""
+    from ..config import (
         AUTO_EPOCHS,
+        AUTO_MIN_SAMPLES,
         MAX_AUTO_EPOCHS,
+        SHORT_RUN_EPOCHS,
+        resolve_epochs,
+        resolve_schedule,
     )
-    return dataclasses.replace(config, epochs=epochs)
+
+    if config.epochs is None:
+        config = dataclasses.replace(config, epochs=resolve_epochs(None, samples))
+        logger.info(
+            "epochs: %d (auto: %s training samples; at least %s samples seen, at least %d "
+            "and at most %d epochs)",
+            config.epochs,
+            f"{samples:,}",
+            f"{AUTO_MIN_SAMPLES:,}",
+            AUTO_EPOCHS,
+            MAX_AUTO_EPOCHS,
+        )
+    lr, warmup = resolve_schedule(config.lr, config.warmup_epochs, config.epochs)
+    auto = [name for name in ("lr", "warmup_epochs") if getattr(config, name) is None]
+    if auto and 0 < config.epochs <= SHORT_RUN_EPOCHS:
+        logger.info(
+            "learning rate %g after a warm-up of %g epoch (auto %s: a run of at most %d epochs)",
+            lr,
+            warmup,
+            " and ".join(auto),
+            SHORT_RUN_EPOCHS,
+        )
+    return dataclasses.replace(config, lr=lr, warmup_epochs=warmup)
 
 
 def resolve_model(config, shape):

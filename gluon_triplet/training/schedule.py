@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import mxnet as mx
 
+from ..config import resolve_schedule
+
 __all__ = ["make_lr_scheduler", "scale_learning_rate"]
 
 
@@ -18,7 +20,8 @@ def make_lr_scheduler(config, updates_per_epoch: int):
     Parameters
     ----------
     config : Config
-        Uses ``lr``, ``lr_schedule``, ``epochs`` and ``warmup_epochs`` (0 if absent).
+        Uses ``lr``, ``lr_schedule``, ``epochs`` and ``warmup_epochs`` (0 if absent);
+        an automatic (None) ``lr`` or ``warmup_epochs`` is resolved for ``epochs``.
     updates_per_epoch : int
         Optimizer updates in one epoch (>= 1), counted where the optimizer runs.
 
@@ -28,7 +31,10 @@ def make_lr_scheduler(config, updates_per_epoch: int):
         None for a constant rate without warm-up (or 0 epochs): the optimizer's own rate.
     """
     updates_per_epoch = max(1, int(updates_per_epoch))
-    warmup = int(round(getattr(config, "warmup_epochs", 0) * updates_per_epoch))
+    lr, warmup_epochs = resolve_schedule(
+        config.lr, getattr(config, "warmup_epochs", 0), config.epochs
+    )
+    warmup = int(round(warmup_epochs * updates_per_epoch))
     total = config.epochs * updates_per_epoch
     if config.epochs <= 0 or (config.lr_schedule == "constant" and warmup == 0):
         return None
@@ -36,11 +42,11 @@ def make_lr_scheduler(config, updates_per_epoch: int):
     warmup = min(warmup, total - 1)
     if config.lr_schedule == "cosine":
         return mx.lr_scheduler.CosineScheduler(
-            max_update=max(1, total), base_lr=config.lr, warmup_steps=warmup
+            max_update=max(1, total), base_lr=lr, warmup_steps=warmup
         )
     # factor 1: the rate never decays after the warm-up.
     return mx.lr_scheduler.FactorScheduler(
-        step=max(1, total), factor=1.0, base_lr=config.lr, warmup_steps=warmup
+        step=max(1, total), factor=1.0, base_lr=lr, warmup_steps=warmup
     )
 
 

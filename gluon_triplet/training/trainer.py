@@ -10,7 +10,7 @@ import mxnet as mx
 import numpy as np
 from mxnet import autograd, gluon, nd
 
-from ..config import DIST_KVSTORES, Config, resolve_epochs
+from ..config import DIST_KVSTORES, Config, resolve_epochs, resolve_schedule
 from ..data.triplets import TripletDataset
 from .averaging import WeightAverage
 from .batching import default_pk_classes, make_strategy
@@ -96,7 +96,10 @@ class TripletTrainer(TrainerEvaluation):
         self.net, self.train_set, self.class_names = net, train_set, class_names
         #: The epoch :meth:`fit` trains up to (``config.epochs`` resolved).
         self.total_epochs = resolve_epochs(config.epochs, len(train_set.labels))
-        self.config = dataclasses.replace(config, epochs=self.total_epochs)
+        lr, warmup = resolve_schedule(config.lr, config.warmup_epochs, self.total_epochs)
+        self.config = dataclasses.replace(
+            config, epochs=self.total_epochs, lr=lr, warmup_epochs=warmup
+        )
         self.contexts = list(contexts)
         self.callbacks = CallbackList(callbacks)
         self._reset_progress()
