@@ -123,7 +123,8 @@ def measure(dataset, rounds, limit, seed):
     batch = bare.x.shape[0]
 
     def real():
-        trainer.config.epochs = trainer.epoch + 1  # fit() trains up to config.epochs
+        # fit() trains up to total_epochs (config.epochs resolved): one more each round.
+        trainer.total_epochs = trainer.config.epochs = trainer.epoch + 1
         trainer.fit()
         nd.waitall()
 
