@@ -63,8 +63,8 @@ def main(argv=None):
     cpu = {r: [] for r in args.recipes}
     for round_ in range(1, args.rounds + 1):
         for recipe, trainer in trainers.items():
-            # fit() trains up to config.epochs: one more epoch per call.
-            trainer.config.epochs = round_
+            # fit() trains up to total_epochs (config.epochs resolved): one more per call.
+            trainer.total_epochs = trainer.config.epochs = round_
             start = time.process_time()
             trainer.fit()
             # CPU seconds of all the process's threads: less sensitive than wall time to
