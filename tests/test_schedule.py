@@ -8,6 +8,7 @@ from gluon_triplet.config import (
     Config,
     ConfigError,
     resolve_schedule,
+    short_run,
 )
 from gluon_triplet.training.schedule import make_lr_scheduler
 
@@ -48,6 +49,7 @@ def test_warmup_validation():
 @pytest.mark.parametrize("epochs", [0, 1, 2, 3, 4, 10, 30])
 def test_automatic_rate_and_warmup_depend_on_the_run_length_only_when_left_automatic(epochs):
     short = 0 < epochs <= SHORT_RUN_EPOCHS
+    assert short_run(epochs) == short
     assert resolve_schedule(None, None, epochs) == (
         (SHORT_RUN_LR, SHORT_RUN_WARMUP) if short else (DEFAULT_LR, 0.0)
     )

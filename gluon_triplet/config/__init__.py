@@ -20,6 +20,7 @@ from .options import (
     recorded,
     resolve_epochs,
     resolve_schedule,
+    short_run,
 )
 from .records import REMOVED_KEYS
 from .settings import Config
@@ -42,4 +43,5 @@ __all__ = [
     "recorded",
     "resolve_epochs",
     "resolve_schedule",
+    "short_run",
 ]

@@ -22,6 +22,7 @@ __all__ = [
     "recorded",
     "resolve_epochs",
     "resolve_schedule",
+    "short_run",
 ]
 
 #: Named bundles of settings, applied under a JSON config and explicit flags.
@@ -77,12 +78,17 @@ SHORT_RUN_LR = 2e-3
 SHORT_RUN_WARMUP = 0.3
 
 
+def short_run(epochs: int) -> bool:
+    """Whether a run of ``epochs`` epochs gets the short run's automatic rate and warm-up."""
+    return 0 < epochs <= SHORT_RUN_EPOCHS
+
+
 def resolve_schedule(
     lr: Optional[float], warmup_epochs: Optional[float], epochs: int
 ) -> Tuple[float, float]:
     """``(lr, warmup_epochs)`` as given, or automatic for a run of ``epochs`` epochs
     (each resolved on its own, so ``--lr`` alone keeps the short run's warm-up)."""
-    short = 0 < epochs <= SHORT_RUN_EPOCHS
+    short = short_run(epochs)
     if lr is None:
         lr = SHORT_RUN_LR if short else DEFAULT_LR
     if warmup_epochs is None:

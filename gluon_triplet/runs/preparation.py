@@ -80,6 +80,7 @@ def resolve_run_epochs(config, samples):
         SHORT_RUN_EPOCHS,
         resolve_epochs,
         resolve_schedule,
+        short_run,
     )
 
     if config.epochs is None:
@@ -95,9 +96,9 @@ def resolve_run_epochs(config, samples):
         )
     lr, warmup = resolve_schedule(config.lr, config.warmup_epochs, config.epochs)
     auto = [name for name in ("lr", "warmup_epochs") if getattr(config, name) is None]
-    if auto and 0 < config.epochs <= SHORT_RUN_EPOCHS:
+    if auto and short_run(config.epochs):
         logger.info(
-            "learning rate %g after a warm-up of %g epoch (auto %s: a run of at most %d epochs)",
+            "learning rate %g, warm-up %g epoch (auto %s: a run of at most %d epochs)",
             lr,
             warmup,
             " and ".join(auto),
