@@ -99,15 +99,28 @@ def jittered(base, total, seed=0):
     return out, scale
 
 
-def child(args):
-    """One index: build, search, report JSON on stdout (runs in its own process)."""
+def _peak_rss() -> int:
+    """This process's peak resident bytes since it started: ``VmHWM`` on Linux, where
+    ``ru_maxrss`` of a forked child starts from its parent's resident size."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
     import resource
 
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
+def child(args):
+    """One index: build, search, report JSON on stdout (runs in its own process)."""
     from gluon_triplet.search.index import Index
 
     base = np.load(args.base)
     queries = np.load(args.queries)
-    rss_inputs = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    rss_inputs = _peak_rss()
     params = json.loads(args.params)
     t0 = time.perf_counter()
     index = Index.from_embeddings(base, kind=args.kind, **params)
@@ -124,7 +137,7 @@ def child(args):
         "build_s": build,
         "search_s": search,
         "qps": len(queries) / search,
-        "peak_rss": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
+        "peak_rss": _peak_rss(),
         "rss_inputs": rss_inputs,
         "sweep": [],
     }
