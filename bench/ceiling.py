@@ -92,6 +92,7 @@ def _median_rounds(fns: Dict[str, Callable[[], None]], rounds: int, reps: int):
     for name in names:  # warm-up: graphs, primitives, memory
         for _ in range(3):
             fns[name]()
+    _waitall()  # a step returns before its queued backward and update: not the next one's
     times: Dict[str, List[float]] = {name: [] for name in names}
     for r in range(rounds):
         for name in names if r % 2 == 0 else names[::-1]:

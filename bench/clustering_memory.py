@@ -3,12 +3,13 @@
 Each measurement runs in a fresh child process (``ru_maxrss`` of the child is its peak
 RSS). Usage::
 
-    python bench/clustering_memory.py ami 20000 10000        # metrics.ami on random labels
+    python bench/clustering_memory.py ami 20000 10000        # AMI on random labels
     python bench/clustering_memory.py clustering 20000 10000 # clustering_metrics, D=128
 """
 
 from __future__ import annotations
 
+import argparse
 import json
 import resource
 import subprocess
@@ -22,20 +23,25 @@ what, n, classes = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
 rng = np.random.default_rng(0)
 y = np.arange(n) % classes
 rng.shuffle(y)
-from gluon_triplet.evaluation import metrics
+from gluon_triplet.evaluation.clustering import ami, clustering_metrics
 t = time.perf_counter()
 if what == "ami":
-    out = {"ami": metrics.ami(y, rng.permutation(y))}
+    out = {"ami": ami(y, rng.permutation(y))}
 else:
     emb = rng.normal(size=(n, 128)).astype(np.float32)
-    out = metrics.clustering_metrics(emb, y, seed=0)
+    out = clustering_metrics(emb, y, seed=0)
 out["seconds"] = time.perf_counter() - t
 print(json.dumps(out))
 """
 
 
-def main() -> None:
-    what, n, classes = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("what", choices=("ami", "clustering"))
+    p.add_argument("n", type=int, help="labels (samples)")
+    p.add_argument("classes", type=int)
+    args = p.parse_args()
+    what, n, classes = args.what, args.n, args.classes
     start = time.perf_counter()
     proc = subprocess.run(
         [sys.executable, "-c", CHILD, what, str(n), str(classes)], capture_output=True, text=True
@@ -58,7 +64,8 @@ def main() -> None:
         ),
         flush=True,
     )
+    return proc.returncode
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

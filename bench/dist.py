@@ -21,6 +21,7 @@ Usage::
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import os
 import statistics
@@ -30,6 +31,8 @@ import time
 
 def train(dataset, epochs, batch_size, kvstore):
     """Train; returns rank, workers and per-epoch seconds."""
+    # gluon_triplet before MXNet: it sets the OpenMP defaults MXNet reads when it loads.
+    importlib.import_module("gluon_triplet")
     import mxnet as mx
 
     from gluon_triplet.config import PRESETS, Config

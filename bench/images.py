@@ -538,10 +538,14 @@ def section_cpu(args):
     from gluon_triplet.nets.zoo import model_from_config
     from gluon_triplet.training.trainer import TripletTrainer, set_seed
 
-    root = os.path.join(args.workdir, "fashion-png-60000")
-    prefix = os.path.join(args.workdir, "fashion-60000")
+    total = min(args.n_train or 60_000, 60_000)  # what the folder and rec sections wrote
+    root = os.path.join(args.workdir, f"fashion-png-{total}")
+    prefix = os.path.join(args.workdir, f"fashion-{total}")
     if not (os.path.isdir(root) and os.path.exists(prefix + ".rec")):
-        sys.exit("run --only folder rec first (the cpu section reuses their 60k folder and .rec)")
+        sys.exit(
+            f"run --only folder rec first with the same --n-train (the cpu section reuses "
+            f"their folder and .rec of {total:,} pictures)"
+        )
     n = args.cpu_pictures
     rows = {}
     sources = (("memory", f"folder:{root}"), ("folder", f"folder:{root}"), ("rec", f"rec:{prefix}"))
