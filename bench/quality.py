@@ -82,8 +82,8 @@ The training side (p3-bn3's net):
                              place of the cosine decay)
     p3-bn3-lr2w-const-ema998 the two above together
 
-Short-run candidates on today's net (run with ``--epochs 3``); since they were measured,
-runs of at most 3 epochs resolve ``default`` to ``lr2w``'s rate and warm-up:
+Short-run candidates on today's net (run with ``--epochs 3``, ``5``, ``10``); since they
+were measured, runs of at most 5 epochs resolve ``default`` to ``lr2w``'s rate and warm-up:
 
     lr2, w03, lr2w           --lr 0.002 / --warmup-epochs 0.3 / both
     const-ema998             --lr-schedule constant --ema-decay 0.998

@@ -182,7 +182,7 @@ def test_help_states_defaults(capsys):
     for text in (
         "default: mnist",
         "default: 1024",
-        "default: auto = 0.001, or 0.002 in runs of at most 3 epochs",
+        "default: auto = 0.001, or 0.002 in runs of at most 5 epochs",
         "default: 10",
         "default: auto",
         "default: semi-hard",

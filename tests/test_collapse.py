@@ -87,6 +87,16 @@ def test_probe_signs():
     assert probe_spread(near)[0] == pytest.approx(d.sum() / (64 * 63))
 
 
+@pytest.mark.parametrize("warmup, advised", [(0.0, True), (0.3, True), (1.0, False)])
+def test_collapse_advice_suggests_a_warmup_only_where_the_run_had_a_shorter_one(warmup, advised):
+    from gluon_triplet.config import Config
+    from gluon_triplet.training.collapse_signs import collapse_advice
+
+    advice = collapse_advice(Config(lr=0.002, epochs=4, warmup_epochs=warmup))
+    assert advice[0] == "a lower --lr (e.g. --lr 0.0002)"
+    assert ("--warmup-epochs 1" in advice) is advised
+
+
 def test_a_collapsing_recipe_recovers_or_exits_non_zero(tmp_path, pictures):
     # --eval-every 1: every epoch scores the test split, the chosen one included
     flags = ("--lr", "10", "--log-every", "1", "--eval-every", "1")

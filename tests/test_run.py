@@ -157,8 +157,8 @@ def test_a_run_resolves_automatic_epochs_for_its_training_set_and_records_them(t
 @pytest.mark.parametrize(
     "flags, lr, warmup, logged",
     [
-        ([], 0.002, 0.3, "(auto lr and warmup_epochs: a run of at most 3 epochs)"),
-        (["--lr", "0.01"], 0.01, 0.3, "(auto warmup_epochs: a run of at most 3 epochs)"),
+        ([], 0.002, 0.3, "(auto lr and warmup_epochs: a run of at most 5 epochs)"),
+        (["--lr", "0.01"], 0.01, 0.3, "(auto warmup_epochs: a run of at most 5 epochs)"),
         (["--lr", "0.01", "--warmup-epochs", "0"], 0.01, 0.0, None),
     ],
 )

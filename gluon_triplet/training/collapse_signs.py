@@ -60,7 +60,8 @@ def collapse_advice(config, lr=None):
     lr = getattr(config, "lr", None) if lr is None else lr
     advice = ["a lower --lr" + (f" (e.g. --lr {lr / 10:.2g})" if lr else "")]
     epochs = getattr(config, "epochs", None)  # None: automatic, at least 10
-    if not getattr(config, "warmup_epochs", 0) and (epochs is None or epochs > 1):
+    # A warm-up shorter than an epoch (none, or a short run's automatic 0.3): a longer one.
+    if (getattr(config, "warmup_epochs", 0) or 0) < 1 and (epochs is None or epochs > 1):
         advice.append("--warmup-epochs 1")
     size = getattr(config, "image_size", None)
     if size and int(str(size).split("x")[0]) > 64:
