@@ -30,15 +30,19 @@ def _is_int(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
+def _is_number(value: Any) -> bool:
+    return _is_int(value) or isinstance(value, float)
+
+
 #: A field's annotation -> (accepts a JSON value, converts it, what the message says).
 _TYPES: Dict[str, Tuple[Callable[[Any], bool], Callable[[Any], Any], str]] = {
     "bool": (lambda v: isinstance(v, bool), bool, "of type bool"),
     "int": (_is_int, int, "of type int"),
-    "float": (lambda v: _is_int(v) or isinstance(v, float), float, "of type float"),
+    "float": (_is_number, float, "of type float"),
     "str": (lambda v: isinstance(v, str), str, "of type str"),
     "Optional[str]": (lambda v: isinstance(v, str), str, "a string or null"),
     "Optional[int]": (_is_int, int, "an integer or null"),
-    "Optional[float]": (lambda v: _is_int(v) or isinstance(v, float), float, "a number or null"),
+    "Optional[float]": (_is_number, float, "a number or null"),
     "Optional[Dict[str, Any]]": (lambda v: isinstance(v, dict), dict, "an object or null"),
     "Optional[Tuple[int, ...]]": (
         lambda v: isinstance(v, (list, tuple)) and all(_is_int(x) for x in v),
